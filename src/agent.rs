@@ -1,0 +1,209 @@
+//! `relais run`: the one path that turns a validated config into a running agent. Startup
+//! opens storage (checking integrity first), starts the single writer and the reader pool, then
+//! serves the API until SIGTERM/SIGINT, and shuts down in reverse: stop accepting, drain the
+//! requests in flight, let the outbox writer commit what it holds, checkpoint, exit 0.
+
+use crate::api::{self, ApiState};
+use crate::cards::{CardHasher, CardKeyError};
+use crate::config::Config;
+use crate::outbox::writer::WriterSettings;
+use crate::outbox::{OutboxError, OutboxHandle, OutboxWriter};
+use crate::storage::{self, Integrity, ReaderPool, ReaderPoolError, StorageError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Readers(#[from] ReaderPoolError),
+    #[error(transparent)]
+    CardKey(#[from] CardKeyError),
+    #[error(
+        "cannot listen on {addr}: {source}. Another relais (or another program) may hold the port; \
+         stop it or change api.listen"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the API server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Paths of the data directory's files.
+#[derive(Debug, Clone)]
+pub struct DataPaths {
+    pub dir: PathBuf,
+    pub replica: PathBuf,
+    pub outbox: PathBuf,
+}
+
+impl DataPaths {
+    pub fn new(dir: &Path) -> DataPaths {
+        DataPaths {
+            dir: dir.to_path_buf(),
+            replica: dir.join(storage::REPLICA_FILE),
+            outbox: dir.join(storage::OUTBOX_FILE),
+        }
+    }
+}
+
+/// Storage opened and checked: the writer thread and reader pool are running.
+pub struct OpenStorage {
+    pub paths: DataPaths,
+    pub outbox: OutboxHandle,
+    pub writer: OutboxWriter,
+    pub readers: ReaderPool,
+    pub hasher: CardHasher,
+    /// Alarms to raise once the outbox is up (e.g. a damaged file was moved aside).
+    pub startup_alarms: Vec<(&'static str, String)>,
+}
+
+/// Integrity-check both databases, move damaged ones aside, create and migrate, start threads.
+pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
+    let paths = DataPaths::new(&config.agent.data_dir);
+    storage::ensure_data_dir(&paths.dir)?;
+    let mut startup_alarms = Vec::new();
+
+    if let Integrity::Damaged(reason) = storage::quick_check(&paths.replica) {
+        let aside = storage::move_aside(&paths.replica)?;
+        tracing::error!(%reason, moved_to = %aside.display(),
+            "replica.db is damaged: moved aside; starting empty and rebuilding from the next snapshot");
+        startup_alarms.push((
+            "replica_rebuilt",
+            format!(
+                "replica.db failed its integrity check ({reason}) and was moved to {}; the replica is empty \
+                 until the next snapshot import (`relais replica import`)",
+                aside.display()
+            ),
+        ));
+    }
+    crate::replica::open_writer(&paths.replica)?;
+
+    let mut seq_floor = 0;
+    if let Integrity::Damaged(reason) = storage::quick_check(&paths.outbox) {
+        let aside = storage::move_aside(&paths.outbox)?;
+        seq_floor = salvage_seq_floor(&aside);
+        tracing::error!(%reason, moved_to = %aside.display(), seq_floor,
+            "outbox.db is damaged: moved aside (not deleted); running on a fresh outbox");
+        startup_alarms.push((
+            "outbox_replaced",
+            format!(
+                "outbox.db failed its integrity check ({reason}). It was moved to {} and a fresh outbox \
+                 started at seq {}. Unsent store facts may be in the old file: stop the agent, run \
+                 `sqlite3 {} .recover > recovered.sql`, and send it to central ops; see docs/operations.md",
+                aside.display(),
+                seq_floor + 1,
+                aside.display()
+            ),
+        ));
+    }
+    let (outbox, writer) = OutboxWriter::start(
+        &paths.outbox,
+        WriterSettings {
+            group_commit_max: config.outbox.group_commit_max,
+            telemetry_quota_rows: config.outbox.telemetry_quota_rows,
+            low_free_mb: config.disk.low_free_mb,
+            seq_floor,
+        },
+    )?;
+    let readers = ReaderPool::start(&paths.replica, &paths.outbox, config.replica.readers)?;
+    let hasher = CardHasher::load_or_create(&config.customers.card_hash_key_file)?;
+    Ok(OpenStorage {
+        paths,
+        outbox,
+        writer,
+        readers,
+        hasher,
+        startup_alarms,
+    })
+}
+
+/// Highest sequence the damaged outbox may have used, plus a margin for rows we could not
+/// read. When nothing is readable, a floor derived from the clock is still above any sequence
+/// this box can have produced.
+fn salvage_seq_floor(damaged: &Path) -> u64 {
+    let readable =
+        rusqlite::Connection::open_with_flags(damaged, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()
+            .and_then(|conn| {
+                let meta: Option<i64> = conn
+                    .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| {
+                        r.get(0)
+                    })
+                    .ok();
+                let max: Option<i64> = conn
+                    .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
+                    .ok();
+                meta.into_iter().chain(max).max()
+            });
+    match readable {
+        Some(seq) => (seq.max(0) as u64).saturating_add(1_000_000),
+        None => (storage::now_unix_ms().max(0) as u64).saturating_mul(1000),
+    }
+}
+
+/// Run the agent until `shutdown` resolves. `on_ready` is called once the API listens.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr) + Send,
+) -> Result<(), AgentError> {
+    let started = Instant::now();
+    let storage = open_storage(&config)?;
+    for (code, message) in &storage.startup_alarms {
+        storage.outbox.raise_alarm(code, message.clone()).await;
+    }
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.api.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(AgentError::Serve)?;
+    let state = Arc::new(ApiState {
+        agent_id: config.agent.id.to_string(),
+        readers: storage.readers.clone(),
+        outbox: storage.outbox.clone(),
+        hasher: storage.hasher.clone(),
+        stale_after: config.replica.stale_after,
+        started,
+    });
+    let app = api::router(state, config.api.max_body_bytes);
+    tracing::info!(%addr, agent = %config.agent.id, data_dir = %storage.paths.dir.display(),
+        startup_ms = started.elapsed().as_millis() as u64, "relais is ready");
+    on_ready(addr);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(AgentError::Serve)?;
+    tracing::info!("shutting down: draining the outbox writer");
+    let OpenStorage { outbox, writer, .. } = storage;
+    // The router (and its handle clones) is gone once serve returns; this is the last handle.
+    drop(outbox);
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

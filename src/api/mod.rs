@@ -1,0 +1,304 @@
+//! The local HTTP API (axum), bound to loopback by default. Handlers never touch SQLite: reads
+//! go through the reader pool, writes through the outbox writer, and a 2xx answer to a write
+//! means the fact is durable.
+
+mod error;
+
+pub use error::ApiError;
+
+use crate::cards::CardHasher;
+use crate::decode::gtin::Gtin14;
+use crate::outbox::{
+    AppendRequest, EventDraft, LocalEffect, MovementKind, OutboxHandle, RetentionClass,
+};
+use crate::replica::lookup::{self, Answer};
+use crate::replica::{StreamState, stream_states};
+use crate::storage::{self, ReaderPool};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything a handler may use. Cheap to share; owns no blocking resource itself.
+pub struct ApiState {
+    pub agent_id: String,
+    pub readers: ReaderPool,
+    pub outbox: OutboxHandle,
+    pub hasher: CardHasher,
+    pub stale_after: Duration,
+    pub started: Instant,
+}
+
+pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/products/{code}", get(product))
+        .route("/v1/customers/by-card/{id}", get(customer_by_card))
+        .route("/v1/movements", post(post_movement))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn product(
+    State(state): State<Arc<ApiState>>,
+    Path(code): Path<String>,
+) -> Result<Response, ApiError> {
+    let stale_after = state.stale_after;
+    let answer = state
+        .readers
+        .run(move |conn| lookup::product_by_code(conn, &code, storage::now_unix_ms(), stale_after))
+        .await??;
+    Ok(answer_response(answer))
+}
+
+async fn customer_by_card(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let stale_after = state.stale_after;
+    let hasher = state.hasher.clone();
+    let answer = state
+        .readers
+        .run(move |conn| {
+            lookup::customer_by_card(conn, &hasher, &id, storage::now_unix_ms(), stale_after)
+        })
+        .await??;
+    Ok(answer_response(answer))
+}
+
+/// Found → 200 (with `freshness.stale` telling whether it may be out of date), not found → 404.
+fn answer_response<T: Serialize>(answer: Answer<T>) -> Response {
+    match answer {
+        Answer::Found(body) => Json(body).into_response(),
+        Answer::NotFound { freshness } => {
+            let mut err = ApiError::not_found("no such item in the replica");
+            err.details = serde_json::to_value(freshness).ok();
+            err.into_response()
+        }
+    }
+}
+
+/// A stock movement as a till or back office posts it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MovementBody {
+    kind: MovementKind,
+    #[serde(default)]
+    sku: Option<String>,
+    #[serde(default)]
+    gtin: Option<String>,
+    /// Units: positive for sale/return/receipt (the kind gives the sign), signed for adjustment.
+    qty: i64,
+    /// Idempotency key chosen by the client (e.g. till + receipt + line): a retry returns the
+    /// first answer instead of counting the movement twice.
+    #[serde(default)]
+    client_key: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MovementPayload<'a> {
+    kind: MovementKind,
+    sku: Option<&'a str>,
+    gtin: Option<String>,
+    qty: i64,
+    delta: i64,
+    client_key: Option<&'a str>,
+    note: Option<&'a str>,
+    stock_applied: bool,
+}
+
+#[derive(Serialize)]
+struct MovementAnswer {
+    id: uuid::Uuid,
+    seq: u64,
+    durable: bool,
+    replayed: bool,
+    sku: Option<String>,
+    stock_applied: bool,
+}
+
+const MAX_QTY: i64 = 1_000_000;
+
+fn movement_delta(kind: MovementKind, qty: i64) -> Result<i64, ApiError> {
+    if qty.abs() > MAX_QTY {
+        return Err(ApiError::invalid(
+            "qty",
+            format!("{qty} is beyond ±{MAX_QTY} units"),
+        ));
+    }
+    match kind {
+        MovementKind::Adjustment if qty == 0 => Err(ApiError::invalid(
+            "qty",
+            "an adjustment of 0 changes nothing",
+        )),
+        MovementKind::Adjustment => Ok(qty),
+        _ if qty <= 0 => Err(ApiError::invalid(
+            "qty",
+            format!(
+                "{qty}: must be positive for a {}; the kind gives the direction",
+                kind.name()
+            ),
+        )),
+        MovementKind::Sale => Ok(-qty),
+        MovementKind::Return | MovementKind::Receipt => Ok(qty),
+    }
+}
+
+fn bounded_text(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.is_empty() || v.len() > max || v.chars().any(char::is_control) => Err(
+            ApiError::invalid(field, format!("must be 1 to {max} printable characters")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+async fn post_movement(
+    State(state): State<Arc<ApiState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: MovementBody = error::parse_json(body)?;
+    let delta = movement_delta(body.kind, body.qty)?;
+    bounded_text("sku", &body.sku, 64)?;
+    bounded_text("client_key", &body.client_key, 128)?;
+    bounded_text("note", &body.note, 256)?;
+    let gtin = match &body.gtin {
+        Some(code) => {
+            Some(Gtin14::parse(code.trim()).map_err(|e| ApiError::invalid("gtin", e.to_string()))?)
+        }
+        None => None,
+    };
+    // A sale of an item the replica does not know is still a sale: it is recorded for
+    // central, just without a local stock effect, rather than refused.
+    let sku = match (&body.sku, gtin) {
+        (Some(sku), _) => Some(sku.clone()),
+        (None, Some(gtin)) => state
+            .readers
+            .run(move |conn| sku_of(conn, gtin))
+            .await?
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+        (None, None) => return Err(ApiError::invalid("sku", "give `sku` or `gtin`")),
+    };
+    let payload = MovementPayload {
+        kind: body.kind,
+        sku: sku.as_deref(),
+        gtin: gtin.map(|g| g.to_string()),
+        qty: body.qty,
+        delta,
+        client_key: body.client_key.as_deref(),
+        note: body.note.as_deref(),
+        stock_applied: sku.is_some(),
+    };
+    let payload_json =
+        serde_json::to_string(&payload).map_err(|e| ApiError::internal(e.to_string()))?;
+    let request = AppendRequest {
+        draft: EventDraft {
+            event_type: "stock.movement",
+            schema: 1,
+            class: RetentionClass::StoreFact,
+            payload_json,
+        },
+        effect: sku.clone().map(|sku| LocalEffect::StockMovement {
+            sku,
+            delta,
+            kind: body.kind,
+        }),
+        client_key: body.client_key.clone(),
+    };
+    let appended = state.outbox.append(request).await?;
+    let status = if appended.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let answer = MovementAnswer {
+        id: appended.id,
+        seq: appended.seq,
+        durable: true,
+        replayed: appended.replayed,
+        stock_applied: sku.is_some(),
+        sku,
+    };
+    Ok((status, Json(answer)).into_response())
+}
+
+fn sku_of(conn: &rusqlite::Connection, gtin: Gtin14) -> Result<Option<String>, rusqlite::Error> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT sku FROM products WHERE gtin = ?1")?
+        .query_row([gtin.as_i64()], |r| r.get(0))
+        .optional()
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    agent: String,
+    version: &'static str,
+    uptime_s: u64,
+    outbox: crate::outbox::OutboxStats,
+    oldest_unsent_store_fact_age_s: Option<f64>,
+    replica: Vec<lookup::StreamFreshness>,
+    alarms: Vec<crate::outbox::writer::Alarm>,
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let states: Vec<StreamState> = state
+        .readers
+        .run(|conn| stream_states(conn))
+        .await?
+        .map_err(|e| ApiError::internal(format!("replica read failed: {e}")))?;
+    let now = storage::now_unix_ms();
+    let fresh = lookup::freshness(
+        &states,
+        &crate::replica::Stream::ALL,
+        now,
+        state.stale_after,
+    );
+    let outbox = state.outbox.stats();
+    let alarms = state.outbox.alarms();
+    let status = if alarms.is_empty() && !fresh.stale {
+        "ok"
+    } else {
+        "degraded"
+    };
+    Ok(Json(Health {
+        status,
+        agent: state.agent_id.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: state.started.elapsed().as_secs(),
+        oldest_unsent_store_fact_age_s: outbox.oldest_store_fact_age_s(now),
+        outbox,
+        replica: fresh.streams,
+        alarms,
+    })
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sale_lowers_stock_and_a_receipt_raises_it() {
+        assert_eq!(movement_delta(MovementKind::Sale, 2).ok(), Some(-2));
+        assert_eq!(movement_delta(MovementKind::Receipt, 5).ok(), Some(5));
+        assert_eq!(movement_delta(MovementKind::Return, 1).ok(), Some(1));
+        assert_eq!(movement_delta(MovementKind::Adjustment, -3).ok(), Some(-3));
+    }
+
+    #[test]
+    fn a_negative_sale_or_an_empty_adjustment_is_refused() {
+        assert!(movement_delta(MovementKind::Sale, -2).is_err());
+        assert!(movement_delta(MovementKind::Adjustment, 0).is_err());
+        assert!(movement_delta(MovementKind::Receipt, MAX_QTY + 1).is_err());
+    }
+}

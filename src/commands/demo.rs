@@ -1,0 +1,140 @@
+//! `relais demo`: a realistic store in a scratch directory, seeded once (idempotent), then the
+//! agent runs on it. The newcomer's first command: useful with no broker and no config.
+
+use super::prepare;
+use relais::cards::CardHasher;
+use relais::config::{Config, ConfigSource};
+use relais::demo::{self, StoreSize};
+use relais::replica::import::{self, Progress};
+use relais::storage;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Scratch data directory for the demo store
+    #[arg(long, default_value = "relais-demo")]
+    dir: PathBuf,
+    /// Number of products to generate
+    #[arg(long, default_value_t = 5000)]
+    products: u64,
+    /// Number of customers to generate
+    #[arg(long, default_value_t = 2000)]
+    customers: u64,
+    /// API address [default: api.listen from the config, 127.0.0.1:8750]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Seed the store and exit without running the agent
+    #[arg(long)]
+    seed_only: bool,
+}
+
+const SEED_MARKER: &str = "demo-seed.json";
+
+pub fn run(args: DemoArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
+    let (mut config, _source): (Config, ConfigSource) = Config::load(config_path)?;
+    let dir = std::path::absolute(&args.dir)?;
+    config.agent.data_dir = dir.clone();
+    config.customers.card_hash_key_file = dir.join("card-hash.key");
+    if let Some(listen) = args.listen {
+        config.api.listen = listen;
+    }
+    crate::init_logging(&config);
+
+    let paths = prepare(&config)?;
+    let marker = dir.join(SEED_MARKER);
+    let wanted =
+        serde_json::json!({"products": args.products, "customers": args.customers, "format": 1});
+    let seeded = std::fs::read(&marker)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v == wanted);
+    if seeded {
+        eprintln!(
+            "relais demo: store already seeded in {} (delete the directory to reseed)",
+            dir.display()
+        );
+    } else {
+        eprintln!(
+            "relais demo: seeding {} products and {} customers into {}",
+            args.products,
+            args.customers,
+            dir.display()
+        );
+        let hasher = CardHasher::load_or_create(&config.customers.card_hash_key_file)?;
+        let scratch = dir.join("snapshots");
+        let store = demo::generate(
+            &scratch,
+            StoreSize {
+                products: args.products,
+                customers: args.customers,
+            },
+            &hasher,
+            storage::now_unix_ms(),
+        )?;
+        for (stream, file) in &store.files {
+            let report = import::import_file(&paths.replica, *stream, file, None, Progress::Quiet)?;
+            eprintln!(
+                "  {:<13} {:>7} rows  version {}",
+                stream.name(),
+                report.rows,
+                report.version
+            );
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        storage::write_file_atomically(&marker, wanted.to_string().as_bytes(), 0o644)?;
+    }
+    let config_file = dir.join("relais.toml");
+    storage::write_file_atomically(&config_file, config.to_toml().as_bytes(), 0o600)?;
+    print_try_this(&paths.replica, &config_file, &config)?;
+    if args.seed_only {
+        return Ok(0);
+    }
+    super::run_agent(config)?;
+    Ok(0)
+}
+
+fn print_try_this(replica: &Path, config_file: &Path, config: &Config) -> anyhow::Result<()> {
+    let conn = storage::open_reader(replica)?;
+    let gtin_where = |sql: &str| -> Option<String> {
+        conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .ok()
+            .map(|g| format!("{g:014}"))
+    };
+    let promo = gtin_where(
+        "SELECT p.gtin FROM products p JOIN prices pr ON pr.sku = p.sku WHERE pr.kind = 1 ORDER BY p.rowid LIMIT 1",
+    );
+    let plain = gtin_where("SELECT gtin FROM products ORDER BY rowid LIMIT 1");
+    let promo = promo.unwrap_or_else(|| plain.clone().unwrap_or_default());
+    let plain = plain.unwrap_or_default();
+    // EAN-13 is what a till actually scans: drop the GTIN-14 leading zero.
+    let ean13 = plain.strip_prefix('0').unwrap_or(&plain).to_string();
+    let addr = config.api.listen;
+    let cfg = config_file.display();
+    println!(
+        r#"
+Relais demo store is ready. Try, from another terminal:
+
+  # a product by EAN-13, with price, promotion and stock (JSON: add --json)
+  relais --config {cfg} lookup barcode {ean13}
+  relais --config {cfg} lookup barcode {promo}
+  # a customer by loyalty card number or NFC UID (hashed before lookup)
+  relais --config {cfg} lookup card {card}
+  relais --config {cfg} lookup card {uid}
+
+  # the local API
+  curl -s http://{addr}/v1/products/{ean13}
+  curl -s http://{addr}/v1/customers/by-card/{card}
+  curl -s -X POST http://{addr}/v1/movements -H 'content-type: application/json' \
+       -d '{{"kind":"sale","gtin":"{ean13}","qty":1,"client_key":"till-1/receipt-1/line-1"}}'
+  curl -s http://{addr}/v1/health
+
+  # what is waiting for central
+  relais --config {cfg} outbox stats
+  relais --config {cfg} outbox tail
+"#,
+        card = demo::customer_card_number(0),
+        uid = demo::customer_nfc_uid(1),
+    );
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! Command implementations: thin glue from parsed arguments to the library, and the
+//! human-readable renderings a technician reads.
+
+pub mod decode;
+pub mod demo;
+
+use anyhow::Context;
+use relais::agent::{self, DataPaths};
+use relais::config::Config;
+use relais::outbox::{self, RetentionClass};
+use relais::replica::import::{self, Progress};
+use relais::replica::lookup::{self, Answer, Freshness};
+use relais::replica::{self, Stream};
+use relais::storage;
+use std::path::Path;
+
+pub const EXIT_FOUND: u8 = 0;
+pub const EXIT_STALE: u8 = 3;
+pub const EXIT_NOT_FOUND: u8 = 4;
+/// EX_DATAERR: the code or identifier itself is invalid.
+pub const EXIT_INVALID: u8 = 65;
+
+pub fn run_agent(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("relais-core")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(agent::run(config, agent::shutdown_signal(), |addr| {
+        eprintln!("relais: listening on http://{addr} (Ctrl-C to stop)");
+    }))?;
+    Ok(())
+}
+
+/// Make sure both databases exist at the current schema, for commands that run without the
+/// agent. Creating the schema is idempotent and harmless while an agent runs.
+fn prepare(config: &Config) -> anyhow::Result<DataPaths> {
+    let paths = DataPaths::new(&config.agent.data_dir);
+    storage::ensure_data_dir(&paths.dir)?;
+    replica::open_writer(&paths.replica)?;
+    outbox::writer::migrate_only(&paths.outbox)?;
+    Ok(paths)
+}
+
+pub fn replica_import(
+    config: &Config,
+    stream: Stream,
+    path: &Path,
+    version: Option<u64>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let paths = prepare(config)?;
+    let report = import::import_file(&paths.replica, stream, path, version, Progress::Auto)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "imported {} {} rows in {:.2} s ({:.0} rows/s); {} version {} -> {}",
+            report.rows,
+            stream,
+            report.seconds,
+            report.rows_per_s,
+            stream,
+            report.previous_version,
+            report.version
+        );
+    }
+    Ok(0)
+}
+
+pub fn replica_status(config: &Config, json: bool) -> anyhow::Result<u8> {
+    let paths = prepare(config)?;
+    let conn = storage::open_reader(&paths.replica)?;
+    let states = replica::stream_states(&conn)?;
+    let fresh = lookup::freshness(
+        &states,
+        &Stream::ALL,
+        storage::now_unix_ms(),
+        config.replica.stale_after,
+    );
+    if json {
+        println!("{}", serde_json::to_string(&fresh)?);
+    } else {
+        print_freshness(&fresh);
+    }
+    Ok(0)
+}
+
+fn print_freshness(fresh: &Freshness) {
+    for s in &fresh.streams {
+        let age = match s.age_s {
+            Some(a) => format!(
+                "updated {} ago",
+                humantime::format_duration(std::time::Duration::from_secs(a as u64))
+            ),
+            None => "never loaded".to_string(),
+        };
+        let flag = if s.stale { "STALE" } else { "fresh" };
+        println!("{:<13} v{:<8} {flag:<6} {age}", s.stream.name(), s.version);
+    }
+}
+
+fn lookup_connection(config: &Config) -> anyhow::Result<rusqlite::Connection> {
+    let paths = prepare(config)?;
+    Ok(storage::reader_pool_connection(
+        &paths.replica,
+        &paths.outbox,
+    )?)
+}
+
+fn money(minor: i64, currency: &str) -> String {
+    format!("{}.{:02} {currency}", minor / 100, (minor % 100).abs())
+}
+
+pub fn lookup_barcode(config: &Config, code: &str, json: bool) -> anyhow::Result<u8> {
+    let conn = lookup_connection(config)?;
+    let answer = match lookup::product_by_code(
+        &conn,
+        code,
+        storage::now_unix_ms(),
+        config.replica.stale_after,
+    ) {
+        Ok(a) => a,
+        Err(lookup::LookupError::InvalidCode(e)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"outcome": "invalid", "error": e.to_string()})
+                );
+            } else {
+                eprintln!("invalid barcode {code:?}: {e}");
+            }
+            return Ok(EXIT_INVALID);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&answer)?);
+    }
+    Ok(match answer {
+        Answer::Found(p) => {
+            if !json {
+                println!("{}  {}  ({})", p.gtin, p.name, p.sku);
+                match &p.price {
+                    Some(price) => {
+                        let was = price
+                            .base_price_minor
+                            .map(|b| format!(", was {}", money(b, &price.currency)))
+                            .unwrap_or_default();
+                        let promo = price
+                            .promo_id
+                            .as_deref()
+                            .map(|id| format!(" promo {id}"))
+                            .unwrap_or_default();
+                        println!(
+                            "price    {}{promo}{was}",
+                            money(price.price_minor, &price.currency)
+                        );
+                    }
+                    None => println!("price    none in effect now"),
+                }
+                match &p.stock {
+                    Some(s) => println!(
+                        "stock    on hand {}, reserved {}, available {}",
+                        s.on_hand, s.reserved, s.available
+                    ),
+                    None => println!("stock    unknown"),
+                }
+                print_freshness(&p.freshness);
+            }
+            if p.freshness.stale {
+                EXIT_STALE
+            } else {
+                EXIT_FOUND
+            }
+        }
+        Answer::NotFound { freshness } => {
+            if !json {
+                println!("not found: no product with GTIN {code} in the replica");
+                print_freshness(&freshness);
+            }
+            EXIT_NOT_FOUND
+        }
+    })
+}
+
+pub fn lookup_card(config: &Config, id: &str, json: bool) -> anyhow::Result<u8> {
+    let conn = lookup_connection(config)?;
+    let hasher = relais::cards::CardHasher::load_or_create(&config.customers.card_hash_key_file)?;
+    let answer = match lookup::customer_by_card(
+        &conn,
+        &hasher,
+        id,
+        storage::now_unix_ms(),
+        config.replica.stale_after,
+    ) {
+        Ok(a) => a,
+        Err(lookup::LookupError::InvalidCard(e)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"outcome": "invalid", "error": e.to_string()})
+                );
+            } else {
+                eprintln!("invalid card identifier: {e}");
+            }
+            return Ok(EXIT_INVALID);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&answer)?);
+    }
+    Ok(match answer {
+        Answer::Found(c) => {
+            if !json {
+                println!(
+                    "{}  {}  tier {}",
+                    c.customer_id,
+                    c.display_name,
+                    c.tier.as_deref().unwrap_or("-")
+                );
+                println!(
+                    "loyalty  {} points ({} from central + {} pending local)",
+                    c.loyalty.balance, c.loyalty.central_balance, c.loyalty.pending_local
+                );
+                print_freshness(&c.freshness);
+            }
+            if c.freshness.stale {
+                EXIT_STALE
+            } else {
+                EXIT_FOUND
+            }
+        }
+        Answer::NotFound { freshness } => {
+            if !json {
+                println!("not found: no customer with this card in the replica");
+                print_freshness(&freshness);
+            }
+            EXIT_NOT_FOUND
+        }
+    })
+}
+
+pub fn outbox_stats(config: &Config, json: bool) -> anyhow::Result<u8> {
+    let paths = prepare(config)?;
+    let conn = storage::open_reader(&paths.outbox)?;
+    let stats = outbox::stats::read(&conn)?;
+    let bytes_on_disk = ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| {
+            let mut p = paths.outbox.clone().into_os_string();
+            p.push(suffix);
+            std::fs::metadata(p).ok().map(|m| m.len())
+        })
+        .sum::<u64>();
+    let now = storage::now_unix_ms();
+    if json {
+        let value = serde_json::json!({
+            "store_fact": stats.store_fact,
+            "telemetry": stats.telemetry,
+            "last_seq": stats.last_seq,
+            "boot": stats.boot,
+            "oldest_unsent_store_fact_age_s": stats.oldest_store_fact_age_s(now),
+            "bytes_on_disk": bytes_on_disk,
+        });
+        println!("{value}");
+    } else {
+        for class in RetentionClass::ALL {
+            let c = stats.class(class);
+            let age = c
+                .oldest_unsent_ms
+                .map(|ms| {
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        ((now - ms).max(0) / 1000) as u64,
+                    ))
+                    .to_string()
+                })
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<11} depth {:>9}  payload {:>10} B  oldest unsent {age}",
+                class.name(),
+                c.depth,
+                c.bytes
+            );
+        }
+        println!(
+            "last seq {}  boot {}  on disk {} B",
+            stats.last_seq, stats.boot, bytes_on_disk
+        );
+    }
+    Ok(0)
+}
+
+pub fn outbox_tail(config: &Config, lines: usize, follow: bool) -> anyhow::Result<u8> {
+    let paths = prepare(config)?;
+    let conn = storage::open_reader(&paths.outbox)?;
+    let agent = config.agent.id.to_string();
+    let mut last = 0u64;
+    for event in outbox::stats::newest(&conn, &agent, lines)? {
+        last = event.seq;
+        println!("{}", serde_json::to_string(&event)?);
+    }
+    while follow {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        for event in outbox::stats::after(&conn, &agent, last, 1000)? {
+            last = event.seq;
+            println!("{}", serde_json::to_string(&event)?);
+        }
+    }
+    Ok(0)
+}

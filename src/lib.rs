@@ -1,0 +1,13 @@
+//! Relais: the in-store edge agent. See ARCHITECTURE.md for the code map and its invariants.
+
+pub mod cards;
+pub mod decode {
+    pub mod gtin;
+} // TEMP until decode/mod.rs lands
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod outbox;
+pub mod replica;
+pub mod storage;

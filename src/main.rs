@@ -1,0 +1,224 @@
+//! The `relais` binary: command-line edge. Parses arguments, loads config, maps errors to exit
+//! statuses (78 for config errors, as systemd's `RestartPreventExitStatus` expects) and calls
+//! the library. `anyhow` lives only here.
+
+use clap::{Parser, Subcommand};
+use relais::config::{Config, ConfigError, ConfigSource, LogFormat};
+use relais::replica::Stream;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod commands;
+
+#[derive(Parser)]
+#[command(
+    name = "relais",
+    version,
+    about = "In-store edge agent: devices, offline replica, durable outbox, sync"
+)]
+struct Cli {
+    /// Config file [default: /etc/relais/relais.toml, or built-in defaults when it does not exist]
+    #[arg(long, global = true, env = "RELAIS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (storage, local API) until SIGTERM/SIGINT
+    Run,
+    /// Seed a realistic demo store into a scratch directory, then run the agent on it
+    Demo(commands::demo::DemoArgs),
+    /// Check or print configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Snapshot import and replica status
+    #[command(subcommand)]
+    Replica(ReplicaCommand),
+    /// Look up a product by barcode or a customer by card, as a till would
+    #[command(subcommand)]
+    Lookup(LookupCommand),
+    /// Inspect the outbox of store facts and telemetry
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// Decode barcodes (GTIN, GS1, AIM, Digital Link) and EPC tags
+    Decode(commands::decode::DecodeArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file; exit 0 when valid, 78 with every problem listed when not
+    Validate { path: PathBuf },
+    /// Print the effective config (defaults included) as TOML
+    Show,
+}
+
+#[derive(Subcommand)]
+enum ReplicaCommand {
+    /// Import an NDJSON snapshot (plain or .gz) of one stream, atomically
+    Import {
+        #[arg(long, value_enum)]
+        stream: Stream,
+        path: PathBuf,
+        /// Central's version of this snapshot [default: current version + 1]
+        #[arg(long)]
+        version: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Versions, ages and row counts of every stream
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LookupCommand {
+    /// Product, effective price and stock by EAN-8/UPC-A/EAN-13/GTIN-14.
+    /// Exit: 0 found, 3 found but stale, 4 not found, 65 invalid code
+    Barcode {
+        code: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Customer and loyalty balance by card number or NFC UID (hashed before lookup).
+    /// Exit: 0 found, 3 found but stale, 4 not found, 65 invalid identifier
+    Card {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Depth per retention class, oldest unsent age, bytes
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the newest events as JSON lines
+    Tail {
+        /// How many of the newest events
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Keep printing new events as they are recorded
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = dispatch(cli);
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if let Some(config_error) = e.downcast_ref::<ConfigError>() {
+                eprintln!("relais: configuration error:\n{config_error}");
+                return ExitCode::from(ConfigError::EXIT_CODE as u8);
+            }
+            eprintln!("relais: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(Config, ConfigSource)> {
+    Ok(Config::load(path)?)
+}
+
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    // RELAIS_LOG overrides the config for a one-off debugging session.
+    let filter = std::env::var("RELAIS_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_new(&config.log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let config_path = cli.config.as_deref();
+    match cli.command {
+        Command::Run => {
+            let (config, source) = load_config(config_path)?;
+            init_logging(&config);
+            log_source(&source);
+            commands::run_agent(config)?;
+            Ok(0)
+        }
+        Command::Demo(args) => commands::demo::run(args, config_path),
+        Command::Config(ConfigCommand::Validate { path }) => {
+            Config::load(Some(&path))?;
+            println!("{}: valid", path.display());
+            Ok(0)
+        }
+        Command::Config(ConfigCommand::Show) => {
+            let (config, source) = load_config(config_path)?;
+            match source {
+                ConfigSource::File(p) => println!(
+                    "# effective config from {} (defaults filled in)",
+                    p.display()
+                ),
+                ConfigSource::BuiltInDefaults => {
+                    println!("# effective config: built-in defaults (no config file)")
+                }
+            }
+            print!("{}", config.to_toml());
+            Ok(0)
+        }
+        Command::Replica(ReplicaCommand::Import {
+            stream,
+            path,
+            version,
+            json,
+        }) => {
+            let (config, _) = load_config(config_path)?;
+            init_logging(&config);
+            commands::replica_import(&config, stream, &path, version, json)
+        }
+        Command::Replica(ReplicaCommand::Status { json }) => {
+            let (config, _) = load_config(config_path)?;
+            commands::replica_status(&config, json)
+        }
+        Command::Lookup(LookupCommand::Barcode { code, json }) => {
+            let (config, _) = load_config(config_path)?;
+            commands::lookup_barcode(&config, &code, json)
+        }
+        Command::Lookup(LookupCommand::Card { id, json }) => {
+            let (config, _) = load_config(config_path)?;
+            commands::lookup_card(&config, &id, json)
+        }
+        Command::Outbox(OutboxCommand::Stats { json }) => {
+            let (config, _) = load_config(config_path)?;
+            commands::outbox_stats(&config, json)
+        }
+        Command::Outbox(OutboxCommand::Tail { lines, follow }) => {
+            let (config, _) = load_config(config_path)?;
+            commands::outbox_tail(&config, lines, follow)
+        }
+        Command::Decode(args) => commands::decode::run(args),
+    }
+}
+
+fn log_source(source: &ConfigSource) {
+    match source {
+        ConfigSource::File(p) => tracing::info!(config = %p.display(), "config loaded"),
+        ConfigSource::BuiltInDefaults => tracing::info!(
+            "no config file at {}: running on built-in defaults (offline, loopback API)",
+            relais::config::DEFAULT_CONFIG_PATH
+        ),
+    }
+}

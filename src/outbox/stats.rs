@@ -1,0 +1,166 @@
+//! Outbox depth, age and size, and reading events back as envelopes (`outbox stats`, `tail`).
+
+use super::{Envelope, RetentionClass};
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClassStats {
+    pub depth: u64,
+    pub bytes: u64,
+    /// Wall time of the oldest unsent event of this class.
+    pub oldest_unsent_ms: Option<i64>,
+    pub dropped: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxStats {
+    pub store_fact: ClassStats,
+    pub telemetry: ClassStats,
+    pub last_seq: u64,
+    pub boot: u64,
+}
+
+impl OutboxStats {
+    pub fn class(&self, class: RetentionClass) -> &ClassStats {
+        match class {
+            RetentionClass::StoreFact => &self.store_fact,
+            RetentionClass::Telemetry => &self.telemetry,
+        }
+    }
+
+    fn class_mut(&mut self, class: RetentionClass) -> &mut ClassStats {
+        match class {
+            RetentionClass::StoreFact => &mut self.store_fact,
+            RetentionClass::Telemetry => &mut self.telemetry,
+        }
+    }
+
+    pub(crate) fn record_append(
+        &mut self,
+        class: RetentionClass,
+        bytes: u64,
+        wall_ms: i64,
+        seq: u64,
+    ) {
+        let c = self.class_mut(class);
+        c.depth += 1;
+        c.bytes += bytes;
+        c.oldest_unsent_ms.get_or_insert(wall_ms);
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    pub(crate) fn record_drop(
+        &mut self,
+        class: RetentionClass,
+        rows: u64,
+        bytes: u64,
+        oldest: Option<i64>,
+    ) {
+        let c = self.class_mut(class);
+        c.depth = c.depth.saturating_sub(rows);
+        c.bytes = c.bytes.saturating_sub(bytes);
+        c.dropped += rows;
+        c.oldest_unsent_ms = oldest;
+    }
+
+    /// Age in seconds of the oldest unsent store fact: the figure ops alarm on.
+    pub fn oldest_store_fact_age_s(&self, now_ms: i64) -> Option<f64> {
+        self.store_fact
+            .oldest_unsent_ms
+            .map(|ms| ((now_ms - ms).max(0) as f64) / 1000.0)
+    }
+}
+
+/// Compute the stats from the table (at start, and for the CLI while the agent runs).
+pub fn read(conn: &Connection) -> Result<OutboxStats, rusqlite::Error> {
+    let mut out = OutboxStats::default();
+    let mut stmt = conn.prepare(
+        "SELECT class, COUNT(*), COALESCE(SUM(length(payload)), 0), MIN(wall_ms)
+         FROM events WHERE state = 0 GROUP BY class",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let Some(class) = RetentionClass::from_code(row.get(0)?) else {
+            continue;
+        };
+        let c = out.class_mut(class);
+        c.depth = row.get::<_, i64>(1)?.max(0) as u64;
+        c.bytes = row.get::<_, i64>(2)?.max(0) as u64;
+        c.oldest_unsent_ms = row.get(3)?;
+    }
+    let meta = |key: &str| -> Result<u64, rusqlite::Error> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|v| v.max(0) as u64)
+    };
+    let max_event: i64 =
+        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+    // The meta row is written in the same transaction as every append; the max() guards
+    // against a hand-edited or salvaged file.
+    out.last_seq = meta("last_seq")?.max(max_event.max(0) as u64);
+    out.boot = meta("boot")?;
+    Ok(out)
+}
+
+/// The newest `limit` events, oldest first.
+pub fn newest(
+    conn: &Connection,
+    agent: &str,
+    limit: usize,
+) -> Result<Vec<Envelope>, rusqlite::Error> {
+    let mut events = query_envelopes(
+        conn,
+        agent,
+        "SELECT seq, id, class, type, schema, boot, wall_ms, mono_ns, payload FROM events ORDER BY seq DESC LIMIT ?2",
+        0,
+        limit,
+    )?;
+    events.reverse();
+    Ok(events)
+}
+
+/// Up to `limit` events with `seq > after_seq`, oldest first.
+pub fn after(
+    conn: &Connection,
+    agent: &str,
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<Envelope>, rusqlite::Error> {
+    query_envelopes(
+        conn,
+        agent,
+        "SELECT seq, id, class, type, schema, boot, wall_ms, mono_ns, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        after_seq,
+        limit,
+    )
+}
+
+fn query_envelopes(
+    conn: &Connection,
+    agent: &str,
+    sql: &str,
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<Envelope>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![after_seq as i64, limit as i64], |r| {
+        let id: Vec<u8> = r.get(1)?;
+        let payload: String = r.get(8)?;
+        Ok(Envelope {
+            seq: r.get::<_, i64>(0)? as u64,
+            id: Uuid::from_slice(&id).unwrap_or(Uuid::nil()),
+            agent: agent.to_string(),
+            class: RetentionClass::from_code(r.get(2)?).unwrap_or(RetentionClass::Telemetry),
+            event_type: r.get(3)?,
+            schema: r.get(4)?,
+            boot: r.get::<_, i64>(5)? as u64,
+            wall_ms: r.get(6)?,
+            mono_ns: r.get::<_, i64>(7)? as u64,
+            payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+        })
+    })?;
+    rows.collect()
+}

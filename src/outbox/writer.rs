@@ -1,0 +1,472 @@
+//! The outbox writer: one thread owns the only write connection to `outbox.db` and commits
+//! appends in groups. Producers wait on a oneshot that is answered only after the group's
+//! `COMMIT` returned, and with `synchronous=FULL` that means the WAL was fsynced: a producer
+//! is never told "done" before its event survives a power cut.
+//!
+//! Group commit is what makes this fast: one fsync covers every append that queued while the
+//! previous one ran, so throughput grows with the number of concurrent producers.
+
+use super::stats::{self, OutboxStats};
+use super::{AppendRequest, Appended, LocalEffect, OutboxError, RetentionClass};
+use crate::storage::{self, Durability};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// Tunables taken from the validated config.
+#[derive(Clone, Debug)]
+pub struct WriterSettings {
+    pub group_commit_max: usize,
+    pub telemetry_quota_rows: u64,
+    pub low_free_mb: u64,
+    /// Sequence numbers start above this. Set when a damaged outbox was moved aside, so events
+    /// in the fresh one never reuse a `seq` of the old one (central deduplicates per agent).
+    pub seq_floor: u64,
+}
+
+/// An alarm the operator must see until its cause is gone or it is acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Alarm {
+    pub code: String,
+    pub raised_ms: i64,
+    pub message: String,
+}
+
+pub(crate) enum WriterCommand {
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<Appended, OutboxError>>,
+    },
+    RaiseAlarm {
+        code: String,
+        message: String,
+    },
+}
+
+/// Shared, cheap view of the outbox for health and metrics; updated by the writer after each
+/// commit so nobody has to scan the table to answer "how far behind are we".
+#[derive(Default)]
+struct Shared {
+    stats: OutboxStats,
+    alarms: Vec<Alarm>,
+}
+
+/// Cloneable handle producers use. Dropping every handle stops the writer.
+#[derive(Clone)]
+pub struct OutboxHandle {
+    sender: mpsc::Sender<WriterCommand>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// Owns the writer thread; `join` waits for it to drain, checkpoint and close.
+pub struct OutboxWriter {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl OutboxWriter {
+    pub fn start(
+        path: &Path,
+        settings: WriterSettings,
+    ) -> Result<(OutboxHandle, OutboxWriter), OutboxError> {
+        let mut conn = storage::open_writer(path, Durability::StoreFacts)?;
+        storage::migrate(&mut conn, path, super::MIGRATIONS)?;
+        let sql_err = |source| storage::StorageError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Every start is a new boot: consumers use (boot, mono_ns) to order events whose wall
+        // clock jumped.
+        conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'boot'", [])
+            .map_err(sql_err)?;
+        if settings.seq_floor > 0 {
+            conn.execute(
+                "UPDATE meta SET value = MAX(value, ?1) WHERE key = 'last_seq'",
+                [i64::try_from(settings.seq_floor).unwrap_or(i64::MAX)],
+            )
+            .map_err(sql_err)?;
+        }
+        let initial = stats::read(&conn).map_err(sql_err)?;
+        let alarms = load_alarms(&conn).map_err(sql_err)?;
+        let shared = Arc::new(Mutex::new(Shared {
+            stats: initial.clone(),
+            alarms,
+        }));
+        // Bounded: when the disk stalls, producers wait instead of piling up memory.
+        let (sender, receiver) = mpsc::channel(settings.group_commit_max.max(1) * 4);
+        let mut state = WriterState {
+            conn,
+            path: path.to_path_buf(),
+            data_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            settings,
+            next_seq: initial.last_seq + 1,
+            boot: initial.boot,
+            stats: initial,
+            shared: Arc::clone(&shared),
+            disk_checked_at: None,
+            disk_low: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || state.run(receiver))
+            .map_err(|e| OutboxError::Commit(format!("cannot start the writer thread: {e}")))?;
+        Ok((
+            OutboxHandle { sender, shared },
+            OutboxWriter {
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// Wait until every handle is dropped and the writer has drained and checkpointed.
+    pub fn join(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Create or upgrade the outbox schema without starting a writer (for CLI commands that read).
+pub fn migrate_only(path: &Path) -> Result<(), OutboxError> {
+    let mut conn = storage::open_writer(path, Durability::StoreFacts)?;
+    storage::migrate(&mut conn, path, super::MIGRATIONS)?;
+    Ok(())
+}
+
+impl OutboxHandle {
+    /// Append and wait until the event is durable.
+    pub async fn append(&self, request: AppendRequest) -> Result<Appended, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(WriterCommand::Append { request, reply })
+            .await
+            .map_err(|_| OutboxError::Closed)?;
+        answer.await.map_err(|_| OutboxError::Closed)?
+    }
+
+    /// Same as [`append`](Self::append) for threads outside the async runtime (devices, CLI).
+    pub fn append_blocking(&self, request: AppendRequest) -> Result<Appended, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .blocking_send(WriterCommand::Append { request, reply })
+            .map_err(|_| OutboxError::Closed)?;
+        answer.blocking_recv().map_err(|_| OutboxError::Closed)?
+    }
+
+    /// Record an alarm durably (e.g. "the previous outbox was damaged and moved aside").
+    pub async fn raise_alarm(&self, code: &str, message: String) {
+        let _ = self
+            .sender
+            .send(WriterCommand::RaiseAlarm {
+                code: code.to_string(),
+                message,
+            })
+            .await;
+    }
+
+    pub fn stats(&self) -> OutboxStats {
+        self.shared
+            .lock()
+            .map(|s| s.stats.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn alarms(&self) -> Vec<Alarm> {
+        self.shared
+            .lock()
+            .map(|s| s.alarms.clone())
+            .unwrap_or_default()
+    }
+}
+
+struct Pending {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<Appended, OutboxError>>,
+}
+
+struct WriterState {
+    conn: Connection,
+    path: PathBuf,
+    data_dir: PathBuf,
+    settings: WriterSettings,
+    next_seq: u64,
+    boot: u64,
+    stats: OutboxStats,
+    shared: Arc<Mutex<Shared>>,
+    disk_checked_at: Option<Instant>,
+    disk_low: Option<u64>,
+}
+
+/// Free space changes slowly; statvfs once a second is plenty.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+impl WriterState {
+    fn run(&mut self, mut receiver: mpsc::Receiver<WriterCommand>) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.settings.group_commit_max);
+        while let Some(first) = receiver.blocking_recv() {
+            self.accept(first, &mut batch);
+            // Everything that queued while the last fsync ran joins this group.
+            while batch.len() < self.settings.group_commit_max {
+                match receiver.try_recv() {
+                    Ok(command) => self.accept(command, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_group(&mut batch);
+            }
+        }
+        // All producers are gone: fold the WAL into the main file so the next start is fast.
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!(error = %e, "outbox checkpoint at shutdown failed; the WAL will be replayed at next start");
+        }
+    }
+
+    fn accept(&mut self, command: WriterCommand, batch: &mut Vec<Pending>) {
+        match command {
+            WriterCommand::Append { request, reply } => {
+                if request.draft.class == RetentionClass::Telemetry
+                    && let Some(free_mb) = self.disk_low_now()
+                {
+                    let _ = reply.send(Err(OutboxError::DiskLow {
+                        free_mb,
+                        watermark_mb: self.settings.low_free_mb,
+                    }));
+                    return;
+                }
+                batch.push(Pending { request, reply });
+            }
+            WriterCommand::RaiseAlarm { code, message } => self.raise_alarm(&code, &message),
+        }
+    }
+
+    /// Returns the free MB when below the watermark, raising or clearing the alarm as it changes.
+    fn disk_low_now(&mut self) -> Option<u64> {
+        let due = self
+            .disk_checked_at
+            .is_none_or(|at| at.elapsed() >= DISK_CHECK_INTERVAL);
+        if due {
+            self.disk_checked_at = Some(Instant::now());
+            let free_mb = storage::free_bytes(&self.data_dir).map(|b| b / (1024 * 1024));
+            let low = free_mb.filter(|mb| *mb < self.settings.low_free_mb);
+            match (self.disk_low, low) {
+                (None, Some(mb)) => {
+                    tracing::error!(
+                        free_mb = mb,
+                        watermark_mb = self.settings.low_free_mb,
+                        "disk nearly full: refusing droppable events; store facts still accepted"
+                    );
+                    self.raise_alarm(
+                        "disk_low",
+                        &format!(
+                            "{mb} MB free on the data disk, below the {} MB watermark: telemetry is refused. \
+                             Free space or raise disk.low_free_mb",
+                            self.settings.low_free_mb
+                        ),
+                    );
+                }
+                (Some(_), None) => self.clear_alarm("disk_low"),
+                _ => {}
+            }
+            self.disk_low = low;
+        }
+        self.disk_low
+    }
+
+    fn raise_alarm(&mut self, code: &str, message: &str) {
+        let raised_ms = storage::now_unix_ms();
+        let result = self.conn.execute(
+            "INSERT INTO alarms(code, raised_ms, message) VALUES (?1, ?2, ?3)
+             ON CONFLICT(code) DO UPDATE SET message = excluded.message",
+            params![code, raised_ms, message],
+        );
+        if let Err(e) = result {
+            tracing::error!(error = %e, code, "cannot persist alarm");
+        }
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.alarms.retain(|a| a.code != code);
+            shared.alarms.push(Alarm {
+                code: code.to_string(),
+                raised_ms,
+                message: message.to_string(),
+            });
+        }
+    }
+
+    fn clear_alarm(&mut self, code: &str) {
+        let _ = self
+            .conn
+            .execute("DELETE FROM alarms WHERE code = ?1", [code]);
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.alarms.retain(|a| a.code != code);
+        }
+    }
+
+    fn commit_group(&mut self, batch: &mut Vec<Pending>) {
+        let first_seq = self.next_seq;
+        let before = self.stats.clone();
+        match self.write_group(batch) {
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+                if let Ok(mut shared) = self.shared.lock() {
+                    shared.stats = self.stats.clone();
+                }
+            }
+            Err(e) => {
+                // Nothing of this group is on disk: rewind and tell every producer so.
+                self.next_seq = first_seq;
+                self.stats = before;
+                tracing::error!(error = %e, path = %self.path.display(), events = batch.len(),
+                    "outbox commit failed; producers were told nothing was recorded");
+                let message = e.to_string();
+                for pending in batch.drain(..) {
+                    let _ = pending
+                        .reply
+                        .send(Err(OutboxError::Commit(message.clone())));
+                }
+            }
+        }
+    }
+
+    fn write_group(&mut self, batch: &[Pending]) -> Result<Vec<Appended>, rusqlite::Error> {
+        let wall_ms = storage::now_unix_ms();
+        let mono_ns = super::monotonic_ns();
+        let tx = self.conn.transaction()?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        {
+            let mut find_key =
+                tx.prepare_cached("SELECT seq, id FROM idempotency WHERE client_key = ?1")?;
+            let mut insert_event = tx.prepare_cached(
+                "INSERT INTO events(seq, id, class, type, schema, boot, wall_ms, mono_ns, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            let mut insert_key = tx.prepare_cached(
+                "INSERT INTO idempotency(client_key, seq, id) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut insert_movement = tx.prepare_cached(
+                "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for pending in batch {
+                let request = &pending.request;
+                if let Some(key) = &request.client_key {
+                    let previous: Option<(i64, Vec<u8>)> = find_key
+                        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    if let Some((seq, id)) = previous {
+                        outcomes.push(Appended {
+                            id: Uuid::from_slice(&id).unwrap_or(Uuid::nil()),
+                            seq: seq as u64,
+                            replayed: true,
+                        });
+                        continue;
+                    }
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let id = Uuid::now_v7();
+                let draft = &request.draft;
+                insert_event.execute(params![
+                    seq as i64,
+                    id.as_bytes().as_slice(),
+                    draft.class.code(),
+                    draft.event_type,
+                    draft.schema,
+                    self.boot as i64,
+                    wall_ms,
+                    mono_ns as i64,
+                    draft.payload_json,
+                ])?;
+                if let Some(key) = &request.client_key {
+                    insert_key.execute(params![key, seq as i64, id.as_bytes().as_slice()])?;
+                }
+                match &request.effect {
+                    Some(LocalEffect::StockMovement { sku, delta, kind }) => {
+                        insert_movement.execute(params![
+                            seq as i64,
+                            sku,
+                            delta,
+                            kind.name(),
+                            wall_ms
+                        ])?;
+                    }
+                    None => {}
+                }
+                self.stats.record_append(
+                    draft.class,
+                    draft.payload_json.len() as u64,
+                    wall_ms,
+                    seq,
+                );
+                outcomes.push(Appended {
+                    id,
+                    seq,
+                    replayed: false,
+                });
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'last_seq'",
+            [(self.next_seq - 1) as i64],
+        )?;
+        trim_telemetry(&tx, &mut self.stats, self.settings.telemetry_quota_rows)?;
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+/// Keep telemetry within its quota by dropping the oldest rows, in the same transaction as
+/// the appends that overflowed it. Store facts are never touched here.
+fn trim_telemetry(
+    tx: &rusqlite::Transaction<'_>,
+    stats: &mut OutboxStats,
+    quota: u64,
+) -> Result<(), rusqlite::Error> {
+    let telemetry = stats.class(RetentionClass::Telemetry);
+    let excess = telemetry.depth.saturating_sub(quota);
+    if excess == 0 {
+        return Ok(());
+    }
+    let code = RetentionClass::Telemetry.code();
+    let bytes: i64 = tx.query_row(
+        "SELECT COALESCE(SUM(length(payload)), 0) FROM
+               (SELECT payload FROM events WHERE class = ?1 ORDER BY seq LIMIT ?2)",
+        params![code, excess as i64],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE class = ?1 ORDER BY seq LIMIT ?2)",
+            params![code, excess as i64],
+        )?;
+    let oldest: Option<i64> = tx
+        .query_row(
+            "SELECT wall_ms FROM events WHERE class = ?1 AND state = 0 ORDER BY seq LIMIT 1",
+            [code],
+            |r| r.get(0),
+        )
+        .optional()?;
+    stats.record_drop(
+        RetentionClass::Telemetry,
+        excess,
+        bytes.max(0) as u64,
+        oldest,
+    );
+    Ok(())
+}
+
+fn load_alarms(conn: &Connection) -> Result<Vec<Alarm>, rusqlite::Error> {
+    let mut stmt =
+        conn.prepare("SELECT code, raised_ms, message FROM alarms ORDER BY raised_ms")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Alarm {
+            code: r.get(0)?,
+            raised_ms: r.get(1)?,
+            message: r.get(2)?,
+        })
+    })?;
+    rows.collect()
+}

@@ -1,0 +1,824 @@
+//! Snapshot import: NDJSON (plain or gzip) streamed into shadow tables that replace the live
+//! ones in the same transaction. A bad line, a truncated file or a crash leaves the live tables
+//! exactly as they were: the whole import is one transaction, and the live tables are never
+//! truncated, only swapped.
+//!
+//! Reading, decompressing and JSON parsing run on their own thread; SQLite inserts run on the
+//! caller's thread, which is the replica's single writer for the duration of the import.
+
+use super::{Stream, index_ddl, table_ddl};
+use crate::cards::CardToken;
+use crate::decode::gtin::Gtin14;
+use crate::storage;
+use rusqlite::{Connection, Statement, params};
+use serde::Deserialize;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::{Duration, Instant};
+
+/// A line longer than this is refused: snapshot lines are small records, and an unbounded
+/// line would let one corrupt file exhaust the box's memory.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+const BATCH_ROWS: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: the file ends in the middle of a gzip stream or is not valid gzip ({source}); \
+         the download was probably cut: fetch it again. Nothing was imported"
+    )]
+    Gzip {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} line {line}: {reason}. Nothing was imported; the previous {stream} stay live")]
+    BadLine {
+        path: PathBuf,
+        stream: Stream,
+        line: u64,
+        reason: String,
+    },
+    #[error(
+        "{path}: no records; an empty snapshot would erase every {stream} row, so it is refused"
+    )]
+    Empty { path: PathBuf, stream: Stream },
+    #[error(
+        "version {requested} is older than the {stream} version already live ({current}); importing it \
+         would roll central's data back. Pass the newest snapshot, or --version {current} or higher"
+    )]
+    OlderVersion {
+        stream: Stream,
+        requested: u64,
+        current: u64,
+    },
+    #[error("replica database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+}
+
+/// How progress is shown: a bar on a terminal, log lines otherwise, or nothing (tests, demo).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Auto,
+    Quiet,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportReport {
+    pub stream: Stream,
+    pub rows: u64,
+    pub version: u64,
+    pub previous_version: u64,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+}
+
+// ---- line formats (docs/snapshot-format.md) ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProductLine {
+    gtin: String,
+    sku: String,
+    name: String,
+    #[serde(default)]
+    attributes: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceLine {
+    sku: String,
+    #[serde(default)]
+    kind: PriceKind,
+    price_minor: i64,
+    currency: String,
+    valid_from: String,
+    #[serde(default)]
+    valid_to: Option<String>,
+    #[serde(default)]
+    promo_id: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceKind {
+    #[default]
+    Base,
+    Promo,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockLine {
+    sku: String,
+    on_hand: i64,
+    #[serde(default)]
+    watermark_seq: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerLine {
+    customer_id: String,
+    display_name: String,
+    #[serde(default)]
+    tier: Option<String>,
+    #[serde(default)]
+    loyalty_balance: i64,
+    #[serde(default)]
+    loyalty_watermark_seq: u64,
+    #[serde(default)]
+    card_tokens: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReservationLine {
+    order_id: String,
+    line: u32,
+    sku: String,
+    qty: i64,
+    status: ReservationStatus,
+    #[serde(default)]
+    pickup_code: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug)]
+#[serde(rename_all = "snake_case")]
+enum ReservationStatus {
+    Open,
+    Picked,
+    Collected,
+    Cancelled,
+}
+
+impl ReservationStatus {
+    fn name(self) -> &'static str {
+        match self {
+            ReservationStatus::Open => "open",
+            ReservationStatus::Picked => "picked",
+            ReservationStatus::Collected => "collected",
+            ReservationStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A validated row, ready to bind.
+enum Row {
+    Product {
+        gtin: i64,
+        sku: String,
+        name: String,
+        attributes: Option<String>,
+    },
+    Price {
+        sku: String,
+        kind: i64,
+        price_minor: i64,
+        currency: String,
+        valid_from: i64,
+        valid_to: Option<i64>,
+        promo_id: String,
+    },
+    Stock {
+        sku: String,
+        on_hand: i64,
+        watermark_seq: i64,
+    },
+    Customer {
+        customer_id: String,
+        display_name: String,
+        tier: Option<String>,
+        balance: i64,
+        watermark_seq: i64,
+        tokens: Vec<CardToken>,
+    },
+    Reservation {
+        order_id: String,
+        line: i64,
+        sku: String,
+        qty: i64,
+        status: &'static str,
+        pickup_code: Option<String>,
+    },
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("`{field}` is empty"));
+    }
+    if value.len() > max {
+        return Err(format!(
+            "`{field}` is {} bytes long; the limit is {max}",
+            value.len()
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("`{field}` contains control characters"));
+    }
+    Ok(())
+}
+
+fn parse_time(field: &str, value: &str) -> Result<i64, String> {
+    humantime::parse_rfc3339(value)
+        .map_err(|e| {
+            format!(
+                "`{field}` = {value:?} is not an RFC 3339 UTC time like 2026-01-31T23:00:00Z ({e})"
+            )
+        })
+        .and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .map_err(|_| format!("`{field}` = {value:?} is before 1970"))
+        })
+}
+
+fn json_error(e: serde_json::Error) -> String {
+    format!("{e}")
+}
+
+pub(crate) fn non_negative(field: &str, value: u64) -> Result<i64, String> {
+    i64::try_from(value).map_err(|_| format!("`{field}` = {value} is too large"))
+}
+
+fn parse_row(stream: Stream, line: &[u8]) -> Result<Row, String> {
+    match stream {
+        Stream::Products => {
+            let p: ProductLine = serde_json::from_slice(line).map_err(json_error)?;
+            let gtin = Gtin14::parse(&p.gtin).map_err(|e| format!("`gtin` = {:?}: {e}", p.gtin))?;
+            check_text("sku", &p.sku, 64)?;
+            check_text("name", &p.name, 256)?;
+            let attributes = match p.attributes {
+                Some(map) if !map.is_empty() => Some(serde_json::Value::Object(map).to_string()),
+                _ => None,
+            };
+            Ok(Row::Product {
+                gtin: gtin.as_i64(),
+                sku: p.sku,
+                name: p.name,
+                attributes,
+            })
+        }
+        Stream::Prices => {
+            let p: PriceLine = serde_json::from_slice(line).map_err(json_error)?;
+            check_text("sku", &p.sku, 64)?;
+            if p.price_minor < 0 {
+                return Err(format!("`price_minor` = {} is negative", p.price_minor));
+            }
+            if p.currency.len() != 3 || !p.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(format!(
+                    "`currency` = {:?} is not an ISO 4217 code like EUR",
+                    p.currency
+                ));
+            }
+            let valid_from = parse_time("valid_from", &p.valid_from)?;
+            let valid_to = p
+                .valid_to
+                .as_deref()
+                .map(|v| parse_time("valid_to", v))
+                .transpose()?;
+            if let Some(to) = valid_to
+                && to <= valid_from
+            {
+                return Err(
+                    "`valid_to` is not after `valid_from`: the price would never apply".into(),
+                );
+            }
+            let promo_id = match (p.kind, p.promo_id) {
+                (PriceKind::Promo, Some(id)) => {
+                    check_text("promo_id", &id, 64)?;
+                    id
+                }
+                (PriceKind::Promo, None) => return Err("a promo price needs a `promo_id`".into()),
+                (PriceKind::Base, Some(_)) => {
+                    return Err("a base price cannot have a `promo_id`".into());
+                }
+                (PriceKind::Base, None) => String::new(),
+            };
+            Ok(Row::Price {
+                sku: p.sku,
+                kind: match p.kind {
+                    PriceKind::Base => 0,
+                    PriceKind::Promo => 1,
+                },
+                price_minor: p.price_minor,
+                currency: p.currency,
+                valid_from,
+                valid_to,
+                promo_id,
+            })
+        }
+        Stream::Stock => {
+            let s: StockLine = serde_json::from_slice(line).map_err(json_error)?;
+            check_text("sku", &s.sku, 64)?;
+            Ok(Row::Stock {
+                sku: s.sku,
+                on_hand: s.on_hand,
+                watermark_seq: non_negative("watermark_seq", s.watermark_seq)?,
+            })
+        }
+        Stream::Customers => {
+            let c: CustomerLine = serde_json::from_slice(line).map_err(json_error)?;
+            check_text("customer_id", &c.customer_id, 64)?;
+            check_text("display_name", &c.display_name, 128)?;
+            if let Some(tier) = &c.tier {
+                check_text("tier", tier, 32)?;
+            }
+            if c.card_tokens.len() > 32 {
+                return Err(format!(
+                    "{} card tokens; at most 32 per customer",
+                    c.card_tokens.len()
+                ));
+            }
+            let tokens = c
+                .card_tokens
+                .iter()
+                .map(|t| CardToken::from_hex(t).map_err(|e| format!("`card_tokens`: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Row::Customer {
+                customer_id: c.customer_id,
+                display_name: c.display_name,
+                tier: c.tier,
+                balance: c.loyalty_balance,
+                watermark_seq: non_negative("loyalty_watermark_seq", c.loyalty_watermark_seq)?,
+                tokens,
+            })
+        }
+        Stream::Reservations => {
+            let r: ReservationLine = serde_json::from_slice(line).map_err(json_error)?;
+            check_text("order_id", &r.order_id, 64)?;
+            check_text("sku", &r.sku, 64)?;
+            if r.qty <= 0 {
+                return Err(format!("`qty` = {} must be positive", r.qty));
+            }
+            if let Some(code) = &r.pickup_code {
+                check_text("pickup_code", code, 64)?;
+            }
+            Ok(Row::Reservation {
+                order_id: r.order_id,
+                line: i64::from(r.line),
+                sku: r.sku,
+                qty: r.qty,
+                status: r.status.name(),
+                pickup_code: r.pickup_code,
+            })
+        }
+    }
+}
+
+/// Counts compressed bytes read, for a progress bar whose total is the file size.
+struct CountingReader<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+type Batch = Vec<(u64, Row)>;
+type ParseResult = Result<Batch, ImportError>;
+
+/// Open `path` (gzip detected by its magic bytes) and parse it on a thread of its own.
+fn spawn_parser(
+    path: &Path,
+    stream: Stream,
+    bytes_read: Arc<AtomicU64>,
+) -> Result<Receiver<ParseResult>, ImportError> {
+    let read_err = |source| ImportError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut buffered = BufReader::with_capacity(
+        1 << 16,
+        CountingReader {
+            inner: file,
+            count: bytes_read,
+        },
+    );
+    let is_gzip = buffered
+        .fill_buf()
+        .map_err(read_err)?
+        .starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn BufRead + Send> = if is_gzip {
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::bufread::MultiGzDecoder::new(buffered),
+        ))
+    } else {
+        Box::new(buffered)
+    };
+    let (tx, rx) = sync_channel::<ParseResult>(8);
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("import-parser".into())
+        .spawn(move || {
+            let result = parse_all(reader, &path, stream, is_gzip, &tx);
+            if let Err(e) = result {
+                let _ = tx.send(Err(e));
+            }
+        })
+        .map_err(read_err)?;
+    Ok(rx)
+}
+
+fn parse_all(
+    mut reader: Box<dyn BufRead + Send>,
+    path: &Path,
+    stream: Stream,
+    is_gzip: bool,
+    tx: &std::sync::mpsc::SyncSender<ParseResult>,
+) -> Result<(), ImportError> {
+    let mut line = Vec::with_capacity(512);
+    let mut line_no = 0u64;
+    let mut batch: Batch = Vec::with_capacity(BATCH_ROWS);
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|source| {
+                if is_gzip {
+                    ImportError::Gzip {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                } else {
+                    ImportError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                }
+            })?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let bad = |reason: String| ImportError::BadLine {
+            path: path.to_path_buf(),
+            stream,
+            line: line_no,
+            reason,
+        };
+        if line.len() > MAX_LINE_BYTES {
+            return Err(bad(format!("line longer than {MAX_LINE_BYTES} bytes")));
+        }
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let row = parse_row(stream, trimmed).map_err(bad)?;
+        batch.push((line_no, row));
+        if batch.len() == BATCH_ROWS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
+            if tx.send(Ok(full)).is_err() {
+                return Ok(()); // the writer gave up; its error is the one reported
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(batch));
+    }
+    Ok(())
+}
+
+struct Inserters<'c> {
+    main: Statement<'c>,
+    tokens: Option<Statement<'c>>,
+}
+
+fn insert_row(ins: &mut Inserters<'_>, row: &Row) -> Result<(), rusqlite::Error> {
+    match row {
+        Row::Product {
+            gtin,
+            sku,
+            name,
+            attributes,
+        } => ins
+            .main
+            .execute(params![gtin, sku, name, attributes])
+            .map(drop),
+        Row::Price {
+            sku,
+            kind,
+            price_minor,
+            currency,
+            valid_from,
+            valid_to,
+            promo_id,
+        } => ins
+            .main
+            .execute(params![
+                sku,
+                kind,
+                price_minor,
+                currency,
+                valid_from,
+                valid_to,
+                promo_id
+            ])
+            .map(drop),
+        Row::Stock {
+            sku,
+            on_hand,
+            watermark_seq,
+        } => ins
+            .main
+            .execute(params![sku, on_hand, watermark_seq])
+            .map(drop),
+        Row::Customer {
+            customer_id,
+            display_name,
+            tier,
+            balance,
+            watermark_seq,
+            tokens,
+        } => {
+            ins.main.execute(params![
+                customer_id,
+                display_name,
+                tier,
+                balance,
+                watermark_seq
+            ])?;
+            if let Some(stmt) = ins.tokens.as_mut() {
+                for token in tokens {
+                    stmt.execute(params![token.as_bytes().as_slice(), customer_id])?;
+                }
+            }
+            Ok(())
+        }
+        Row::Reservation {
+            order_id,
+            line,
+            sku,
+            qty,
+            status,
+            pickup_code,
+        } => ins
+            .main
+            .execute(params![order_id, line, sku, qty, status, pickup_code])
+            .map(drop),
+    }
+}
+
+fn row_key(row: &Row) -> String {
+    match row {
+        Row::Product { gtin, .. } => format!("gtin {gtin:014}"),
+        Row::Price {
+            sku,
+            valid_from,
+            promo_id,
+            ..
+        } => format!("price of sku {sku:?} from {valid_from} ms promo {promo_id:?}"),
+        Row::Stock { sku, .. } => format!("sku {sku:?}"),
+        Row::Customer { customer_id, .. } => {
+            format!("customer {customer_id:?} or one of its card tokens")
+        }
+        Row::Reservation { order_id, line, .. } => format!("order {order_id:?} line {line}"),
+    }
+}
+
+const SHADOW: &str = "__shadow";
+
+fn insert_sql(table: &str) -> String {
+    let placeholders = match table {
+        "products" => "(gtin, sku, name, attributes) VALUES (?1, ?2, ?3, ?4)",
+        "prices" => {
+            "(sku, kind, price_minor, currency, valid_from, valid_to, promo_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        }
+        "stock" => "(sku, on_hand, watermark_seq) VALUES (?1, ?2, ?3)",
+        "customers" => {
+            "(customer_id, display_name, tier, loyalty_balance, loyalty_watermark_seq) VALUES (?1, ?2, ?3, ?4, ?5)"
+        }
+        "card_tokens" => "(token, customer_id) VALUES (?1, ?2)",
+        _ => "(order_id, line, sku, qty, status, pickup_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    };
+    format!("INSERT INTO {table}{SHADOW} {placeholders}")
+}
+
+/// Import one stream's snapshot file into the replica at `replica_path`.
+pub fn import_file(
+    replica_path: &Path,
+    stream: Stream,
+    path: &Path,
+    version: Option<u64>,
+    progress: Progress,
+) -> Result<ImportReport, ImportError> {
+    let mut conn = super::open_writer(replica_path)?;
+    import_with(&mut conn, stream, path, version, progress)
+}
+
+/// Same as [`import_file`] on an open writer connection.
+pub fn import_with(
+    conn: &mut Connection,
+    stream: Stream,
+    path: &Path,
+    version: Option<u64>,
+    progress: Progress,
+) -> Result<ImportReport, ImportError> {
+    let started = Instant::now();
+    let total_bytes = std::fs::metadata(path)
+        .map_err(|source| ImportError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    let current: i64 = conn.query_row(
+        "SELECT version FROM streams WHERE name = ?1",
+        [stream.name()],
+        |r| r.get(0),
+    )?;
+    let current = current.max(0) as u64;
+    let version = version.unwrap_or(current + 1);
+    if version < current {
+        return Err(ImportError::OlderVersion {
+            stream,
+            requested: version,
+            current,
+        });
+    }
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let batches = spawn_parser(path, stream, Arc::clone(&bytes_read))?;
+    let reporter = ProgressReporter::new(progress, stream, total_bytes);
+
+    // A big page cache for the duration of the import: the shadow b-trees stay in memory.
+    conn.execute_batch("PRAGMA cache_size=-262144;")?;
+    let tx = conn.transaction()?;
+    let tables = table_ddl(stream, SHADOW);
+    for (table, ddl) in &tables {
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}{SHADOW}; {ddl};"))?;
+    }
+    let mut rows = 0u64;
+    {
+        let mut ins = Inserters {
+            main: tx.prepare(&insert_sql(tables[0].0))?,
+            tokens: match tables.get(1) {
+                Some((table, _)) => Some(tx.prepare(&insert_sql(table))?),
+                None => None,
+            },
+        };
+        for batch in batches.iter() {
+            let batch = batch?;
+            for (line, row) in &batch {
+                if let Err(e) = insert_row(&mut ins, row) {
+                    let reason = match &e {
+                        rusqlite::Error::SqliteFailure(f, _)
+                            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                        {
+                            format!(
+                                "duplicate key: {} appears earlier in the file",
+                                row_key(row)
+                            )
+                        }
+                        _ => return Err(ImportError::Sqlite(e)),
+                    };
+                    return Err(ImportError::BadLine {
+                        path: path.to_path_buf(),
+                        stream,
+                        line: *line,
+                        reason,
+                    });
+                }
+            }
+            rows += batch.len() as u64;
+            reporter.update(rows, bytes_read.load(Ordering::Relaxed));
+        }
+    }
+    if rows == 0 {
+        return Err(ImportError::Empty {
+            path: path.to_path_buf(),
+            stream,
+        });
+    }
+    let generation = format!("g{}", storage::now_unix_ms());
+    for (table, _) in &tables {
+        for index in index_ddl(table, SHADOW, &generation) {
+            tx.execute_batch(&index)?;
+        }
+        tx.execute_batch(&format!(
+            "DROP TABLE {table}; ALTER TABLE {table}{SHADOW} RENAME TO {table};"
+        ))?;
+    }
+    tx.execute(
+        "UPDATE streams SET version = ?1, applied_ms = ?2 WHERE name = ?3",
+        params![
+            non_negative("version", version).unwrap_or(i64::MAX),
+            storage::now_unix_ms(),
+            stream.name()
+        ],
+    )?;
+    tx.commit()?;
+    conn.execute_batch("PRAGMA cache_size=-32768;")?;
+    let seconds = started.elapsed().as_secs_f64();
+    reporter.finish(rows, seconds);
+    Ok(ImportReport {
+        stream,
+        rows,
+        version,
+        previous_version: current,
+        seconds,
+        rows_per_s: rows as f64 / seconds.max(1e-9),
+    })
+}
+
+enum ProgressReporter {
+    Bar(indicatif::ProgressBar),
+    Log {
+        stream: Stream,
+        total: u64,
+        started: Instant,
+        last: std::cell::Cell<Instant>,
+    },
+    Quiet,
+}
+
+impl ProgressReporter {
+    fn new(mode: Progress, stream: Stream, total_bytes: u64) -> ProgressReporter {
+        use std::io::IsTerminal;
+        if mode == Progress::Quiet {
+            return ProgressReporter::Quiet;
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(total_bytes);
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {percent:>3}% {msg} ETA {eta}",
+            )
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_prefix(stream.name());
+            ProgressReporter::Bar(bar)
+        } else {
+            let now = Instant::now();
+            ProgressReporter::Log {
+                stream,
+                total: total_bytes,
+                started: now,
+                last: std::cell::Cell::new(now),
+            }
+        }
+    }
+
+    fn update(&self, rows: u64, bytes: u64) {
+        match self {
+            ProgressReporter::Bar(bar) => {
+                bar.set_position(bytes);
+                let rate = rows as f64 / bar.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{rows} rows, {rate:.0} rows/s"));
+            }
+            ProgressReporter::Log {
+                stream,
+                total,
+                started,
+                last,
+            } => {
+                if last.get().elapsed() < Duration::from_secs(2) {
+                    return;
+                }
+                last.set(Instant::now());
+                let elapsed = started.elapsed().as_secs_f64();
+                let fraction = if *total > 0 {
+                    bytes as f64 / *total as f64
+                } else {
+                    0.0
+                };
+                let eta = if fraction > 0.0 {
+                    elapsed / fraction - elapsed
+                } else {
+                    f64::NAN
+                };
+                tracing::info!(
+                    stream = stream.name(),
+                    rows,
+                    percent = format!("{:.0}", fraction * 100.0),
+                    rows_per_s = format!("{:.0}", rows as f64 / elapsed.max(1e-3)),
+                    eta_s = format!("{eta:.0}"),
+                    "importing snapshot"
+                );
+            }
+            ProgressReporter::Quiet => {}
+        }
+    }
+
+    fn finish(&self, rows: u64, seconds: f64) {
+        if let ProgressReporter::Bar(bar) = self {
+            bar.finish_with_message(format!("{rows} rows in {seconds:.1} s"));
+        }
+    }
+}

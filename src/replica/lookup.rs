@@ -1,0 +1,293 @@
+//! Answers a till needs in microseconds: product + effective price + stock by barcode, and
+//! customer + loyalty by card. Each answer combines central's baseline (replica) with the
+//! store's own facts after central's watermark (outbox, attached as `facts`), and says how
+//! fresh it is, because a stale truth must never look fresh.
+
+use super::{Stream, StreamState, stream_states};
+use crate::cards::{CardHasher, CardIdError};
+use crate::decode::gtin::{Gtin14, GtinError};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("invalid barcode: {0}")]
+    InvalidCode(#[from] GtinError),
+    #[error("invalid card identifier: {0}")]
+    InvalidCard(#[from] CardIdError),
+    #[error("replica read failed: {0}. Run `relais doctor` or restart the agent")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamFreshness {
+    pub stream: Stream,
+    pub version: u64,
+    /// Seconds since the stream was last updated; `None` when it was never loaded.
+    pub age_s: Option<f64>,
+    pub stale: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Freshness {
+    pub stale: bool,
+    pub streams: Vec<StreamFreshness>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EffectivePrice {
+    pub price_minor: i64,
+    pub currency: String,
+    /// `base` or `promo`.
+    pub kind: &'static str,
+    pub promo_id: Option<String>,
+    /// The base price when a promotion is in effect, to print "was".
+    pub base_price_minor: Option<i64>,
+    pub valid_from_ms: i64,
+    pub valid_to_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StockLevel {
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    pub central_on_hand: i64,
+    pub local_movements_after_watermark: i64,
+    pub watermark_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProductAnswer {
+    pub gtin: Gtin14,
+    pub sku: String,
+    pub name: String,
+    pub attributes: Option<serde_json::Value>,
+    pub price: Option<EffectivePrice>,
+    pub stock: Option<StockLevel>,
+    pub freshness: Freshness,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LoyaltyBalance {
+    pub balance: i64,
+    pub central_balance: i64,
+    pub pending_local: i64,
+    pub watermark_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CustomerAnswer {
+    pub customer_id: String,
+    pub display_name: String,
+    pub tier: Option<String>,
+    pub loyalty: LoyaltyBalance,
+    pub freshness: Freshness,
+}
+
+/// What a lookup found; `NotFound` carries freshness too, since "not found in a replica that
+/// was never loaded" is a different problem from "not found".
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Answer<T> {
+    Found(T),
+    NotFound { freshness: Freshness },
+}
+
+pub fn freshness(
+    states: &[StreamState],
+    streams: &[Stream],
+    now_ms: i64,
+    stale_after: Duration,
+) -> Freshness {
+    let limit = stale_after.as_secs_f64();
+    let streams: Vec<StreamFreshness> = streams
+        .iter()
+        .map(|s| {
+            let state = states.iter().find(|st| st.stream == *s);
+            let (version, applied) = state
+                .map(|st| (st.version, st.applied_ms))
+                .unwrap_or((0, 0));
+            let age_s = (version > 0).then(|| ((now_ms - applied).max(0) as f64) / 1000.0);
+            StreamFreshness {
+                stream: *s,
+                version,
+                age_s,
+                stale: age_s.is_none_or(|a| a > limit),
+            }
+        })
+        .collect();
+    Freshness {
+        stale: streams.iter().any(|s| s.stale),
+        streams,
+    }
+}
+
+const PRODUCT_STREAMS: [Stream; 4] = [
+    Stream::Products,
+    Stream::Prices,
+    Stream::Stock,
+    Stream::Reservations,
+];
+
+pub fn product_by_code(
+    conn: &Connection,
+    code: &str,
+    now_ms: i64,
+    stale_after: Duration,
+) -> Result<Answer<ProductAnswer>, LookupError> {
+    let gtin = Gtin14::parse(code.trim())?;
+    product_by_gtin(conn, gtin, now_ms, stale_after)
+}
+
+pub fn product_by_gtin(
+    conn: &Connection,
+    gtin: Gtin14,
+    now_ms: i64,
+    stale_after: Duration,
+) -> Result<Answer<ProductAnswer>, LookupError> {
+    let fresh = freshness(&stream_states(conn)?, &PRODUCT_STREAMS, now_ms, stale_after);
+    let product: Option<(String, String, Option<String>)> = conn
+        .prepare_cached("SELECT sku, name, attributes FROM products WHERE gtin = ?1")?
+        .query_row([gtin.as_i64()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((sku, name, attributes)) = product else {
+        return Ok(Answer::NotFound { freshness: fresh });
+    };
+    Ok(Answer::Found(ProductAnswer {
+        gtin,
+        price: effective_price(conn, &sku, now_ms)?,
+        stock: stock_level(conn, &sku)?,
+        attributes: attributes.and_then(|a| serde_json::from_str(&a).ok()),
+        sku,
+        name,
+        freshness: fresh,
+    }))
+}
+
+/// The price a customer pays at `now_ms`: the lowest price among the base and promotional
+/// prices whose window `[valid_from, valid_to)` contains now. Windows are half-open so that two
+/// back-to-back prices never both apply at the boundary instant.
+pub fn effective_price(
+    conn: &Connection,
+    sku: &str,
+    now_ms: i64,
+) -> Result<Option<EffectivePrice>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, price_minor, currency, valid_from, valid_to, promo_id FROM prices
+         WHERE sku = ?1 AND valid_from <= ?2 AND (valid_to IS NULL OR valid_to > ?2)",
+    )?;
+    let mut rows = stmt.query(params![sku, now_ms])?;
+    let mut base: Option<EffectivePrice> = None;
+    let mut best_promo: Option<EffectivePrice> = None;
+    while let Some(r) = rows.next()? {
+        let kind: i64 = r.get(0)?;
+        let price = EffectivePrice {
+            price_minor: r.get(1)?,
+            currency: r.get(2)?,
+            kind: if kind == 1 { "promo" } else { "base" },
+            promo_id: Some(r.get::<_, String>(5)?).filter(|p| !p.is_empty()),
+            base_price_minor: None,
+            valid_from_ms: r.get(3)?,
+            valid_to_ms: r.get(4)?,
+        };
+        let slot = if kind == 1 {
+            &mut best_promo
+        } else {
+            &mut base
+        };
+        let better = match slot {
+            None => true,
+            // Among bases the newest wins (a price change); among promos the cheapest wins.
+            Some(current) if kind == 1 => price.price_minor < current.price_minor,
+            Some(current) => price.valid_from_ms > current.valid_from_ms,
+        };
+        if better {
+            *slot = Some(price);
+        }
+    }
+    Ok(match (base, best_promo) {
+        (Some(b), Some(mut p)) if p.price_minor < b.price_minor => {
+            p.base_price_minor = Some(b.price_minor);
+            Some(p)
+        }
+        (Some(b), _) => Some(b),
+        (None, p) => p,
+    })
+}
+
+/// `on_hand = central_on_hand@watermark + Σ local movements after the watermark`;
+/// `available = on_hand − open reservations`.
+pub fn stock_level(conn: &Connection, sku: &str) -> Result<Option<StockLevel>, rusqlite::Error> {
+    let baseline: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT on_hand, watermark_seq FROM stock WHERE sku = ?1")?
+        .query_row([sku], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (central, watermark) = baseline.unwrap_or((0, 0));
+    let local: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(delta), 0) FROM facts.stock_movements WHERE sku = ?1 AND seq > ?2",
+        )?
+        .query_row(params![sku, watermark], |r| r.get(0))?;
+    if baseline.is_none() && local == 0 {
+        return Ok(None);
+    }
+    let reserved: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(qty), 0) FROM reservations WHERE sku = ?1 AND status IN ('open', 'picked')",
+        )?
+        .query_row([sku], |r| r.get(0))?;
+    let on_hand = central.saturating_add(local);
+    Ok(Some(StockLevel {
+        on_hand,
+        reserved,
+        available: on_hand.saturating_sub(reserved),
+        central_on_hand: central,
+        local_movements_after_watermark: local,
+        watermark_seq: watermark.max(0) as u64,
+    }))
+}
+
+pub fn customer_by_card(
+    conn: &Connection,
+    hasher: &CardHasher,
+    card_id: &str,
+    now_ms: i64,
+    stale_after: Duration,
+) -> Result<Answer<CustomerAnswer>, LookupError> {
+    let token = hasher.token_for(card_id)?;
+    let fresh = freshness(
+        &stream_states(conn)?,
+        &[Stream::Customers],
+        now_ms,
+        stale_after,
+    );
+    let row: Option<(String, String, Option<String>, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT c.customer_id, c.display_name, c.tier, c.loyalty_balance, c.loyalty_watermark_seq
+             FROM card_tokens t JOIN customers c ON c.customer_id = t.customer_id WHERE t.token = ?1",
+        )?
+        .query_row([token.as_bytes().as_slice()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((customer_id, display_name, tier, central_balance, watermark)) = row else {
+        return Ok(Answer::NotFound { freshness: fresh });
+    };
+    let pending: i64 = conn
+        .prepare_cached("SELECT COALESCE(SUM(points), 0) FROM facts.loyalty_ops WHERE customer_id = ?1 AND seq > ?2")?
+        .query_row(params![customer_id, watermark], |r| r.get(0))?;
+    Ok(Answer::Found(CustomerAnswer {
+        customer_id,
+        display_name,
+        tier,
+        loyalty: LoyaltyBalance {
+            balance: central_balance.saturating_add(pending),
+            central_balance,
+            pending_local: pending,
+            watermark_seq: watermark.max(0) as u64,
+        },
+        freshness: fresh,
+    }))
+}

@@ -1,0 +1,187 @@
+//! The replica: central's truth kept locally in `replica.db` (WAL, `synchronous=NORMAL`) so the
+//! store keeps selling with the WAN down. Everything here can be rebuilt from a snapshot, which
+//! is why it may lose its last transactions on power loss and why a damaged file is moved aside
+//! rather than repaired.
+
+pub mod import;
+pub mod lookup;
+
+use serde::Serialize;
+use std::fmt;
+
+/// A replicated stream. Each has one monotonically increasing version set by central.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Products,
+    Prices,
+    Stock,
+    Customers,
+    Reservations,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 5] = [
+        Stream::Products,
+        Stream::Prices,
+        Stream::Stock,
+        Stream::Customers,
+        Stream::Reservations,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Products => "products",
+            Stream::Prices => "prices",
+            Stream::Stock => "stock",
+            Stream::Customers => "customers",
+            Stream::Reservations => "reservations",
+        }
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Replica schema, one step per `user_version`. The table definitions are shared with the
+/// import's shadow tables through [`table_ddl`] so the two can never drift apart.
+pub(crate) fn migrations() -> Vec<String> {
+    let mut first = String::from(
+        "CREATE TABLE streams (name TEXT PRIMARY KEY, version INTEGER NOT NULL, applied_ms INTEGER NOT NULL) WITHOUT ROWID;\n",
+    );
+    for stream in Stream::ALL {
+        first.push_str(&format!(
+            "INSERT INTO streams(name, version, applied_ms) VALUES ('{}', 0, 0);\n",
+            stream.name()
+        ));
+        for (table, ddl) in table_ddl(stream, "") {
+            first.push_str(&ddl);
+            first.push_str(";\n");
+            for index in index_ddl(table, "", "g0") {
+                first.push_str(&index);
+                first.push_str(";\n");
+            }
+        }
+    }
+    vec![first]
+}
+
+/// `CREATE TABLE` statements of a stream's tables, with `suffix` appended to each table name
+/// (empty for the live tables, `__shadow` for an import in progress).
+pub(crate) fn table_ddl(stream: Stream, suffix: &str) -> Vec<(&'static str, String)> {
+    match stream {
+        Stream::Products => vec![(
+            "products",
+            format!(
+                "CREATE TABLE products{suffix} (gtin INTEGER PRIMARY KEY, sku TEXT NOT NULL, \
+                 name TEXT NOT NULL, attributes TEXT)"
+            ),
+        )],
+        Stream::Prices => vec![(
+            "prices",
+            format!(
+                "CREATE TABLE prices{suffix} (sku TEXT NOT NULL, kind INTEGER NOT NULL, \
+                 price_minor INTEGER NOT NULL, currency TEXT NOT NULL, valid_from INTEGER NOT NULL, \
+                 valid_to INTEGER, promo_id TEXT NOT NULL DEFAULT '', \
+                 PRIMARY KEY (sku, kind, valid_from, promo_id)) WITHOUT ROWID"
+            ),
+        )],
+        Stream::Stock => vec![(
+            "stock",
+            format!(
+                "CREATE TABLE stock{suffix} (sku TEXT PRIMARY KEY, on_hand INTEGER NOT NULL, \
+                 watermark_seq INTEGER NOT NULL) WITHOUT ROWID"
+            ),
+        )],
+        Stream::Customers => vec![
+            (
+                "customers",
+                format!(
+                    "CREATE TABLE customers{suffix} (customer_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, \
+                     tier TEXT, loyalty_balance INTEGER NOT NULL, loyalty_watermark_seq INTEGER NOT NULL) \
+                     WITHOUT ROWID"
+                ),
+            ),
+            (
+                "card_tokens",
+                format!(
+                    "CREATE TABLE card_tokens{suffix} (token BLOB PRIMARY KEY, customer_id TEXT NOT NULL) \
+                     WITHOUT ROWID"
+                ),
+            ),
+        ],
+        Stream::Reservations => vec![(
+            "reservations",
+            format!(
+                "CREATE TABLE reservations{suffix} (order_id TEXT NOT NULL, line INTEGER NOT NULL, \
+                 sku TEXT NOT NULL, qty INTEGER NOT NULL, status TEXT NOT NULL, pickup_code TEXT, \
+                 PRIMARY KEY (order_id, line)) WITHOUT ROWID"
+            ),
+        )],
+    }
+}
+
+/// Secondary indexes of a table. Index names carry a generation tag because an index keeps its
+/// name when its shadow table is renamed into place: the next import needs fresh names.
+pub(crate) fn index_ddl(table: &str, suffix: &str, generation: &str) -> Vec<String> {
+    match table {
+        "products" => vec![format!(
+            "CREATE INDEX products_by_sku_{generation} ON products{suffix}(sku)"
+        )],
+        "reservations" => vec![format!(
+            "CREATE INDEX reservations_by_sku_{generation} ON reservations{suffix}(sku, status)"
+        )],
+        "card_tokens" => vec![format!(
+            "CREATE INDEX card_tokens_by_customer_{generation} ON card_tokens{suffix}(customer_id)"
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// Version and freshness of one stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamState {
+    pub stream: Stream,
+    pub version: u64,
+    /// When the last snapshot or delta was applied (unix ms); 0 when never.
+    pub applied_ms: i64,
+}
+
+pub fn stream_states(conn: &rusqlite::Connection) -> Result<Vec<StreamState>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached("SELECT name, version, applied_ms FROM streams")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, version, applied_ms) = row?;
+        if let Some(stream) = Stream::ALL.into_iter().find(|s| s.name() == name) {
+            out.push(StreamState {
+                stream,
+                version: version.max(0) as u64,
+                applied_ms,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Open (creating and migrating if needed) the replica's writer connection.
+pub fn open_writer(
+    path: &std::path::Path,
+) -> Result<rusqlite::Connection, crate::storage::StorageError> {
+    let mut conn = crate::storage::open_writer(path, crate::storage::Durability::Rebuildable)?;
+    let steps = migrations();
+    let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+    crate::storage::migrate(&mut conn, path, &steps)?;
+    Ok(conn)
+}

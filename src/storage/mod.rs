@@ -1,0 +1,244 @@
+//! The only module family that touches rusqlite directly: opening databases with the right
+//! pragmas, integrity checks at start, moving damaged files aside, and the read-only pool.
+//!
+//! Each database file has exactly one writer connection, owned by one thread
+//! (`outbox::writer`, the import path). Readers use [`ReaderPool`], whose connections live on
+//! their own threads so that no SQLite call ever runs on a tokio worker.
+
+mod reader_pool;
+
+pub use reader_pool::{
+    ReaderPool, ReaderPoolError, open_lookup_connection as reader_pool_connection,
+};
+
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const REPLICA_FILE: &str = "replica.db";
+pub const OUTBOX_FILE: &str = "outbox.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(
+        "cannot open database {path}: {source}. Check that the data directory exists, is writable by \
+         the relais user and that the disk is not full"
+    )]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot move damaged database {path} aside: {source}. Move it by hand and restart")]
+    MoveAside {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot create data directory {path}: {source}. Create it and give it to the relais user, or \
+         set agent.data_dir"
+    )]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How much durability a database needs. The replica can always be rebuilt from central,
+/// so it trades the last transactions on power loss for speed; the outbox holds store facts
+/// that exist nowhere else, so every commit reaches the disk before anyone is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Rebuildable,
+    StoreFacts,
+}
+
+pub fn ensure_data_dir(dir: &Path) -> Result<(), StorageError> {
+    std::fs::create_dir_all(dir).map_err(|source| StorageError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Databases hold customer tokens and store facts: readable by the service user only.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// Open the single writer connection of a database file.
+pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StorageError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StorageError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // The replica holds customer rows that GDPR erasure must really remove (secure_delete);
+    // the outbox holds no raw identifiers and deletes every delivered row, so zeroing is waste.
+    let (synchronous, secure_delete) = match durability {
+        Durability::Rebuildable => ("NORMAL", "ON"),
+        Durability::StoreFacts => ("FULL", "OFF"),
+    };
+    let pragmas = format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; \
+         PRAGMA busy_timeout=10000; PRAGMA cache_size=-32768; PRAGMA secure_delete={secure_delete}; \
+         PRAGMA temp_store=MEMORY;"
+    );
+    conn.execute_batch(&pragmas)
+        .map_err(|source| StorageError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(conn)
+}
+
+/// Open a connection that can only read. It is a normal connection with `query_only`, because a
+/// truly read-only open of a WAL database fails when the `-shm` file is missing.
+pub fn open_reader(path: &Path) -> Result<Connection, StorageError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StorageError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.execute_batch("PRAGMA query_only=1; PRAGMA busy_timeout=5000; PRAGMA cache_size=-8192;")
+        .map_err(|source| StorageError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(conn)
+}
+
+/// Result of `PRAGMA quick_check` on a file at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integrity {
+    Missing,
+    Ok,
+    Damaged(String),
+}
+
+pub fn quick_check(path: &Path) -> Integrity {
+    if !path.exists() {
+        return Integrity::Missing;
+    }
+    let conn = match Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+        Ok(c) => c,
+        Err(e) => return Integrity::Damaged(e.to_string()),
+    };
+    let result: Result<Vec<String>, rusqlite::Error> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get::<_, String>(0))?.collect());
+    match result {
+        Ok(lines) if lines.len() == 1 && lines[0] == "ok" => Integrity::Ok,
+        Ok(lines) => Integrity::Damaged(lines.join("; ")),
+        Err(e) => Integrity::Damaged(e.to_string()),
+    }
+}
+
+/// Rename a damaged database and its WAL/SHM side files to `<name>.damaged-<unix>`;
+/// returns the new path of the main file. Nothing is deleted.
+pub fn move_aside(path: &Path) -> Result<PathBuf, StorageError> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut target = path.as_os_str().to_owned();
+    target.push(format!(".damaged-{stamp}"));
+    let target = PathBuf::from(target);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(suffix);
+        let from = PathBuf::from(from);
+        if !from.exists() {
+            continue;
+        }
+        let mut to = target.as_os_str().to_owned();
+        to.push(suffix);
+        std::fs::rename(&from, PathBuf::from(to)).map_err(|source| StorageError::MoveAside {
+            path: from.clone(),
+            source,
+        })?;
+    }
+    if let Some(dir) = path.parent() {
+        fsync_dir(dir);
+    }
+    Ok(target)
+}
+
+/// Make a rename durable. Best effort: some filesystems refuse to fsync a directory.
+pub fn fsync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Write a small file atomically: temp file, fsync, rename, fsync the directory.
+pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    fsync_dir(dir);
+    Ok(())
+}
+
+/// Bring a database to the newest schema. `steps[i]` upgrades `user_version` i to i+1, each in
+/// its own transaction, so a crash between steps resumes at the right one.
+pub fn migrate(conn: &mut Connection, path: &Path, steps: &[&str]) -> Result<(), StorageError> {
+    let err = |source| StorageError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    for (index, sql) in steps.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.execute_batch(&format!("PRAGMA user_version={}", index + 1))
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+pub fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Free bytes available to unprivileged writers on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
