@@ -1,9 +1,7 @@
 //! Relais: the in-store edge agent. See ARCHITECTURE.md for the code map and its invariants.
 
 pub mod cards;
-pub mod decode {
-    pub mod gtin;
-} // TEMP until decode/mod.rs lands
+pub mod decode;
 pub mod agent;
 pub mod api;
 pub mod config;

@@ -302,12 +302,14 @@ pub fn outbox_tail(config: &Config, lines: usize, follow: bool) -> anyhow::Resul
         last = event.seq;
         println!("{}", serde_json::to_string(&event)?);
     }
-    while follow {
+    if !follow {
+        return Ok(0);
+    }
+    loop {
         std::thread::sleep(std::time::Duration::from_millis(250));
         for event in outbox::stats::after(&conn, &agent, last, 1000)? {
             last = event.seq;
             println!("{}", serde_json::to_string(&event)?);
         }
     }
-    Ok(0)
 }

@@ -310,11 +310,12 @@ impl WriterState {
         let before = self.stats.clone();
         match self.write_group(batch) {
             Ok(outcomes) => {
-                for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = pending.reply.send(Ok(outcome));
-                }
+                // Stats first, so a producer that reads them after its reply sees its own event.
                 if let Ok(mut shared) = self.shared.lock() {
                     shared.stats = self.stats.clone();
+                }
+                for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = pending.reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
@@ -469,4 +470,166 @@ fn load_alarms(conn: &Connection) -> Result<Vec<Alarm>, rusqlite::Error> {
         })
     })?;
     rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{EventDraft, MovementKind};
+
+    fn settings() -> WriterSettings {
+        WriterSettings {
+            group_commit_max: 64,
+            telemetry_quota_rows: 1000,
+            low_free_mb: 0,
+            seq_floor: 0,
+        }
+    }
+
+    fn request(class: RetentionClass, key: Option<&str>) -> AppendRequest {
+        AppendRequest {
+            draft: EventDraft {
+                event_type: "test.event",
+                schema: 1,
+                class,
+                payload_json: r#"{"n":1}"#.into(),
+            },
+            effect: (class == RetentionClass::StoreFact).then(|| LocalEffect::StockMovement {
+                sku: "SKU-1".into(),
+                delta: -1,
+                kind: MovementKind::Sale,
+            }),
+            client_key: key.map(str::to_string),
+        }
+    }
+
+    fn movement_sum(path: &Path) -> i64 {
+        let conn = storage::open_reader(path).expect("reader");
+        conn.query_row("SELECT COALESCE(SUM(delta), 0) FROM stock_movements", [], |r| r.get(0))
+            .expect("sum")
+    }
+
+    #[test]
+    fn sequence_numbers_continue_across_a_restart_and_the_boot_counter_grows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("outbox.db");
+        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
+        let first: Vec<u64> = (0..5)
+            .map(|_| handle.append_blocking(request(RetentionClass::StoreFact, None)).expect("append").seq)
+            .collect();
+        assert_eq!(first, vec![1, 2, 3, 4, 5]);
+        let boot1 = handle.stats().boot;
+        drop(handle);
+        writer.join();
+        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("restart");
+        let next = handle.append_blocking(request(RetentionClass::StoreFact, None)).expect("append");
+        assert_eq!(next.seq, 6);
+        assert_eq!(handle.stats().boot, boot1 + 1);
+        drop(handle);
+        writer.join();
+        assert_eq!(movement_sum(&path), -6);
+    }
+
+    #[test]
+    fn a_repeated_client_key_returns_the_first_answer_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("outbox.db");
+        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
+        let a = handle.append_blocking(request(RetentionClass::StoreFact, Some("k"))).expect("first");
+        let b = handle.append_blocking(request(RetentionClass::StoreFact, Some("k"))).expect("retry");
+        assert!(!a.replayed);
+        assert!(b.replayed);
+        assert_eq!((a.id, a.seq), (b.id, b.seq));
+        assert_eq!(handle.stats().store_fact.depth, 1);
+        drop(handle);
+        writer.join();
+        assert_eq!(movement_sum(&path), -1);
+    }
+
+    #[test]
+    fn telemetry_beyond_its_quota_drops_the_oldest_and_never_a_store_fact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("outbox.db");
+        let mut s = settings();
+        s.telemetry_quota_rows = 10;
+        let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
+        for _ in 0..3 {
+            handle.append_blocking(request(RetentionClass::StoreFact, None)).expect("fact");
+        }
+        for _ in 0..25 {
+            handle.append_blocking(request(RetentionClass::Telemetry, None)).expect("telemetry");
+        }
+        let stats = handle.stats();
+        assert_eq!(stats.telemetry.depth, 10);
+        assert_eq!(stats.telemetry.dropped, 15);
+        assert_eq!(stats.store_fact.depth, 3);
+        drop(handle);
+        writer.join();
+        let conn = storage::open_reader(&path).expect("reader");
+        let oldest_telemetry: i64 = conn
+            .query_row("SELECT MIN(seq) FROM events WHERE class = 1", [], |r| r.get(0))
+            .expect("min");
+        assert_eq!(oldest_telemetry, 3 + 15 + 1, "the 15 oldest telemetry events were dropped");
+        assert_eq!(stats::read(&conn).expect("stats").store_fact.depth, 3);
+    }
+
+    #[test]
+    fn below_the_disk_watermark_telemetry_is_refused_but_store_facts_are_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("outbox.db");
+        let mut s = settings();
+        s.low_free_mb = 1 << 40; // more than any disk has: always below the watermark
+        let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
+        let refused = handle.append_blocking(request(RetentionClass::Telemetry, None));
+        assert!(matches!(refused, Err(OutboxError::DiskLow { .. })), "{refused:?}");
+        assert!(handle.append_blocking(request(RetentionClass::StoreFact, None)).is_ok());
+        assert!(handle.alarms().iter().any(|a| a.code == "disk_low"));
+        drop(handle);
+        writer.join();
+    }
+
+    #[test]
+    fn a_seq_floor_lifts_the_next_sequence_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("outbox.db");
+        let mut s = settings();
+        s.seq_floor = 5000;
+        let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
+        let a = handle.append_blocking(request(RetentionClass::StoreFact, None)).expect("append");
+        assert_eq!(a.seq, 5001);
+        drop(handle);
+        writer.join();
+    }
+
+    #[test]
+    fn concurrent_producers_each_get_a_distinct_durable_sequence_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("outbox.db");
+        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let h = handle.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|i| {
+                            let key = format!("{t}-{i}");
+                            h.append_blocking(request(RetentionClass::StoreFact, Some(&key)))
+                                .map(|a| a.seq)
+                        })
+                        .collect::<Result<Vec<u64>, _>>()
+                })
+            })
+            .collect();
+        let mut seqs: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread").expect("appends"))
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 800);
+        assert_eq!(seqs.last().copied(), Some(800));
+        drop(handle);
+        writer.join();
+        assert_eq!(movement_sum(&path), -800);
+    }
 }

@@ -1,0 +1,184 @@
+//! Default values, allowed ranges and the table of known keys.
+//!
+//! The key table is the single source for "which keys exist", so the
+//! unknown-key error, the type-error hints and the docs cannot drift apart.
+
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::AgentId;
+
+pub(crate) const ROOT_DATA_DIR: &str = "/var/lib/relais";
+pub(crate) const LOCAL_DATA_DIR: &str = "relais-data";
+pub(crate) const CARD_HASH_KEY_FILE_NAME: &str = "card-hash.key";
+
+pub(crate) const LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 8750));
+pub(crate) const MAX_BODY_BYTES: (i64, i64, i64) = (65_536, 1_024, 16_777_216);
+
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(36 * 3600);
+pub(crate) const STALE_AFTER_MIN: Duration = Duration::from_secs(60);
+pub(crate) const STALE_AFTER_MAX: Duration = Duration::from_secs(365 * 86_400);
+pub(crate) const READERS: (i64, i64, i64) = (2, 1, 16);
+
+pub(crate) const GROUP_COMMIT_MAX: (i64, i64, i64) = (1_024, 1, 65_536);
+pub(crate) const TELEMETRY_QUOTA_ROWS: (i64, i64, i64) = (200_000, 0, 100_000_000);
+
+pub(crate) const LOW_FREE_MB: (i64, i64, i64) = (256, 0, 1_048_576);
+
+pub(crate) const LOG_LEVEL: &str = "info";
+
+pub(crate) fn agent_id() -> AgentId {
+    AgentId {
+        store: "demo-store".to_owned(),
+        agent: "relais".to_owned(),
+    }
+}
+
+/// One key of the file, for error hints.
+pub(crate) struct KeySpec {
+    pub section: &'static str,
+    pub key: &'static str,
+    /// Phrased to follow "expected ...".
+    pub kind: &'static str,
+    pub example: &'static str,
+}
+
+pub(crate) const SECTIONS: &[&str] = &[
+    "agent",
+    "api",
+    "replica",
+    "outbox",
+    "disk",
+    "customers",
+    "log",
+];
+
+pub(crate) const KEYS: &[KeySpec] = &[
+    KeySpec {
+        section: "agent",
+        key: "id",
+        kind: "a string \"STORE/AGENT\"",
+        example: "\"demo-store/relais\"",
+    },
+    KeySpec {
+        section: "agent",
+        key: "data_dir",
+        kind: "a string (directory path)",
+        example: "\"/var/lib/relais\"",
+    },
+    KeySpec {
+        section: "api",
+        key: "listen",
+        kind: "a string \"IP:PORT\"",
+        example: "\"127.0.0.1:8750\"",
+    },
+    KeySpec {
+        section: "api",
+        key: "max_body_bytes",
+        kind: "an integer",
+        example: "65536",
+    },
+    KeySpec {
+        section: "replica",
+        key: "stale_after",
+        kind: "a duration string",
+        example: "\"36h\"",
+    },
+    KeySpec {
+        section: "replica",
+        key: "readers",
+        kind: "an integer",
+        example: "2",
+    },
+    KeySpec {
+        section: "outbox",
+        key: "group_commit_max",
+        kind: "an integer",
+        example: "1024",
+    },
+    KeySpec {
+        section: "outbox",
+        key: "telemetry_quota_rows",
+        kind: "an integer",
+        example: "200000",
+    },
+    KeySpec {
+        section: "disk",
+        key: "low_free_mb",
+        kind: "an integer",
+        example: "256",
+    },
+    KeySpec {
+        section: "customers",
+        key: "card_hash_key_file",
+        kind: "a string (file path)",
+        example: "\"/var/lib/relais/card-hash.key\"",
+    },
+    KeySpec {
+        section: "log",
+        key: "level",
+        kind: "a string",
+        example: "\"info\"",
+    },
+    KeySpec {
+        section: "log",
+        key: "format",
+        kind: "a string, \"text\" or \"json\"",
+        example: "\"text\"",
+    },
+];
+
+pub(crate) fn key_spec(section: &str, key: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|k| k.section == section && k.key == key)
+}
+
+pub(crate) fn keys_of(section: &str) -> Vec<&'static str> {
+    KEYS.iter()
+        .filter(|k| k.section == section)
+        .map(|k| k.key)
+        .collect()
+}
+
+/// The data directory used when the file does not set one, from the real
+/// process environment.
+pub(crate) fn data_dir() -> PathBuf {
+    let cwd = std::env::current_dir().ok();
+    data_dir_for(
+        rustix::process::geteuid().is_root(),
+        std::env::var_os("XDG_STATE_HOME"),
+        cwd.as_deref(),
+    )
+}
+
+/// Pure form of [`data_dir`] so the choice can be tested without being root or
+/// touching the process environment.
+pub(crate) fn data_dir_for(
+    is_root: bool,
+    xdg_state_home: Option<OsString>,
+    cwd: Option<&Path>,
+) -> PathBuf {
+    if is_root {
+        return PathBuf::from(ROOT_DATA_DIR);
+    }
+    // The XDG base-directory spec says relative values are invalid and must be
+    // ignored; honouring one would make the location depend on the cwd anyway.
+    if let Some(xdg) = xdg_state_home.map(PathBuf::from)
+        && xdg.is_absolute()
+    {
+        return xdg.join("relais");
+    }
+    match cwd {
+        Some(cwd) => cwd.join(LOCAL_DATA_DIR),
+        // `defaults()` cannot fail, and a deleted working directory must not
+        // stop the agent from at least reporting its config; the relative
+        // path still means "next to where I was started".
+        None => PathBuf::from(".").join(LOCAL_DATA_DIR),
+    }
+}
+
+pub(crate) fn card_hash_key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(CARD_HASH_KEY_FILE_NAME)
+}

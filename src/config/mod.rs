@@ -1,0 +1,229 @@
+//! Agent configuration: `/etc/relais/relais.toml` (or `--config PATH`).
+//!
+//! Loading is two stages. [`raw`] deserializes the file into all-optional
+//! structs that reject unknown keys; [`validate`] turns those into the typed
+//! [`Config`], filling defaults and collecting *every* problem so an operator
+//! fixing a store box over a slow remote session sees them all in one go.
+//! Any [`ConfigError`] should end the process with [`ConfigError::EXIT_CODE`].
+
+mod defaults;
+mod error;
+mod raw;
+mod render;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigProblem, Location};
+pub use validate::AgentIdError;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/relais/relais.toml";
+
+/// Environment variable the binary accepts in place of `--config`.
+pub const CONFIG_ENV: &str = "RELAIS_CONFIG";
+
+/// Where the effective configuration came from, for the startup log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    BuiltInDefaults,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::BuiltInDefaults => f.write_str("built-in defaults"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub api: ApiConfig,
+    pub replica: ReplicaConfig,
+    pub outbox: OutboxConfig,
+    pub disk: DiskConfig,
+    pub customers: CustomersConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub id: AgentId,
+    /// Always absolute.
+    pub data_dir: PathBuf,
+}
+
+/// `store/agent`; each part is safe as an MQTT username and topic segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AgentId {
+    pub store: String,
+    pub agent: String,
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.store, self.agent)
+    }
+}
+
+impl FromStr for AgentId {
+    type Err = AgentIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        validate::parse_agent_id(s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    pub stale_after: Duration,
+    pub readers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxConfig {
+    pub group_commit_max: usize,
+    pub telemetry_quota_rows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    pub low_free_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomersConfig {
+    /// Always absolute.
+    pub card_hash_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A level or an `EnvFilter`-style directive list, already checked for
+    /// syntax; hand it to `EnvFilter::try_new`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Config {
+    /// Explicit path: missing file is an error. None: use
+    /// [`DEFAULT_CONFIG_PATH`] if it exists, else built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<(Config, ConfigSource), ConfigError> {
+        load_with_default(path, Path::new(DEFAULT_CONFIG_PATH))
+    }
+
+    /// Parses and validates `text`; `origin` is the file it came from, used in
+    /// messages and as the base for relative paths.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let raw = validate::parse_raw(text, origin)?;
+        validate::validate(raw, text, origin)
+    }
+
+    /// What you get with an empty file.
+    pub fn defaults() -> Config {
+        let data_dir = defaults::data_dir();
+        Config {
+            agent: AgentConfig {
+                id: defaults::agent_id(),
+                data_dir: data_dir.clone(),
+            },
+            api: ApiConfig {
+                listen: defaults::LISTEN,
+                max_body_bytes: defaults::MAX_BODY_BYTES.0 as usize,
+            },
+            replica: ReplicaConfig {
+                stale_after: defaults::STALE_AFTER,
+                readers: defaults::READERS.0 as usize,
+            },
+            outbox: OutboxConfig {
+                group_commit_max: defaults::GROUP_COMMIT_MAX.0 as usize,
+                telemetry_quota_rows: defaults::TELEMETRY_QUOTA_ROWS.0 as u64,
+            },
+            disk: DiskConfig {
+                low_free_mb: defaults::LOW_FREE_MB.0 as u64,
+            },
+            customers: CustomersConfig {
+                card_hash_key_file: defaults::card_hash_key_file(&data_dir),
+            },
+            log: LogConfig {
+                level: defaults::LOG_LEVEL.to_owned(),
+                format: LogFormat::Text,
+            },
+        }
+    }
+
+    /// The effective configuration as TOML: every section and key, in a fixed
+    /// order, defaults filled in. Re-parses to an equal `Config`.
+    pub fn to_toml(&self) -> String {
+        render::to_toml(self)
+    }
+}
+
+fn load_with_default(
+    explicit: Option<&Path>,
+    default_path: &Path,
+) -> Result<(Config, ConfigSource), ConfigError> {
+    let path = match explicit {
+        Some(p) => p,
+        None => default_path,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match explicit {
+                // An explicitly named file that is absent is almost always a
+                // typo or a failed deploy; running on demo defaults would hide it.
+                Some(_) => Err(ConfigError::Missing {
+                    path: path.to_path_buf(),
+                }),
+                None => Ok((Config::defaults(), ConfigSource::BuiltInDefaults)),
+            };
+        }
+        Err(cause) => {
+            return Err(ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                cause,
+            });
+        }
+    };
+    let config = Config::from_toml_str(&text, path)?;
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok((config, ConfigSource::File(shown)))
+}

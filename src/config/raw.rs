@@ -1,0 +1,75 @@
+//! Stage 1: the file exactly as written.
+//!
+//! Every field is optional so that an absent key falls back to its default in
+//! stage 2, and every table denies unknown fields so that a misspelt key is an
+//! error instead of a silently ignored setting. Scalars whose legal values are
+//! narrower than their TOML type (ranges, addresses, durations, enums) are kept
+//! as plain TOML types here and checked in stage 2, which can report every
+//! problem of a file at once rather than stopping at the first.
+//!
+//! `Spanned` keeps the byte range of each value so stage 2 can still point at
+//! `line:column`.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(crate) type Field<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub agent: Option<RawAgent>,
+    pub api: Option<RawApi>,
+    pub replica: Option<RawReplica>,
+    pub outbox: Option<RawOutbox>,
+    pub disk: Option<RawDisk>,
+    pub customers: Option<RawCustomers>,
+    pub log: Option<RawLog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([agent])")]
+pub(crate) struct RawAgent {
+    pub id: Field<String>,
+    pub data_dir: Field<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([api])")]
+pub(crate) struct RawApi {
+    pub listen: Field<String>,
+    pub max_body_bytes: Field<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([replica])")]
+pub(crate) struct RawReplica {
+    pub stale_after: Field<String>,
+    pub readers: Field<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([outbox])")]
+pub(crate) struct RawOutbox {
+    pub group_commit_max: Field<i64>,
+    pub telemetry_quota_rows: Field<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([disk])")]
+pub(crate) struct RawDisk {
+    pub low_free_mb: Field<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([customers])")]
+pub(crate) struct RawCustomers {
+    pub card_hash_key_file: Field<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([log])")]
+pub(crate) struct RawLog {
+    pub level: Field<String>,
+    pub format: Field<String>,
+}

@@ -1,0 +1,79 @@
+//! `Config` → TOML text, e.g. for a "show effective config" command.
+//!
+//! Written by hand rather than through a `Serialize` derive so the output
+//! keeps a fixed, documented order and the duration stays a human string.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::Config;
+
+pub(crate) fn to_toml(c: &Config) -> String {
+    format!(
+        "# Effective Relais configuration: every key, defaults filled in.
+
+[agent]
+id = {id}
+data_dir = {data_dir}
+
+[api]
+listen = {listen}
+max_body_bytes = {max_body_bytes}
+
+[replica]
+stale_after = {stale_after}
+readers = {readers}
+
+[outbox]
+group_commit_max = {group_commit_max}
+telemetry_quota_rows = {telemetry_quota_rows}
+
+[disk]
+low_free_mb = {low_free_mb}
+
+[customers]
+card_hash_key_file = {card_hash_key_file}
+
+[log]
+level = {level}
+format = {format}
+",
+        id = string(&c.agent.id.to_string()),
+        data_dir = path(&c.agent.data_dir),
+        listen = string(&c.api.listen.to_string()),
+        max_body_bytes = c.api.max_body_bytes,
+        stale_after = string(&duration(c.replica.stale_after)),
+        readers = c.replica.readers,
+        group_commit_max = c.outbox.group_commit_max,
+        telemetry_quota_rows = c.outbox.telemetry_quota_rows,
+        low_free_mb = c.disk.low_free_mb,
+        card_hash_key_file = path(&c.customers.card_hash_key_file),
+        level = string(&c.log.level),
+        format = string(c.log.format.as_str()),
+    )
+}
+
+/// Quoted and escaped by toml itself so odd characters survive the round trip.
+fn string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+// Non-UTF-8 paths cannot be written in TOML at all; lossy is the best a text
+// dump can do, and such a path could not have come from a TOML file anyway.
+fn path(p: &Path) -> String {
+    string(&p.to_string_lossy())
+}
+
+/// The largest whole unit, so the default prints as "36h" rather than
+/// humantime's "1day 12h".
+pub(crate) fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 && secs > 0 {
+        for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+            if secs.is_multiple_of(size) {
+                return format!("{}{unit}", secs / size);
+            }
+        }
+    }
+    humantime::format_duration(d).to_string()
+}

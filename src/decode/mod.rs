@@ -1,0 +1,556 @@
+//! Pure decoders for what the shop's devices read: barcode scanner output (GTINs, GS1 element
+//! strings, Digital Link URIs, AIM symbology identifiers), RFID EPC memory, and NFC card UIDs.
+//!
+//! No I/O apart from the batch runner, which reads and writes through the caller's streams.
+//! Every decoder takes untrusted device input and answers with a typed error a technician can
+//! act on; none of them panics on input.
+
+pub mod aim;
+pub mod batch;
+pub mod cli;
+pub mod coupon;
+pub mod digital_link;
+pub mod epc;
+pub mod gs1;
+pub mod gtin;
+pub mod iso;
+pub mod lint;
+pub mod retail;
+pub mod uid;
+
+use serde::Serialize;
+
+use crate::decode::aim::{AimError, Content, Symbology};
+use crate::decode::digital_link::DigitalLinkError;
+use crate::decode::gs1::{Element, Gs1Error, ParseOptions};
+use crate::decode::gtin::{Gtin14, GtinError};
+use crate::decode::retail::{PrefixUse, RcnRegion, SsccError, UpcError, VariableMeasureError};
+
+pub use crate::decode::batch::{BatchSummary, run_batch};
+pub use crate::decode::epc::{EpcDecode, EpcError, decode_epc_hex};
+
+/// Scanner data longer than this is not a barcode any shop device produces; refusing it early
+/// bounds the work done on garbage (a stuck keyboard wedge, a pasted file).
+pub const MAX_BARCODE_LEN: usize = 4096;
+
+/// How the data was recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BarcodeKind {
+    Gtin,
+    Upc,
+    Sscc,
+    ElementString,
+    DigitalLink,
+    /// Data of a non-GS1 symbology, kept as it is.
+    Text,
+    /// Only the symbology identifier was asked for.
+    SymbologyOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BarcodeDecode {
+    pub kind: BarcodeKind,
+    pub symbology: Option<Symbology>,
+    /// The product's GTIN-14: the code itself, or AI (01) of an element string or link.
+    pub gtin: Option<Gtin14>,
+    /// 2- or 5-digit EAN/UPC add-on (issue number, price), when present.
+    pub add_on: Option<String>,
+    pub sscc: Option<String>,
+    pub elements: Vec<Element>,
+    /// The bracketed rendering of `elements`, e.g. `(01)09506000134352(10)ABC`.
+    pub bracketed: Option<String>,
+    pub prefix: Option<PrefixUse>,
+    /// Data after the symbology identifier when it has no GS1 meaning.
+    pub text: Option<String>,
+}
+
+impl BarcodeDecode {
+    fn new(kind: BarcodeKind) -> Self {
+        BarcodeDecode {
+            kind,
+            symbology: None,
+            gtin: None,
+            add_on: None,
+            sscc: None,
+            elements: Vec::new(),
+            bracketed: None,
+            prefix: None,
+            text: None,
+        }
+    }
+
+    fn with_gtin(kind: BarcodeKind, gtin: Gtin14) -> Self {
+        BarcodeDecode {
+            gtin: Some(gtin),
+            prefix: Some(retail::prefix_use(gtin)),
+            ..BarcodeDecode::new(kind)
+        }
+    }
+
+    fn with_elements(kind: BarcodeKind, elements: Vec<Element>) -> Self {
+        let gtin = elements
+            .iter()
+            .find(|e| e.ai == "01")
+            .and_then(|e| Gtin14::parse(&e.value).ok());
+        let sscc = elements
+            .iter()
+            .find(|e| e.ai == "00")
+            .map(|e| e.value.clone());
+        BarcodeDecode {
+            gtin,
+            sscc,
+            prefix: gtin.map(retail::prefix_use),
+            bracketed: Some(gs1::to_bracketed(&elements)),
+            elements,
+            ..BarcodeDecode::new(kind)
+        }
+    }
+
+    /// ISO 3166 alpha-2 country of the GS1 Member Organisation that issued the GTIN's prefix.
+    pub fn country(&self) -> Option<&'static str> {
+        self.prefix.and_then(PrefixUse::country)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BarcodeError {
+    #[error("no data: scan the barcode again")]
+    Empty,
+    #[error("{0} characters is far longer than any barcode: check the scanner configuration")]
+    TooLong(usize),
+    #[error("symbology identifier: {0}")]
+    Aim(#[from] AimError),
+    #[error("GTIN: {0}")]
+    Gtin(#[from] GtinError),
+    #[error("UPC: {0}")]
+    Upc(#[from] UpcError),
+    #[error("SSCC: {0}")]
+    Sscc(#[from] SsccError),
+    #[error("GS1 element string: {0}")]
+    Gs1(#[from] Gs1Error),
+    #[error("GS1 Digital Link: {0}")]
+    DigitalLink(#[from] DigitalLinkError),
+    #[error("variable-measure code: {0}")]
+    VariableMeasure(#[from] VariableMeasureError),
+    #[error("unknown store-code region {0:?}")]
+    UnknownRegion(String),
+    #[error("{0:?} is not a GTIN, GS1 element string or GS1 Digital Link")]
+    Unrecognised(String),
+}
+
+/// Which reading of the data the caller wants; `Auto` guesses from its shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputFormat {
+    #[default]
+    Auto,
+    Gtin,
+    Upc,
+    Sscc,
+    Bracketed,
+    Unbracketed,
+    DigitalLink,
+    /// Only split and name the AIM symbology identifier.
+    SymbologyOnly,
+}
+
+impl InputFormat {
+    /// Names used in batch files (`input_format`).
+    pub fn from_name(name: &str) -> InputFormat {
+        match name {
+            "gtin" => InputFormat::Gtin,
+            "upc" => InputFormat::Upc,
+            "sscc" => InputFormat::Sscc,
+            "bracketed_ai" | "bracketed" | "hri" => InputFormat::Bracketed,
+            "unbracketed"
+            | "unbracketed_single_element"
+            | "unbracketed_gs_separated"
+            | "element_string" => InputFormat::Unbracketed,
+            "digital_link" | "digital_link_uri" => InputFormat::DigitalLink,
+            "aim_symbology_identifier" => InputFormat::SymbologyOnly,
+            _ => InputFormat::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeOptions {
+    pub format: InputFormat,
+    pub gs1: ParseOptions,
+    /// National layout of variable-measure store codes, to verify their inner check digit.
+    pub rcn_region: Option<RcnRegion>,
+    pub verify_variable_measure: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            format: InputFormat::Auto,
+            gs1: ParseOptions::default(),
+            rcn_region: None,
+            verify_variable_measure: true,
+        }
+    }
+}
+
+/// Decode whatever a barcode scanner sent, guessing its form.
+pub fn decode_barcode(input: &str) -> Result<BarcodeDecode, BarcodeError> {
+    decode_barcode_with(input, &DecodeOptions::default())
+}
+
+/// Scanners and copy-paste add spaces and line ends around the data; GS is data, not padding.
+fn trim_padding(input: &str) -> &str {
+    input.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+}
+
+pub fn decode_barcode_with(
+    input: &str,
+    opts: &DecodeOptions,
+) -> Result<BarcodeDecode, BarcodeError> {
+    if input.len() > MAX_BARCODE_LEN {
+        return Err(BarcodeError::TooLong(input.len()));
+    }
+    let data = trim_padding(input);
+    let (data, add_on) = match opts.format {
+        InputFormat::Gtin | InputFormat::Upc => {
+            split_add_on(data).map_or((data, None), |(m, a)| (m, Some(a)))
+        }
+        _ => (data, None),
+    };
+    let mut decoded = match opts.format {
+        InputFormat::Auto => decode_auto(data, opts)?,
+        InputFormat::Gtin => BarcodeDecode::with_gtin(BarcodeKind::Gtin, Gtin14::parse(data)?),
+        InputFormat::Upc => BarcodeDecode::with_gtin(BarcodeKind::Upc, retail::parse_upc(data)?),
+        InputFormat::Sscc => {
+            let sscc = retail::parse_sscc(data)?;
+            let mut d = BarcodeDecode::new(BarcodeKind::Sscc);
+            d.sscc = Some(sscc);
+            d
+        }
+        InputFormat::Bracketed => BarcodeDecode::with_elements(
+            BarcodeKind::ElementString,
+            gs1::parse_bracketed(data, &opts.gs1)?,
+        ),
+        InputFormat::Unbracketed => BarcodeDecode::with_elements(
+            BarcodeKind::ElementString,
+            gs1::parse_unbracketed(strip_leading_fnc1(data, &opts.gs1), &opts.gs1)?,
+        ),
+        InputFormat::DigitalLink => BarcodeDecode::with_elements(
+            BarcodeKind::DigitalLink,
+            digital_link::parse(data, &opts.gs1)?,
+        ),
+        InputFormat::SymbologyOnly => {
+            let (symbology, rest) = aim::split(data)?;
+            let mut d = BarcodeDecode::new(BarcodeKind::SymbologyOnly);
+            d.symbology = Some(symbology);
+            d.text = Some(rest.to_string());
+            d
+        }
+    };
+    if let Some(add_on) = add_on {
+        decoded.add_on = Some(add_on.to_string());
+    }
+    if let (Some(region), Some(gtin), true) =
+        (opts.rcn_region, decoded.gtin, opts.verify_variable_measure)
+    {
+        retail::verify_variable_measure(gtin, region)?;
+    }
+    if decoded.prefix.is_none() {
+        decoded.prefix = decoded.gtin.map(retail::prefix_use);
+    }
+    Ok(decoded)
+}
+
+fn strip_leading_fnc1<'a>(data: &'a str, opts: &ParseOptions) -> &'a str {
+    data.strip_prefix(|c| opts.separators.contains(&c))
+        .unwrap_or(data)
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `5901234123457 12`: a GTIN and its add-on as some scanners and people write them.
+fn split_add_on(data: &str) -> Option<(&str, &str)> {
+    let (main, add_on) = data.split_once(' ')?;
+    let add_on = add_on.trim_start();
+    (all_digits(main) && all_digits(add_on) && matches!(add_on.len(), 2 | 5))
+        .then_some((main, add_on))
+}
+
+fn decode_auto(data: &str, opts: &DecodeOptions) -> Result<BarcodeDecode, BarcodeError> {
+    if data.is_empty() {
+        return Err(BarcodeError::Empty);
+    }
+    if data.starts_with(']') {
+        let (symbology, rest) = aim::split(data)?;
+        let mut decoded = decode_after_aim(&symbology, rest, opts)?;
+        decoded.symbology = Some(symbology);
+        return Ok(decoded);
+    }
+    if digital_link::looks_like_uri(data) {
+        return Ok(BarcodeDecode::with_elements(
+            BarcodeKind::DigitalLink,
+            digital_link::parse(data, &opts.gs1)?,
+        ));
+    }
+    if data.starts_with('(') {
+        return Ok(BarcodeDecode::with_elements(
+            BarcodeKind::ElementString,
+            gs1::parse_bracketed(data, &opts.gs1)?,
+        ));
+    }
+    if let Some((main, add_on)) = split_add_on(data) {
+        let mut decoded = decode_digits(main, opts)?;
+        decoded.add_on = Some(add_on.to_string());
+        return Ok(decoded);
+    }
+    if all_digits(data) {
+        return decode_digits(data, opts);
+    }
+    let unbracketed = strip_leading_fnc1(data, &opts.gs1);
+    if unbracketed.len() != data.len() || data.contains(|c| opts.gs1.separators.contains(&c)) {
+        return Ok(BarcodeDecode::with_elements(
+            BarcodeKind::ElementString,
+            gs1::parse_unbracketed(unbracketed, &opts.gs1)?,
+        ));
+    }
+    // Element strings with alphanumeric values (`10ABC`) are the last plausible reading.
+    gs1::parse_unbracketed(data, &opts.gs1)
+        .map(|e| BarcodeDecode::with_elements(BarcodeKind::ElementString, e))
+        .map_err(|_| BarcodeError::Unrecognised(data.to_string()))
+}
+
+/// A run of digits: a GTIN if its length and check digit say so, a UPC-E if six digits, an
+/// SSCC if eighteen, otherwise GS1 element strings without separators.
+fn decode_digits(data: &str, opts: &DecodeOptions) -> Result<BarcodeDecode, BarcodeError> {
+    match data.len() {
+        8 | 12 | 13 | 14 => match Gtin14::parse(data) {
+            Ok(gtin) => Ok(BarcodeDecode::with_gtin(BarcodeKind::Gtin, gtin)),
+            // Eight digits that fail the EAN-8 check digit may be a UPC-E sent without its
+            // symbology identifier.
+            Err(_) if data.len() == 8 && retail::parse_upc(data).is_ok() => Ok(
+                BarcodeDecode::with_gtin(BarcodeKind::Upc, retail::parse_upc(data)?),
+            ),
+            Err(gtin_error) => gs1::parse_unbracketed(data, &opts.gs1)
+                .map(|e| BarcodeDecode::with_elements(BarcodeKind::ElementString, e))
+                .map_err(|_| BarcodeError::Gtin(gtin_error)),
+        },
+        6 => Ok(BarcodeDecode::with_gtin(
+            BarcodeKind::Upc,
+            retail::parse_upc(data)?,
+        )),
+        18 => match retail::parse_sscc(data) {
+            Ok(sscc) => {
+                let mut d = BarcodeDecode::new(BarcodeKind::Sscc);
+                d.sscc = Some(sscc);
+                Ok(d)
+            }
+            Err(sscc_error) => gs1::parse_unbracketed(data, &opts.gs1)
+                .map(|e| BarcodeDecode::with_elements(BarcodeKind::ElementString, e))
+                .map_err(|_| BarcodeError::Sscc(sscc_error)),
+        },
+        _ => Ok(BarcodeDecode::with_elements(
+            BarcodeKind::ElementString,
+            gs1::parse_unbracketed(data, &opts.gs1)?,
+        )),
+    }
+}
+
+fn decode_after_aim(
+    symbology: &Symbology,
+    rest: &str,
+    opts: &DecodeOptions,
+) -> Result<BarcodeDecode, BarcodeError> {
+    match symbology.content {
+        Content::Gs1ElementString if digital_link::looks_like_uri(rest) => {
+            Ok(BarcodeDecode::with_elements(
+                BarcodeKind::DigitalLink,
+                digital_link::parse(rest, &opts.gs1)?,
+            ))
+        }
+        Content::Gs1ElementString => Ok(BarcodeDecode::with_elements(
+            BarcodeKind::ElementString,
+            gs1::parse_unbracketed(strip_leading_fnc1(rest, &opts.gs1), &opts.gs1)?,
+        )),
+        Content::Gtin => match rest.len() {
+            6 | 7 => Ok(BarcodeDecode::with_gtin(
+                BarcodeKind::Upc,
+                retail::parse_upc(rest)?,
+            )),
+            _ => Ok(BarcodeDecode::with_gtin(
+                BarcodeKind::Gtin,
+                Gtin14::parse(rest)?,
+            )),
+        },
+        Content::GtinAddOn => {
+            if all_digits(rest) && matches!(rest.len(), 2 | 5) {
+                let mut d = BarcodeDecode::new(BarcodeKind::Gtin);
+                d.add_on = Some(rest.to_string());
+                return Ok(d);
+            }
+            let split = [13, 12, 8]
+                .iter()
+                .filter_map(|n| Some((rest.get(..*n)?, rest.get(*n..)?)))
+                .find(|(_, add_on)| matches!(add_on.len(), 2 | 5) && all_digits(add_on));
+            let (main, add_on) =
+                split.ok_or_else(|| BarcodeError::Unrecognised(rest.to_string()))?;
+            let mut d = BarcodeDecode::with_gtin(BarcodeKind::Gtin, Gtin14::parse(main)?);
+            d.add_on = Some(add_on.to_string());
+            Ok(d)
+        }
+        Content::Other => {
+            if digital_link::looks_like_uri(rest) {
+                return Ok(BarcodeDecode::with_elements(
+                    BarcodeKind::DigitalLink,
+                    digital_link::parse(rest, &opts.gs1)?,
+                ));
+            }
+            if all_digits(rest)
+                && matches!(rest.len(), 8 | 12 | 13 | 14)
+                && let Ok(gtin) = Gtin14::parse(rest)
+            {
+                return Ok(BarcodeDecode::with_gtin(BarcodeKind::Gtin, gtin));
+            }
+            let mut d = BarcodeDecode::new(BarcodeKind::Text);
+            d.text = Some(rest.to_string());
+            Ok(d)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gtin_of(input: &str) -> Option<String> {
+        decode_barcode(input)
+            .ok()
+            .and_then(|d| d.gtin)
+            .map(|g| g.to_string())
+    }
+
+    #[test]
+    fn plain_gtin_digits_of_every_length_decode_to_gtin14() {
+        assert_eq!(gtin_of("96385074"), Some("00000096385074".into()));
+        assert_eq!(gtin_of("123601057072"), Some("00123601057072".into()));
+        assert_eq!(gtin_of("5901234123457"), Some("05901234123457".into()));
+        assert_eq!(
+            gtin_of("  \t 5901234123457 \n  "),
+            Some("05901234123457".into())
+        );
+    }
+
+    #[test]
+    fn a_six_digit_code_is_read_as_upc_e() {
+        assert_eq!(gtin_of("425261"), Some("00042100005264".into()));
+    }
+
+    #[test]
+    fn eight_digits_failing_ean_8_are_tried_as_upc_e() {
+        assert_eq!(gtin_of("04963406"), Some("00049000006346".into()));
+        assert!(decode_barcode("04963406").is_ok_and(|d| d.kind == BarcodeKind::Upc));
+    }
+
+    #[test]
+    fn an_aim_prefixed_gs1_128_scan_decodes_its_element_strings() {
+        let d = decode_barcode("]C1010590123412345715210526");
+        let Ok(d) = d else { panic!("{d:?}") };
+        assert_eq!(d.kind, BarcodeKind::ElementString);
+        assert_eq!(d.bracketed.as_deref(), Some("(01)05901234123457(15)210526"));
+        assert_eq!(d.gtin.map(|g| g.to_string()), Some("05901234123457".into()));
+        assert_eq!(d.symbology.map(|s| s.name), Some("GS1-128"));
+    }
+
+    #[test]
+    fn an_aim_prefixed_ean_scan_is_a_gtin() {
+        assert_eq!(gtin_of("]E496385074"), Some("00000096385074".into()));
+        assert_eq!(gtin_of("]E00123601057072"), Some("00123601057072".into()));
+        assert_eq!(gtin_of("]I105901234123457"), Some("05901234123457".into()));
+    }
+
+    #[test]
+    fn a_gs1_qr_code_holding_a_digital_link_is_decoded_as_a_link() {
+        let d = decode_barcode("]Q3https://example.com/01/614141123452/10/ABC123?15=250330");
+        assert_eq!(
+            d.map(|d| (d.kind, d.elements.len())),
+            Ok((BarcodeKind::DigitalLink, 3))
+        );
+    }
+
+    #[test]
+    fn bracketed_and_gs_separated_forms_are_detected() {
+        let d = decode_barcode("(01)09506000134352(17)201225");
+        assert_eq!(d.map(|d| d.kind), Ok(BarcodeKind::ElementString));
+        let d = decode_barcode("\u{1d}0107032069804988100329\u{1d}15210526");
+        assert_eq!(d.map(|d| d.elements.len()), Ok(3));
+    }
+
+    #[test]
+    fn digits_that_are_not_a_gtin_are_tried_as_element_strings() {
+        let d = decode_barcode("15210527");
+        assert_eq!(d.map(|d| d.bracketed), Ok(Some("(15)210527".into())));
+    }
+
+    #[test]
+    fn a_gtin_with_a_wrong_check_digit_reports_the_gtin_error() {
+        assert!(matches!(
+            decode_barcode("5901234123458"),
+            Err(BarcodeError::Gtin(GtinError::CheckDigit { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_gtin_with_an_add_on_keeps_both() {
+        let d = decode_barcode("8413000065504 12");
+        let Ok(d) = d else { panic!("{d:?}") };
+        assert_eq!(d.add_on.as_deref(), Some("12"));
+        assert_eq!(d.country(), Some("ES"));
+    }
+
+    #[test]
+    fn garbage_is_unrecognised_not_a_panic() {
+        assert!(decode_barcode("abc").is_err());
+        assert!(decode_barcode("https://example.com/foo/bar").is_err());
+        assert_eq!(decode_barcode(""), Err(BarcodeError::Empty));
+        assert!(matches!(
+            decode_barcode(&"9".repeat(10_000)),
+            Err(BarcodeError::TooLong(_))
+        ));
+        assert!(decode_barcode("]").is_err());
+        assert!(decode_barcode("(").is_err());
+        assert!(decode_barcode("\u{1d}").is_err());
+        assert!(decode_barcode("0123456789⁰⁰⁰").is_err());
+    }
+
+    #[test]
+    fn a_non_gs1_symbology_keeps_its_text() {
+        let d = decode_barcode("]C0abc");
+        assert_eq!(
+            d.map(|d| (d.kind, d.text)),
+            Ok((BarcodeKind::Text, Some("abc".into())))
+        );
+    }
+
+    #[test]
+    fn a_store_code_is_verified_when_the_region_is_known() {
+        let opts = DecodeOptions {
+            rcn_region: RcnRegion::parse("de"),
+            ..DecodeOptions::default()
+        };
+        assert!(matches!(
+            decode_barcode_with("2511118000120", &opts),
+            Err(BarcodeError::VariableMeasure(_))
+        ));
+        assert!(decode_barcode("2511118000120").is_ok());
+    }
+
+    #[test]
+    fn errors_read_as_sentences_for_a_technician() {
+        let msg = decode_barcode("5901234123458").map_err(|e| e.to_string());
+        assert_eq!(
+            msg,
+            Err("GTIN: check digit is 8 but the other digits give 7: the code was mistyped or misread".into())
+        );
+    }
+}
