@@ -32,6 +32,20 @@ pub enum AgentError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "another relais is already running on data directory {dir} (lock {lock} is held{holder}); stop it \
+         first, or give this one its own agent.data_dir"
+    )]
+    AlreadyRunning {
+        dir: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
+    #[error("cannot create the lock file {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the API server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -56,6 +70,9 @@ impl DataPaths {
 
 /// Storage opened and checked: the writer thread and reader pool are running.
 pub struct OpenStorage {
+    /// Held for the life of the agent: a second agent on the same data directory would be a
+    /// second writer of outbox.db, and its `seq` would collide with ours.
+    _lock: std::fs::File,
     pub paths: DataPaths,
     pub outbox: OutboxHandle,
     pub writer: OutboxWriter,
@@ -69,6 +86,7 @@ pub struct OpenStorage {
 pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
     let paths = DataPaths::new(&config.agent.data_dir);
     storage::ensure_data_dir(&paths.dir)?;
+    let lock = lock_data_dir(&paths.dir)?;
     let mut startup_alarms = Vec::new();
 
     if let Integrity::Damaged(reason) = storage::quick_check(&paths.replica) {
@@ -114,8 +132,9 @@ pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
         },
     )?;
     let readers = ReaderPool::start(&paths.replica, &paths.outbox, config.replica.readers)?;
-    let hasher = CardHasher::load_or_create(&config.customers.card_hash_key_file)?;
+    let hasher = card_hasher(config)?;
     Ok(OpenStorage {
+        _lock: lock,
         paths,
         outbox,
         writer,
@@ -124,6 +143,56 @@ pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
         startup_alarms,
     })
 }
+
+/// Take the data directory's exclusive lock (released by the kernel when the process dies,
+/// so a SIGKILLed agent never leaves a stale lock) and record our pid in it for the message
+/// the next contender gets.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, AgentError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("relais.lock");
+    let lock_err = |source| AgentError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(lock_err)?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        return Err(AgentError::AlreadyRunning {
+            dir: dir.to_path_buf(),
+            lock: path.clone(),
+            holder: if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" by pid {holder}")
+            },
+        });
+    }
+    file.set_len(0).map_err(lock_err)?;
+    file.rewind().map_err(lock_err)?;
+    write!(file, "{}", std::process::id()).map_err(lock_err)?;
+    Ok(file)
+}
+
+/// The card key: generated on first start only at its default place in the data directory;
+/// a key file configured elsewhere must exist (it is the fleet's, provisioned).
+pub fn card_hasher(config: &Config) -> Result<CardHasher, CardKeyError> {
+    let path = &config.customers.card_hash_key_file;
+    if *path == config.agent.data_dir.join(DEFAULT_CARD_KEY_FILE) {
+        CardHasher::load_or_create(path)
+    } else {
+        CardHasher::load(path)
+    }
+}
+
+pub const DEFAULT_CARD_KEY_FILE: &str = "card-hash.key";
 
 /// Highest sequence the damaged outbox may have used, plus a margin for rows we could not
 /// read. When nothing is readable, a floor derived from the clock is still above any sequence

@@ -94,7 +94,8 @@ pub fn normalize_card_id(input: &str) -> Result<String, CardIdError> {
 pub enum CardKeyError {
     #[error(
         "cannot read the card hash key {path}: {source}. Provision the fleet key there (32+ random bytes), \
-         or remove customers.card_hash_key_file to let the agent generate one"
+         or remove customers.card_hash_key_file from the config to let the agent generate one in its \
+         data directory"
     )]
     Read {
         path: PathBuf,
@@ -125,8 +126,25 @@ impl CardHasher {
         }
     }
 
+    /// Load a provisioned key file; a missing file is an error (a typo in the path must not
+    /// silently turn every card lookup into "not found").
+    pub fn load(path: &Path) -> Result<CardHasher, CardKeyError> {
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.len() >= MIN_KEY_BYTES => Ok(CardHasher::new(&bytes)),
+            Ok(bytes) => Err(CardKeyError::TooShort {
+                path: path.to_path_buf(),
+                len: bytes.len(),
+            }),
+            Err(source) => Err(CardKeyError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
     /// Load the key file; when it does not exist, generate one (0600) and say so, because a
     /// generated key only matches tokens made with it (fine for a demo, not for a fleet).
+    /// Only for the default location inside the data directory: see [`CardHasher::load`].
     pub fn load_or_create(path: &Path) -> Result<CardHasher, CardKeyError> {
         match std::fs::read(path) {
             Ok(bytes) if bytes.len() >= MIN_KEY_BYTES => Ok(CardHasher::new(&bytes)),

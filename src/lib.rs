@@ -1,10 +1,10 @@
 //! Relais: the in-store edge agent. See ARCHITECTURE.md for the code map and its invariants.
 
-pub mod cards;
-pub mod decode;
 pub mod agent;
 pub mod api;
+pub mod cards;
 pub mod config;
+pub mod decode;
 pub mod demo;
 pub mod outbox;
 pub mod replica;

@@ -123,13 +123,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(ConfigError::EXIT_CODE as u8);
             }
             // `relais outbox tail | head` closing the pipe is not an error worth a message.
-            if e
-                .downcast_ref::<std::io::Error>()
+            if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("relais: {e:#}");
+            // Our error messages already carry their cause; printing the chain would repeat it.
+            eprintln!("relais: {e}");
             ExitCode::from(1)
         }
     }

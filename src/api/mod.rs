@@ -41,6 +41,10 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
         .route("/v1/products/{code}", get(product))
         .route("/v1/customers/by-card/{id}", get(customer_by_card))
         .route("/v1/movements", post(post_movement))
+        .route(
+            "/v1/alarms/{code}",
+            axum::routing::delete(acknowledge_alarm),
+        )
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -215,6 +219,17 @@ async fn post_movement(
         client_key: body.client_key.clone(),
     };
     let appended = state.outbox.append(request).await?;
+    // A replay answers with what was recorded the first time, whatever this retry's body says.
+    let recorded_sku = if appended.replayed {
+        let seq = appended.seq;
+        state
+            .readers
+            .run(move |conn| recorded_movement_sku(conn, seq))
+            .await?
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    } else {
+        sku
+    };
     let status = if appended.replayed {
         StatusCode::OK
     } else {
@@ -225,10 +240,20 @@ async fn post_movement(
         seq: appended.seq,
         durable: true,
         replayed: appended.replayed,
-        stock_applied: sku.is_some(),
-        sku,
+        stock_applied: recorded_sku.is_some(),
+        sku: recorded_sku,
     };
     Ok((status, Json(answer)).into_response())
+}
+
+fn recorded_movement_sku(
+    conn: &rusqlite::Connection,
+    seq: u64,
+) -> Result<Option<String>, rusqlite::Error> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT sku FROM facts.stock_movements WHERE seq = ?1")?
+        .query_row([seq as i64], |r| r.get(0))
+        .optional()
 }
 
 fn sku_of(conn: &rusqlite::Connection, gtin: Gtin14) -> Result<Option<String>, rusqlite::Error> {
@@ -236,6 +261,19 @@ fn sku_of(conn: &rusqlite::Connection, gtin: Gtin14) -> Result<Option<String>, r
     conn.prepare_cached("SELECT sku FROM products WHERE gtin = ?1")?
         .query_row([gtin.as_i64()], |r| r.get(0))
         .optional()
+}
+
+/// `DELETE /v1/alarms/{code}`: the operator has dealt with it (204), or no such alarm (404).
+async fn acknowledge_alarm(
+    State(state): State<Arc<ApiState>>,
+    Path(code): Path<String>,
+) -> Result<Response, ApiError> {
+    if state.outbox.clear_alarm(&code).await? {
+        tracing::info!(%code, "alarm acknowledged");
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found(format!("no alarm {code:?} is raised")))
+    }
 }
 
 #[derive(Serialize)]

@@ -46,9 +46,15 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<u8> {
             );
             true
         }
-        (None, Some(DecodeCommand::Barcode { input, json })) => relais::decode::cli::barcode(&input, json, &mut out)?,
-        (None, Some(DecodeCommand::Epc { hex, json })) => relais::decode::cli::epc(&hex, json, &mut out)?,
-        (None, None) => anyhow::bail!("say what to decode: `relais decode barcode S`, `decode epc HEX` or `decode --batch FILE`"),
+        (None, Some(DecodeCommand::Barcode { input, json })) => {
+            relais::decode::cli::barcode(&input, json, &mut out)?
+        }
+        (None, Some(DecodeCommand::Epc { hex, json })) => {
+            relais::decode::cli::epc(&hex, json, &mut out)?
+        }
+        (None, None) => anyhow::bail!(
+            "say what to decode: `relais decode barcode S`, `decode epc HEX` or `decode --batch FILE`"
+        ),
     };
     Ok(if ok { 0 } else { super::EXIT_INVALID })
 }

@@ -4,7 +4,6 @@
 pub mod decode;
 pub mod demo;
 
-use anyhow::Context;
 use relais::agent::{self, DataPaths};
 use relais::config::Config;
 use relais::outbox::{self, RetentionClass};
@@ -26,7 +25,7 @@ pub fn run_agent(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("relais-core")
         .build()
-        .context("cannot start the async runtime")?;
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     runtime.block_on(agent::run(config, agent::shutdown_signal(), |addr| {
         eprintln!("relais: listening on http://{addr} (Ctrl-C to stop)");
     }))?;
@@ -187,7 +186,8 @@ pub fn lookup_barcode(config: &Config, code: &str, json: bool) -> anyhow::Result
 
 pub fn lookup_card(config: &Config, id: &str, json: bool) -> anyhow::Result<u8> {
     let conn = lookup_connection(config)?;
-    let hasher = relais::cards::CardHasher::load_or_create(&config.customers.card_hash_key_file)?;
+    // Read-only: never create a key here, a lookup must not change the box.
+    let hasher = relais::cards::CardHasher::load(&config.customers.card_hash_key_file)?;
     let answer = match lookup::customer_by_card(
         &conn,
         &hasher,

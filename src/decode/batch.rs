@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn each_record_yields_one_line_with_its_id() {
         let (lines, summary) = run(concat!(
-            r#"{"id":"a","input":"]C1010590123412345715210526"}"#,
+            r#"{"id":"a","input":"]C101095060001343521726010110LOT1"}"#,
             "\n",
             r#"{"id":"b","hex":"3074257BF7194E4000001A85"}"#,
             "\n"
@@ -312,8 +312,8 @@ mod tests {
         assert_eq!(summary.ok, 2);
         let first = lines.first().cloned().unwrap_or_default();
         assert_eq!(first["id"], "a");
-        assert_eq!(first["gtin"], "05901234123457");
-        assert_eq!(first["ais"]["15"], "210526");
+        assert_eq!(first["gtin"], "09506000134352");
+        assert_eq!(first["ais"]["17"], "260101");
         assert_eq!(first["symbology"], "GS1-128");
         let second = lines.get(1).cloned().unwrap_or_default();
         assert_eq!(
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn a_malformed_line_is_reported_with_its_number_and_the_run_continues() {
-        let (lines, summary) = run("{not json\n{\"id\":2,\"input\":\"96385074\"}\n[1]\n");
+        let (lines, summary) = run("{not json\n{\"id\":2,\"input\":\"95060002\"}\n[1]\n");
         assert_eq!(
             summary,
             BatchSummary {
@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn invalid_utf8_does_not_stop_the_run() {
         let mut out = Vec::new();
-        let input: &[u8] = b"\xff\xfe\n{\"id\":1,\"input\":\"96385074\"}\n";
+        let input: &[u8] = b"\xff\xfe\n{\"id\":1,\"input\":\"95060002\"}\n";
         let summary = run_batch(input, &mut out).unwrap_or_default();
         assert_eq!((summary.records, summary.ok), (2, 1));
     }
@@ -373,13 +373,13 @@ mod tests {
     #[test]
     fn record_options_change_how_the_input_is_read() {
         let (lines, _) = run(concat!(
-            r#"{"id":1,"input":"101313|15210526","options":{"separator_chars":"['|']"}}"#,
+            r#"{"id":1,"input":"10LOT1|17260101","options":{"separator_chars":"['|']"}}"#,
             "\n",
-            r#"{"id":2,"input":"10222--15210526","options":{"separator_chars":"['--']"}}"#,
+            r#"{"id":2,"input":"10LOT1--17260101","options":{"separator_chars":"['--']"}}"#,
             "\n",
-            r#"{"id":3,"input":"01234565","barcode_format_hint":"BarcodeFormat::UPCE"}"#,
+            r#"{"id":3,"input":"06543217","barcode_format_hint":"BarcodeFormat::UPCE"}"#,
             "\n",
-            r#"{"id":4,"input":"157035381410375177","input_format":"sscc"}"#,
+            r#"{"id":4,"input":"106141412345678908","input_format":"sscc"}"#,
             "\n"
         ));
         let oks: Vec<Value> = lines.iter().map(|l| l["ok"].clone()).collect();

@@ -263,21 +263,21 @@ mod tests {
 
     #[test]
     fn a_minimal_coupon_code_has_prefix_offer_save_value_and_requirement() {
-        assert_eq!(coupon_code("012345612345611110123"), Ok(()));
-        assert!(coupon_code("01234561234561111012").is_err());
+        assert_eq!(coupon_code("0614141000123250110000"), Ok(()));
+        assert!(coupon_code("061414100012325011000").is_err());
         assert!(coupon_code("").is_err());
     }
 
     #[test]
     fn optional_coupon_fields_must_come_in_ascending_order() {
-        assert_eq!(coupon_code("0123456123456111101233251231"), Ok(()));
-        assert!(coupon_code("01234561234561111012342512313251231").is_err());
+        assert_eq!(coupon_code("061414100012325011000032612314260101"), Ok(()));
+        assert!(coupon_code("061414100012325011000042601013261231").is_err());
     }
 
     #[test]
     fn a_pos_offer_has_format_funder_offer_and_serial() {
-        assert_eq!(coupon_pos_offer("001234561234560123456"), Ok(()));
-        assert!(coupon_pos_offer("201234561234560123456").is_err());
-        assert!(coupon_pos_offer("0012345612345601234567").is_err());
+        assert_eq!(coupon_pos_offer("106141410001230000042"), Ok(()));
+        assert!(coupon_pos_offer("306141410001230000042").is_err());
+        assert!(coupon_pos_offer("1061414100012300000427").is_err());
     }
 }

@@ -203,8 +203,8 @@ mod tests {
     #[test]
     fn a_path_prefix_before_the_key_is_skipped() {
         assert_eq!(
-            ais("https://example.com/foo/01/614141123452"),
-            Ok(pairs(&[("01", "00614141123452")]))
+            ais("https://example.org/shop/01/9506000134352"),
+            Ok(pairs(&[("01", "09506000134352")]))
         );
     }
 
@@ -223,40 +223,40 @@ mod tests {
     #[test]
     fn non_ai_query_parameters_are_ignored() {
         assert_eq!(
-            ais("https://id.gs1.org/01/00614141123452?foo=bar"),
-            Ok(pairs(&[("01", "00614141123452")]))
+            ais("https://id.gs1.org/01/09506000134352?utm_source=shelf"),
+            Ok(pairs(&[("01", "09506000134352")]))
         );
     }
 
     #[test]
     fn qualifiers_must_follow_the_order_the_standard_gives() {
         assert!(matches!(
-            ais("https://id.gs1.org/01/614141123452/15/20250324"),
+            ais("https://id.gs1.org/01/09506000134352/17/260101"),
             Err(DigitalLinkError::BadQualifier { .. })
         ));
         assert!(matches!(
-            ais("https://id.gs1.org/01/01234567890128/21/12345XYZ/10/ABC123"),
+            ais("https://id.gs1.org/01/09506000134352/21/S1/10/L1"),
             Err(DigitalLinkError::BadQualifier { .. })
         ));
-        assert!(ais("https://example.com/01/00614141123452/22/2A/10/ABC123").is_ok());
+        assert!(ais("https://example.org/01/09506000134352/22/V1/10/L1/21/S1").is_ok());
     }
 
     #[test]
     fn non_links_are_refused_with_the_reason() {
         assert!(matches!(
-            ais("614141123452"),
+            ais("9506000134352"),
             Err(DigitalLinkError::NotUri(_))
         ));
         assert!(matches!(
-            ais("mailto:alice@example.com"),
+            ais("mailto:shop@example.org"),
             Err(DigitalLinkError::BadScheme(_))
         ));
         assert!(matches!(
-            ais("http://example.com/foo/123"),
+            ais("http://example.org/shop/42"),
             Err(DigitalLinkError::NoPrimaryKey(_))
         ));
         assert!(matches!(
-            ais("https://example.com/foo/01/614141123452/123"),
+            ais("https://example.org/shop/01/9506000134352/21"),
             Err(DigitalLinkError::OddSegments(_))
         ));
     }

@@ -737,6 +737,8 @@ pub fn decode_epc_hex(hex: &str) -> Result<EpcDecode, EpcError> {
     Ok(out)
 }
 
+// The hex values below are the worked examples of TDS 1.13 Appendix E (and values derived from
+// them by changing single fields), not taken from any test-vector file.
 #[cfg(test)]
 mod tests {
     use super::*;

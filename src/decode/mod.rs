@@ -323,6 +323,17 @@ fn decode_auto(data: &str, opts: &DecodeOptions) -> Result<BarcodeDecode, Barcod
 
 /// A run of digits: a GTIN if its length and check digit say so, a UPC-E if six digits, an
 /// SSCC if eighteen, otherwise GS1 element strings without separators.
+/// The element-string reading of digits that failed as a GTIN or SSCC, accepted only when every
+/// AI in it has a predefined length (dates, GTIN, measures): a variable-length AI such as (95)
+/// or (21) would swallow any mistyped GTIN and hide the check-digit error from the user.
+fn fixed_length_reading(data: &str, opts: &DecodeOptions) -> Option<BarcodeDecode> {
+    let elements = gs1::parse_unbracketed(data, &opts.gs1).ok()?;
+    elements
+        .iter()
+        .all(|e| gs1::predefined_data_length(&e.ai).is_some())
+        .then(|| BarcodeDecode::with_elements(BarcodeKind::ElementString, elements))
+}
+
 fn decode_digits(data: &str, opts: &DecodeOptions) -> Result<BarcodeDecode, BarcodeError> {
     match data.len() {
         8 | 12 | 13 | 14 => match Gtin14::parse(data) {
@@ -332,9 +343,9 @@ fn decode_digits(data: &str, opts: &DecodeOptions) -> Result<BarcodeDecode, Barc
             Err(_) if data.len() == 8 && retail::parse_upc(data).is_ok() => Ok(
                 BarcodeDecode::with_gtin(BarcodeKind::Upc, retail::parse_upc(data)?),
             ),
-            Err(gtin_error) => gs1::parse_unbracketed(data, &opts.gs1)
-                .map(|e| BarcodeDecode::with_elements(BarcodeKind::ElementString, e))
-                .map_err(|_| BarcodeError::Gtin(gtin_error)),
+            Err(gtin_error) => {
+                fixed_length_reading(data, opts).ok_or(BarcodeError::Gtin(gtin_error))
+            }
         },
         6 => Ok(BarcodeDecode::with_gtin(
             BarcodeKind::Upc,
@@ -346,9 +357,9 @@ fn decode_digits(data: &str, opts: &DecodeOptions) -> Result<BarcodeDecode, Barc
                 d.sscc = Some(sscc);
                 Ok(d)
             }
-            Err(sscc_error) => gs1::parse_unbracketed(data, &opts.gs1)
-                .map(|e| BarcodeDecode::with_elements(BarcodeKind::ElementString, e))
-                .map_err(|_| BarcodeError::Sscc(sscc_error)),
+            Err(sscc_error) => {
+                fixed_length_reading(data, opts).ok_or(BarcodeError::Sscc(sscc_error))
+            }
         },
         _ => Ok(BarcodeDecode::with_elements(
             BarcodeKind::ElementString,
@@ -432,46 +443,49 @@ mod tests {
 
     #[test]
     fn plain_gtin_digits_of_every_length_decode_to_gtin14() {
-        assert_eq!(gtin_of("96385074"), Some("00000096385074".into()));
-        assert_eq!(gtin_of("123601057072"), Some("00123601057072".into()));
-        assert_eq!(gtin_of("5901234123457"), Some("05901234123457".into()));
+        assert_eq!(gtin_of("95060002"), Some("00000095060002".into()));
+        assert_eq!(gtin_of("614141000036"), Some("00614141000036".into()));
+        assert_eq!(gtin_of("9506000134352"), Some("09506000134352".into()));
         assert_eq!(
-            gtin_of("  \t 5901234123457 \n  "),
-            Some("05901234123457".into())
+            gtin_of("  \t 9506000134352 \n  "),
+            Some("09506000134352".into())
         );
     }
 
     #[test]
     fn a_six_digit_code_is_read_as_upc_e() {
-        assert_eq!(gtin_of("425261"), Some("00042100005264".into()));
+        assert_eq!(gtin_of("654321"), Some("00065100004327".into()));
     }
 
     #[test]
     fn eight_digits_failing_ean_8_are_tried_as_upc_e() {
-        assert_eq!(gtin_of("04963406"), Some("00049000006346".into()));
-        assert!(decode_barcode("04963406").is_ok_and(|d| d.kind == BarcodeKind::Upc));
+        assert_eq!(gtin_of("06543217"), Some("00065100004327".into()));
+        assert!(decode_barcode("06543217").is_ok_and(|d| d.kind == BarcodeKind::Upc));
     }
 
     #[test]
     fn an_aim_prefixed_gs1_128_scan_decodes_its_element_strings() {
-        let d = decode_barcode("]C1010590123412345715210526");
+        let d = decode_barcode("]C101095060001343521726010110LOT1");
         let Ok(d) = d else { panic!("{d:?}") };
         assert_eq!(d.kind, BarcodeKind::ElementString);
-        assert_eq!(d.bracketed.as_deref(), Some("(01)05901234123457(15)210526"));
-        assert_eq!(d.gtin.map(|g| g.to_string()), Some("05901234123457".into()));
+        assert_eq!(
+            d.bracketed.as_deref(),
+            Some("(01)09506000134352(17)260101(10)LOT1")
+        );
+        assert_eq!(d.gtin.map(|g| g.to_string()), Some("09506000134352".into()));
         assert_eq!(d.symbology.map(|s| s.name), Some("GS1-128"));
     }
 
     #[test]
     fn an_aim_prefixed_ean_scan_is_a_gtin() {
-        assert_eq!(gtin_of("]E496385074"), Some("00000096385074".into()));
-        assert_eq!(gtin_of("]E00123601057072"), Some("00123601057072".into()));
-        assert_eq!(gtin_of("]I105901234123457"), Some("05901234123457".into()));
+        assert_eq!(gtin_of("]E495060002"), Some("00000095060002".into()));
+        assert_eq!(gtin_of("]E00614141000036"), Some("00614141000036".into()));
+        assert_eq!(gtin_of("]I119506000134359"), Some("19506000134359".into()));
     }
 
     #[test]
     fn a_gs1_qr_code_holding_a_digital_link_is_decoded_as_a_link() {
-        let d = decode_barcode("]Q3https://example.com/01/614141123452/10/ABC123?15=250330");
+        let d = decode_barcode("]Q3https://example.org/01/09506000134352/10/LOT1?17=260101");
         assert_eq!(
             d.map(|d| (d.kind, d.elements.len())),
             Ok((BarcodeKind::DigitalLink, 3))
@@ -482,27 +496,40 @@ mod tests {
     fn bracketed_and_gs_separated_forms_are_detected() {
         let d = decode_barcode("(01)09506000134352(17)201225");
         assert_eq!(d.map(|d| d.kind), Ok(BarcodeKind::ElementString));
-        let d = decode_barcode("\u{1d}0107032069804988100329\u{1d}15210526");
+        let d = decode_barcode("\u{1d}010950600013435210LOT1\u{1d}17260101");
         assert_eq!(d.map(|d| d.elements.len()), Ok(3));
     }
 
     #[test]
     fn digits_that_are_not_a_gtin_are_tried_as_element_strings() {
-        let d = decode_barcode("15210527");
-        assert_eq!(d.map(|d| d.bracketed), Ok(Some("(15)210527".into())));
+        let d = decode_barcode("17260101");
+        assert_eq!(d.map(|d| d.bracketed), Ok(Some("(17)260101".into())));
+    }
+
+    #[test]
+    fn a_mistyped_gtin_is_not_taken_for_a_variable_length_element_string() {
+        // "95…" and "21…" would parse as internal data / serial number; the GTIN error wins.
+        assert!(matches!(
+            decode_barcode("9506000134353"),
+            Err(BarcodeError::Gtin(_))
+        ));
+        assert!(matches!(
+            decode_barcode("21234567"),
+            Err(BarcodeError::Gtin(_))
+        ));
     }
 
     #[test]
     fn a_gtin_with_a_wrong_check_digit_reports_the_gtin_error() {
         assert!(matches!(
-            decode_barcode("5901234123458"),
+            decode_barcode("9506000134353"),
             Err(BarcodeError::Gtin(GtinError::CheckDigit { .. }))
         ));
     }
 
     #[test]
     fn a_gtin_with_an_add_on_keeps_both() {
-        let d = decode_barcode("8413000065504 12");
+        let d = decode_barcode("8401234567895 12");
         let Ok(d) = d else { panic!("{d:?}") };
         assert_eq!(d.add_on.as_deref(), Some("12"));
         assert_eq!(d.country(), Some("ES"));
@@ -511,7 +538,7 @@ mod tests {
     #[test]
     fn garbage_is_unrecognised_not_a_panic() {
         assert!(decode_barcode("abc").is_err());
-        assert!(decode_barcode("https://example.com/foo/bar").is_err());
+        assert!(decode_barcode("https://example.org/about/us").is_err());
         assert_eq!(decode_barcode(""), Err(BarcodeError::Empty));
         assert!(matches!(
             decode_barcode(&"9".repeat(10_000)),
@@ -520,15 +547,15 @@ mod tests {
         assert!(decode_barcode("]").is_err());
         assert!(decode_barcode("(").is_err());
         assert!(decode_barcode("\u{1d}").is_err());
-        assert!(decode_barcode("0123456789⁰⁰⁰").is_err());
+        assert!(decode_barcode("95060001343⁵²").is_err());
     }
 
     #[test]
     fn a_non_gs1_symbology_keeps_its_text() {
-        let d = decode_barcode("]C0abc");
+        let d = decode_barcode("]C0HELLO-42");
         assert_eq!(
             d.map(|d| (d.kind, d.text)),
-            Ok((BarcodeKind::Text, Some("abc".into())))
+            Ok((BarcodeKind::Text, Some("HELLO-42".into())))
         );
     }
 
@@ -539,18 +566,85 @@ mod tests {
             ..DecodeOptions::default()
         };
         assert!(matches!(
-            decode_barcode_with("2511118000120", &opts),
+            decode_barcode_with("2212342015002", &opts),
             Err(BarcodeError::VariableMeasure(_))
         ));
-        assert!(decode_barcode("2511118000120").is_ok());
+        assert!(decode_barcode("2212342015002").is_ok());
+    }
+
+    /// Small deterministic generator: the decoders must survive any input a broken scanner,
+    /// a misconfigured keyboard wedge or a corrupt tag can produce.
+    fn pseudo_random_strings(alphabet: &[char], count: usize, max_len: u64) -> Vec<String> {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 33
+        };
+        (0..count)
+            .map(|_| {
+                let len = next() % (max_len + 1);
+                (0..len)
+                    .map(|_| {
+                        alphabet
+                            .get((next() as usize) % alphabet.len())
+                            .copied()
+                            .unwrap_or('0')
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_input_of_any_shape_makes_a_decoder_panic() {
+        let alphabet: Vec<char> = "0123456789012345678901]()%/:.?=&#-_ ACEQdeIJXYZabcé⁰\t\n"
+            .chars()
+            .chain(['\u{1d}', '\u{1d}', '\u{0}', 'ÿ'])
+            .collect();
+        for input in pseudo_random_strings(&alphabet, 20_000, 60) {
+            let _ = decode_barcode(&input);
+            let _ = decode_barcode(&format!("]C1{input}"));
+            let _ = decode_barcode(&format!("https://id.gs1.org/01/{input}"));
+            let _ = uid::CardUid::parse(&input);
+            for linter in [
+                "couponcode",
+                "couponposoffer",
+                "csumalpha",
+                "iban",
+                "posinseqslash",
+                "pieceoftotal",
+                "yymmddhh",
+            ] {
+                let _ = lint::lint(linter, &input);
+            }
+        }
+        let hex: Vec<char> = "0123456789ABCDEF3333".chars().collect();
+        for tail in pseudo_random_strings(&hex, 20_000, 70) {
+            for header in [
+                "30", "31", "32", "33", "34", "35", "36", "37", "38", "39", "3B", "3C", "3D", "3E",
+                "3F", "40", "41", "2C", "2D", "2E", "2F",
+            ] {
+                let _ = decode_epc_hex(&format!("{header}{tail}"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_ai_in_the_table_is_found_at_the_start_of_scan_data() {
+        for ai in gs1::all_ais() {
+            assert_eq!(gs1::ai_at_start(&format!("{ai}1")), Some(ai.as_str()));
+            assert!(!gs1::title(&ai).is_empty(), "{ai} has no title");
+        }
     }
 
     #[test]
     fn errors_read_as_sentences_for_a_technician() {
-        let msg = decode_barcode("5901234123458").map_err(|e| e.to_string());
+        let msg = decode_barcode("9506000134353").map_err(|e| e.to_string());
         assert_eq!(
             msg,
-            Err("GTIN: check digit is 8 but the other digits give 7: the code was mistyped or misread".into())
+            Err("GTIN: check digit is 3 but the other digits give 2: the code was mistyped or misread".into())
         );
     }
 }

@@ -480,55 +480,55 @@ mod tests {
     #[test]
     fn upc_e_expands_by_the_position_of_its_last_digit() {
         assert_eq!(
-            parse_upc("425261").map(|g| g.to_string()),
-            Ok("00042100005264".into())
+            parse_upc("654321").map(|g| g.to_string()),
+            Ok("00065100004327".into())
         );
         assert_eq!(
-            parse_upc("04252614").map(|g| g.to_string()),
-            Ok("00042100005264".into())
+            parse_upc("06543217").map(|g| g.to_string()),
+            Ok("00065100004327".into())
         );
         assert_eq!(
-            parse_upc("02345673").map(|g| g.to_string()),
-            Ok("00023456000073".into())
+            parse_upc("01234531").map(|g| g.to_string()),
+            Ok("00012300000451".into())
         );
         assert_eq!(
-            parse_upc("06397126").map(|g| g.to_string()),
-            Ok("00063200009716".into())
+            parse_upc("01234543").map(|g| g.to_string()),
+            Ok("00012340000053".into())
         );
         assert_eq!(
-            parse_upc("08679339").map(|g| g.to_string()),
-            Ok("00086700000939".into())
+            parse_upc("09876505").map(|g| g.to_string()),
+            Ok("00098000007655".into())
         );
     }
 
     #[test]
     fn upc_errors_name_the_problem() {
         assert_eq!(
-            parse_upc("04252613"),
+            parse_upc("06543218"),
             Err(UpcError::CheckDigit {
-                expected: 4,
-                found: 3
+                expected: 7,
+                found: 8
             })
         );
-        assert_eq!(parse_upc("2425261"), Err(UpcError::NumberSystem('2')));
+        assert_eq!(parse_upc("2654321"), Err(UpcError::NumberSystem('2')));
         assert_eq!(parse_upc("123"), Err(UpcError::BadLength(3)));
         assert_eq!(
-            parse_upc("042100005263"),
+            parse_upc("614141000037"),
             Err(UpcError::CheckDigit {
-                expected: 4,
-                found: 3
+                expected: 6,
+                found: 7
             })
         );
     }
 
     #[test]
     fn an_sscc_has_eighteen_digits_and_a_check_digit() {
-        assert!(parse_sscc("376130321109103420").is_ok());
+        assert!(parse_sscc("106141412345678908").is_ok());
         assert_eq!(
-            parse_sscc("376130321109103421"),
+            parse_sscc("106141412345678909"),
             Err(SsccError::CheckDigit {
-                expected: 0,
-                found: 1
+                expected: 8,
+                found: 9
             })
         );
         assert_eq!(parse_sscc("123"), Err(SsccError::BadLength(3)));
@@ -536,42 +536,42 @@ mod tests {
 
     #[test]
     fn prefixes_map_to_the_issuing_country() {
-        assert_eq!(prefix_use(gtin("8413000065504")).country(), Some("ES"));
-        assert_eq!(prefix_use(gtin("5449000039231")).country(), Some("BE"));
-        assert_eq!(prefix_use(gtin("036602301467")).country(), Some("US"));
-        assert_eq!(prefix_use(gtin("13005678901233")).country(), Some("FR"));
+        assert_eq!(prefix_use(gtin("8401234567895")).country(), Some("ES"));
+        assert_eq!(prefix_use(gtin("5401234567898")).country(), Some("BE"));
+        assert_eq!(prefix_use(gtin("0012345678905")).country(), Some("US"));
+        assert_eq!(prefix_use(gtin("13012345678909")).country(), Some("FR"));
     }
 
     #[test]
     fn restricted_circulation_and_books_have_no_country() {
         assert_eq!(
-            prefix_use(gtin("2006602301468")),
+            prefix_use(gtin("2001234567893")),
             PrefixUse::RestrictedCirculation
         );
         assert_eq!(
-            prefix_use(gtin("0406602301468")),
+            prefix_use(gtin("0401234567893")),
             PrefixUse::RestrictedCirculation
         );
-        assert_eq!(prefix_use(gtin("9788430532674")), PrefixUse::Bookland);
+        assert_eq!(prefix_use(gtin("9781234567897")), PrefixUse::Bookland);
         assert_eq!(
-            prefix_use(gtin("20045678")),
+            prefix_use(gtin("20999995")),
             PrefixUse::RestrictedCirculation
         );
-        assert_eq!(prefix_use(gtin("1406602301467")), PrefixUse::Unassigned);
-        assert_eq!(prefix_use_13("0000001991469"), PrefixUse::Unassigned);
-        assert_eq!(prefix_use_13("0000102301463"), PrefixUse::Country("US"));
-        assert_eq!(prefix_use_13("0001602301465"), PrefixUse::Country("US"));
+        assert_eq!(prefix_use(gtin("1401234567892")), PrefixUse::Unassigned);
+        assert_eq!(prefix_use_13("0000001234567"), PrefixUse::Unassigned);
+        assert_eq!(prefix_use_13("0000123456784"), PrefixUse::Country("US"));
+        assert_eq!(prefix_use_13("0001234567890"), PrefixUse::Country("US"));
         assert_eq!(
-            prefix_use_digits("3166298099800"),
+            prefix_use_digits("3012345678902"),
             Some(PrefixUse::Country("FR"))
         );
     }
 
     #[test]
     fn ean8_prefixes_use_their_own_restricted_ranges() {
-        assert_eq!(prefix_use_8("00045674"), PrefixUse::RestrictedCirculation);
-        assert_eq!(prefix_use_8("10045671"), PrefixUse::Country("US"));
-        assert_eq!(prefix_use_8("48512343"), PrefixUse::Country("AM"));
+        assert_eq!(prefix_use_8("00012345"), PrefixUse::RestrictedCirculation);
+        assert_eq!(prefix_use_8("10012345"), PrefixUse::Country("US"));
+        assert_eq!(prefix_use_8("48500001"), PrefixUse::Country("AM"));
     }
 
     #[test]
@@ -584,23 +584,22 @@ mod tests {
 
     #[test]
     fn a_german_weight_label_with_a_bad_inner_check_digit_is_refused() {
-        assert!(verify_variable_measure(gtin("2511119000129"), RcnRegion::Germany).is_ok());
-        assert!(verify_variable_measure(gtin("2811111068708"), RcnRegion::Germany).is_ok());
-        let err = verify_variable_measure(gtin("2511118000120"), RcnRegion::Germany);
+        assert!(verify_variable_measure(gtin("2212341015003"), RcnRegion::Germany).is_ok());
+        let err = verify_variable_measure(gtin("2212342015002"), RcnRegion::Germany);
         assert_eq!(
             err.map_err(|e| (e.value, e.expected, e.found)),
-            Err(("00012".into(), 9, 8))
+            Err(("01500".into(), 1, 2))
         );
-        assert!(verify_variable_measure(gtin("2011111111118"), RcnRegion::Germany).is_ok());
+        assert!(verify_variable_measure(gtin("2012345678903"), RcnRegion::Germany).is_ok());
     }
 
     #[test]
     fn a_british_price_label_with_a_bad_inner_check_digit_is_refused() {
-        assert!(verify_variable_measure(gtin("2011122912346"), RcnRegion::GreatBritain).is_ok());
-        let err = verify_variable_measure(gtin("2011122812349"), RcnRegion::GreatBritain);
+        assert!(verify_variable_measure(gtin("2054321904507"), RcnRegion::GreatBritain).is_ok());
+        let err = verify_variable_measure(gtin("2054321004504"), RcnRegion::GreatBritain);
         assert_eq!(
             err.map_err(|e| (e.value, e.expected)),
-            Err(("1234".into(), 9))
+            Err(("0450".into(), 9))
         );
     }
 

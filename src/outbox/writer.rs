@@ -45,6 +45,11 @@ pub(crate) enum WriterCommand {
         code: String,
         message: String,
     },
+    /// An operator acknowledged the alarm (e.g. after re-importing the replica).
+    ClearAlarm {
+        code: String,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// Shared, cheap view of the outbox for health and metrics; updated by the writer after each
@@ -167,6 +172,19 @@ impl OutboxHandle {
             .await;
     }
 
+    /// Acknowledge an alarm; returns whether it was raised.
+    pub async fn clear_alarm(&self, code: &str) -> Result<bool, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(WriterCommand::ClearAlarm {
+                code: code.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| OutboxError::Closed)?;
+        answer.await.map_err(|_| OutboxError::Closed)
+    }
+
     pub fn stats(&self) -> OutboxStats {
         self.shared
             .lock()
@@ -240,6 +258,11 @@ impl WriterState {
                 batch.push(Pending { request, reply });
             }
             WriterCommand::RaiseAlarm { code, message } => self.raise_alarm(&code, &message),
+            WriterCommand::ClearAlarm { code, reply } => {
+                let existed = self.alarm_exists(&code);
+                self.clear_alarm(&code);
+                let _ = reply.send(existed);
+            }
         }
     }
 
@@ -294,6 +317,13 @@ impl WriterState {
                 message: message.to_string(),
             });
         }
+    }
+
+    fn alarm_exists(&self, code: &str) -> bool {
+        self.shared
+            .lock()
+            .map(|s| s.alarms.iter().any(|a| a.code == code))
+            .unwrap_or(false)
     }
 
     fn clear_alarm(&mut self, code: &str) {
@@ -505,8 +535,12 @@ mod tests {
 
     fn movement_sum(path: &Path) -> i64 {
         let conn = storage::open_reader(path).expect("reader");
-        conn.query_row("SELECT COALESCE(SUM(delta), 0) FROM stock_movements", [], |r| r.get(0))
-            .expect("sum")
+        conn.query_row(
+            "SELECT COALESCE(SUM(delta), 0) FROM stock_movements",
+            [],
+            |r| r.get(0),
+        )
+        .expect("sum")
     }
 
     #[test]
@@ -515,14 +549,21 @@ mod tests {
         let path = dir.path().join("outbox.db");
         let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
         let first: Vec<u64> = (0..5)
-            .map(|_| handle.append_blocking(request(RetentionClass::StoreFact, None)).expect("append").seq)
+            .map(|_| {
+                handle
+                    .append_blocking(request(RetentionClass::StoreFact, None))
+                    .expect("append")
+                    .seq
+            })
             .collect();
         assert_eq!(first, vec![1, 2, 3, 4, 5]);
         let boot1 = handle.stats().boot;
         drop(handle);
         writer.join();
         let (handle, writer) = OutboxWriter::start(&path, settings()).expect("restart");
-        let next = handle.append_blocking(request(RetentionClass::StoreFact, None)).expect("append");
+        let next = handle
+            .append_blocking(request(RetentionClass::StoreFact, None))
+            .expect("append");
         assert_eq!(next.seq, 6);
         assert_eq!(handle.stats().boot, boot1 + 1);
         drop(handle);
@@ -535,8 +576,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("outbox.db");
         let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
-        let a = handle.append_blocking(request(RetentionClass::StoreFact, Some("k"))).expect("first");
-        let b = handle.append_blocking(request(RetentionClass::StoreFact, Some("k"))).expect("retry");
+        let a = handle
+            .append_blocking(request(RetentionClass::StoreFact, Some("k")))
+            .expect("first");
+        let b = handle
+            .append_blocking(request(RetentionClass::StoreFact, Some("k")))
+            .expect("retry");
         assert!(!a.replayed);
         assert!(b.replayed);
         assert_eq!((a.id, a.seq), (b.id, b.seq));
@@ -554,10 +599,14 @@ mod tests {
         s.telemetry_quota_rows = 10;
         let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
         for _ in 0..3 {
-            handle.append_blocking(request(RetentionClass::StoreFact, None)).expect("fact");
+            handle
+                .append_blocking(request(RetentionClass::StoreFact, None))
+                .expect("fact");
         }
         for _ in 0..25 {
-            handle.append_blocking(request(RetentionClass::Telemetry, None)).expect("telemetry");
+            handle
+                .append_blocking(request(RetentionClass::Telemetry, None))
+                .expect("telemetry");
         }
         let stats = handle.stats();
         assert_eq!(stats.telemetry.depth, 10);
@@ -567,9 +616,15 @@ mod tests {
         writer.join();
         let conn = storage::open_reader(&path).expect("reader");
         let oldest_telemetry: i64 = conn
-            .query_row("SELECT MIN(seq) FROM events WHERE class = 1", [], |r| r.get(0))
+            .query_row("SELECT MIN(seq) FROM events WHERE class = 1", [], |r| {
+                r.get(0)
+            })
             .expect("min");
-        assert_eq!(oldest_telemetry, 3 + 15 + 1, "the 15 oldest telemetry events were dropped");
+        assert_eq!(
+            oldest_telemetry,
+            3 + 15 + 1,
+            "the 15 oldest telemetry events were dropped"
+        );
         assert_eq!(stats::read(&conn).expect("stats").store_fact.depth, 3);
     }
 
@@ -581,8 +636,15 @@ mod tests {
         s.low_free_mb = 1 << 40; // more than any disk has: always below the watermark
         let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
         let refused = handle.append_blocking(request(RetentionClass::Telemetry, None));
-        assert!(matches!(refused, Err(OutboxError::DiskLow { .. })), "{refused:?}");
-        assert!(handle.append_blocking(request(RetentionClass::StoreFact, None)).is_ok());
+        assert!(
+            matches!(refused, Err(OutboxError::DiskLow { .. })),
+            "{refused:?}"
+        );
+        assert!(
+            handle
+                .append_blocking(request(RetentionClass::StoreFact, None))
+                .is_ok()
+        );
         assert!(handle.alarms().iter().any(|a| a.code == "disk_low"));
         drop(handle);
         writer.join();
@@ -595,7 +657,9 @@ mod tests {
         let mut s = settings();
         s.seq_floor = 5000;
         let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
-        let a = handle.append_blocking(request(RetentionClass::StoreFact, None)).expect("append");
+        let a = handle
+            .append_blocking(request(RetentionClass::StoreFact, None))
+            .expect("append");
         assert_eq!(a.seq, 5001);
         drop(handle);
         writer.join();

@@ -59,10 +59,26 @@ pub enum ImportError {
         requested: u64,
         current: u64,
     },
+    #[error(
+        "the replica is locked by another writer (another import, or the agent applying a snapshot); \
+         wait for it to finish and retry. Nothing was imported"
+    )]
+    Busy,
     #[error("replica database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
+}
+
+impl From<rusqlite::Error> for ImportError {
+    fn from(e: rusqlite::Error) -> ImportError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                ImportError::Busy
+            }
+            _ => ImportError::Sqlite(e),
+        }
+    }
 }
 
 /// How progress is shown: a bar on a terminal, log lines otherwise, or nothing (tests, demo).
