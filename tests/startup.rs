@@ -155,6 +155,18 @@ fn a_corrupted_replica_is_moved_aside_and_the_agent_starts_with_a_replica_rebuil
             .0,
         200
     );
+    // Once rebuilt, the operator acknowledges the alarm and it is gone; a second ack is a 404.
+    let client = common::http_client();
+    let ack = |code: &str| {
+        client
+            .delete(agent.url(&format!("/v1/alarms/{code}")))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(ack("replica_rebuilt"), 204);
+    assert_eq!(ack("replica_rebuilt"), 404);
+    assert!(find_alarm(&agent.health(), "replica_rebuilt").is_none());
 }
 
 #[test]

@@ -857,6 +857,51 @@ mod tests {
     }
 
     #[test]
+    fn service_document_and_string_serial_schemes_decode() {
+        let gs1 = |hex: &str| uris(hex).map(|u| u.2);
+        assert_eq!(
+            gs1("2D74257BF4499602D2000000"),
+            Ok(Some("(8018)061414112345678902".into()))
+        );
+        assert_eq!(
+            gs1("2E74257BF4499602D2000000"),
+            Ok(Some("(8017)061414112345678902".into()))
+        );
+        assert_eq!(
+            gs1("2C74257BF46072000000162E"),
+            Ok(Some("(253)06141411234525678".into()))
+        );
+        assert_eq!(
+            gs1("3974257BF46072CD9615F8800000000000000000000000000"),
+            Ok(Some("(414)0614141123452(254)32a/b".into()))
+        );
+        assert_eq!(
+            gs1("3774257BF40C0E59B2C2BF100000000000000000000"),
+            Ok(Some("(8003)0061414112345232a/b".into()))
+        );
+        assert_eq!(
+            uris("3E74F4E4E7039B061438997367D0C18B266D1AB66EE0").map(|u| u.0),
+            Ok("urn:epc:tag:gdti-174:3.4012345.98765.ABCDefgh012345678".into())
+        );
+        assert_eq!(
+            uris("3C74257BF400C0E680003039").map(|u| u.2),
+            Ok(Some("(8010)061414198765(8011)12345".into()))
+        );
+    }
+
+    #[test]
+    fn the_decode_names_company_prefix_filter_and_gtin() {
+        let d = decode_epc_hex("3074257BF7194E4000001A85");
+        let Ok(d) = d else { panic!("{d:?}") };
+        assert_eq!(d.scheme, "sgtin-96");
+        assert_eq!(d.header, "30");
+        assert_eq!(d.filter, Some(3));
+        assert_eq!(d.partition, Some(5));
+        assert_eq!(d.company_prefix.as_deref(), Some("0614141"));
+        assert_eq!(d.gtin.map(|g| g.to_string()), Some("80614141123458".into()));
+    }
+
+    #[test]
     fn unknown_and_withdrawn_headers_are_named() {
         assert_eq!(
             decode_epc_hex("FF0000000000000000000000"),

@@ -44,6 +44,7 @@ pub(crate) enum WriterCommand {
     RaiseAlarm {
         code: String,
         message: String,
+        reply: oneshot::Sender<()>,
     },
     /// An operator acknowledged the alarm (e.g. after re-importing the replica).
     ClearAlarm {
@@ -161,15 +162,18 @@ impl OutboxHandle {
         answer.blocking_recv().map_err(|_| OutboxError::Closed)?
     }
 
-    /// Record an alarm durably (e.g. "the previous outbox was damaged and moved aside").
+    /// Record an alarm durably (e.g. "the previous outbox was damaged and moved aside"); returns
+    /// once health shows it.
     pub async fn raise_alarm(&self, code: &str, message: String) {
-        let _ = self
-            .sender
-            .send(WriterCommand::RaiseAlarm {
-                code: code.to_string(),
-                message,
-            })
-            .await;
+        let (reply, done) = oneshot::channel();
+        let command = WriterCommand::RaiseAlarm {
+            code: code.to_string(),
+            message,
+            reply,
+        };
+        if self.sender.send(command).await.is_ok() {
+            let _ = done.await;
+        }
     }
 
     /// Acknowledge an alarm; returns whether it was raised.
@@ -257,7 +261,10 @@ impl WriterState {
                 }
                 batch.push(Pending { request, reply });
             }
-            WriterCommand::RaiseAlarm { code, message } => self.raise_alarm(&code, &message),
+            WriterCommand::RaiseAlarm { code, message, reply } => {
+                self.raise_alarm(&code, &message);
+                let _ = reply.send(());
+            }
             WriterCommand::ClearAlarm { code, reply } => {
                 let existed = self.alarm_exists(&code);
                 self.clear_alarm(&code);
