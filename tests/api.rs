@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! The local HTTP API of the real `relais run`: errors are JSON and say what is wrong, and a
 //! movement is recorded once per client key.
 

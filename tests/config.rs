@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! `relais config validate|show` and config errors at startup, through the real binary.
 
 mod common;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Conformance of the decoders against the external test vectors in `../shared/testdata`
 //! (see its README for where each file comes from). The vectors are not part of this
 //! repository; when the directory is missing the test passes after saying so.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Crash safety of the real agent: movements posted by concurrent clients while `relais run`
 //! is SIGKILLed again and again. A 2xx means durable, and idempotent retries never count twice.
 

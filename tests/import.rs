@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! `relais replica import`: a bad snapshot is refused with a message that says where and why,
 //! and whatever happens to an import, the replica that was live before stays live.
 

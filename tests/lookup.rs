@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Lookups as a till does them: `relais lookup barcode|card` on snapshots imported with the
 //! real binary, plus exact-instant price windows through the library.
 

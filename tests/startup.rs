@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Starting and stopping the real agent: damaged databases are moved aside with an alarm
 //! instead of stopping the store, and SIGTERM stops cleanly with the outbox checkpointed.
 

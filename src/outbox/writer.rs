@@ -261,7 +261,11 @@ impl WriterState {
                 }
                 batch.push(Pending { request, reply });
             }
-            WriterCommand::RaiseAlarm { code, message, reply } => {
+            WriterCommand::RaiseAlarm {
+                code,
+                message,
+                reply,
+            } => {
                 self.raise_alarm(&code, &message);
                 let _ = reply.send(());
             }

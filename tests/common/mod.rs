@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Shared harness for the integration tests: a store (temp data dir + config file), the real
 //! `relais` binary run as a child process, and snapshot/HTTP helpers.
 
