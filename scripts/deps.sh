@@ -6,7 +6,8 @@ ensure_packages() {
   command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
   command -v curl >/dev/null 2>&1 || need+=(curl)
   local extra
-  for extra in "$@"; do
+  # libudev: serial port enumeration with USB ids; libpcsclite: the PC/SC card reader driver.
+  for extra in libudev-dev libpcsclite-dev "$@"; do
     dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
   done
   [ ${#need[@]} -eq 0 ] && return 0

@@ -6,6 +6,7 @@ pub mod cards;
 pub mod config;
 pub mod decode;
 pub mod demo;
+pub mod devices;
 pub mod outbox;
 pub mod replica;
 pub mod storage;
