@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 benches=("$@")
 if [ ${#benches[@]} -eq 0 ]; then
-    benches=(import lookup movements footprint)
+    benches=(import lookup movements footprint scan_latency rfid)
 fi
 
 if ! command -v sqlite3 >/dev/null 2>&1; then

@@ -104,12 +104,10 @@ fn main() {
 
     let mut relais_runs = Vec::new();
     let mut limit_runs = Vec::new();
-    let mut txn_runs = Vec::new();
     for run in 0..runs {
         let codes = pick(lookups);
         let mut rel = Vec::with_capacity(lookups);
         let mut lim = Vec::with_capacity(lookups);
-        let mut txn = Vec::with_capacity(lookups);
         // Interleave in blocks so both see the same machine noise.
         for block in codes.chunks(10_000) {
             for (code, _) in block {
@@ -125,23 +123,7 @@ fn main() {
                 lim.push(elapsed_ns(start));
                 black_box(sku);
             }
-            // Experiment (informative): the same call wrapped in one explicit read
-            // transaction, i.e. one WAL read lock for its ~6 statements instead of one each.
-            for (code, _) in block {
-                let start = Instant::now();
-                conn.execute_batch("BEGIN").expect("begin");
-                let answer = product_by_code(&conn, code, now_ms, stale_after).expect("lookup");
-                conn.execute_batch("COMMIT").expect("commit");
-                txn.push(elapsed_ns(start));
-                black_box(answer);
-            }
         }
-        let t = percentiles(txn);
-        eprintln!(
-            "run {run}: product_by_code in one read transaction (experiment): p50 {:.2} µs p99 {:.2} µs",
-            t.p50, t.p99
-        );
-        txn_runs.push(t);
         let r = percentiles(rel);
         let l = percentiles(lim);
         eprintln!(
@@ -182,26 +164,6 @@ fn main() {
             goal_s.as_deref(),
             pass,
             serde_json::json!({"products": n, "lookups_per_run": lookups}),
-        );
-    }
-    for (metric, f) in [
-        ("p50_us", (|p| p.p50) as fn(&Percentiles) -> f64),
-        ("p99_us", |p| p.p99),
-    ] {
-        let t = med(&txn_runs, f);
-        let lim = med(&limit_runs, f);
-        eprintln!(
-            "experiment {metric}: product_by_code in one explicit read transaction {t:.2} (PK probe {lim:.2})"
-        );
-        emit(
-            "lookup",
-            &format!("{metric}_one_read_txn"),
-            t,
-            Some(lim),
-            None,
-            None,
-            serde_json::json!({"products": n, "lookups_per_run": lookups,
-                "note": "experiment: BEGIN; product_by_code; COMMIT"}),
         );
     }
 }

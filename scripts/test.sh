@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 ensure_rust
-ensure_packages sqlite3
+# sqlite3: the import benchmark's limit; pcscd + vsmartcard-vpcd: real PC/SC tests with a virtual reader.
+ensure_packages sqlite3 pcscd vsmartcard-vpcd
 
 echo "==> cargo test: unit, integration (real binary, real files), crash and conformance tests"
 cargo test --locked

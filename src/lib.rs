@@ -8,5 +8,6 @@ pub mod decode;
 pub mod demo;
 pub mod devices;
 pub mod outbox;
+pub mod profiles;
 pub mod replica;
 pub mod storage;

@@ -2,6 +2,11 @@
 //! over a bounded channel. A device that is unplugged, absent or misbehaving is a normal state
 //! (reported as [`DeviceState`]), never an error that stops the agent.
 
+pub mod hid;
+pub mod pcsc;
+pub mod rfid;
+pub mod serial;
+
 use serde::Serialize;
 use std::fmt;
 use std::sync::Arc;
@@ -43,7 +48,11 @@ pub enum DeviceState {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeviceEvent {
     /// One framed barcode read, as the scanner sent it (AIM identifier kept when present).
-    Scan { device: DeviceId, data: String, at_ms: i64 },
+    Scan {
+        device: DeviceId,
+        data: String,
+        at_ms: i64,
+    },
     /// A contactless card was presented; `uid` is the normalised ISO 14443 UID (upper-case hex).
     CardPresented {
         device: DeviceId,
@@ -52,7 +61,10 @@ pub enum DeviceEvent {
         atr_hex: String,
         at_ms: i64,
     },
-    CardRemoved { device: DeviceId, at_ms: i64 },
+    CardRemoved {
+        device: DeviceId,
+        at_ms: i64,
+    },
     /// First read of an EPC on an antenna after the debounce window (not every raw read).
     TagArrived {
         device: DeviceId,

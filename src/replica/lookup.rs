@@ -58,12 +58,14 @@ pub struct StockLevel {
     pub watermark_seq: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ProductAnswer {
     pub gtin: Gtin14,
     pub sku: String,
     pub name: String,
-    pub attributes: Option<serde_json::Value>,
+    /// Stored as validated JSON text and passed through untouched: parsing it on every lookup
+    /// would cost more than the lookup itself.
+    pub attributes: Option<Box<serde_json::value::RawValue>>,
     pub price: Option<EffectivePrice>,
     pub stock: Option<StockLevel>,
     pub freshness: Freshness,
@@ -147,23 +149,98 @@ pub fn product_by_gtin(
     now_ms: i64,
     stale_after: Duration,
 ) -> Result<Answer<ProductAnswer>, LookupError> {
-    let fresh = freshness(&stream_states(conn)?, &PRODUCT_STREAMS, now_ms, stale_after);
-    let product: Option<(String, String, Option<String>)> = conn
-        .prepare_cached("SELECT sku, name, attributes FROM products WHERE gtin = ?1")?
-        .query_row([gtin.as_i64()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    // One read transaction: the answer is one consistent snapshot of both files, and the WAL
+    // read locks are taken once instead of once per statement (they dominate a lookup's cost).
+    let tx = ReadTransaction::begin(conn)?;
+    let fresh = freshness(&stream_states(&tx)?, &PRODUCT_STREAMS, now_ms, stale_after);
+    let row = tx
+        .prepare_cached(
+            "SELECT p.sku, p.name, p.attributes, s.on_hand, s.watermark_seq,
+                    (SELECT COALESCE(SUM(m.delta), 0) FROM facts.stock_movements m
+                      WHERE m.sku = p.sku AND m.seq > COALESCE(s.watermark_seq, 0)),
+                    (SELECT COALESCE(SUM(r.qty), 0) FROM reservations r
+                      WHERE r.sku = p.sku AND r.status IN ('open', 'picked'))
+             FROM products p LEFT JOIN stock s ON s.sku = p.sku WHERE p.gtin = ?1",
+        )?
+        .query_row([gtin.as_i64()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
         .optional()?;
-    let Some((sku, name, attributes)) = product else {
+    let Some((sku, name, attributes, central, watermark, local, reserved)) = row else {
         return Ok(Answer::NotFound { freshness: fresh });
     };
+    let stock = stock_from_parts(central, watermark, local, reserved);
+    let price = effective_price(&tx, &sku, now_ms)?;
+    tx.end()?;
     Ok(Answer::Found(ProductAnswer {
         gtin,
-        price: effective_price(conn, &sku, now_ms)?,
-        stock: stock_level(conn, &sku)?,
-        attributes: attributes.and_then(|a| serde_json::from_str(&a).ok()),
+        price,
+        stock,
+        attributes: attributes.and_then(|a| serde_json::value::RawValue::from_string(a).ok()),
         sku,
         name,
         freshness: fresh,
     }))
+}
+
+/// A deferred read transaction whose BEGIN and COMMIT are cached statements: rusqlite's own
+/// transaction type re-parses them on every call, which is a measurable share of a lookup.
+struct ReadTransaction<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> ReadTransaction<'c> {
+    fn begin(conn: &'c Connection) -> Result<ReadTransaction<'c>, rusqlite::Error> {
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(ReadTransaction { conn, open: true })
+    }
+
+    fn end(mut self) -> Result<(), rusqlite::Error> {
+        self.open = false;
+        self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
+    }
+}
+
+impl std::ops::Deref for ReadTransaction<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for ReadTransaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // An early return (not found, error): end the read so the WAL can be checkpointed.
+            let _ = self.conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
+        }
+    }
+}
+
+/// Stock is unknown only when central never sent a baseline and the store recorded nothing.
+fn stock_from_parts(central: Option<i64>, watermark: Option<i64>, local: i64, reserved: i64) -> Option<StockLevel> {
+    if central.is_none() && local == 0 {
+        return None;
+    }
+    let central = central.unwrap_or(0);
+    let on_hand = central.saturating_add(local);
+    Some(StockLevel {
+        on_hand,
+        reserved,
+        available: on_hand.saturating_sub(reserved),
+        central_on_hand: central,
+        local_movements_after_watermark: local,
+        watermark_seq: watermark.unwrap_or(0).max(0) as u64,
+    })
 }
 
 /// The price a customer pays at `now_ms`: the lowest price among the base and promotional
@@ -220,33 +297,17 @@ pub fn effective_price(
 /// `on_hand = central_on_hand@watermark + Σ local movements after the watermark`;
 /// `available = on_hand − open reservations`.
 pub fn stock_level(conn: &Connection, sku: &str) -> Result<Option<StockLevel>, rusqlite::Error> {
-    let baseline: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT on_hand, watermark_seq FROM stock WHERE sku = ?1")?
-        .query_row([sku], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (central, watermark) = baseline.unwrap_or((0, 0));
-    let local: i64 = conn
+    let (central, watermark, local, reserved) = conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(delta), 0) FROM facts.stock_movements WHERE sku = ?1 AND seq > ?2",
+            "SELECT s.on_hand, s.watermark_seq,
+                    (SELECT COALESCE(SUM(m.delta), 0) FROM facts.stock_movements m
+                      WHERE m.sku = ?1 AND m.seq > COALESCE(s.watermark_seq, 0)),
+                    (SELECT COALESCE(SUM(r.qty), 0) FROM reservations r
+                      WHERE r.sku = ?1 AND r.status IN ('open', 'picked'))
+             FROM (SELECT 1) LEFT JOIN stock s ON s.sku = ?1",
         )?
-        .query_row(params![sku, watermark], |r| r.get(0))?;
-    if baseline.is_none() && local == 0 {
-        return Ok(None);
-    }
-    let reserved: i64 = conn
-        .prepare_cached(
-            "SELECT COALESCE(SUM(qty), 0) FROM reservations WHERE sku = ?1 AND status IN ('open', 'picked')",
-        )?
-        .query_row([sku], |r| r.get(0))?;
-    let on_hand = central.saturating_add(local);
-    Ok(Some(StockLevel {
-        on_hand,
-        reserved,
-        available: on_hand.saturating_sub(reserved),
-        central_on_hand: central,
-        local_movements_after_watermark: local,
-        watermark_seq: watermark.max(0) as u64,
-    }))
+        .query_row([sku], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    Ok(stock_from_parts(central, watermark, local, reserved))
 }
 
 pub fn customer_by_card(

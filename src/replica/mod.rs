@@ -130,9 +130,6 @@ pub(crate) fn table_ddl(stream: Stream, suffix: &str) -> Vec<(&'static str, Stri
 /// name when its shadow table is renamed into place: the next import needs fresh names.
 pub(crate) fn index_ddl(table: &str, suffix: &str, generation: &str) -> Vec<String> {
     match table {
-        "products" => vec![format!(
-            "CREATE INDEX products_by_sku_{generation} ON products{suffix}(sku)"
-        )],
         "reservations" => vec![format!(
             "CREATE INDEX reservations_by_sku_{generation} ON reservations{suffix}(sku, status)"
         )],
