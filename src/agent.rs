@@ -207,9 +207,17 @@ fn salvage_seq_floor(damaged: &Path) -> u64 {
                         r.get(0)
                     })
                     .ok();
-                let max: Option<i64> = conn
-                    .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
-                    .ok();
+                // Each table may be unreadable on its own in a damaged file: ask them one by one.
+                let max = ["events", "stock_movements", "loyalty_ops", "idempotency"]
+                    .iter()
+                    .filter_map(|table| {
+                        conn.query_row(&format!("SELECT MAX(seq) FROM {table}"), [], |r| {
+                            r.get::<_, Option<i64>>(0)
+                        })
+                        .ok()
+                        .flatten()
+                    })
+                    .max();
                 meta.into_iter().chain(max).max()
             });
     match readable {

@@ -159,7 +159,9 @@ CREATE TABLE events (
     payload  TEXT NOT NULL,
     state    INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX events_by_class ON events(class, seq);
+-- Only telemetry needs an index of its own (quota trimming, oldest first); store facts are
+-- read in seq order through the primary key, so indexing them would only slow every append.
+CREATE INDEX events_telemetry ON events(seq) WHERE class = 1;
 CREATE TABLE stock_movements (
     seq      INTEGER PRIMARY KEY,
     sku      TEXT NOT NULL,

@@ -96,10 +96,16 @@ pub fn read(conn: &Connection) -> Result<OutboxStats, rusqlite::Error> {
         })
         .map(|v| v.max(0) as u64)
     };
-    let max_event: i64 =
-        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
-    // The meta row is written in the same transaction as every append; the max() guards
-    // against a hand-edited or salvaged file.
+    // Appends do not rewrite `meta.last_seq` (one page less per commit): the newest seq is the
+    // max over the rows that carry one, and meta covers rows deleted since.
+    let max_event: i64 = conn.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0),
+                    COALESCE((SELECT MAX(seq) FROM stock_movements), 0),
+                    COALESCE((SELECT MAX(seq) FROM loyalty_ops), 0),
+                    COALESCE((SELECT MAX(seq) FROM idempotency), 0))",
+        [],
+        |r| r.get(0),
+    )?;
     out.last_seq = meta("last_seq")?.max(max_event.max(0) as u64);
     out.boot = meta("boot")?;
     Ok(out)

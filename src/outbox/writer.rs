@@ -387,30 +387,31 @@ impl WriterState {
                 "INSERT INTO events(seq, id, class, type, schema, boot, wall_ms, mono_ns, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
-            let mut insert_key = tx.prepare_cached(
-                "INSERT INTO idempotency(client_key, seq, id) VALUES (?1, ?2, ?3)",
+            // INSERT OR IGNORE claims the key and detects a replay in one statement: the common
+            // case (a new key) costs no extra lookup.
+            let mut claim_key = tx.prepare_cached(
+                "INSERT OR IGNORE INTO idempotency(client_key, seq, id) VALUES (?1, ?2, ?3)",
             )?;
             let mut insert_movement = tx.prepare_cached(
                 "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for pending in batch {
                 let request = &pending.request;
-                if let Some(key) = &request.client_key {
-                    let previous: Option<(i64, Vec<u8>)> = find_key
-                        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()?;
-                    if let Some((seq, id)) = previous {
-                        outcomes.push(Appended {
-                            id: Uuid::from_slice(&id).unwrap_or(Uuid::nil()),
-                            seq: seq as u64,
-                            replayed: true,
-                        });
-                        continue;
-                    }
-                }
                 let seq = self.next_seq;
-                self.next_seq += 1;
                 let id = Uuid::now_v7();
+                if let Some(key) = &request.client_key
+                    && claim_key.execute(params![key, seq as i64, id.as_bytes().as_slice()])? == 0
+                {
+                    let (seq, id): (i64, Vec<u8>) =
+                        find_key.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    outcomes.push(Appended {
+                        id: Uuid::from_slice(&id).unwrap_or(Uuid::nil()),
+                        seq: seq as u64,
+                        replayed: true,
+                    });
+                    continue;
+                }
+                self.next_seq += 1;
                 let draft = &request.draft;
                 insert_event.execute(params![
                     seq as i64,
@@ -423,9 +424,6 @@ impl WriterState {
                     mono_ns as i64,
                     draft.payload_json,
                 ])?;
-                if let Some(key) = &request.client_key {
-                    insert_key.execute(params![key, seq as i64, id.as_bytes().as_slice()])?;
-                }
                 match &request.effect {
                     Some(LocalEffect::StockMovement { sku, delta, kind }) => {
                         insert_movement.execute(params![
@@ -451,11 +449,15 @@ impl WriterState {
                 });
             }
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'last_seq'",
-            [(self.next_seq - 1) as i64],
+        // `meta.last_seq` is not rewritten here: the rows just inserted carry their seq, and
+        // restart takes the max over them. It must be raised before any delete that could
+        // remove the newest row (quota trimming below, delivery), so a seq is never reused.
+        trim_telemetry(
+            &tx,
+            &mut self.stats,
+            self.settings.telemetry_quota_rows,
+            self.next_seq - 1,
         )?;
-        trim_telemetry(&tx, &mut self.stats, self.settings.telemetry_quota_rows)?;
         tx.commit()?;
         Ok(outcomes)
     }
@@ -467,27 +469,32 @@ fn trim_telemetry(
     tx: &rusqlite::Transaction<'_>,
     stats: &mut OutboxStats,
     quota: u64,
+    last_seq: u64,
 ) -> Result<(), rusqlite::Error> {
     let telemetry = stats.class(RetentionClass::Telemetry);
     let excess = telemetry.depth.saturating_sub(quota);
     if excess == 0 {
         return Ok(());
     }
-    let code = RetentionClass::Telemetry.code();
+    tx.execute(
+        "UPDATE meta SET value = MAX(value, ?1) WHERE key = 'last_seq'",
+        [last_seq as i64],
+    )?;
+    // `class = 1` is written literally so the planner can use the partial telemetry index.
     let bytes: i64 = tx.query_row(
         "SELECT COALESCE(SUM(length(payload)), 0) FROM
-               (SELECT payload FROM events WHERE class = ?1 ORDER BY seq LIMIT ?2)",
-        params![code, excess as i64],
+           (SELECT payload FROM events WHERE class = 1 ORDER BY seq LIMIT ?1)",
+        [excess as i64],
         |r| r.get(0),
     )?;
     tx.execute(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE class = ?1 ORDER BY seq LIMIT ?2)",
-            params![code, excess as i64],
-        )?;
+        "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE class = 1 ORDER BY seq LIMIT ?1)",
+        [excess as i64],
+    )?;
     let oldest: Option<i64> = tx
         .query_row(
-            "SELECT wall_ms FROM events WHERE class = ?1 AND state = 0 ORDER BY seq LIMIT 1",
-            [code],
+            "SELECT wall_ms FROM events WHERE class = 1 AND state = 0 ORDER BY seq LIMIT 1",
+            [],
             |r| r.get(0),
         )
         .optional()?;

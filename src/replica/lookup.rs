@@ -221,13 +221,21 @@ impl Drop for ReadTransaction<'_> {
     fn drop(&mut self) {
         if self.open {
             // An early return (not found, error): end the read so the WAL can be checkpointed.
-            let _ = self.conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
+            let _ = self
+                .conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]));
         }
     }
 }
 
 /// Stock is unknown only when central never sent a baseline and the store recorded nothing.
-fn stock_from_parts(central: Option<i64>, watermark: Option<i64>, local: i64, reserved: i64) -> Option<StockLevel> {
+fn stock_from_parts(
+    central: Option<i64>,
+    watermark: Option<i64>,
+    local: i64,
+    reserved: i64,
+) -> Option<StockLevel> {
     if central.is_none() && local == 0 {
         return None;
     }

@@ -89,8 +89,15 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<Connection, St
         Durability::Rebuildable => ("NORMAL", "ON"),
         Durability::StoreFacts => ("FULL", "OFF"),
     };
+    // The outbox's commits are small and touch a few pages each (event, idempotency key, stock
+    // movement, sku index); every touched page is written whole to the WAL on each commit, so
+    // small pages cut the bytes fsynced per commit. Only effective when the file is created.
+    let page_size = match durability {
+        Durability::Rebuildable => 4096,
+        Durability::StoreFacts => 1024,
+    };
     let pragmas = format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; \
+        "PRAGMA page_size={page_size}; PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; \
          PRAGMA busy_timeout=10000; PRAGMA cache_size=-32768; PRAGMA secure_delete={secure_delete}; \
          PRAGMA temp_store=MEMORY;"
     );
