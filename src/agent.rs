@@ -244,7 +244,17 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(AgentError::Serve)?;
+    let reads = Arc::new(crate::reads::ReadContext {
+        readers: storage.readers.clone(),
+        outbox: storage.outbox.clone(),
+        hasher: storage.hasher.clone(),
+        stale_after: config.replica.stale_after,
+        record_scans: config.devices.record_scans,
+        board: Default::default(),
+        live: tokio::sync::broadcast::channel(1024).0,
+    });
     let state = Arc::new(ApiState {
+        reads: Arc::clone(&reads),
         agent_id: config.agent.id.to_string(),
         readers: storage.readers.clone(),
         outbox: storage.outbox.clone(),
@@ -253,14 +263,31 @@ pub async fn run(
         started,
     });
     let app = api::router(state, config.api.max_body_bytes);
+
+    // Store hardware: one thread per device, events into the core through a bounded channel.
+    let (profiles, profiles_from, profile_errors) =
+        crate::devices::runtime::load_profiles(&config.devices);
+    for error in &profile_errors {
+        tracing::error!(%error, "firmware profile refused");
+    }
+    tracing::info!(from = %profiles_from, count = profiles.len(), fingerprint = %profiles.fingerprint(), "firmware profiles loaded");
+    let (sink, device_events) = crate::devices::EventSink::channel(1024);
+    let consumer = tokio::spawn(crate::reads::consume(device_events, Arc::clone(&reads)));
+    let devices = crate::devices::runtime::start(&config.devices, &profiles, &sink);
+    drop(sink);
+
     tracing::info!(%addr, agent = %config.agent.id, data_dir = %storage.paths.dir.display(),
-        startup_ms = started.elapsed().as_millis() as u64, "relais is ready");
+        devices = devices.count(), startup_ms = started.elapsed().as_millis() as u64, "relais is ready");
     on_ready(addr);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(AgentError::Serve)?;
-    tracing::info!("shutting down: draining the outbox writer");
+    tracing::info!("shutting down: stopping devices, then draining the outbox writer");
+    let _ = tokio::task::spawn_blocking(move || devices.shutdown()).await;
+    // Every sink is gone with its thread: the consumer finishes the events already queued.
+    let _ = consumer.await;
+    drop(reads);
     let OpenStorage { outbox, writer, .. } = storage;
     // The router (and its handle clones) is gone once serve returns; this is the last handle.
     drop(outbox);

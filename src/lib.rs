@@ -9,5 +9,6 @@ pub mod demo;
 pub mod devices;
 pub mod outbox;
 pub mod profiles;
+pub mod reads;
 pub mod replica;
 pub mod storage;

@@ -150,7 +150,7 @@ impl Running {
                 ..
             }) => {
                 assert_eq!(*device, DeviceId::new("pcsc", READER));
-                (uid.clone(), atr_hex.clone())
+                (uid.0.clone(), atr_hex.clone())
             }
             other => panic!("expected CardPresented, got {other:?}"),
         }

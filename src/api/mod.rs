@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 /// Everything a handler may use. Cheap to share; owns no blocking resource itself.
 pub struct ApiState {
     pub agent_id: String,
+    /// Device board and live reads (the core's read consumer).
+    pub reads: Arc<crate::reads::ReadContext>,
     pub readers: ReaderPool,
     pub outbox: OutboxHandle,
     pub hasher: CardHasher,
@@ -286,6 +288,7 @@ struct Health {
     oldest_unsent_store_fact_age_s: Option<f64>,
     replica: Vec<lookup::StreamFreshness>,
     alarms: Vec<crate::outbox::writer::Alarm>,
+    devices: Vec<crate::reads::DeviceStatus>,
 }
 
 async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
@@ -317,6 +320,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError
         outbox,
         replica: fresh.streams,
         alarms,
+        devices: state.reads.devices(),
     })
     .into_response())
 }

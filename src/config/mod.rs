@@ -7,6 +7,7 @@
 //! Any [`ConfigError`] should end the process with [`ConfigError::EXIT_CODE`].
 
 mod defaults;
+mod devices;
 mod error;
 mod raw;
 mod render;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use devices::DevicesConfig;
 pub use error::{ConfigError, ConfigProblem, Location};
 pub use validate::AgentIdError;
 
@@ -54,6 +56,7 @@ pub struct Config {
     pub disk: DiskConfig,
     pub customers: CustomersConfig,
     pub log: LogConfig,
+    pub devices: DevicesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +189,7 @@ impl Config {
                 level: defaults::LOG_LEVEL.to_owned(),
                 format: LogFormat::Text,
             },
+            devices: DevicesConfig::defaults(),
         }
     }
 

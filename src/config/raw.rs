@@ -25,6 +25,8 @@ pub(crate) struct RawConfig {
     pub disk: Option<RawDisk>,
     pub customers: Option<RawCustomers>,
     pub log: Option<RawLog>,
+    /// Parsed in stage 2 by the drivers' own types (see `config::devices`).
+    pub devices: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]

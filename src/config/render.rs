@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::Config;
 
 pub(crate) fn to_toml(c: &Config) -> String {
-    format!(
+    let mut out = format!(
         "# Effective Relais configuration: every key, defaults filled in.
 
 [agent]
@@ -50,7 +50,9 @@ format = {format}
         card_hash_key_file = path(&c.customers.card_hash_key_file),
         level = string(&c.log.level),
         format = string(c.log.format.as_str()),
-    )
+    );
+    out.push_str(&c.devices.to_toml());
+    out
 }
 
 /// Quoted and escaped by toml itself so odd characters survive the round trip.

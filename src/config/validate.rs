@@ -5,6 +5,8 @@ use std::path::{Component, Path, PathBuf};
 
 use toml::Spanned;
 
+use crate::config::DevicesConfig;
+
 use crate::config::defaults::{self, KeySpec};
 use crate::config::raw::{Field, RawConfig};
 use crate::config::{
@@ -282,6 +284,23 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
     let disk = raw.disk.unwrap_or_default();
     let customers = raw.customers.unwrap_or_default();
     let log = raw.log.unwrap_or_default();
+    let devices = match raw.devices {
+        None => Some(DevicesConfig::defaults()),
+        Some(table) => match DevicesConfig::from_table(table) {
+            Ok(d) => Some(d),
+            Err((key, message)) => {
+                c.problems.push(ConfigProblem {
+                    key,
+                    found: None,
+                    location: None,
+                    message,
+                    fix: "see docs/config.md ([devices]) and the driver docs for the accepted keys"
+                        .to_owned(),
+                });
+                None
+            }
+        },
+    };
 
     let needs_base = [&agent.data_dir, &customers.card_hash_key_file]
         .into_iter()
@@ -457,6 +476,7 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         disk: DiskConfig { low_free_mb },
         customers: CustomersConfig { card_hash_key_file },
         log: LogConfig { level, format },
+        devices: devices.unwrap_or_default(),
     })
 }
 

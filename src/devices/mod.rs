@@ -5,6 +5,7 @@
 pub mod hid;
 pub mod pcsc;
 pub mod rfid;
+pub mod runtime;
 pub mod serial;
 
 use serde::Serialize;
@@ -57,7 +58,7 @@ pub enum DeviceEvent {
     CardPresented {
         device: DeviceId,
         #[serde(skip)]
-        uid: String,
+        uid: SecretUid,
         atr_hex: String,
         at_ms: i64,
     },
@@ -88,6 +89,17 @@ pub enum DeviceEvent {
         detail: String,
         at_ms: i64,
     },
+}
+
+/// A card identifier on its way from a driver to the core, which hashes it. `Debug` shows
+/// nothing of it, so no log line or panic message can leak a UID.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretUid(pub String);
+
+impl fmt::Debug for SecretUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretUid(<redacted>)")
+    }
 }
 
 /// Where device threads send events. Sending blocks when the core is behind (backpressure on a

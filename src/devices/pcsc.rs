@@ -452,7 +452,7 @@ impl Driver {
         tracing::debug!(reader = %slot.name, "card presented");
         Ok(self.sink.send(DeviceEvent::CardPresented {
             device: slot.device.clone(),
-            uid: uid.normalized(),
+            uid: super::SecretUid(uid.normalized()),
             atr_hex: to_hex(atr),
             at_ms: now_ms(),
         }))

@@ -1,0 +1,293 @@
+//! From read to business event: every device event is decoded, looked up in the replica,
+//! published to local consumers (`live`), and recorded in the outbox according to its class —
+//! scans and card reads as telemetry (when `devices.record_scans`), RFID arrivals and
+//! departures as store facts (inventory truth), device status as telemetry.
+//!
+//! Runs as one task on the core; lookups hop to the reader pool, appends to the outbox
+//! writer, so this loop never blocks a tokio worker.
+
+use crate::cards::CardHasher;
+use crate::decode;
+use crate::devices::{DeviceEvent, DeviceId, DeviceState};
+use crate::outbox::{AppendRequest, EventDraft, OutboxError, OutboxHandle, RetentionClass};
+use crate::replica::lookup::{self, Answer};
+use crate::storage::{self, ReaderPool};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// Last known state of each device, for health and the status page.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DeviceStatus {
+    pub device: DeviceId,
+    pub state: DeviceState,
+    pub detail: String,
+    pub since_ms: i64,
+    pub reads: u64,
+}
+
+/// One decoded read as local consumers see it (never a raw card identifier).
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveRead {
+    pub device: DeviceId,
+    pub at_ms: i64,
+    pub kind: &'static str,
+    pub detail: serde_json::Value,
+}
+
+pub struct ReadContext {
+    pub readers: ReaderPool,
+    pub outbox: OutboxHandle,
+    pub hasher: CardHasher,
+    pub stale_after: Duration,
+    pub record_scans: bool,
+    pub board: Arc<Mutex<BTreeMap<DeviceId, DeviceStatus>>>,
+    pub live: broadcast::Sender<LiveRead>,
+}
+
+impl ReadContext {
+    pub fn devices(&self) -> Vec<DeviceStatus> {
+        self.board
+            .lock()
+            .map(|b| b.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn count_read(&self, device: &DeviceId, at_ms: i64) {
+        if let Ok(mut board) = self.board.lock() {
+            board
+                .entry(device.clone())
+                .or_insert_with(|| DeviceStatus {
+                    device: device.clone(),
+                    state: DeviceState::Connected,
+                    detail: String::new(),
+                    since_ms: at_ms,
+                    reads: 0,
+                })
+                .reads += 1;
+        }
+    }
+}
+
+/// Consume device events until every device thread is gone.
+pub async fn consume(mut events: mpsc::Receiver<DeviceEvent>, ctx: Arc<ReadContext>) {
+    while let Some(event) = events.recv().await {
+        handle(&ctx, event).await;
+    }
+}
+
+async fn record(
+    ctx: &ReadContext,
+    event_type: &'static str,
+    class: RetentionClass,
+    payload: serde_json::Value,
+) {
+    let request = AppendRequest {
+        draft: EventDraft {
+            event_type,
+            schema: 1,
+            class,
+            payload_json: payload.to_string(),
+        },
+        effect: None,
+        client_key: None,
+    };
+    match ctx.outbox.append(request).await {
+        Ok(_) => {}
+        Err(OutboxError::DiskLow { .. }) => {
+            tracing::debug!(event_type, "telemetry refused: disk low")
+        }
+        Err(e) => tracing::error!(event_type, error = %e, "read not recorded in the outbox"),
+    }
+}
+
+fn publish(
+    ctx: &ReadContext,
+    device: &DeviceId,
+    at_ms: i64,
+    kind: &'static str,
+    detail: serde_json::Value,
+) {
+    // No subscriber is normal (nobody watching): the send error is ignored on purpose.
+    let _ = ctx.live.send(LiveRead {
+        device: device.clone(),
+        at_ms,
+        kind,
+        detail,
+    });
+}
+
+async fn handle(ctx: &ReadContext, event: DeviceEvent) {
+    match event {
+        DeviceEvent::Scan {
+            device,
+            data,
+            at_ms,
+        } => {
+            ctx.count_read(&device, at_ms);
+            let decoded = decode::decode_barcode(&data);
+            let gtin = decoded.as_ref().ok().and_then(|d| d.gtin);
+            let product = match gtin {
+                Some(gtin) => {
+                    let stale_after = ctx.stale_after;
+                    ctx.readers
+                        .run(move |conn| {
+                            lookup::product_by_gtin(conn, gtin, storage::now_unix_ms(), stale_after)
+                        })
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+                None => None,
+            };
+            let (found, summary) = match &product {
+                Some(Answer::Found(p)) => (
+                    true,
+                    serde_json::json!({"sku": p.sku, "name": p.name, "price": p.price,
+                        "stock": p.stock, "stale": p.freshness.stale}),
+                ),
+                _ => (false, serde_json::Value::Null),
+            };
+            let detail = serde_json::json!({
+                "data": data,
+                "decoded": decoded.as_ref().ok(),
+                "error": decoded.as_ref().err().map(ToString::to_string),
+                "found": found,
+                "product": summary,
+            });
+            publish(ctx, &device, at_ms, "scan", detail);
+            if ctx.record_scans {
+                let payload = serde_json::json!({
+                    "device": device, "data": data, "gtin": gtin.map(|g| g.to_string()),
+                    "valid": decoded.is_ok(), "found": found,
+                    "sku": product.as_ref().and_then(|p| match p { Answer::Found(p) => Some(p.sku.clone()), _ => None }),
+                });
+                record(ctx, "device.scan", RetentionClass::Telemetry, payload).await;
+            }
+        }
+        DeviceEvent::CardPresented {
+            device, uid, at_ms, ..
+        } => {
+            ctx.count_read(&device, at_ms);
+            let hasher = ctx.hasher.clone();
+            let stale_after = ctx.stale_after;
+            let answer = ctx
+                .readers
+                .run(move |conn| {
+                    lookup::customer_by_card(
+                        conn,
+                        &hasher,
+                        &uid.0,
+                        storage::now_unix_ms(),
+                        stale_after,
+                    )
+                })
+                .await
+                .ok()
+                .and_then(Result::ok);
+            // Only what a till needs; never the UID.
+            let customer = match &answer {
+                Some(Answer::Found(c)) => serde_json::json!({
+                    "customer_id": c.customer_id, "display_name": c.display_name,
+                    "tier": c.tier, "loyalty_balance": c.loyalty.balance}),
+                _ => serde_json::Value::Null,
+            };
+            let known = !customer.is_null();
+            publish(
+                ctx,
+                &device,
+                at_ms,
+                "card",
+                serde_json::json!({"known": known, "customer": customer}),
+            );
+            if ctx.record_scans {
+                let customer_id = customer.get("customer_id").cloned();
+                record(
+                    ctx,
+                    "device.card",
+                    RetentionClass::Telemetry,
+                    serde_json::json!({"device": device, "known": known, "customer_id": customer_id}),
+                )
+                .await;
+            }
+        }
+        DeviceEvent::CardRemoved { device, at_ms } => {
+            publish(ctx, &device, at_ms, "card_removed", serde_json::Value::Null);
+        }
+        DeviceEvent::TagArrived {
+            device,
+            epc_hex,
+            antenna,
+            rssi_dbm,
+            at_ms,
+        } => {
+            ctx.count_read(&device, at_ms);
+            let epc = decode::decode_epc_hex(&epc_hex).ok();
+            let payload = serde_json::json!({
+                "device": device, "epc": epc_hex, "antenna": antenna, "rssi_dbm": rssi_dbm,
+                "scheme": epc.as_ref().map(|e| e.scheme),
+                "pure_identity_uri": epc.as_ref().map(|e| e.pure_identity_uri.clone()),
+                "gtin": epc.as_ref().and_then(|e| e.gtin).map(|g| g.to_string()),
+            });
+            publish(ctx, &device, at_ms, "tag_arrived", payload.clone());
+            record(ctx, "rfid.arrived", RetentionClass::StoreFact, payload).await;
+        }
+        DeviceEvent::TagDeparted {
+            device,
+            epc_hex,
+            antenna,
+            reads,
+            at_ms,
+        } => {
+            let epc = decode::decode_epc_hex(&epc_hex).ok();
+            let payload = serde_json::json!({
+                "device": device, "epc": epc_hex, "antenna": antenna, "reads": reads,
+                "gtin": epc.as_ref().and_then(|e| e.gtin).map(|g| g.to_string()),
+            });
+            publish(ctx, &device, at_ms, "tag_departed", payload.clone());
+            record(ctx, "rfid.departed", RetentionClass::StoreFact, payload).await;
+        }
+        DeviceEvent::Status {
+            device,
+            state,
+            detail,
+            at_ms,
+        } => {
+            match state {
+                DeviceState::Connected => tracing::info!(%device, %detail, "device connected"),
+                DeviceState::Disconnected => {
+                    tracing::warn!(%device, %detail, "device disconnected")
+                }
+                DeviceState::Faulty => tracing::error!(%device, %detail, "device faulty"),
+            }
+            if let Ok(mut board) = ctx.board.lock() {
+                let entry = board.entry(device.clone()).or_insert_with(|| DeviceStatus {
+                    device: device.clone(),
+                    state,
+                    detail: detail.clone(),
+                    since_ms: at_ms,
+                    reads: 0,
+                });
+                entry.state = state;
+                entry.detail = detail.clone();
+                entry.since_ms = at_ms;
+            }
+            publish(
+                ctx,
+                &device,
+                at_ms,
+                "status",
+                serde_json::json!({"state": state, "detail": detail}),
+            );
+            record(
+                ctx,
+                "device.status",
+                RetentionClass::Telemetry,
+                serde_json::json!({"device": device, "state": state, "detail": detail}),
+            )
+            .await;
+        }
+    }
+}
