@@ -45,6 +45,9 @@ enum Command {
     Outbox(OutboxCommand),
     /// Decode barcodes (GTIN, GS1, AIM, Digital Link) and EPC tags
     Decode(commands::decode::DecodeArgs),
+    /// Store hardware: what is connected, and live decoded reads
+    #[command(subcommand)]
+    Devices(commands::devices::DevicesCommand),
 }
 
 #[derive(Subcommand)]
@@ -217,6 +220,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             commands::outbox_tail(&config, lines, follow)
         }
         Command::Decode(args) => commands::decode::run(args),
+        Command::Devices(command) => {
+            let (config, _) = load_config(config_path)?;
+            init_logging(&config);
+            commands::devices::run(command, &config)
+        }
     }
 }
 

@@ -85,6 +85,35 @@ fn a_scanner_plugged_into_the_running_agent_turns_scans_into_recorded_lookups_an
             .then_some(())
     });
 
+    // A technician follows the live reads while the till scans.
+    let mut watch = std::process::Command::new(common::BIN)
+        .args([
+            "--config",
+            store.config.to_str().unwrap(),
+            "devices",
+            "watch",
+            "--json",
+        ])
+        .args(["--agent", agent.url("").trim_start_matches("http://")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let watch_out = watch.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(watch_out)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
     // An EAN-13 with its AIM identifier, as a scanner in AIM mode sends it, then a misread.
     let ean13 = gtin.trim_start_matches('0');
     scanner
@@ -108,6 +137,20 @@ fn a_scanner_plugged_into_the_running_agent_turns_scans_into_recorded_lookups_an
     assert_eq!(
         scans[1]["payload"]["valid"], false,
         "a bad check digit is not a product"
+    );
+
+    let watched: Value = serde_json::from_str(
+        &lines_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("devices watch printed the scan"),
+    )
+    .unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(watched["kind"], "scan", "{watched}");
+    assert_eq!(
+        watched["detail"]["product"]["name"], "Whole milk 1 L",
+        "{watched}"
     );
 
     let health = agent.health();

@@ -47,6 +47,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
             "/v1/alarms/{code}",
             axum::routing::delete(acknowledge_alarm),
         )
+        .route("/v1/devices/live", get(live_reads))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -263,6 +264,32 @@ fn sku_of(conn: &rusqlite::Connection, gtin: Gtin14) -> Result<Option<String>, r
     conn.prepare_cached("SELECT sku FROM products WHERE gtin = ?1")?
         .query_row([gtin.as_i64()], |r| r.get(0))
         .optional()
+}
+
+/// `GET /v1/devices/live`: decoded reads and device status changes as they happen, one JSON
+/// object per line (NDJSON), for `relais devices watch` and POS software. A subscriber that
+/// falls behind loses the oldest reads, never blocks the devices.
+async fn live_reads(State(state): State<Arc<ApiState>>) -> Response {
+    let receiver = state.reads.live.subscribe();
+    let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
+        let line = match rx.recv().await {
+            Ok(read) => {
+                let mut line = serde_json::to_vec(&read).unwrap_or_default();
+                line.push(b'\n');
+                line
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                format!("{{\"kind\":\"lagged\",\"missed\":{n}}}\n").into_bytes()
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// `DELETE /v1/alarms/{code}`: the operator has dealt with it (204), or no such alarm (404).

@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod demo;
+pub mod devices;
 
 use relais::agent::{self, DataPaths};
 use relais::config::Config;
