@@ -8,7 +8,13 @@ ensure_rust
 # sqlite3: the import benchmark's limit; pcscd + vsmartcard-vpcd: real PC/SC tests with a virtual reader.
 ensure_packages sqlite3 pcscd vsmartcard-vpcd
 
-echo "==> cargo test: unit, integration (real binary, real files), crash and conformance tests"
-cargo test --locked
+mkdir -p target
+log=target/test-output.txt
+echo "==> cargo test: unit, integration (real binary, real files), crash, device and conformance tests"
+cargo test --locked 2>&1 | tee "$log"
 echo "==> decode conformance over ../shared/testdata"
 cargo test --locked -q --test conformance -- --nocapture 2>&1 | grep -E '^conformance' || true
+
+# One closing line for the whole suite (cargo prints one per test binary, the last being doc-tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log" | tee target/test-summary.txt

@@ -119,6 +119,30 @@ fn publish(
     });
 }
 
+/// What local consumers see of one scan: the raw frame, its decoding, and the product when one
+/// was looked up (`relais devices watch` without an agent shows the same, minus the product).
+pub fn scan_detail(
+    data: &str,
+    decoded: &Result<decode::BarcodeDecode, decode::BarcodeError>,
+    product: Option<&Answer<lookup::ProductAnswer>>,
+) -> serde_json::Value {
+    let (found, summary) = match product {
+        Some(Answer::Found(p)) => (
+            true,
+            serde_json::json!({"sku": p.sku, "name": p.name, "price": p.price,
+                "stock": p.stock, "stale": p.freshness.stale}),
+        ),
+        _ => (false, serde_json::Value::Null),
+    };
+    serde_json::json!({
+        "data": data,
+        "decoded": decoded.as_ref().ok(),
+        "error": decoded.as_ref().err().map(ToString::to_string),
+        "found": found,
+        "product": summary,
+    })
+}
+
 async fn handle(ctx: &ReadContext, event: DeviceEvent) {
     match event {
         DeviceEvent::Scan {
@@ -142,21 +166,8 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
                 }
                 None => None,
             };
-            let (found, summary) = match &product {
-                Some(Answer::Found(p)) => (
-                    true,
-                    serde_json::json!({"sku": p.sku, "name": p.name, "price": p.price,
-                        "stock": p.stock, "stale": p.freshness.stale}),
-                ),
-                _ => (false, serde_json::Value::Null),
-            };
-            let detail = serde_json::json!({
-                "data": data,
-                "decoded": decoded.as_ref().ok(),
-                "error": decoded.as_ref().err().map(ToString::to_string),
-                "found": found,
-                "product": summary,
-            });
+            let found = matches!(product, Some(Answer::Found(_)));
+            let detail = scan_detail(&data, &decoded, product.as_ref());
             publish(ctx, &device, at_ms, "scan", detail);
             if ctx.record_scans {
                 let payload = serde_json::json!({

@@ -230,7 +230,7 @@ fn describe(event: &DeviceEvent) -> serde_json::Value {
         } => {
             let decoded = relais::decode::decode_barcode(data);
             serde_json::json!({"device": device, "at_ms": at_ms, "kind": "scan",
-                "detail": {"data": data, "decoded": decoded.as_ref().ok(), "error": decoded.err().map(|e| e.to_string())}})
+                "detail": relais::reads::scan_detail(data, &decoded, None)})
         }
         other => {
             let mut v = serde_json::to_value(other).unwrap_or_default();
