@@ -338,3 +338,28 @@ fn an_older_snapshot_imported_while_a_newer_one_is_running_is_refused_and_the_ne
     assert_eq!(products_version(&store), 10);
     assert_eq!(found_name(&store, OLD_GTIN), None);
 }
+
+#[test]
+fn a_card_token_given_to_two_customers_is_refused_naming_both_lines() {
+    let store = Store::new();
+    let token = "00112233445566778899aabbccddeeff";
+    let customer = |id: &str, tokens: &[&str]| json!({"customer_id": id, "display_name": "A. Customer", "loyalty_balance": 10, "card_tokens": tokens});
+    let lines = vec![
+        customer("C1", &["ffeeddccbbaa99887766554433221100"]),
+        customer("C2", &[token]),
+        customer("C3", &[]),
+        customer("C4", &[token]),
+    ];
+    let path = store.path("customers.ndjson");
+    write_ndjson(&path, &lines);
+    let out = store.import_file("customers", &path, None);
+    assert_refused(&out, &["line 4", "line 2", "duplicate"]);
+    // Distinct tokens import fine, and each finds its customer.
+    let good = vec![
+        customer("C1", &[token]),
+        customer("C2", &["ffeeddccbbaa99887766554433221100"]),
+    ];
+    write_ndjson(&path, &good);
+    let out = store.import_file("customers", &path, None);
+    assert!(out.status.success(), "{}", describe(&out));
+}

@@ -519,9 +519,62 @@ fn parse_all(
 struct Inserters<'c> {
     main: Statement<'c>,
     tokens: Option<Statement<'c>>,
+    /// Card tokens are random keys: inserted as they come, each lands on a random page of a
+    /// b-tree that outgrows the cache. Buffered and inserted in key order at the end instead,
+    /// the b-tree is built append-only (measured: customers import 13–16 s → see ADR 0003).
+    pending_tokens: Vec<PendingToken>,
+    customer_ids: Vec<Box<str>>,
 }
 
-fn insert_row(ins: &mut Inserters<'_>, row: &Row) -> Result<(), rusqlite::Error> {
+/// 16-byte token, index into `customer_ids`, snapshot line (for duplicate reports).
+struct PendingToken {
+    token: CardToken,
+    customer: u32,
+    line: u64,
+}
+
+impl Inserters<'_> {
+    /// Insert the buffered card tokens in key order; a token present twice is reported with
+    /// both lines.
+    fn flush_tokens(&mut self, path: &Path, stream: Stream) -> Result<(), ImportError> {
+        let Some(stmt) = self.tokens.as_mut() else {
+            return Ok(());
+        };
+        self.pending_tokens.sort_unstable_by(|a, b| {
+            a.token
+                .as_bytes()
+                .cmp(b.token.as_bytes())
+                .then(a.line.cmp(&b.line))
+        });
+        let mut previous: Option<&PendingToken> = None;
+        for pending in &self.pending_tokens {
+            if let Some(prev) = previous
+                && prev.token == pending.token
+            {
+                return Err(ImportError::BadLine {
+                    path: path.to_path_buf(),
+                    stream,
+                    line: pending.line,
+                    reason: format!(
+                        "duplicate key: a card token of this customer is also on line {}",
+                        prev.line
+                    ),
+                });
+            }
+            let customer = self
+                .customer_ids
+                .get(pending.customer as usize)
+                .map(|c| c.as_ref())
+                .unwrap_or_default();
+            stmt.execute(params![pending.token.as_bytes().as_slice(), customer])?;
+            previous = Some(pending);
+        }
+        self.pending_tokens = Vec::new();
+        Ok(())
+    }
+}
+
+fn insert_row(ins: &mut Inserters<'_>, row: &Row, line: u64) -> Result<(), rusqlite::Error> {
     match row {
         Row::Product {
             gtin,
@@ -575,10 +628,15 @@ fn insert_row(ins: &mut Inserters<'_>, row: &Row) -> Result<(), rusqlite::Error>
                 balance,
                 watermark_seq
             ])?;
-            if let Some(stmt) = ins.tokens.as_mut() {
-                for token in tokens {
-                    stmt.execute(params![token.as_bytes().as_slice(), customer_id])?;
-                }
+            if !tokens.is_empty() {
+                let customer = u32::try_from(ins.customer_ids.len()).unwrap_or(u32::MAX);
+                ins.customer_ids.push(customer_id.as_str().into());
+                ins.pending_tokens
+                    .extend(tokens.iter().map(|token| PendingToken {
+                        token: *token,
+                        customer,
+                        line,
+                    }));
             }
             Ok(())
         }
@@ -691,11 +749,13 @@ pub fn import_with(
                 Some((table, _)) => Some(tx.prepare(&insert_sql(table))?),
                 None => None,
             },
+            pending_tokens: Vec::new(),
+            customer_ids: Vec::new(),
         };
         for batch in batches.iter() {
             let batch = batch?;
             for (line, row) in &batch {
-                if let Err(e) = insert_row(&mut ins, row) {
+                if let Err(e) = insert_row(&mut ins, row, *line) {
                     let reason = match &e {
                         rusqlite::Error::SqliteFailure(f, _)
                             if f.code == rusqlite::ErrorCode::ConstraintViolation =>
@@ -718,6 +778,7 @@ pub fn import_with(
             rows += batch.len() as u64;
             reporter.update(rows, bytes_read.load(Ordering::Relaxed));
         }
+        ins.flush_tokens(path, stream)?;
     }
     if rows == 0 {
         return Err(ImportError::Empty {

@@ -133,9 +133,6 @@ pub(crate) fn index_ddl(table: &str, suffix: &str, generation: &str) -> Vec<Stri
         "reservations" => vec![format!(
             "CREATE INDEX reservations_by_sku_{generation} ON reservations{suffix}(sku, status)"
         )],
-        "card_tokens" => vec![format!(
-            "CREATE INDEX card_tokens_by_customer_{generation} ON card_tokens{suffix}(customer_id)"
-        )],
         _ => Vec::new(),
     }
 }

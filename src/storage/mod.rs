@@ -126,9 +126,7 @@ pub fn open_reader(path: &Path) -> Result<Connection, StorageError> {
         path: path.to_path_buf(),
         source,
     })?;
-    conn.execute_batch(
-        "PRAGMA query_only=1; PRAGMA busy_timeout=5000; PRAGMA cache_size=-8192; PRAGMA mmap_size=268435456;",
-    )
+    conn.execute_batch("PRAGMA query_only=1; PRAGMA busy_timeout=5000; PRAGMA cache_size=-8192;")
         .map_err(|source| StorageError::Open {
             path: path.to_path_buf(),
             source,
