@@ -110,17 +110,21 @@ fn print_try_this(replica: &Path, config_file: &Path, config: &Config) -> anyhow
     // EAN-13 is what a till actually scans: drop the GTIN-14 leading zero.
     let ean13 = plain.strip_prefix('0').unwrap_or(&plain).to_string();
     let addr = config.api.listen;
+    // The binary's real path, so the commands work before `relais` is installed on PATH.
+    let bin = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "relais".to_string());
     let cfg = config_file.display();
     println!(
         r#"
 Relais demo store is ready. Try, from another terminal:
 
   # a product by EAN-13, with price, promotion and stock (JSON: add --json)
-  relais --config {cfg} lookup barcode {ean13}
-  relais --config {cfg} lookup barcode {promo}
+  {bin} --config {cfg} lookup barcode {ean13}
+  {bin} --config {cfg} lookup barcode {promo}
   # a customer by loyalty card number or NFC UID (hashed before lookup)
-  relais --config {cfg} lookup card {card}
-  relais --config {cfg} lookup card {uid}
+  {bin} --config {cfg} lookup card {card}
+  {bin} --config {cfg} lookup card {uid}
 
   # the local API
   curl -s http://{addr}/v1/products/{ean13}
@@ -130,8 +134,8 @@ Relais demo store is ready. Try, from another terminal:
   curl -s http://{addr}/v1/health
 
   # what is waiting for central
-  relais --config {cfg} outbox stats
-  relais --config {cfg} outbox tail
+  {bin} --config {cfg} outbox stats
+  {bin} --config {cfg} outbox tail
 "#,
         card = demo::customer_card_number(0),
         uid = demo::customer_nfc_uid(1),
