@@ -113,6 +113,19 @@ fn money(minor: i64, currency: &str) -> String {
     format!("{}.{:02} {currency}", minor / 100, (minor % 100).abs())
 }
 
+/// The "invalid" answer of a lookup: JSON on stdout for scripts, a sentence on stderr for people.
+fn invalid_input(json: bool, what: &str, error: &dyn std::fmt::Display) -> u8 {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"outcome": "invalid", "error": error.to_string()})
+        );
+    } else {
+        eprintln!("{what}: {error}");
+    }
+    EXIT_INVALID
+}
+
 pub fn lookup_barcode(config: &Config, code: &str, json: bool) -> anyhow::Result<u8> {
     let conn = lookup_connection(config)?;
     let answer = match lookup::product_by_code(
@@ -123,15 +136,11 @@ pub fn lookup_barcode(config: &Config, code: &str, json: bool) -> anyhow::Result
     ) {
         Ok(a) => a,
         Err(lookup::LookupError::InvalidCode(e)) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"outcome": "invalid", "error": e.to_string()})
-                );
-            } else {
-                eprintln!("invalid barcode {code:?}: {e}");
-            }
-            return Ok(EXIT_INVALID);
+            return Ok(invalid_input(
+                json,
+                &format!("invalid barcode {code:?}"),
+                &e,
+            ));
         }
         Err(e) => return Err(e.into()),
     };
@@ -198,15 +207,7 @@ pub fn lookup_card(config: &Config, id: &str, json: bool) -> anyhow::Result<u8> 
     ) {
         Ok(a) => a,
         Err(lookup::LookupError::InvalidCard(e)) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"outcome": "invalid", "error": e.to_string()})
-                );
-            } else {
-                eprintln!("invalid card identifier: {e}");
-            }
-            return Ok(EXIT_INVALID);
+            return Ok(invalid_input(json, "invalid card identifier", &e));
         }
         Err(e) => return Err(e.into()),
     };

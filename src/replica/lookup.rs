@@ -229,7 +229,8 @@ impl Drop for ReadTransaction<'_> {
     }
 }
 
-/// Stock is unknown only when central never sent a baseline and the store recorded nothing.
+/// `on_hand = central_on_hand@watermark + Σ local movements after the watermark`;
+/// `available = on_hand − open reservations`. Stock is unknown only when central never sent a baseline and the store recorded nothing.
 fn stock_from_parts(
     central: Option<i64>,
     watermark: Option<i64>,
@@ -300,22 +301,6 @@ pub fn effective_price(
         (Some(b), _) => Some(b),
         (None, p) => p,
     })
-}
-
-/// `on_hand = central_on_hand@watermark + Σ local movements after the watermark`;
-/// `available = on_hand − open reservations`.
-pub fn stock_level(conn: &Connection, sku: &str) -> Result<Option<StockLevel>, rusqlite::Error> {
-    let (central, watermark, local, reserved) = conn
-        .prepare_cached(
-            "SELECT s.on_hand, s.watermark_seq,
-                    (SELECT COALESCE(SUM(m.delta), 0) FROM facts.stock_movements m
-                      WHERE m.sku = ?1 AND m.seq > COALESCE(s.watermark_seq, 0)),
-                    (SELECT COALESCE(SUM(r.qty), 0) FROM reservations r
-                      WHERE r.sku = ?1 AND r.status IN ('open', 'picked'))
-             FROM (SELECT 1) LEFT JOIN stock s ON s.sku = ?1",
-        )?
-        .query_row([sku], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-    Ok(stock_from_parts(central, watermark, local, reserved))
 }
 
 pub fn customer_by_card(
