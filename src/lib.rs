@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod api;
 pub mod cards;
+pub mod central;
 pub mod config;
 pub mod decode;
 pub mod demo;
@@ -12,3 +13,5 @@ pub mod profiles;
 pub mod reads;
 pub mod replica;
 pub mod storage;
+pub mod sync;
+pub mod tls;

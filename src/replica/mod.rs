@@ -3,6 +3,7 @@
 //! is why it may lose its last transactions on power loss and why a damaged file is moved aside
 //! rather than repaired.
 
+pub mod delta;
 pub mod import;
 pub mod lookup;
 

@@ -1,0 +1,234 @@
+//! Everything that crosses the MQTT link, as versioned types. Only the sync module (and the
+//! central-side tools in `central/`) know topics and wire shapes; docs/contract.md and
+//! docs/asyncapi.yaml describe exactly these types.
+
+use crate::replica::Stream;
+use serde::{Deserialize, Serialize};
+
+/// Version of the wire contract; every message carries it as `v`.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// Root of every topic: `relais/v1/{store}/{agent}/...`.
+pub const TOPIC_ROOT: &str = "relais/v1";
+
+/// Downlink messages larger than this are refused before parsing.
+pub const MAX_DOWNLINK_BYTES: usize = 4 << 20;
+
+/// Topics of one agent. The agent id is also its MQTT username (or certificate CN), so the
+/// broker ACL `pattern readwrite relais/v1/%u/#` confines each agent to these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    pub fn new(agent_id: &str) -> Topics {
+        Topics {
+            base: format!("{TOPIC_ROOT}/{agent_id}"),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+    pub fn state(&self) -> String {
+        format!("{}/state", self.base)
+    }
+    pub fn evt(&self) -> String {
+        format!("{}/evt", self.base)
+    }
+    pub fn ack(&self) -> String {
+        format!("{}/ack", self.base)
+    }
+    pub fn rpl(&self, stream: Stream) -> String {
+        format!("{}/rpl/{}", self.base, stream.name())
+    }
+    pub fn rpl_all(&self) -> String {
+        format!("{}/rpl/+", self.base)
+    }
+    pub fn cfg_desired(&self) -> String {
+        format!("{}/cfg/desired", self.base)
+    }
+    pub fn cfg_reported(&self) -> String {
+        format!("{}/cfg/reported", self.base)
+    }
+    pub fn cmd_req(&self) -> String {
+        format!("{}/cmd/req", self.base)
+    }
+    pub fn cmd_res(&self) -> String {
+        format!("{}/cmd/res", self.base)
+    }
+
+    /// Agent id (`store/agent`) and the rest of a topic under `relais/v1/`, for central-side
+    /// consumers subscribed with wildcards.
+    pub fn parse(topic: &str) -> Option<(String, &str)> {
+        let rest = topic.strip_prefix(TOPIC_ROOT)?.strip_prefix('/')?;
+        let mut parts = rest.splitn(3, '/');
+        let store = parts.next()?;
+        let agent = parts.next()?;
+        let tail = parts.next()?;
+        if store.is_empty() || agent.is_empty() {
+            return None;
+        }
+        Some((format!("{store}/{agent}"), tail))
+    }
+}
+
+/// Uplink on `evt`: a batch of outbox events (each an [`crate::outbox::Envelope`]).
+///
+/// The agent writes this JSON directly from stored rows (no re-serialisation); consumers read
+/// it with this type.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventBatch {
+    pub v: u32,
+    pub agent: String,
+    pub events: Vec<crate::outbox::Envelope>,
+}
+
+/// Downlink on `ack`: central's application acknowledgment, "these sequence numbers are
+/// durable at central". Inclusive ranges `[first, last]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    pub v: u32,
+    pub seqs: Vec<[u64; 2]>,
+}
+
+impl Ack {
+    /// Compress sorted or unsorted sequence numbers into inclusive ranges.
+    pub fn from_seqs(mut seqs: Vec<u64>) -> Ack {
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut ranges: Vec<[u64; 2]> = Vec::new();
+        for seq in seqs {
+            match ranges.last_mut() {
+                Some(last) if last[1] + 1 == seq => last[1] = seq,
+                _ => ranges.push([seq, seq]),
+            }
+        }
+        Ack {
+            v: CONTRACT_VERSION,
+            seqs: ranges,
+        }
+    }
+
+    /// Number of sequence numbers covered, saturating (a hostile ack cannot overflow).
+    pub fn count(&self) -> u64 {
+        self.seqs
+            .iter()
+            .map(|[a, b]| b.saturating_sub(*a).saturating_add(1))
+            .fold(0u64, u64::saturating_add)
+    }
+}
+
+/// Retained on `state`: the birth message at every connect, and (as the Will) the death.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AgentState {
+    pub v: u32,
+    pub agent: String,
+    pub online: bool,
+    /// Unix ms when this message was built (for the Will: when the connection was made).
+    pub at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth: Option<Birth>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Birth {
+    /// Agent software version (Cargo package version).
+    pub software: String,
+    pub boot: u64,
+    pub config: ConfigState,
+    pub replica: Vec<ReplicaStreamState>,
+    pub outbox: OutboxState,
+    #[serde(default)]
+    pub devices: Vec<DeviceSummary>,
+    /// Streams whose downlink is paused because central sent something unusable.
+    #[serde(default)]
+    pub paused_streams: Vec<PausedStream>,
+    #[serde(default)]
+    pub alarms: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConfigState {
+    /// Version of the remote configuration document in effect (0: local file only).
+    pub version: u64,
+    /// sha256 of the effective configuration rendered as TOML.
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaStreamState {
+    pub stream: Stream,
+    pub version: u64,
+    pub applied_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutboxState {
+    pub store_fact_depth: u64,
+    pub telemetry_depth: u64,
+    pub dead_letter_depth: u64,
+    /// Age in seconds of the oldest unsent store fact (0 when none).
+    pub oldest_store_fact_age_s: u64,
+    pub last_seq: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceSummary {
+    pub id: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PausedStream {
+    pub stream: Stream,
+    pub reason: String,
+}
+
+/// Downlink on `rpl/{stream}`: a delta, or a control message telling the agent to refetch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RplMessage {
+    Control(RplControl),
+    Delta(crate::replica::delta::Delta),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RplControl {
+    pub v: u32,
+    pub stream: Stream,
+    /// Always true: the only control message so far.
+    pub must_refetch: bool,
+    /// Manifest to fetch; the configured `sync.snapshot_url` when absent.
+    #[serde(default)]
+    pub manifest_url: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_compresses_sequence_numbers_into_ranges() {
+        let ack = Ack::from_seqs(vec![5, 1, 2, 3, 9, 10, 3]);
+        assert_eq!(ack.seqs, vec![[1, 3], [5, 5], [9, 10]]);
+        assert_eq!(ack.count(), 6);
+    }
+
+    #[test]
+    fn a_topic_names_its_agent_and_its_kind() {
+        let t = Topics::new("store-12/till-1");
+        assert_eq!(t.evt(), "relais/v1/store-12/till-1/evt");
+        assert_eq!(
+            Topics::parse("relais/v1/store-12/till-1/rpl/products"),
+            Some(("store-12/till-1".to_string(), "rpl/products"))
+        );
+        assert_eq!(Topics::parse("other/v1/a/b/evt"), None);
+    }
+}
