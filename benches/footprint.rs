@@ -119,6 +119,7 @@ fn run_once(config: &Path, codes: &[String]) -> RunResult {
             );
         }
     };
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 ensure_rust
 # sqlite3: the import benchmark's limit; pcscd + vsmartcard-vpcd: real PC/SC tests with a virtual reader.
-ensure_packages sqlite3 pcscd vsmartcard-vpcd
+# mosquitto: a real broker per sync test; mosquitto-clients: the drain benchmark's limit.
+ensure_packages sqlite3 pcscd vsmartcard-vpcd mosquitto mosquitto-clients
 
 mkdir -p target
 log=target/test-output.txt

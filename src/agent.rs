@@ -8,7 +8,9 @@ use crate::cards::{CardHasher, CardKeyError};
 use crate::config::Config;
 use crate::outbox::writer::WriterSettings;
 use crate::outbox::{OutboxError, OutboxHandle, OutboxWriter};
+use crate::replica::apply::{ApplierHandle, ReplicaApplier};
 use crate::storage::{self, Integrity, ReaderPool, ReaderPoolError, StorageError};
+use crate::sync::SyncShared;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,6 +80,9 @@ pub struct OpenStorage {
     pub writer: OutboxWriter,
     pub readers: ReaderPool,
     pub hasher: CardHasher,
+    /// The replica's single writer while the agent runs (deltas, snapshot imports).
+    pub applier: ApplierHandle,
+    pub applier_thread: ReplicaApplier,
     /// Alarms to raise once the outbox is up (e.g. a damaged file was moved aside).
     pub startup_alarms: Vec<(&'static str, String)>,
 }
@@ -102,7 +107,7 @@ pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
             ),
         ));
     }
-    crate::replica::open_writer(&paths.replica)?;
+    let (applier, applier_thread) = ReplicaApplier::start(&paths.replica)?;
 
     let mut seq_floor = 0;
     if let Integrity::Damaged(reason) = storage::quick_check(&paths.outbox) {
@@ -140,6 +145,8 @@ pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
         writer,
         readers,
         hasher,
+        applier,
+        applier_thread,
         startup_alarms,
     })
 }
@@ -253,6 +260,9 @@ pub async fn run(
         board: Default::default(),
         live: tokio::sync::broadcast::channel(1024).0,
     });
+    let sync = Arc::new(SyncShared::new(config.sync.broker.is_some()));
+    let (stop_sync, sync_stopped) = tokio::sync::watch::channel(false);
+    let sync_tasks = start_sync(&config, &storage, &reads, &sync, sync_stopped);
     let state = Arc::new(ApiState {
         reads: Arc::clone(&reads),
         agent_id: config.agent.id.to_string(),
@@ -261,6 +271,7 @@ pub async fn run(
         hasher: storage.hasher.clone(),
         stale_after: config.replica.stale_after,
         started,
+        sync: Arc::clone(&sync),
     });
     let app = api::router(state, config.api.max_body_bytes);
 
@@ -283,17 +294,148 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(AgentError::Serve)?;
-    tracing::info!("shutting down: stopping devices, then draining the outbox writer");
+    tracing::info!("shutting down: stopping devices and sync, then draining the outbox writer");
+    let _ = stop_sync.send(true);
+    if let Some((session, downlink)) = sync_tasks {
+        let _ = session.await;
+        downlink.abort();
+        let _ = downlink.await;
+    }
     let _ = tokio::task::spawn_blocking(move || devices.shutdown()).await;
     // Every sink is gone with its thread: the consumer finishes the events already queued.
     let _ = consumer.await;
     drop(reads);
-    let OpenStorage { outbox, writer, .. } = storage;
+    let OpenStorage {
+        outbox,
+        writer,
+        applier,
+        applier_thread,
+        ..
+    } = storage;
     // The router (and its handle clones) is gone once serve returns; this is the last handle.
     drop(outbox);
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    drop(applier);
+    let _ = tokio::task::spawn_blocking(move || {
+        writer.join();
+        applier_thread.join();
+    })
+    .await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+type SyncTasks = (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>);
+
+/// Start the MQTT session and the downlink when a broker is configured. A sync that cannot
+/// start (unreadable CA, …) is logged and reported on health; the store keeps selling offline.
+fn start_sync(
+    config: &Config,
+    storage: &OpenStorage,
+    reads: &Arc<crate::reads::ReadContext>,
+    shared: &Arc<SyncShared>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<SyncTasks> {
+    use crate::sync::{downlink, session, snapshot, wire};
+    config.sync.broker.as_ref()?;
+    let agent_id = config.agent.id.to_string();
+    let delivery = match crate::outbox::delivery::DeliveryReader::start(
+        &storage.paths.outbox,
+        &agent_id,
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the outbox reader: sync disabled; events stay queued");
+            shared.set_error(e.to_string());
+            return None;
+        }
+    };
+    let identity = match (&config.sync.client_cert_file, &config.sync.client_key_file) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    let snapshots = match snapshot::SnapshotClient::new(config.sync.ca_file.as_deref(), identity) {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTPS client for snapshots; deltas still apply");
+            None
+        }
+    };
+    let (downlink, downlink_task) = downlink::start(downlink::DownlinkContext {
+        applier: storage.applier.clone(),
+        snapshots,
+        snapshot_url: config.sync.snapshot_url.clone(),
+        snapshot_dir: storage.paths.dir.join("snapshots"),
+        shared: Arc::clone(shared),
+    });
+    let config_hash = crate::profiles::sha256_hex(config.to_toml().as_bytes());
+    let outbox = storage.outbox.clone();
+    let applier = storage.applier.clone();
+    let reads = Arc::clone(reads);
+    let birth_shared = Arc::clone(shared);
+    let birth = Arc::new(move || {
+        let outbox = outbox.clone();
+        let applier = applier.clone();
+        let reads = Arc::clone(&reads);
+        let shared = Arc::clone(&birth_shared);
+        let config_hash = config_hash.clone();
+        let fut: futures_util::future::BoxFuture<'static, wire::Birth> = Box::pin(async move {
+            let stats = outbox.stats();
+            let now = storage::now_unix_ms();
+            let replica = applier
+                .stream_states()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| wire::ReplicaStreamState {
+                    stream: s.stream,
+                    version: s.version,
+                    applied_ms: s.applied_ms,
+                })
+                .collect();
+            wire::Birth {
+                software: env!("CARGO_PKG_VERSION").to_string(),
+                boot: stats.boot,
+                config: wire::ConfigState {
+                    version: 0,
+                    hash: config_hash,
+                },
+                replica,
+                outbox: wire::OutboxState {
+                    store_fact_depth: stats.store_fact.depth,
+                    telemetry_depth: stats.telemetry.depth,
+                    dead_letter_depth: outbox.dead_letters(),
+                    oldest_store_fact_age_s: stats
+                        .oldest_store_fact_age_s(now)
+                        .map_or(0, |s| s as u64),
+                    last_seq: stats.last_seq,
+                },
+                devices: reads
+                    .devices()
+                    .into_iter()
+                    .map(|d| wire::DeviceSummary {
+                        id: d.device.to_string(),
+                        state: format!("{:?}", d.state).to_lowercase(),
+                    })
+                    .collect(),
+                paused_streams: shared.paused_streams(),
+                alarms: outbox.alarms().into_iter().map(|a| a.code).collect(),
+            }
+        });
+        fut
+    });
+    let session_task = tokio::spawn(session::run(
+        session::SessionContext {
+            config: config.sync.clone(),
+            agent_id,
+            outbox: storage.outbox.clone(),
+            delivery,
+            downlink,
+            shared: Arc::clone(shared),
+            birth,
+        },
+        stop,
+    ));
+    Some((session_task, downlink_task))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -115,6 +115,8 @@ enum OutboxCommand {
 }
 
 fn main() -> ExitCode {
+    // One crypto provider for every TLS client of the process (broker, snapshots): ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = dispatch(cli);
     let _ = std::io::stdout().flush();

@@ -15,7 +15,9 @@ pub enum TlsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} holds no PEM certificate; expected a file starting with -----BEGIN CERTIFICATE-----")]
+    #[error(
+        "{path} holds no PEM certificate; expected a file starting with -----BEGIN CERTIFICATE-----"
+    )]
     NoCertificate { path: PathBuf },
     #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
     NoKey { path: PathBuf },

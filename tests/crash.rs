@@ -56,6 +56,7 @@ fn run_clients(
             let stop = Arc::clone(&round.stop);
             let acked_now = Arc::clone(&round.acked_now);
             std::thread::spawn(move || {
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let http = reqwest::blocking::Client::builder()
                     .timeout(Duration::from_secs(20))
                     .build()

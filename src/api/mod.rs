@@ -35,6 +35,7 @@ pub struct ApiState {
     pub hasher: CardHasher,
     pub stale_after: Duration,
     pub started: Instant,
+    pub sync: Arc<crate::sync::SyncShared>,
 }
 
 pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
@@ -48,6 +49,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
             axum::routing::delete(acknowledge_alarm),
         )
         .route("/v1/devices/live", get(live_reads))
+        .route("/v1/outbox/requeue", post(requeue_dead_letters))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -305,6 +307,13 @@ async fn acknowledge_alarm(
     }
 }
 
+/// Put the events the broker refused back in line, once the cause (ACL, credentials) is fixed.
+async fn requeue_dead_letters(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let requeued = state.outbox.requeue_dead_letters().await?;
+    tracing::info!(requeued, "dead letters requeued by an operator");
+    Ok(Json(serde_json::json!({ "requeued": requeued })).into_response())
+}
+
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
@@ -316,6 +325,8 @@ struct Health {
     replica: Vec<lookup::StreamFreshness>,
     alarms: Vec<crate::outbox::writer::Alarm>,
     devices: Vec<crate::reads::DeviceStatus>,
+    sync: crate::sync::SyncStatus,
+    dead_letters: u64,
 }
 
 async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
@@ -348,6 +359,8 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError
         replica: fresh.streams,
         alarms,
         devices: state.reads.devices(),
+        sync: state.sync.status(),
+        dead_letters: state.outbox.dead_letters(),
     })
     .into_response())
 }

@@ -30,6 +30,15 @@ pub(crate) const LOW_FREE_MB: (i64, i64, i64) = (256, 0, 1_048_576);
 
 pub(crate) const LOG_LEVEL: &str = "info";
 
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(30);
+pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(60);
+pub(crate) const BATCH_MAX_EVENTS: (i64, i64, i64) = (500, 1, 10_000);
+// The contract caps a message at 4 MiB (brokers drop larger ones, and a dropped publish comes
+// back with a PUBACK code rumqttc cannot read): a batch must fit with room to spare.
+pub(crate) const BATCH_MAX_BYTES: (i64, i64, i64) = (262_144, 4_096, 4_128_768);
+pub(crate) const INFLIGHT_BATCHES: (i64, i64, i64) = (8, 1, 64);
+
 pub(crate) fn agent_id() -> AgentId {
     AgentId {
         store: "demo-store".to_owned(),
@@ -54,6 +63,8 @@ pub(crate) const SECTIONS: &[&str] = &[
     "disk",
     "customers",
     "log",
+    "sync",
+    "devices",
 ];
 
 pub(crate) const KEYS: &[KeySpec] = &[
@@ -128,6 +139,90 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "format",
         kind: "a string, \"text\" or \"json\"",
         example: "\"text\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "broker",
+        kind: "a string URL \"mqtts://HOST:PORT\" or \"mqtt://HOST:PORT\"",
+        example: "\"mqtts://broker.example.com:8883\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "username",
+        kind: "a string",
+        example: "\"store-0042/relais\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "password_file",
+        kind: "a string (file path)",
+        example: "\"/etc/relais/broker.password\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "ca_file",
+        kind: "a string (file path)",
+        example: "\"/etc/relais/ca.pem\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "client_cert_file",
+        kind: "a string (file path)",
+        example: "\"/etc/relais/client.pem\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "client_key_file",
+        kind: "a string (file path)",
+        example: "\"/etc/relais/client.key\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "keep_alive",
+        kind: "a duration string",
+        example: "\"30s\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "ack",
+        kind: "a string, \"puback\" or \"central\"",
+        example: "\"puback\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "ack_timeout",
+        kind: "a duration string",
+        example: "\"60s\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "batch_max_events",
+        kind: "an integer",
+        example: "500",
+    },
+    KeySpec {
+        section: "sync",
+        key: "batch_max_bytes",
+        kind: "an integer",
+        example: "262144",
+    },
+    KeySpec {
+        section: "sync",
+        key: "inflight_batches",
+        kind: "an integer",
+        example: "8",
+    },
+    KeySpec {
+        section: "sync",
+        key: "reconnect_max",
+        kind: "a duration string",
+        example: "\"60s\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "snapshot_url",
+        kind: "a string URL",
+        example: "\"https://central.example.com/snapshots/store-0042/manifest.json\"",
     },
 ];
 

@@ -56,6 +56,7 @@ pub struct Config {
     pub disk: DiskConfig,
     pub customers: CustomersConfig,
     pub log: LogConfig,
+    pub sync: SyncConfig,
     pub devices: DevicesConfig,
 }
 
@@ -124,6 +125,134 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// `[sync]`: the MQTT link to central. Without `broker` the agent runs offline: it records
+/// and serves everything locally, and delivers the outbox once a broker is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub broker: Option<BrokerUrl>,
+    /// MQTT username; the agent id when absent (the broker ACL keys on it).
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Pinned CA for the broker and the snapshot server; the system roots when absent.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    pub keep_alive: Duration,
+    pub ack: AckMode,
+    pub ack_timeout: Duration,
+    pub batch_max_events: usize,
+    pub batch_max_bytes: usize,
+    pub inflight_batches: usize,
+    pub reconnect_max: Duration,
+    pub snapshot_url: Option<String>,
+}
+
+/// When an outbox row may be deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// On the broker's PUBACK with a success reason code.
+    Puback,
+    /// On central's application `ack` (end to end).
+    Central,
+}
+
+impl AckMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Puback => "puback",
+            AckMode::Central => "central",
+        }
+    }
+}
+
+/// `mqtt://host:port` (plain, labs only) or `mqtts://host:port` (TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for BrokerUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (tls, rest) = if let Some(rest) = s.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = s.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err("the scheme must be mqtts:// (TLS) or mqtt:// (plain, labs only)".into());
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or("unclosed '[' in an IPv6 address")?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+            return Err(format!("{host:?} is not a host name or address"));
+        }
+        let port = match port {
+            None => {
+                if tls {
+                    8883
+                } else {
+                    1883
+                }
+            }
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("port {p:?} is not a number from 1 to 65535"))?,
+        };
+        Ok(BrokerUrl {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl SyncConfig {
+    fn defaults() -> SyncConfig {
+        SyncConfig {
+            broker: None,
+            username: None,
+            password_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            keep_alive: defaults::KEEP_ALIVE,
+            ack: AckMode::Puback,
+            ack_timeout: defaults::ACK_TIMEOUT,
+            batch_max_events: defaults::BATCH_MAX_EVENTS.0 as usize,
+            batch_max_bytes: defaults::BATCH_MAX_BYTES.0 as usize,
+            inflight_batches: defaults::INFLIGHT_BATCHES.0 as usize,
+            reconnect_max: defaults::RECONNECT_MAX,
+            snapshot_url: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -189,6 +318,7 @@ impl Config {
                 level: defaults::LOG_LEVEL.to_owned(),
                 format: LogFormat::Text,
             },
+            sync: SyncConfig::defaults(),
             devices: DevicesConfig::defaults(),
         }
     }

@@ -25,6 +25,7 @@ pub(crate) struct RawConfig {
     pub disk: Option<RawDisk>,
     pub customers: Option<RawCustomers>,
     pub log: Option<RawLog>,
+    pub sync: Option<RawSync>,
     /// Parsed in stage 2 by the drivers' own types (see `config::devices`).
     pub devices: Option<toml::Table>,
 }
@@ -74,4 +75,23 @@ pub(crate) struct RawCustomers {
 pub(crate) struct RawLog {
     pub level: Field<String>,
     pub format: Field<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([sync])")]
+pub(crate) struct RawSync {
+    pub broker: Field<String>,
+    pub username: Field<String>,
+    pub password_file: Field<String>,
+    pub ca_file: Field<String>,
+    pub client_cert_file: Field<String>,
+    pub client_key_file: Field<String>,
+    pub keep_alive: Field<String>,
+    pub ack: Field<String>,
+    pub ack_timeout: Field<String>,
+    pub batch_max_events: Field<i64>,
+    pub batch_max_bytes: Field<i64>,
+    pub inflight_batches: Field<i64>,
+    pub reconnect_max: Field<String>,
+    pub snapshot_url: Field<String>,
 }

@@ -51,6 +51,7 @@ format = {format}
         level = string(&c.log.level),
         format = string(c.log.format.as_str()),
     );
+    out.push_str(&sync_toml(&c.sync));
     out.push_str(&c.devices.to_toml());
     out
 }
@@ -78,4 +79,39 @@ pub(crate) fn duration(d: Duration) -> String {
         }
     }
     humantime::format_duration(d).to_string()
+}
+
+/// Optional keys are written commented out when unset, so the dump still re-parses to the
+/// same config and shows every key an operator can set.
+fn sync_toml(s: &crate::config::SyncConfig) -> String {
+    let opt = |key: &str, value: Option<String>| match value {
+        Some(v) => format!("{key} = {}\n", string(&v)),
+        None => format!("# {key} = (not set)\n"),
+    };
+    let opt_path = |key: &str, value: &Option<std::path::PathBuf>| {
+        opt(
+            key,
+            value.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        )
+    };
+    let mut out = String::from("\n[sync]\n");
+    out.push_str(&opt("broker", s.broker.as_ref().map(|b| b.to_string())));
+    out.push_str(&opt("username", s.username.clone()));
+    out.push_str(&opt_path("password_file", &s.password_file));
+    out.push_str(&opt_path("ca_file", &s.ca_file));
+    out.push_str(&opt_path("client_cert_file", &s.client_cert_file));
+    out.push_str(&opt_path("client_key_file", &s.client_key_file));
+    out.push_str(&format!(
+        "keep_alive = {}\nack = {}\nack_timeout = {}\nbatch_max_events = {}\nbatch_max_bytes = {}\n\
+         inflight_batches = {}\nreconnect_max = {}\n",
+        string(&duration(s.keep_alive)),
+        string(s.ack.as_str()),
+        string(&duration(s.ack_timeout)),
+        s.batch_max_events,
+        s.batch_max_bytes,
+        s.inflight_batches,
+        string(&duration(s.reconnect_max)),
+    ));
+    out.push_str(&opt("snapshot_url", s.snapshot_url.clone()));
+    out
 }

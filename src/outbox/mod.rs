@@ -6,7 +6,11 @@
 //! are not atomic, so putting the effect in `replica.db` could count a sale that was never sent,
 //! or send a sale that was never counted (see docs/adr/0002-store-facts-live-in-the-outbox.md).
 
+pub mod delivery;
 pub mod stats;
+
+/// Alarm raised when the broker refuses events (they become dead letters).
+pub const ALARM_UPLINK_REFUSED: &str = "uplink_refused";
 pub mod writer;
 
 pub use stats::{ClassStats, OutboxStats};

@@ -12,6 +12,8 @@ pub struct ClassStats {
     /// Wall time of the oldest unsent event of this class.
     pub oldest_unsent_ms: Option<i64>,
     pub dropped: u64,
+    /// Delivered since the agent started (not persisted).
+    pub delivered: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -65,6 +67,17 @@ impl OutboxStats {
         c.oldest_unsent_ms = oldest;
     }
 
+    pub(crate) fn record_delivered(&mut self, class: RetentionClass, rows: u64, bytes: u64) {
+        let c = self.class_mut(class);
+        c.depth = c.depth.saturating_sub(rows);
+        c.bytes = c.bytes.saturating_sub(bytes);
+        c.delivered += rows;
+    }
+
+    pub(crate) fn set_oldest(&mut self, class: RetentionClass, oldest: Option<i64>) {
+        self.class_mut(class).oldest_unsent_ms = oldest;
+    }
+
     /// Age in seconds of the oldest unsent store fact: the figure ops alarm on.
     pub fn oldest_store_fact_age_s(&self, now_ms: i64) -> Option<f64> {
         self.store_fact
@@ -109,6 +122,14 @@ pub fn read(conn: &Connection) -> Result<OutboxStats, rusqlite::Error> {
     out.last_seq = meta("last_seq")?.max(max_event.max(0) as u64);
     out.boot = meta("boot")?;
     Ok(out)
+}
+
+/// Events parked because the broker refused them.
+pub fn dead_letters(conn: &Connection) -> Result<u64, rusqlite::Error> {
+    conn.query_row("SELECT COUNT(*) FROM events WHERE state = 2", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n.max(0) as u64)
 }
 
 /// The newest `limit` events, oldest first.

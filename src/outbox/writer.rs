@@ -51,6 +51,20 @@ pub(crate) enum WriterCommand {
         code: String,
         reply: oneshot::Sender<bool>,
     },
+    /// These events reached central (PUBACK or central's ack): delete them. Joins the next
+    /// group's transaction, so deliveries cost no fsync of their own under load.
+    Delivered { ranges: Vec<[u64; 2]> },
+    /// The broker refused these events (e.g. not authorised): park them as dead letters,
+    /// raise the alarm, and stop retrying them until an operator requeues.
+    DeadLetter {
+        ranges: Vec<[u64; 2]>,
+        alarm_code: &'static str,
+        message: String,
+    },
+    /// Put every dead letter back in line (after the operator fixed the cause).
+    Requeue {
+        reply: oneshot::Sender<Result<u64, OutboxError>>,
+    },
 }
 
 /// Shared, cheap view of the outbox for health and metrics; updated by the writer after each
@@ -59,6 +73,7 @@ pub(crate) enum WriterCommand {
 struct Shared {
     stats: OutboxStats,
     alarms: Vec<Alarm>,
+    dead_letters: u64,
 }
 
 /// Cloneable handle producers use. Dropping every handle stops the writer.
@@ -66,6 +81,8 @@ struct Shared {
 pub struct OutboxHandle {
     sender: mpsc::Sender<WriterCommand>,
     shared: Arc<Mutex<Shared>>,
+    /// The newest committed `seq`: the uplink waits on it instead of polling the table.
+    appended: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Owns the writer thread; `join` waits for it to drain, checkpoint and close.
@@ -97,10 +114,13 @@ impl OutboxWriter {
         }
         let initial = stats::read(&conn).map_err(sql_err)?;
         let alarms = load_alarms(&conn).map_err(sql_err)?;
+        let dead_letters = stats::dead_letters(&conn).map_err(sql_err)?;
         let shared = Arc::new(Mutex::new(Shared {
             stats: initial.clone(),
             alarms,
+            dead_letters,
         }));
+        let (appended_tx, appended) = tokio::sync::watch::channel(initial.last_seq);
         // Bounded: when the disk stalls, producers wait instead of piling up memory.
         let (sender, receiver) = mpsc::channel(settings.group_commit_max.max(1) * 4);
         let mut state = WriterState {
@@ -114,13 +134,19 @@ impl OutboxWriter {
             shared: Arc::clone(&shared),
             disk_checked_at: None,
             disk_low: None,
+            deliveries: Vec::new(),
+            appended: appended_tx,
         };
         let thread = std::thread::Builder::new()
             .name("outbox-writer".into())
             .spawn(move || state.run(receiver))
             .map_err(|e| OutboxError::Commit(format!("cannot start the writer thread: {e}")))?;
         Ok((
-            OutboxHandle { sender, shared },
+            OutboxHandle {
+                sender,
+                shared,
+                appended,
+            },
             OutboxWriter {
                 thread: Some(thread),
             },
@@ -162,6 +188,27 @@ impl OutboxHandle {
         answer.blocking_recv().map_err(|_| OutboxError::Closed)?
     }
 
+    /// Append many events from one thread without waiting for each commit: the writer
+    /// groups them. For bulk loads (tests, benchmarks, migrations); returns once all are
+    /// durable, with the first error if any.
+    pub fn append_pipelined_blocking(
+        &self,
+        requests: impl IntoIterator<Item = AppendRequest>,
+    ) -> Result<Vec<Appended>, OutboxError> {
+        let mut answers = Vec::new();
+        for request in requests {
+            let (reply, answer) = oneshot::channel();
+            self.sender
+                .blocking_send(WriterCommand::Append { request, reply })
+                .map_err(|_| OutboxError::Closed)?;
+            answers.push(answer);
+        }
+        answers
+            .into_iter()
+            .map(|a| a.blocking_recv().map_err(|_| OutboxError::Closed)?)
+            .collect()
+    }
+
     /// Record an alarm durably (e.g. "the previous outbox was damaged and moved aside"); returns
     /// once health shows it.
     pub async fn raise_alarm(&self, code: &str, message: String) {
@@ -187,6 +234,50 @@ impl OutboxHandle {
             .await
             .map_err(|_| OutboxError::Closed)?;
         answer.await.map_err(|_| OutboxError::Closed)
+    }
+
+    /// Report delivered events; they are deleted in the writer's next transaction.
+    pub async fn delivered(&self, ranges: Vec<[u64; 2]>) -> Result<(), OutboxError> {
+        self.sender
+            .send(WriterCommand::Delivered { ranges })
+            .await
+            .map_err(|_| OutboxError::Closed)
+    }
+
+    /// Park refused events as dead letters and raise `alarm_code`.
+    pub async fn dead_letter(
+        &self,
+        ranges: Vec<[u64; 2]>,
+        alarm_code: &'static str,
+        message: String,
+    ) -> Result<(), OutboxError> {
+        self.sender
+            .send(WriterCommand::DeadLetter {
+                ranges,
+                alarm_code,
+                message,
+            })
+            .await
+            .map_err(|_| OutboxError::Closed)
+    }
+
+    /// Put every dead letter back in line; returns how many.
+    pub async fn requeue_dead_letters(&self) -> Result<u64, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(WriterCommand::Requeue { reply })
+            .await
+            .map_err(|_| OutboxError::Closed)?;
+        answer.await.map_err(|_| OutboxError::Closed)?
+    }
+
+    /// Watch the newest committed sequence number.
+    pub fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.clone()
+    }
+
+    pub fn dead_letters(&self) -> u64 {
+        self.shared.lock().map(|s| s.dead_letters).unwrap_or(0)
     }
 
     pub fn stats(&self) -> OutboxStats {
@@ -220,6 +311,9 @@ struct WriterState {
     shared: Arc<Mutex<Shared>>,
     disk_checked_at: Option<Instant>,
     disk_low: Option<u64>,
+    /// Delivered ranges waiting for the next transaction.
+    deliveries: Vec<[u64; 2]>,
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 /// Free space changes slowly; statvfs once a second is plenty.
@@ -237,7 +331,7 @@ impl WriterState {
                     Err(_) => break,
                 }
             }
-            if !batch.is_empty() {
+            if !batch.is_empty() || !self.deliveries.is_empty() {
                 self.commit_group(&mut batch);
             }
         }
@@ -273,6 +367,15 @@ impl WriterState {
                 let existed = self.alarm_exists(&code);
                 self.clear_alarm(&code);
                 let _ = reply.send(existed);
+            }
+            WriterCommand::Delivered { ranges } => self.deliveries.extend(ranges),
+            WriterCommand::DeadLetter {
+                ranges,
+                alarm_code,
+                message,
+            } => self.dead_letter(&ranges, alarm_code, &message),
+            WriterCommand::Requeue { reply } => {
+                let _ = reply.send(self.requeue());
             }
         }
     }
@@ -330,6 +433,53 @@ impl WriterState {
         }
     }
 
+    fn dead_letter(&mut self, ranges: &[[u64; 2]], alarm_code: &str, message: &str) {
+        let result = (|| -> Result<(), rusqlite::Error> {
+            let tx = self.conn.transaction()?;
+            for [first, last] in ranges {
+                tx.execute(
+                    "UPDATE events SET state = 2 WHERE seq BETWEEN ?1 AND ?2 AND state = 0",
+                    params![*first as i64, *last as i64],
+                )?;
+            }
+            tx.commit()
+        })();
+        match result
+            .and_then(|()| stats::read(&self.conn).map(|s| (s, stats::dead_letters(&self.conn))))
+        {
+            Ok((fresh, dead)) => {
+                self.stats.store_fact = fresh.store_fact;
+                self.stats.telemetry = fresh.telemetry;
+                if let Ok(mut shared) = self.shared.lock() {
+                    shared.stats = self.stats.clone();
+                    shared.dead_letters = dead.unwrap_or(0);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot park refused events as dead letters; they stay queued")
+            }
+        }
+        self.raise_alarm(alarm_code, message);
+    }
+
+    fn requeue(&mut self) -> Result<u64, OutboxError> {
+        let requeued = self
+            .conn
+            .execute("UPDATE events SET state = 0 WHERE state = 2", [])
+            .map_err(|e| OutboxError::Commit(e.to_string()))?;
+        let fresh = stats::read(&self.conn).map_err(|e| OutboxError::Commit(e.to_string()))?;
+        self.stats.store_fact = fresh.store_fact;
+        self.stats.telemetry = fresh.telemetry;
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.stats = self.stats.clone();
+            shared.dead_letters = 0;
+        }
+        self.clear_alarm(crate::outbox::ALARM_UPLINK_REFUSED);
+        // Wake the uplink: the requeued rows are new work for it.
+        self.appended.send_replace(self.stats.last_seq);
+        Ok(requeued as u64)
+    }
+
     fn alarm_exists(&self, code: &str) -> bool {
         self.shared
             .lock()
@@ -349,11 +499,15 @@ impl WriterState {
     fn commit_group(&mut self, batch: &mut Vec<Pending>) {
         let first_seq = self.next_seq;
         let before = self.stats.clone();
-        match self.write_group(batch) {
+        let deliveries = std::mem::take(&mut self.deliveries);
+        match self.write_group(batch, &deliveries) {
             Ok(outcomes) => {
                 // Stats first, so a producer that reads them after its reply sees its own event.
                 if let Ok(mut shared) = self.shared.lock() {
                     shared.stats = self.stats.clone();
+                }
+                if !batch.is_empty() {
+                    self.appended.send_replace(self.next_seq - 1);
                 }
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = pending.reply.send(Ok(outcome));
@@ -375,7 +529,11 @@ impl WriterState {
         }
     }
 
-    fn write_group(&mut self, batch: &[Pending]) -> Result<Vec<Appended>, rusqlite::Error> {
+    fn write_group(
+        &mut self,
+        batch: &[Pending],
+        deliveries: &[[u64; 2]],
+    ) -> Result<Vec<Appended>, rusqlite::Error> {
         let wall_ms = storage::now_unix_ms();
         let mono_ns = super::monotonic_ns();
         let tx = self.conn.transaction()?;
@@ -458,6 +616,9 @@ impl WriterState {
             self.settings.telemetry_quota_rows,
             self.next_seq - 1,
         )?;
+        if !deliveries.is_empty() {
+            delete_delivered(&tx, &mut self.stats, deliveries, self.next_seq - 1)?;
+        }
         tx.commit()?;
         Ok(outcomes)
     }
@@ -504,6 +665,58 @@ fn trim_telemetry(
         bytes.max(0) as u64,
         oldest,
     );
+    Ok(())
+}
+
+/// Delete delivered events and keep the stats exact. Dead letters (state 2) are not touched:
+/// a late PUBACK must not silently erase what an operator still has to look at.
+fn delete_delivered(
+    tx: &rusqlite::Transaction<'_>,
+    stats: &mut OutboxStats,
+    ranges: &[[u64; 2]],
+    last_seq: u64,
+) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "UPDATE meta SET value = MAX(value, ?1) WHERE key = 'last_seq'",
+        [last_seq as i64],
+    )?;
+    let mut count = tx.prepare_cached(
+        "SELECT class, COUNT(*), COALESCE(SUM(length(payload)), 0) FROM events
+         WHERE seq BETWEEN ?1 AND ?2 AND state = 0 GROUP BY class",
+    )?;
+    let mut delete =
+        tx.prepare_cached("DELETE FROM events WHERE seq BETWEEN ?1 AND ?2 AND state = 0")?;
+    let mut touched = [false; 2];
+    for [first, last] in ranges {
+        let (first, last) = (*first as i64, (*last).min(i64::MAX as u64) as i64);
+        let mut rows = count.query(params![first, last])?;
+        while let Some(row) = rows.next()? {
+            let Some(class) = RetentionClass::from_code(row.get(0)?) else {
+                continue;
+            };
+            let n = row.get::<_, i64>(1)?.max(0) as u64;
+            let bytes = row.get::<_, i64>(2)?.max(0) as u64;
+            stats.record_delivered(class, n, bytes);
+            touched[class.code() as usize] = true;
+        }
+        drop(rows);
+        delete.execute(params![first, last])?;
+    }
+    for class in RetentionClass::ALL {
+        if touched[class.code() as usize] {
+            // Literal class values so the telemetry query can use its partial index.
+            let sql = match class {
+                RetentionClass::StoreFact => {
+                    "SELECT wall_ms FROM events WHERE class = 0 AND state = 0 ORDER BY seq LIMIT 1"
+                }
+                RetentionClass::Telemetry => {
+                    "SELECT wall_ms FROM events WHERE class = 1 AND state = 0 ORDER BY seq LIMIT 1"
+                }
+            };
+            let oldest: Option<i64> = tx.query_row(sql, [], |r| r.get(0)).optional()?;
+            stats.set_oldest(class, oldest);
+        }
+    }
     Ok(())
 }
 

@@ -191,8 +191,9 @@ impl ReservationStatus {
     }
 }
 
-/// A validated row, ready to bind.
-enum Row {
+/// A validated row, ready to bind. Snapshot lines and delta upserts both become one, through
+/// the same validation, so the two formats cannot drift apart.
+pub(crate) enum Row {
     Product {
         gtin: i64,
         sku: String,
@@ -231,7 +232,7 @@ enum Row {
     },
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("`{field}` is empty"));
     }
@@ -247,7 +248,7 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_time(field: &str, value: &str) -> Result<i64, String> {
+pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64, String> {
     humantime::parse_rfc3339(value)
         .map_err(|e| {
             format!(
@@ -269,10 +270,56 @@ pub(crate) fn non_negative(field: &str, value: u64) -> Result<i64, String> {
     i64::try_from(value).map_err(|_| format!("`{field}` = {value} is too large"))
 }
 
-fn parse_row(stream: Stream, line: &[u8]) -> Result<Row, String> {
+/// Where a row's JSON comes from: a snapshot line (bytes, errors with a column) or a delta
+/// upsert already parsed into a value (errors with the path of the bad field).
+pub(crate) trait RowSource {
+    fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, String>;
+}
+
+impl RowSource for &[u8] {
+    fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_slice(self).map_err(json_error)
+    }
+}
+
+impl RowSource for &serde_json::Value {
+    fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_path_to_error::deserialize(*self).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                e.into_inner().to_string()
+            } else {
+                format!("`{path}`: {}", e.into_inner())
+            }
+        })
+    }
+}
+
+/// The promo rules of a price's identity, shared by snapshot lines and delta delete keys:
+/// returns the stored `kind` code and `promo_id` (empty for a base price).
+pub(crate) fn price_identity(
+    kind: PriceKind,
+    promo_id: Option<String>,
+) -> Result<(i64, String), String> {
+    match (kind, promo_id) {
+        (PriceKind::Promo, Some(id)) => {
+            check_text("promo_id", &id, 64)?;
+            Ok((1, id))
+        }
+        (PriceKind::Promo, None) => Err("a promo price needs a `promo_id`".into()),
+        (PriceKind::Base, Some(_)) => Err("a base price cannot have a `promo_id`".into()),
+        (PriceKind::Base, None) => Ok((0, String::new())),
+    }
+}
+
+pub(crate) fn parse_row(stream: Stream, line: &[u8]) -> Result<Row, String> {
+    parse_row_from(stream, line)
+}
+
+pub(crate) fn parse_row_from(stream: Stream, source: impl RowSource) -> Result<Row, String> {
     match stream {
         Stream::Products => {
-            let p: ProductLine = serde_json::from_slice(line).map_err(json_error)?;
+            let p: ProductLine = source.decode()?;
             let gtin = Gtin14::parse(&p.gtin).map_err(|e| format!("`gtin` = {:?}: {e}", p.gtin))?;
             check_text("sku", &p.sku, 64)?;
             check_text("name", &p.name, 256)?;
@@ -289,7 +336,7 @@ fn parse_row(stream: Stream, line: &[u8]) -> Result<Row, String> {
             })
         }
         Stream::Prices => {
-            let p: PriceLine = serde_json::from_slice(line).map_err(json_error)?;
+            let p: PriceLine = source.decode()?;
             check_text("sku", &p.sku, 64)?;
             if p.price_minor < 0 {
                 return Err(format!("`price_minor` = {} is negative", p.price_minor));
@@ -313,23 +360,10 @@ fn parse_row(stream: Stream, line: &[u8]) -> Result<Row, String> {
                     "`valid_to` is not after `valid_from`: the price would never apply".into(),
                 );
             }
-            let promo_id = match (p.kind, p.promo_id) {
-                (PriceKind::Promo, Some(id)) => {
-                    check_text("promo_id", &id, 64)?;
-                    id
-                }
-                (PriceKind::Promo, None) => return Err("a promo price needs a `promo_id`".into()),
-                (PriceKind::Base, Some(_)) => {
-                    return Err("a base price cannot have a `promo_id`".into());
-                }
-                (PriceKind::Base, None) => String::new(),
-            };
+            let (kind, promo_id) = price_identity(p.kind, p.promo_id)?;
             Ok(Row::Price {
                 sku: p.sku,
-                kind: match p.kind {
-                    PriceKind::Base => 0,
-                    PriceKind::Promo => 1,
-                },
+                kind,
                 price_minor: p.price_minor,
                 currency: p.currency,
                 valid_from,
@@ -338,7 +372,7 @@ fn parse_row(stream: Stream, line: &[u8]) -> Result<Row, String> {
             })
         }
         Stream::Stock => {
-            let s: StockLine = serde_json::from_slice(line).map_err(json_error)?;
+            let s: StockLine = source.decode()?;
             check_text("sku", &s.sku, 64)?;
             Ok(Row::Stock {
                 sku: s.sku,
@@ -347,7 +381,7 @@ fn parse_row(stream: Stream, line: &[u8]) -> Result<Row, String> {
             })
         }
         Stream::Customers => {
-            let c: CustomerLine = serde_json::from_slice(line).map_err(json_error)?;
+            let c: CustomerLine = source.decode()?;
             check_text("customer_id", &c.customer_id, 64)?;
             check_text("display_name", &c.display_name, 128)?;
             if let Some(tier) = &c.tier {
@@ -374,7 +408,7 @@ fn parse_row(stream: Stream, line: &[u8]) -> Result<Row, String> {
             })
         }
         Stream::Reservations => {
-            let r: ReservationLine = serde_json::from_slice(line).map_err(json_error)?;
+            let r: ReservationLine = source.decode()?;
             check_text("order_id", &r.order_id, 64)?;
             check_text("sku", &r.sku, 64)?;
             if r.qty <= 0 {
@@ -575,16 +609,36 @@ impl Inserters<'_> {
 }
 
 fn insert_row(ins: &mut Inserters<'_>, row: &Row, line: u64) -> Result<(), rusqlite::Error> {
+    execute_main(&mut ins.main, row)?;
+    if let Row::Customer {
+        customer_id,
+        tokens,
+        ..
+    } = row
+        && !tokens.is_empty()
+    {
+        let customer = u32::try_from(ins.customer_ids.len()).unwrap_or(u32::MAX);
+        ins.customer_ids.push(customer_id.as_str().into());
+        ins.pending_tokens
+            .extend(tokens.iter().map(|token| PendingToken {
+                token: *token,
+                customer,
+                line,
+            }));
+    }
+    Ok(())
+}
+
+/// Bind `row` to a statement made from [`insert_sql`] or [`upsert_sql`] of the row's main
+/// table and run it (a customer's card tokens are the caller's business).
+pub(crate) fn execute_main(stmt: &mut Statement<'_>, row: &Row) -> Result<(), rusqlite::Error> {
     match row {
         Row::Product {
             gtin,
             sku,
             name,
             attributes,
-        } => ins
-            .main
-            .execute(params![gtin, sku, name, attributes])
-            .map(drop),
+        } => stmt.execute(params![gtin, sku, name, attributes]),
         Row::Price {
             sku,
             kind,
@@ -593,53 +647,34 @@ fn insert_row(ins: &mut Inserters<'_>, row: &Row, line: u64) -> Result<(), rusql
             valid_from,
             valid_to,
             promo_id,
-        } => ins
-            .main
-            .execute(params![
-                sku,
-                kind,
-                price_minor,
-                currency,
-                valid_from,
-                valid_to,
-                promo_id
-            ])
-            .map(drop),
+        } => stmt.execute(params![
+            sku,
+            kind,
+            price_minor,
+            currency,
+            valid_from,
+            valid_to,
+            promo_id
+        ]),
         Row::Stock {
             sku,
             on_hand,
             watermark_seq,
-        } => ins
-            .main
-            .execute(params![sku, on_hand, watermark_seq])
-            .map(drop),
+        } => stmt.execute(params![sku, on_hand, watermark_seq]),
         Row::Customer {
             customer_id,
             display_name,
             tier,
             balance,
             watermark_seq,
-            tokens,
-        } => {
-            ins.main.execute(params![
-                customer_id,
-                display_name,
-                tier,
-                balance,
-                watermark_seq
-            ])?;
-            if !tokens.is_empty() {
-                let customer = u32::try_from(ins.customer_ids.len()).unwrap_or(u32::MAX);
-                ins.customer_ids.push(customer_id.as_str().into());
-                ins.pending_tokens
-                    .extend(tokens.iter().map(|token| PendingToken {
-                        token: *token,
-                        customer,
-                        line,
-                    }));
-            }
-            Ok(())
-        }
+            ..
+        } => stmt.execute(params![
+            customer_id,
+            display_name,
+            tier,
+            balance,
+            watermark_seq
+        ]),
         Row::Reservation {
             order_id,
             line,
@@ -647,11 +682,9 @@ fn insert_row(ins: &mut Inserters<'_>, row: &Row, line: u64) -> Result<(), rusql
             qty,
             status,
             pickup_code,
-        } => ins
-            .main
-            .execute(params![order_id, line, sku, qty, status, pickup_code])
-            .map(drop),
+        } => stmt.execute(params![order_id, line, sku, qty, status, pickup_code]),
     }
+    .map(drop)
 }
 
 fn row_key(row: &Row) -> String {
@@ -674,7 +707,19 @@ fn row_key(row: &Row) -> String {
 const SHADOW: &str = "__shadow";
 
 fn insert_sql(table: &str) -> String {
-    let placeholders = match table {
+    format!("INSERT INTO {table}{SHADOW} {}", columns_and_values(table))
+}
+
+/// Insert-or-replace into a live table, for delta upserts: the same columns as the import.
+pub(crate) fn upsert_sql(table: &str) -> String {
+    format!(
+        "INSERT OR REPLACE INTO {table} {}",
+        columns_and_values(table)
+    )
+}
+
+fn columns_and_values(table: &str) -> &'static str {
+    match table {
         "products" => "(gtin, sku, name, attributes) VALUES (?1, ?2, ?3, ?4)",
         "prices" => {
             "(sku, kind, price_minor, currency, valid_from, valid_to, promo_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -685,8 +730,7 @@ fn insert_sql(table: &str) -> String {
         }
         "card_tokens" => "(token, customer_id) VALUES (?1, ?2)",
         _ => "(order_id, line, sku, qty, status, pickup_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    };
-    format!("INSERT INTO {table}{SHADOW} {placeholders}")
+    }
 }
 
 /// Import one stream's snapshot file into the replica at `replica_path`.

@@ -3,6 +3,7 @@
 //! is why it may lose its last transactions on power loss and why a damaged file is moved aside
 //! rather than repaired.
 
+pub mod apply;
 pub mod delta;
 pub mod import;
 pub mod lookup;
@@ -12,7 +13,17 @@ use std::fmt;
 
 /// A replicated stream. Each has one monotonically increasing version set by central.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
@@ -69,7 +80,17 @@ pub(crate) fn migrations() -> Vec<String> {
             }
         }
     }
-    vec![first]
+    // Deltas replace or erase one customer's card tokens: without this index each of those
+    // would scan every token of the store. Fresh files already got it from step 1.
+    let second = format!(
+        "CREATE INDEX IF NOT EXISTS {};\n",
+        card_tokens_by_customer("", "g0")
+    );
+    vec![first, second]
+}
+
+fn card_tokens_by_customer(suffix: &str, generation: &str) -> String {
+    format!("card_tokens_by_customer_{generation} ON card_tokens{suffix}(customer_id)")
 }
 
 /// `CREATE TABLE` statements of a stream's tables, with `suffix` appended to each table name
@@ -133,6 +154,10 @@ pub(crate) fn index_ddl(table: &str, suffix: &str, generation: &str) -> Vec<Stri
     match table {
         "reservations" => vec![format!(
             "CREATE INDEX reservations_by_sku_{generation} ON reservations{suffix}(sku, status)"
+        )],
+        "card_tokens" => vec![format!(
+            "CREATE INDEX {}",
+            card_tokens_by_customer(suffix, generation)
         )],
         _ => Vec::new(),
     }

@@ -1,4 +1,209 @@
 //! Sync with central over MQTT (uplink of outbox events, downlink of replica deltas) and
-//! snapshots over HTTPS. See docs/contract.md.
+//! snapshots over HTTPS. See docs/contract.md and docs/adr/0007-mqtt-topics-and-delivery.md.
+//!
+//! Only this module (and `central/`, its counterpart) knows topics and wire types.
 
+pub mod downlink;
+pub mod session;
+pub mod snapshot;
+pub mod uplink;
 pub mod wire;
+
+use crate::replica::Stream;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("no broker configured (sync.broker); running offline")]
+    NotConfigured,
+    #[error(
+        "cannot read {path}: {source}. Provision the broker credentials (relais provision) or fix sync.password_file"
+    )]
+    Secret {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "TLS setup for the broker failed: {0}. Check sync.ca_file, sync.client_cert_file and sync.client_key_file"
+    )]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("broker connection: {0}")]
+    Connection(String),
+}
+
+/// What the rest of the agent (health, status page, birth message) sees of sync.
+#[derive(Default)]
+pub struct SyncShared {
+    configured: AtomicBool,
+    connected: AtomicBool,
+    since_ms: AtomicI64,
+    delivered: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    paused: Mutex<BTreeMap<Stream, String>>,
+    deltas: Mutex<BTreeMap<Stream, (u64, i64)>>,
+    state_changed: Option<tokio::sync::watch::Sender<()>>,
+}
+
+/// Health's view of sync.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SyncStatus {
+    pub configured: bool,
+    pub connected: bool,
+    /// Since when the link is in its current state (unix ms; 0 before the first attempt).
+    pub since_ms: i64,
+    pub delivered_since_start: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub paused_streams: Vec<wire::PausedStream>,
+}
+
+impl SyncShared {
+    pub fn new(configured: bool) -> SyncShared {
+        SyncShared {
+            configured: AtomicBool::new(configured),
+            state_changed: Some(tokio::sync::watch::channel(()).0),
+            ..SyncShared::default()
+        }
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        SyncStatus {
+            configured: self.configured.load(Ordering::Relaxed),
+            connected: self.connected.load(Ordering::Relaxed),
+            since_ms: self.since_ms.load(Ordering::Relaxed),
+            delivered_since_start: self.delivered.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            paused_streams: self.paused_streams(),
+        }
+    }
+
+    pub fn paused_streams(&self) -> Vec<wire::PausedStream> {
+        self.paused
+            .lock()
+            .map(|p| {
+                p.iter()
+                    .map(|(stream, reason)| wire::PausedStream {
+                        stream: *stream,
+                        reason: reason.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn set_connected(&self, up: bool) {
+        if self.connected.swap(up, Ordering::Relaxed) != up {
+            self.since_ms
+                .store(crate::storage::now_unix_ms(), Ordering::Relaxed);
+        }
+        if up && let Ok(mut e) = self.last_error.lock() {
+            *e = None;
+        }
+    }
+
+    pub(crate) fn set_error(&self, error: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error);
+        }
+    }
+
+    pub(crate) fn record_delivered(&self, events: u64) {
+        self.delivered.fetch_add(events, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_delta(&self, stream: Stream, version: u64) {
+        if let Ok(mut d) = self.deltas.lock() {
+            d.insert(stream, (version, crate::storage::now_unix_ms()));
+        }
+    }
+
+    pub(crate) fn pause_stream(&self, stream: Stream, reason: String) {
+        if let Ok(mut p) = self.paused.lock() {
+            p.insert(stream, reason);
+        }
+        self.touch_state();
+    }
+
+    pub(crate) fn resume_stream(&self, stream: Stream) {
+        let removed = self
+            .paused
+            .lock()
+            .map(|mut p| p.remove(&stream).is_some())
+            .unwrap_or(false);
+        if removed {
+            self.touch_state();
+        }
+    }
+
+    /// Something reported on `state` changed: the session republishes it.
+    pub(crate) fn touch_state(&self) {
+        if let Some(tx) = &self.state_changed {
+            tx.send_replace(());
+        }
+    }
+
+    pub(crate) fn state_changed(&self) -> tokio::sync::watch::Receiver<()> {
+        match &self.state_changed {
+            Some(tx) => {
+                let mut rx = tx.subscribe();
+                rx.mark_unchanged();
+                rx
+            }
+            None => tokio::sync::watch::channel(()).1,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: a fleet of stores that lost the same broker must
+/// not reconnect in lockstep when it comes back.
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let millis = ceiling.as_millis().max(1) as u64;
+        // Half fixed, half random: never zero (no hot loop), never above the ceiling.
+        Duration::from_millis(millis / 2 + rand::random_range(0..=millis / 2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_ceiling_and_stays_jittered_below_it() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays[0] <= Duration::from_millis(100));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)));
+        assert!(delays[9] >= Duration::from_secs(1), "{delays:?}");
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -24,6 +24,8 @@ pub struct Settings {
     pub api: String,
     /// Extra `key = value` lines for `[replica]`.
     pub replica: String,
+    /// `key = value` lines for `[sync]` (none: offline).
+    pub sync: String,
 }
 
 /// A temp directory with a data dir, a card key and a config file pointing at them.
@@ -47,11 +49,12 @@ impl Store {
         let config = tmp.path().join("relais.toml");
         let text = format!(
             "[agent]\nid = \"{AGENT_ID}\"\ndata_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n{}\n\n\
-             [replica]\n{}\n\n[customers]\ncard_hash_key_file = \"{}\"\n",
+             [replica]\n{}\n\n[customers]\ncard_hash_key_file = \"{}\"\n\n[sync]\n{}\n",
             data_dir.display(),
             settings.api,
             settings.replica,
-            key_file.display()
+            key_file.display(),
+            settings.sync
         );
         std::fs::write(&config, text).expect("write config");
         Store {
@@ -243,6 +246,8 @@ pub struct Agent {
 }
 
 pub fn http_client() -> reqwest::blocking::Client {
+    // reqwest is built with rustls but no default crypto provider: name it once per process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(20))
         .pool_max_idle_per_host(0)
@@ -358,6 +363,7 @@ impl Agent {
 
     /// Poll `/v1/health` until it answers 200.
     pub fn wait_healthy(&self) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let deadline = Instant::now() + START_TIMEOUT;
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(2))

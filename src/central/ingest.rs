@@ -1,0 +1,243 @@
+//! The reference consumer: subscribes to every agent's `evt`, deduplicates on event id into a
+//! SQLite sink, and only then acknowledges — to the broker (PUBACK, manual) and to the agent
+//! (`ack`, the end-to-end acknowledgment). A crash of the ingest before its commit means the
+//! broker redelivers; after it, the duplicate is absorbed by the primary key.
+
+use super::{BrokerLogin, CentralError};
+use crate::sync::wire::{self, Ack, EventBatch, Topics};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::{AsyncClient, Event};
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    pub login: BrokerLogin,
+    /// SQLite file the events land in (created if missing).
+    pub sink: PathBuf,
+    /// MQTT client id; the session persists under it, so a restarted ingest gets what the
+    /// broker queued meanwhile.
+    pub client_id: String,
+    /// Send the end-to-end `ack` to agents after each commit.
+    pub send_acks: bool,
+    /// Stop once the sink holds this many distinct events (tests, benchmarks).
+    pub stop_after_events: Option<u64>,
+    /// Stop after this long without a message.
+    pub idle_exit: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IngestReport {
+    pub messages: u64,
+    pub events_received: u64,
+    pub events_new: u64,
+    pub duplicates: u64,
+    pub rejected_messages: u64,
+    pub sink_total: u64,
+    pub seconds: f64,
+}
+
+const SINK_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id      BLOB PRIMARY KEY,
+    agent   TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    boot    INTEGER NOT NULL,
+    type    TEXT NOT NULL,
+    class   TEXT NOT NULL,
+    wall_ms INTEGER NOT NULL,
+    payload TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_by_agent ON events(agent, seq);
+";
+
+pub fn open_sink(path: &Path) -> Result<Connection, CentralError> {
+    let sink_err = |source| CentralError::Sink {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(sink_err)?;
+    // FULL: an `ack` tells the agent it may delete; the sink must survive a power cut first.
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
+    )
+    .map_err(sink_err)?;
+    conn.execute_batch(SINK_SCHEMA).map_err(sink_err)?;
+    Ok(conn)
+}
+
+pub fn sink_count(conn: &Connection) -> Result<u64, rusqlite::Error> {
+    conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
+        .map(|n| n.max(0) as u64)
+}
+
+/// Store one batch; returns (new events, the seqs to acknowledge).
+fn store(conn: &mut Connection, batch: &EventBatch) -> Result<(u64, Vec<u64>), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mut new = 0;
+    let mut seqs = Vec::with_capacity(batch.events.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO events(id, agent, seq, boot, type, class, wall_ms, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for e in &batch.events {
+            new += insert.execute(params![
+                e.id.as_bytes().as_slice(),
+                e.agent,
+                e.seq as i64,
+                e.boot as i64,
+                e.event_type,
+                e.class.name(),
+                e.wall_ms,
+                e.payload.to_string()
+            ])? as u64;
+            seqs.push(e.seq);
+        }
+    }
+    tx.commit()?;
+    Ok((new, seqs))
+}
+
+/// Validate a batch: the agent named inside must be the one of the topic (an agent cannot
+/// speak for another, even if the broker ACL were too wide).
+fn parse_batch(topic_agent: &str, payload: &[u8]) -> Result<EventBatch, String> {
+    let batch: EventBatch =
+        serde_json::from_slice(payload).map_err(|e| format!("not an event batch: {e}"))?;
+    if batch.v != wire::CONTRACT_VERSION {
+        return Err(format!("contract version {} is not supported", batch.v));
+    }
+    if batch.agent != topic_agent || batch.events.iter().any(|e| e.agent != topic_agent) {
+        return Err(format!(
+            "the batch names agent {:?} but arrived on {topic_agent:?}'s topic",
+            batch.agent
+        ));
+    }
+    Ok(batch)
+}
+
+pub async fn run(
+    options: IngestOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<IngestReport, CentralError> {
+    let started = Instant::now();
+    let mut sink = open_sink(&options.sink)?;
+    let sink_err = |source| CentralError::Sink {
+        path: options.sink.clone(),
+        source,
+    };
+    let mut mqtt = options.login.options(&options.client_id)?;
+    // A persistent session: the broker queues for the ingest while it is down.
+    mqtt.set_clean_start(false);
+    mqtt.set_session_expiry_interval(Some(7 * 86_400));
+    mqtt.set_manual_acks(true);
+    let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
+    let mut report = IngestReport {
+        sink_total: sink_count(&sink).map_err(sink_err)?,
+        ..IngestReport::default()
+    };
+    let filter = format!("{}/+/+/evt", wire::TOPIC_ROOT);
+    let mut last_message = Instant::now();
+    tokio::pin!(shutdown);
+    let mut idle_check = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        if let Some(target) = options.stop_after_events
+            && report.sink_total >= target
+        {
+            break;
+        }
+        let event = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = idle_check.tick() => {
+                if let Some(idle) = options.idle_exit && last_message.elapsed() > idle {
+                    break;
+                }
+                continue;
+            }
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                // Subscribed at every connect: the broker may have lost the session.
+                client
+                    .subscribe(filter.clone(), QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| CentralError::Broker(e.to_string()))?;
+                tracing::info!(%filter, "ingest connected and subscribed");
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                last_message = Instant::now();
+                handle(&client, &mut sink, &options, &mut report, &publish)
+                    .await
+                    .map_err(sink_err)?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "ingest lost the broker; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    // Requests only leave when the event loop is polled: flush the last acks (to the agents and
+    // to the broker) and the DISCONNECT before returning, or the agents would wait for acks
+    // that never went out.
+    let _ = client.disconnect().await;
+    let flush_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < flush_until {
+        match tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await {
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(_)) => {}
+        }
+    }
+    Ok(report)
+}
+
+async fn handle(
+    client: &AsyncClient,
+    sink: &mut Connection,
+    options: &IngestOptions,
+    report: &mut IngestReport,
+    publish: &Publish,
+) -> Result<(), rusqlite::Error> {
+    report.messages += 1;
+    let topic = String::from_utf8_lossy(&publish.topic);
+    let parsed = match Topics::parse(&topic) {
+        Some((agent, "evt")) => parse_batch(&agent, &publish.payload).map(|b| (agent, b)),
+        _ => Err(format!("unexpected topic {topic}")),
+    };
+    match parsed {
+        Ok((agent, batch)) => {
+            // Synchronous SQLite on the tool's runtime thread: the ingest is a single-purpose
+            // process whose only work is this write; nothing else waits on the runtime.
+            let (new, seqs) = tokio::task::block_in_place(|| store(sink, &batch))?;
+            report.events_received += batch.events.len() as u64;
+            report.events_new += new;
+            report.duplicates += batch.events.len() as u64 - new;
+            report.sink_total += new;
+            if options.send_acks {
+                let ack = Ack::from_seqs(seqs);
+                let payload = serde_json::to_vec(&ack).unwrap_or_default();
+                if let Err(e) = client
+                    .publish(Topics::new(&agent).ack(), QoS::AtLeastOnce, false, payload)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot send the ack; the agent will resend and the duplicate is absorbed");
+                }
+            }
+        }
+        Err(reason) => {
+            report.rejected_messages += 1;
+            tracing::warn!(%topic, %reason, "message refused by the ingest");
+        }
+    }
+    // PUBACK only now: the events are durable in the sink (or the message is garbage that
+    // redelivery would not fix).
+    if let Err(e) = client.ack(publish).await {
+        tracing::warn!(error = %e, "cannot acknowledge to the broker; it will redeliver");
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The replica applier: the one thread that writes `replica.db` while the agent runs.
+//!
+//! Deltas and snapshot imports both arrive here through a bounded channel and run one after
+//! the other on the thread's connection, so the version check of a delta can never race an
+//! import of the same stream, and no SQLite call runs on a tokio worker.
+
+use super::delta::{self, Delta};
+use super::import::{self, ImportError, ImportReport, Progress};
+use super::{Stream, StreamState};
+use crate::storage::StorageError;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
+
+/// Commands queued for the applier. Small on purpose: a caller that floods it waits, and a
+/// delta's memory is held by one queue slot at most.
+const QUEUE: usize = 16;
+
+/// Statements of every stream stay prepared (the default cache of 16 would evict them when
+/// deltas of several streams interleave).
+const STATEMENT_CACHE: usize = 64;
+
+/// What happened to a delta that was valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeltaOutcome {
+    /// The delta was the next version: its ops and the version committed together.
+    Applied {
+        stream: Stream,
+        version: u64,
+        ops: usize,
+    },
+    /// The replica already has this version (a redelivery): nothing changed.
+    AlreadyApplied {
+        stream: Stream,
+        version: u64,
+        live: u64,
+    },
+    /// A version is missing in between: nothing changed, a snapshot is needed.
+    Gap {
+        stream: Stream,
+        expected: u64,
+        got: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "{stream} delta version {version} refused: {reason}. Nothing was applied; the {stream} stay on \
+         their previous version"
+    )]
+    InvalidDelta {
+        stream: Stream,
+        version: u64,
+        reason: String,
+    },
+    #[error(
+        "{stream} delta version {version} refused, `ops[{index}]`: {reason}. Nothing of the delta was \
+         applied; the {stream} stay on their previous version until central publishes a corrected \
+         delta or a snapshot"
+    )]
+    InvalidOp {
+        stream: Stream,
+        version: u64,
+        /// Position of the op in `ops`, from 0.
+        index: usize,
+        reason: String,
+    },
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(
+        "the replica is locked by another writer (probably a `relais replica import` started by hand); \
+         nothing was applied. Let it finish; the delta is applied again on redelivery"
+    )]
+    Busy,
+    #[error(
+        "replica database: {0}. Nothing was applied. If this repeats, stop the agent and run \
+         `relais doctor`; a damaged replica is rebuilt from snapshots"
+    )]
+    Sqlite(rusqlite::Error),
+    #[error(
+        "the replica applier has stopped (the agent is shutting down); retry once it runs again"
+    )]
+    Closed,
+}
+
+impl From<rusqlite::Error> for ApplyError {
+    fn from(e: rusqlite::Error) -> ApplyError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                ApplyError::Busy
+            }
+            _ => ApplyError::Sqlite(e),
+        }
+    }
+}
+
+enum Command {
+    Delta {
+        delta: Delta,
+        reply: oneshot::Sender<Result<DeltaOutcome, ApplyError>>,
+    },
+    Import {
+        stream: Stream,
+        file: PathBuf,
+        version: u64,
+        reply: oneshot::Sender<Result<ImportReport, ApplyError>>,
+    },
+    States {
+        reply: oneshot::Sender<Result<Vec<StreamState>, ApplyError>>,
+    },
+}
+
+/// Cloneable handle of the applier. Dropping every handle stops the thread.
+#[derive(Clone)]
+pub struct ApplierHandle {
+    sender: mpsc::Sender<Command>,
+}
+
+/// Owns the applier thread; [`join`](ReplicaApplier::join) waits for it to finish.
+pub struct ReplicaApplier {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ReplicaApplier {
+    /// Open (creating and migrating if needed) the replica's writer connection and start the
+    /// `replica-applier` thread that owns it. Blocking: call it at startup, not on a tokio
+    /// worker.
+    pub fn start(replica_path: &Path) -> Result<(ApplierHandle, ReplicaApplier), StorageError> {
+        let conn = super::open_writer(replica_path)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let path = replica_path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("replica-applier".into())
+            .spawn(move || run(conn, &path, receiver))
+            // StorageError has no variant for a thread; the only cause is the process being out
+            // of threads or memory, which DataDir's "check the host" advice covers best.
+            .map_err(|source| StorageError::DataDir {
+                path: PathBuf::from("<replica-applier thread>"),
+                source,
+            })?;
+        Ok((
+            ApplierHandle { sender },
+            ReplicaApplier {
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// Wait until every handle is dropped and the thread has checkpointed and closed the file.
+    pub fn join(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl ApplierHandle {
+    /// Apply a delta; see [`delta::apply`] for the version rule.
+    pub async fn apply_delta(&self, delta: Delta) -> Result<DeltaOutcome, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Delta { delta, reply }).await?;
+        answer.await.map_err(|_| ApplyError::Closed)?
+    }
+
+    /// Same as [`apply_delta`](Self::apply_delta) for threads outside the async runtime
+    /// (benchmarks, tests, CLI). Panics if called on a runtime thread, like every blocking
+    /// tokio channel operation.
+    pub fn apply_delta_blocking(&self, delta: Delta) -> Result<DeltaOutcome, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .blocking_send(Command::Delta { delta, reply })
+            .map_err(|_| ApplyError::Closed)?;
+        answer.blocking_recv().map_err(|_| ApplyError::Closed)?
+    }
+
+    /// Import a snapshot file of `stream` as `version` (quietly: the agent logs the report).
+    pub async fn import_snapshot(
+        &self,
+        stream: Stream,
+        file: PathBuf,
+        version: u64,
+    ) -> Result<ImportReport, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Import {
+            stream,
+            file,
+            version,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ApplyError::Closed)?
+    }
+
+    /// Version and freshness of every stream, as the writer sees them.
+    pub async fn stream_states(&self) -> Result<Vec<StreamState>, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::States { reply }).await?;
+        answer.await.map_err(|_| ApplyError::Closed)?
+    }
+
+    async fn send(&self, command: Command) -> Result<(), ApplyError> {
+        self.sender
+            .send(command)
+            .await
+            .map_err(|_| ApplyError::Closed)
+    }
+}
+
+fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Command>) {
+    while let Some(command) = receiver.blocking_recv() {
+        match command {
+            Command::Delta { delta, reply } => {
+                let result = delta::apply(&mut conn, &delta);
+                let _ = reply.send(result);
+            }
+            Command::Import {
+                stream,
+                file,
+                version,
+                reply,
+            } => {
+                let result =
+                    import::import_with(&mut conn, stream, &file, Some(version), Progress::Quiet);
+                // A failed import returns before giving back its 256 MiB page cache; this
+                // connection lives as long as the agent, so take it back here either way.
+                if let Err(e) = conn.execute_batch("PRAGMA cache_size=-32768;") {
+                    tracing::warn!(error = %e, "cannot shrink the replica page cache after an import");
+                }
+                let _ = reply.send(result.map_err(ApplyError::from));
+            }
+            Command::States { reply } => {
+                let _ = reply.send(super::stream_states(&conn).map_err(ApplyError::from));
+            }
+        }
+    }
+    // Every handle is gone: fold the WAL into the file so the next start (and a reader's
+    // first query) does not replay it.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(path = %path.display(), error = %e, "replica checkpoint at shutdown failed; the WAL will be replayed at next start");
+    }
+}

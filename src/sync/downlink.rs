@@ -1,0 +1,319 @@
+//! Downlink: replica deltas in version order, snapshots when a delta cannot apply.
+//!
+//! One task owns the decisions (which stream is refetching, which deltas wait for a
+//! snapshot); the replica applier thread owns the writes. A bad message never reaches the
+//! replica: it is refused, reported on `state`, and the stream pauses on its last good
+//! version until a snapshot or a valid next delta arrives.
+
+use super::SyncShared;
+use super::snapshot::{SnapshotClient, SnapshotError};
+use super::wire::{self, RplMessage};
+use crate::replica::Stream;
+use crate::replica::apply::{ApplierHandle, DeltaOutcome};
+use crate::replica::delta::Delta;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub enum DownlinkMessage {
+    Rpl {
+        stream: String,
+        payload: Vec<u8>,
+    },
+    /// A session came up: streams that never had a snapshot (or whose replica was moved
+    /// aside) are fetched now.
+    Connected,
+}
+
+#[derive(Clone)]
+pub struct DownlinkHandle {
+    sender: mpsc::Sender<DownlinkMessage>,
+}
+
+impl DownlinkHandle {
+    pub async fn send(&self, message: DownlinkMessage) {
+        let _ = self.sender.send(message).await;
+    }
+
+    pub async fn connected(&self) {
+        self.send(DownlinkMessage::Connected).await;
+    }
+}
+
+pub struct DownlinkContext {
+    pub applier: ApplierHandle,
+    pub snapshots: Option<SnapshotClient>,
+    pub snapshot_url: Option<String>,
+    pub snapshot_dir: PathBuf,
+    pub shared: Arc<SyncShared>,
+}
+
+/// Deltas kept while a stream refetches; beyond this the snapshot's successor deltas are
+/// dropped and the next gap simply triggers another refetch.
+const MAX_BUFFERED_DELTAS: usize = 256;
+
+pub fn start(ctx: DownlinkContext) -> (DownlinkHandle, tokio::task::JoinHandle<()>) {
+    let (sender, receiver) = mpsc::channel(64);
+    let task = tokio::spawn(run(ctx, receiver));
+    (DownlinkHandle { sender }, task)
+}
+
+struct Refetch {
+    buffered: BTreeMap<u64, Delta>,
+}
+
+async fn run(ctx: DownlinkContext, mut receiver: mpsc::Receiver<DownlinkMessage>) {
+    let ctx = Arc::new(ctx);
+    let mut refetching: HashMap<Stream, Refetch> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::channel::<(Stream, Result<u64, String>)>(8);
+    loop {
+        tokio::select! {
+            message = receiver.recv() => {
+                let Some(message) = message else { return };
+                match message {
+                    DownlinkMessage::Connected => {
+                        let states = ctx.applier.stream_states().await.unwrap_or_default();
+                        for state in states {
+                            if state.version == 0 && ctx.snapshot_url.is_some() && !refetching.contains_key(&state.stream) {
+                                tracing::info!(stream = %state.stream, "no replica data yet: fetching a snapshot");
+                                start_refetch(&ctx, state.stream, None, &mut refetching, &done_tx);
+                            }
+                        }
+                    }
+                    DownlinkMessage::Rpl { stream, payload } => {
+                        handle_rpl(&ctx, &stream, &payload, &mut refetching, &done_tx).await;
+                    }
+                }
+            }
+            Some((stream, result)) = done_rx.recv() => {
+                let Some(refetch) = refetching.remove(&stream) else { continue };
+                match result {
+                    Ok(version) => {
+                        tracing::info!(%stream, version, buffered = refetch.buffered.len(), "snapshot imported; applying the deltas that came meanwhile");
+                        ctx.shared.resume_stream(stream);
+                        for (_, delta) in refetch.buffered.range(version + 1..) {
+                            if !apply(&ctx, delta.clone(), &mut refetching, &done_tx).await {
+                                break;
+                            }
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::error!(%stream, %reason, "snapshot refetch failed; the stream keeps its last good data");
+                        ctx.shared.pause_stream(stream, format!("snapshot refetch failed: {reason}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn handle_rpl(
+    ctx: &Arc<DownlinkContext>,
+    topic_stream: &str,
+    payload: &[u8],
+    refetching: &mut HashMap<Stream, Refetch>,
+    done: &mpsc::Sender<(Stream, Result<u64, String>)>,
+) {
+    let Some(stream) = Stream::ALL.into_iter().find(|s| s.name() == topic_stream) else {
+        tracing::warn!(topic_stream, "delta on an unknown stream topic; ignored");
+        return;
+    };
+    if payload.len() > wire::MAX_DOWNLINK_BYTES {
+        refuse(
+            ctx,
+            stream,
+            format!(
+                "a downlink message of {} bytes exceeds the {} byte limit",
+                payload.len(),
+                wire::MAX_DOWNLINK_BYTES
+            ),
+        );
+        return;
+    }
+    let message: RplMessage = match serde_json::from_slice(payload) {
+        Ok(m) => m,
+        Err(e) => {
+            refuse(
+                ctx,
+                stream,
+                format!("not a delta or control message of the contract: {e}"),
+            );
+            return;
+        }
+    };
+    match message {
+        RplMessage::Control(control) => {
+            if control.stream != stream
+                || control.v != wire::CONTRACT_VERSION
+                || !control.must_refetch
+            {
+                refuse(
+                    ctx,
+                    stream,
+                    "control message for another stream, version or action".into(),
+                );
+                return;
+            }
+            if !refetching.contains_key(&stream) {
+                tracing::info!(%stream, reason = ?control.reason, "central asked for a refetch");
+                start_refetch(ctx, stream, control.manifest_url, refetching, done);
+            }
+        }
+        RplMessage::Delta(delta) => {
+            if delta.stream != stream {
+                refuse(
+                    ctx,
+                    stream,
+                    format!("a {} delta arrived on the {stream} topic", delta.stream),
+                );
+                return;
+            }
+            if let Some(refetch) = refetching.get_mut(&stream) {
+                if refetch.buffered.len() < MAX_BUFFERED_DELTAS {
+                    refetch.buffered.insert(delta.version, delta);
+                }
+                return;
+            }
+            apply(ctx, delta, refetching, done).await;
+        }
+    }
+}
+
+/// Apply one delta; returns false when it could not (gap or refusal).
+async fn apply(
+    ctx: &Arc<DownlinkContext>,
+    delta: Delta,
+    refetching: &mut HashMap<Stream, Refetch>,
+    done: &mpsc::Sender<(Stream, Result<u64, String>)>,
+) -> bool {
+    let stream = delta.stream;
+    match ctx.applier.apply_delta(delta).await {
+        Ok(DeltaOutcome::Applied { version, ops, .. }) => {
+            tracing::debug!(%stream, version, ops, "delta applied");
+            ctx.shared.resume_stream(stream);
+            ctx.shared.record_delta(stream, version);
+            true
+        }
+        Ok(DeltaOutcome::AlreadyApplied { version, live, .. }) => {
+            tracing::debug!(%stream, version, live, "delta already applied; ignored");
+            true
+        }
+        Ok(DeltaOutcome::Gap { expected, got, .. }) => {
+            tracing::warn!(%stream, expected, got, "delta gap: fetching a snapshot");
+            start_refetch(ctx, stream, None, refetching, done);
+            false
+        }
+        Err(e) => {
+            refuse(ctx, stream, e.to_string());
+            false
+        }
+    }
+}
+
+fn refuse(ctx: &DownlinkContext, stream: Stream, reason: String) {
+    tracing::error!(%stream, %reason, "downlink message refused; the stream keeps its last good data");
+    ctx.shared.pause_stream(stream, reason);
+}
+
+fn start_refetch(
+    ctx: &Arc<DownlinkContext>,
+    stream: Stream,
+    manifest_url: Option<String>,
+    refetching: &mut HashMap<Stream, Refetch>,
+    done: &mpsc::Sender<(Stream, Result<u64, String>)>,
+) {
+    let Some(url) = manifest_url.or_else(|| ctx.snapshot_url.clone()) else {
+        ctx.shared.pause_stream(
+            stream,
+            "a snapshot is needed but sync.snapshot_url is not configured".into(),
+        );
+        return;
+    };
+    if !url.starts_with("https://") {
+        ctx.shared
+            .pause_stream(stream, format!("snapshot URL {url:?} is not https://"));
+        return;
+    }
+    refetching.insert(
+        stream,
+        Refetch {
+            buffered: BTreeMap::new(),
+        },
+    );
+    let ctx = Arc::clone(ctx);
+    let done = done.clone();
+    tokio::spawn(async move {
+        let result = refetch_with_retries(&ctx, stream, &url).await;
+        let _ = done.send((stream, result)).await;
+    });
+}
+
+/// Fetch and import, retrying transient failures with backoff; a checksum mismatch is
+/// retried too (the part is discarded), a refused import is not.
+async fn refetch_with_retries(
+    ctx: &DownlinkContext,
+    stream: Stream,
+    url: &str,
+) -> Result<u64, String> {
+    let Some(client) = ctx.snapshots.as_ref() else {
+        return Err("no HTTPS client (TLS configuration failed at startup)".into());
+    };
+    let mut backoff = super::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match refetch_once(ctx, client, stream, url).await {
+            Ok(version) => return Ok(version),
+            Err(RefetchError::Final(reason)) => return Err(reason),
+            Err(RefetchError::Retry(reason)) if attempts < 8 => {
+                tracing::warn!(%stream, attempt = attempts, %reason, "snapshot download failed; resuming after a pause");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(RefetchError::Retry(reason)) => return Err(reason),
+        }
+    }
+}
+
+enum RefetchError {
+    Retry(String),
+    Final(String),
+}
+
+async fn refetch_once(
+    ctx: &DownlinkContext,
+    client: &SnapshotClient,
+    stream: Stream,
+    url: &str,
+) -> Result<u64, RefetchError> {
+    let retry = |e: SnapshotError| RefetchError::Retry(e.to_string());
+    let manifest = client.manifest(url).await.map_err(retry)?;
+    let Some(entry) = manifest.streams.iter().find(|e| e.stream == stream) else {
+        return Err(RefetchError::Final(format!(
+            "the manifest at {url} has no {stream} snapshot"
+        )));
+    };
+    let mut last_logged = std::time::Instant::now();
+    let mut progress = |done: u64, total: u64| {
+        if last_logged.elapsed() >= Duration::from_secs(2) {
+            last_logged = std::time::Instant::now();
+            tracing::info!(%stream, done, total, "downloading snapshot");
+        }
+    };
+    let file = client
+        .download(url, entry, &ctx.snapshot_dir, &mut progress)
+        .await
+        .map_err(retry)?;
+    let result = ctx
+        .applier
+        .import_snapshot(stream, file.clone(), entry.version)
+        .await;
+    // The verified file is not needed once imported (or refused): the next refetch downloads
+    // the snapshot of that day anyway.
+    let _ = std::fs::remove_file(&file);
+    match result {
+        Ok(report) => Ok(report.version),
+        Err(e) => Err(RefetchError::Final(e.to_string())),
+    }
+}

@@ -1,0 +1,449 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+//! Sync with a real Mosquitto: lossless uplink through broker crashes, agent crashes and
+//! network cuts; dead letters on ACL refusal; birth and Will; downlink deltas.
+
+#[path = "common/broker.rs"]
+mod broker;
+mod common;
+
+use broker::{Broker, BrokerOptions, Proxy};
+use common::{KillOnDrop, Settings, Store};
+use relais::outbox::{AppendRequest, EventDraft, LocalEffect, MovementKind, RetentionClass};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RELAISCTL: &str = env!("CARGO_BIN_EXE_relaisctl");
+
+fn skip() -> bool {
+    if !broker::available() {
+        eprintln!("mosquitto is not installed (scripts/test.sh installs it); skipping");
+        return true;
+    }
+    false
+}
+
+/// A store whose agent talks to `broker_url`.
+fn store_with_broker(broker_url: &str, extra: &str) -> Store {
+    Store::with(Settings {
+        sync: format!("broker = \"{broker_url}\"\n{extra}"),
+        ..Settings::default()
+    })
+}
+
+/// Put `n` store facts (sales) into the store's outbox through the real writer, before the
+/// agent starts; returns their event ids.
+fn seed_outbox(store: &Store, n: usize) -> HashSet<String> {
+    std::fs::create_dir_all(&store.data_dir).unwrap();
+    let settings = relais::outbox::writer::WriterSettings {
+        group_commit_max: 1024,
+        telemetry_quota_rows: 1_000_000,
+        low_free_mb: 0,
+        seq_floor: 0,
+    };
+    let (handle, writer) =
+        relais::outbox::OutboxWriter::start(&store.outbox_db(), settings).expect("outbox");
+    let requests = (0..n).map(|i| AppendRequest {
+        draft: EventDraft {
+            event_type: "stock.movement",
+            schema: 1,
+            class: RetentionClass::StoreFact,
+            payload_json:
+                json!({"sku": format!("SKU-{}", i % 97), "delta": -1, "kind": "sale", "n": i})
+                    .to_string(),
+        },
+        effect: Some(LocalEffect::StockMovement {
+            sku: format!("SKU-{}", i % 97),
+            delta: -1,
+            kind: MovementKind::Sale,
+        }),
+        client_key: None,
+    });
+    let appended = handle.append_pipelined_blocking(requests).expect("seed");
+    drop(handle);
+    writer.join();
+    appended.into_iter().map(|a| a.id.to_string()).collect()
+}
+
+/// `relaisctl ingest` as a child process.
+struct Ingest {
+    _child: KillOnDrop,
+    sink: PathBuf,
+}
+
+impl Ingest {
+    /// Runs until dropped: it must keep acknowledging resent duplicates after it has every
+    /// event, or an agent in `central` mode would wait for acks forever.
+    fn start(broker: &Broker, sink: &Path) -> Ingest {
+        let child = Command::new(RELAISCTL)
+            .args(["ingest", "--broker", &broker.url(), "--json"])
+            .arg("--sink")
+            .arg(sink)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("relaisctl ingest");
+        Ingest {
+            _child: KillOnDrop(child),
+            sink: sink.to_path_buf(),
+        }
+    }
+
+    /// Wait until the sink holds `n` distinct events.
+    fn wait_for(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = sink_ids(&self.sink).len();
+            if got >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ingest sink holds {got} of {n} events after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn sink_ids(sink: &Path) -> HashSet<String> {
+    let Ok(conn) = rusqlite::Connection::open(sink) else {
+        return HashSet::new();
+    };
+    let Ok(mut stmt) = conn.prepare("SELECT id FROM events") else {
+        return HashSet::new();
+    };
+    stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|id| uuid::Uuid::from_slice(&id.unwrap()).unwrap().to_string())
+        .collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn outbox_depth(agent: &common::Agent) -> u64 {
+    let h = agent.health();
+    h["outbox"]["store_fact"]["depth"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+fn drain_through_broker_crash(persistence: bool) {
+    const N: usize = 100_000;
+    let mut broker = Broker::start(BrokerOptions { persistence });
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = tmp.path().join("sink.db");
+    // The ingest's persistent session must exist before the agent publishes.
+    let ingest = Ingest::start(&broker, &sink);
+    std::thread::sleep(Duration::from_millis(300));
+    let store = store_with_broker(&broker.url(), "ack = \"central\"\nack_timeout = \"10s\"\n");
+    let ids = seed_outbox(&store, N);
+    let agent = store.start();
+    wait_until("a third of the drain", Duration::from_secs(120), || {
+        sink_ids(&sink).len() >= N / 3
+    });
+    broker.restart();
+    ingest.wait_for(N, Duration::from_secs(180));
+    let got = sink_ids(&sink);
+    assert_eq!(got.len(), N);
+    assert!(got == ids, "the sink holds exactly the seeded event ids");
+    wait_until("the outbox to empty", Duration::from_secs(60), || {
+        outbox_depth(&agent) == 0
+    });
+}
+
+#[test]
+fn a_broker_killed_mid_drain_and_restarted_with_persistence_loses_no_event() {
+    if skip() {
+        return;
+    }
+    drain_through_broker_crash(true);
+}
+
+#[test]
+fn a_broker_killed_mid_drain_and_restarted_without_persistence_loses_no_event() {
+    if skip() {
+        return;
+    }
+    drain_through_broker_crash(false);
+}
+
+#[test]
+fn an_agent_sigkilled_mid_drain_delivers_every_event_after_restart() {
+    if skip() {
+        return;
+    }
+    const N: usize = 100_000;
+    let broker = Broker::start(BrokerOptions::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = tmp.path().join("sink.db");
+    let ingest = Ingest::start(&broker, &sink);
+    std::thread::sleep(Duration::from_millis(300));
+    let store = store_with_broker(&broker.url(), "");
+    let ids = seed_outbox(&store, N);
+    let agent = store.start();
+    wait_until("a quarter of the drain", Duration::from_secs(120), || {
+        sink_ids(&sink).len() >= N / 4
+    });
+    agent.kill();
+    let agent = store.start();
+    ingest.wait_for(N, Duration::from_secs(180));
+    assert!(sink_ids(&sink) == ids);
+    wait_until("the outbox to empty", Duration::from_secs(60), || {
+        outbox_depth(&agent) == 0
+    });
+}
+
+#[test]
+fn a_network_cut_longer_than_keep_alive_is_noticed_and_facts_recorded_meanwhile_are_delivered() {
+    if skip() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let proxy = Proxy::start(broker.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = tmp.path().join("sink.db");
+    let ingest = Ingest::start(&broker, &sink);
+    std::thread::sleep(Duration::from_millis(300));
+    let store = store_with_broker(
+        &proxy.url(),
+        "keep_alive = \"5s\"\nreconnect_max = \"2s\"\n",
+    );
+    store.import_ok(
+        "products",
+        "p.ndjson",
+        &[common::product(
+            &common::gtin14(400638133393),
+            "SKU-1",
+            "Milk",
+        )],
+    );
+    let agent = store.start();
+    let sale = |i: usize| json!({"sku": "SKU-1", "kind": "sale", "qty": 1, "client_key": format!("sale-{i}")});
+    for i in 0..20 {
+        let (status, body) = agent.post_movement(&sale(i));
+        assert_eq!(status, 201, "{body}");
+    }
+    wait_until(
+        "the first sales at central",
+        Duration::from_secs(30),
+        || sink_ids(&sink).len() >= 20,
+    );
+    proxy.blackhole(true);
+    wait_until(
+        "the agent to notice the dead link",
+        Duration::from_secs(30),
+        || agent.health()["sync"]["connected"] == json!(false),
+    );
+    for i in 20..40 {
+        let (status, body) = agent.post_movement(&sale(i));
+        assert_eq!(status, 201, "a sale is recorded while offline: {body}");
+    }
+    // The 20 offline sales wait in the outbox, with any earlier ones whose PUBACK was lost in
+    // the cut: those go out again (a duplicate the ingest absorbs), never missing.
+    let depth = outbox_depth(&agent);
+    assert!(
+        (20..=40).contains(&depth),
+        "outbox depth {depth} while offline"
+    );
+    proxy.blackhole(false);
+    ingest.wait_for(40, Duration::from_secs(60));
+    assert_eq!(sink_ids(&sink).len(), 40);
+    wait_until("the outbox to empty", Duration::from_secs(30), || {
+        outbox_depth(&agent) == 0
+    });
+}
+
+#[test]
+fn a_publish_refused_by_the_broker_acl_is_dead_lettered_with_an_alarm_and_can_be_requeued() {
+    if skip() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    // Username of another agent: the ACL pattern relais/v1/%u/# refuses our topics.
+    let store = store_with_broker(&broker.url(), "username = \"other-store/agent-9\"\n");
+    seed_outbox(&store, 10);
+    let agent = store.start();
+    wait_until("the refusal", Duration::from_secs(30), || {
+        agent.health()["dead_letters"].as_u64() == Some(10)
+    });
+    let health = agent.health();
+    assert!(
+        health["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["code"] == "uplink_refused"),
+        "{health}"
+    );
+    assert_eq!(
+        health["outbox"]["store_fact"]["depth"], 0,
+        "dead letters are not queued"
+    );
+    // Nothing is retried while parked: the count stays put.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(agent.health()["dead_letters"], 10);
+    let (status, body) = agent.post_raw("/v1/outbox/requeue", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["requeued"], 10);
+}
+
+fn fleet_status(broker: &Broker) -> Value {
+    let out = Command::new(RELAISCTL)
+        .args([
+            "fleet",
+            "status",
+            "--json",
+            "--broker",
+            &broker.url(),
+            "--settle",
+            "500ms",
+        ])
+        .output()
+        .expect("fleet status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("fleet json")
+}
+
+#[test]
+fn the_birth_state_is_retained_and_the_will_marks_a_killed_agent_offline() {
+    if skip() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let store = store_with_broker(&broker.url(), "");
+    seed_outbox(&store, 3);
+    let agent = store.start();
+    wait_until(
+        "the agent online in the fleet",
+        Duration::from_secs(20),
+        || {
+            fleet_status(&broker).as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|e| e["agent"] == common::AGENT_ID && e["online"] == true)
+            })
+        },
+    );
+    let fleet = fleet_status(&broker);
+    let me = fleet
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["agent"] == common::AGENT_ID)
+        .unwrap()
+        .clone();
+    let birth = &me["state"]["birth"];
+    assert_eq!(birth["software"], env!("CARGO_PKG_VERSION"));
+    assert!(birth["boot"].as_u64().unwrap() >= 1);
+    assert_eq!(birth["replica"].as_array().unwrap().len(), 5);
+    assert_eq!(birth["config"]["hash"].as_str().unwrap().len(), 64);
+    agent.kill();
+    wait_until("the Will", Duration::from_secs(20), || {
+        fleet_status(&broker).as_array().is_some_and(|a| {
+            a.iter()
+                .any(|e| e["agent"] == common::AGENT_ID && e["online"] == false)
+        })
+    });
+}
+
+fn publish_deltas(broker: &Broker, deltas: &[Value]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("deltas.ndjson");
+    common::write_ndjson(&path, deltas);
+    let out = Command::new(RELAISCTL)
+        .args([
+            "publish",
+            "--broker",
+            &broker.url(),
+            "--agent",
+            common::AGENT_ID,
+            "--deltas",
+        ])
+        .arg(&path)
+        .output()
+        .expect("publish");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn stream_version(agent: &common::Agent, stream: &str) -> u64 {
+    agent.health()["replica"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == stream)
+        .and_then(|s| s["version"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn deltas_apply_in_order_a_replay_changes_nothing_and_a_bad_one_pauses_the_stream() {
+    if skip() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let store = store_with_broker(&broker.url(), "");
+    let milk = common::gtin14(400638133393);
+    store.import_ok(
+        "products",
+        "p.ndjson",
+        &[common::product(&milk, "SKU-1", "Milk")],
+    );
+    let agent = store.start();
+    wait_until("connected", Duration::from_secs(20), || {
+        agent.health()["sync"]["connected"] == json!(true)
+    });
+    let v2 = json!({"v": 1, "stream": "products", "version": 2, "ops": [
+        {"op": "upsert", "row": {"gtin": milk, "sku": "SKU-1", "name": "Whole milk 1 L"}}
+    ]});
+    publish_deltas(&broker, &[v2.clone()]);
+    wait_until("version 2", Duration::from_secs(20), || {
+        stream_version(&agent, "products") == 2
+    });
+    let (_, p) = agent.get_json(&format!("/v1/products/{milk}"));
+    assert_eq!(p["name"], "Whole milk 1 L", "{p}");
+
+    // The same delta again, then a stale one: nothing changes.
+    let stale = json!({"v": 1, "stream": "products", "version": 1, "ops": [
+        {"op": "upsert", "row": {"gtin": milk, "sku": "SKU-1", "name": "Old name"}}
+    ]});
+    publish_deltas(&broker, &[v2, stale]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, p) = agent.get_json(&format!("/v1/products/{milk}"));
+    assert_eq!(p["name"], "Whole milk 1 L");
+    assert_eq!(stream_version(&agent, "products"), 2);
+
+    // A delta with a bad check digit is refused whole; the stream pauses and says why.
+    let bad = json!({"v": 1, "stream": "products", "version": 3, "ops": [
+        {"op": "upsert", "row": {"gtin": "4006381333932", "sku": "SKU-2", "name": "Bad"}}
+    ]});
+    publish_deltas(&broker, &[bad]);
+    wait_until("the stream to pause", Duration::from_secs(20), || {
+        agent.health()["sync"]["paused_streams"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|s| s["stream"] == "products"))
+    });
+    assert_eq!(
+        stream_version(&agent, "products"),
+        2,
+        "the last good replica stays"
+    );
+    let (status, _) = agent.get_json(&format!("/v1/products/{milk}"));
+    assert_eq!(status, 200, "lookups keep working on the last good data");
+}
