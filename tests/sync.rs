@@ -5,6 +5,8 @@
 #[path = "common/broker.rs"]
 mod broker;
 mod common;
+#[path = "support/https.rs"]
+mod https;
 
 use broker::{Broker, BrokerOptions, Proxy};
 use common::{KillOnDrop, Settings, Store};
@@ -412,7 +414,7 @@ fn deltas_apply_in_order_a_replay_changes_nothing_and_a_bad_one_pauses_the_strea
     let v2 = json!({"v": 1, "stream": "products", "version": 2, "ops": [
         {"op": "upsert", "row": {"gtin": milk, "sku": "SKU-1", "name": "Whole milk 1 L"}}
     ]});
-    publish_deltas(&broker, &[v2.clone()]);
+    publish_deltas(&broker, std::slice::from_ref(&v2));
     wait_until("version 2", Duration::from_secs(20), || {
         stream_version(&agent, "products") == 2
     });
@@ -446,4 +448,138 @@ fn deltas_apply_in_order_a_replay_changes_nothing_and_a_bad_one_pauses_the_strea
     );
     let (status, _) = agent.get_json(&format!("/v1/products/{milk}"));
     assert_eq!(status, 200, "lookups keep working on the last good data");
+}
+
+fn relaisctl(args: &[&str]) -> std::process::Output {
+    let out = Command::new(RELAISCTL)
+        .args(args)
+        .output()
+        .expect("relaisctl");
+    assert!(
+        out.status.success(),
+        "relaisctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn build_snapshot(dir: &Path, version: u64, products: &[Value]) {
+    let input = dir.join(format!("products-input-{version}.ndjson"));
+    common::write_ndjson(&input, products);
+    relaisctl(&[
+        "snapshot",
+        "build",
+        "--version",
+        &version.to_string(),
+        "--out",
+        dir.to_str().unwrap(),
+        &format!("products={}", input.display()),
+    ]);
+}
+
+fn product_name(agent: &common::Agent, gtin: &str) -> Option<String> {
+    let (status, p) = agent.get_json(&format!("/v1/products/{gtin}"));
+    (status == 200).then(|| p["name"].as_str().unwrap_or_default().to_string())
+}
+
+#[test]
+fn a_delta_gap_fetches_the_snapshot_over_https_then_applies_the_deltas_after_it_and_must_refetch_fetches_again()
+ {
+    if skip() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let milk = common::gtin14(400638133393);
+    let bread = common::gtin14(400638133394);
+    build_snapshot(
+        &served,
+        11,
+        &[
+            common::product(&milk, "SKU-1", "Milk v11"),
+            common::product(&bread, "SKU-2", "Bread v11"),
+        ],
+    );
+    let server = https::HttpsServer::start(&served);
+    let store = store_with_broker(
+        &broker.url(),
+        &format!(
+            "ca_file = \"{}\"\nsnapshot_url = \"{}\"\n",
+            server.ca_file.display(),
+            server.url("manifest.json")
+        ),
+    );
+    store.import_ok(
+        "products",
+        "p.ndjson",
+        &[common::product(&milk, "SKU-1", "Milk v1")],
+    );
+    let agent = store.start();
+    wait_until("connected", Duration::from_secs(20), || {
+        agent.health()["sync"]["connected"] == json!(true)
+    });
+    assert_eq!(
+        product_name(&agent, &bread),
+        None,
+        "not in the local replica yet"
+    );
+
+    // Central is at 12; the agent at 1: a gap. The agent fetches snapshot 11, then applies 12.
+    publish_deltas(
+        &broker,
+        &[json!({"v": 1, "stream": "products", "version": 12, "ops": [
+            {"op": "upsert", "row": {"gtin": milk, "sku": "SKU-1", "name": "Milk v12"}}
+        ]})],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream_version(&agent, "products") != 12 {
+        assert!(
+            Instant::now() < deadline,
+            "no version 12: {}\n{}",
+            agent.health(),
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(product_name(&agent, &bread).as_deref(), Some("Bread v11"));
+    assert_eq!(product_name(&agent, &milk).as_deref(), Some("Milk v12"));
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("products-11") && r.status == 200),
+        "{:?}",
+        server.requests()
+    );
+
+    // Central rebuilt its catalogue: must_refetch makes the agent take snapshot 20.
+    build_snapshot(&served, 20, &[common::product(&milk, "SKU-1", "Milk v20")]);
+    relaisctl(&[
+        "publish",
+        "--broker",
+        &broker.url(),
+        "--agent",
+        common::AGENT_ID,
+        "--refetch",
+        "products",
+        "--reason",
+        "catalogue rebuilt",
+    ]);
+    wait_until("version 20", Duration::from_secs(60), || {
+        stream_version(&agent, "products") == 20
+    });
+    assert_eq!(product_name(&agent, &milk).as_deref(), Some("Milk v20"));
+    assert_eq!(
+        product_name(&agent, &bread),
+        None,
+        "the snapshot replaced the stream"
+    );
+    assert!(
+        agent.health()["sync"]["paused_streams"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -64,10 +64,32 @@ struct Refetch {
     buffered: BTreeMap<u64, Delta>,
 }
 
+/// Refetch bookkeeping: what is running, and when each stream last finished one, so a
+/// snapshot that is older than the deltas around it does not turn into a download loop.
+#[derive(Default)]
+struct Refetches {
+    running: HashMap<Stream, Refetch>,
+    finished: HashMap<Stream, std::time::Instant>,
+}
+
+/// A second refetch of the same stream within this window waits for it to pass.
+const REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Why a refetch starts: only an explicit need makes a missing manifest entry an error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// A gap: the stream cannot progress without it.
+    Required,
+    /// Central asked (must_refetch): no cooldown, central knows it has something new.
+    Asked,
+    /// The stream is empty at connect (new box, replica moved aside): fetch if central has one.
+    IfPublished,
+}
+
 async fn run(ctx: DownlinkContext, mut receiver: mpsc::Receiver<DownlinkMessage>) {
     let ctx = Arc::new(ctx);
-    let mut refetching: HashMap<Stream, Refetch> = HashMap::new();
-    let (done_tx, mut done_rx) = mpsc::channel::<(Stream, Result<u64, String>)>(8);
+    let mut refetching = Refetches::default();
+    let (done_tx, mut done_rx) = mpsc::channel::<(Stream, Result<Option<u64>, String>)>(8);
     loop {
         tokio::select! {
             message = receiver.recv() => {
@@ -76,9 +98,9 @@ async fn run(ctx: DownlinkContext, mut receiver: mpsc::Receiver<DownlinkMessage>
                     DownlinkMessage::Connected => {
                         let states = ctx.applier.stream_states().await.unwrap_or_default();
                         for state in states {
-                            if state.version == 0 && ctx.snapshot_url.is_some() && !refetching.contains_key(&state.stream) {
+                            if state.version == 0 && ctx.snapshot_url.is_some() && !refetching.running.contains_key(&state.stream) {
                                 tracing::info!(stream = %state.stream, "no replica data yet: fetching a snapshot");
-                                start_refetch(&ctx, state.stream, None, &mut refetching, &done_tx);
+                                start_refetch(&ctx, state.stream, None, Need::IfPublished, &mut refetching, &done_tx);
                             }
                         }
                     }
@@ -88,14 +110,25 @@ async fn run(ctx: DownlinkContext, mut receiver: mpsc::Receiver<DownlinkMessage>
                 }
             }
             Some((stream, result)) = done_rx.recv() => {
-                let Some(refetch) = refetching.remove(&stream) else { continue };
+                let Some(mut refetch) = refetching.running.remove(&stream) else { continue };
+                refetching.finished.insert(stream, std::time::Instant::now());
                 match result {
-                    Ok(version) => {
+                    Ok(None) => {
+                        tracing::info!(%stream, "central publishes no snapshot of this stream yet; waiting for deltas");
+                    }
+                    Ok(Some(version)) => {
                         tracing::info!(%stream, version, buffered = refetch.buffered.len(), "snapshot imported; applying the deltas that came meanwhile");
                         ctx.shared.resume_stream(stream);
-                        for (_, delta) in refetch.buffered.range(version + 1..) {
-                            if !apply(&ctx, delta.clone(), &mut refetching, &done_tx).await {
+                        let mut pending = refetch.buffered.split_off(&(version + 1)).into_values();
+                        for delta in pending.by_ref() {
+                            if !apply(&ctx, delta, &mut refetching, &done_tx).await {
                                 break;
+                            }
+                        }
+                        // A new gap started another refetch: what was not applied waits for it.
+                        if let Some(next) = refetching.running.get_mut(&stream) {
+                            for delta in pending {
+                                next.buffered.insert(delta.version, delta);
                             }
                         }
                     }
@@ -113,8 +146,8 @@ async fn handle_rpl(
     ctx: &Arc<DownlinkContext>,
     topic_stream: &str,
     payload: &[u8],
-    refetching: &mut HashMap<Stream, Refetch>,
-    done: &mpsc::Sender<(Stream, Result<u64, String>)>,
+    refetching: &mut Refetches,
+    done: &mpsc::Sender<(Stream, Result<Option<u64>, String>)>,
 ) {
     let Some(stream) = Stream::ALL.into_iter().find(|s| s.name() == topic_stream) else {
         tracing::warn!(topic_stream, "delta on an unknown stream topic; ignored");
@@ -156,9 +189,16 @@ async fn handle_rpl(
                 );
                 return;
             }
-            if !refetching.contains_key(&stream) {
+            if !refetching.running.contains_key(&stream) {
                 tracing::info!(%stream, reason = ?control.reason, "central asked for a refetch");
-                start_refetch(ctx, stream, control.manifest_url, refetching, done);
+                start_refetch(
+                    ctx,
+                    stream,
+                    control.manifest_url,
+                    Need::Asked,
+                    refetching,
+                    done,
+                );
             }
         }
         RplMessage::Delta(delta) => {
@@ -170,7 +210,7 @@ async fn handle_rpl(
                 );
                 return;
             }
-            if let Some(refetch) = refetching.get_mut(&stream) {
+            if let Some(refetch) = refetching.running.get_mut(&stream) {
                 if refetch.buffered.len() < MAX_BUFFERED_DELTAS {
                     refetch.buffered.insert(delta.version, delta);
                 }
@@ -185,10 +225,12 @@ async fn handle_rpl(
 async fn apply(
     ctx: &Arc<DownlinkContext>,
     delta: Delta,
-    refetching: &mut HashMap<Stream, Refetch>,
-    done: &mpsc::Sender<(Stream, Result<u64, String>)>,
+    refetching: &mut Refetches,
+    done: &mpsc::Sender<(Stream, Result<Option<u64>, String>)>,
 ) -> bool {
     let stream = delta.stream;
+    // Kept for a gap: the delta that revealed it is the first to apply after the snapshot.
+    let kept = delta.clone();
     match ctx.applier.apply_delta(delta).await {
         Ok(DeltaOutcome::Applied { version, ops, .. }) => {
             tracing::debug!(%stream, version, ops, "delta applied");
@@ -202,7 +244,10 @@ async fn apply(
         }
         Ok(DeltaOutcome::Gap { expected, got, .. }) => {
             tracing::warn!(%stream, expected, got, "delta gap: fetching a snapshot");
-            start_refetch(ctx, stream, None, refetching, done);
+            start_refetch(ctx, stream, None, Need::Required, refetching, done);
+            if let Some(refetch) = refetching.running.get_mut(&stream) {
+                refetch.buffered.insert(kept.version, kept);
+            }
             false
         }
         Err(e) => {
@@ -221,8 +266,9 @@ fn start_refetch(
     ctx: &Arc<DownlinkContext>,
     stream: Stream,
     manifest_url: Option<String>,
-    refetching: &mut HashMap<Stream, Refetch>,
-    done: &mpsc::Sender<(Stream, Result<u64, String>)>,
+    need: Need,
+    refetching: &mut Refetches,
+    done: &mpsc::Sender<(Stream, Result<Option<u64>, String>)>,
 ) {
     let Some(url) = manifest_url.or_else(|| ctx.snapshot_url.clone()) else {
         ctx.shared.pause_stream(
@@ -236,7 +282,18 @@ fn start_refetch(
             .pause_stream(stream, format!("snapshot URL {url:?} is not https://"));
         return;
     }
-    refetching.insert(
+    if refetching.running.contains_key(&stream) {
+        return;
+    }
+    let wait = match need {
+        Need::Asked => Duration::ZERO,
+        Need::Required | Need::IfPublished => refetching
+            .finished
+            .get(&stream)
+            .map(|at| REFETCH_COOLDOWN.saturating_sub(at.elapsed()))
+            .unwrap_or_default(),
+    };
+    refetching.running.insert(
         stream,
         Refetch {
             buffered: BTreeMap::new(),
@@ -245,7 +302,11 @@ fn start_refetch(
     let ctx = Arc::clone(ctx);
     let done = done.clone();
     tokio::spawn(async move {
-        let result = refetch_with_retries(&ctx, stream, &url).await;
+        if !wait.is_zero() {
+            tracing::warn!(%stream, wait_s = wait.as_secs(), "another snapshot needed right after the last one (is central's snapshot older than its deltas?); waiting before fetching again");
+            tokio::time::sleep(wait).await;
+        }
+        let result = refetch_with_retries(&ctx, stream, &url, need).await;
         let _ = done.send((stream, result)).await;
     });
 }
@@ -256,7 +317,8 @@ async fn refetch_with_retries(
     ctx: &DownlinkContext,
     stream: Stream,
     url: &str,
-) -> Result<u64, String> {
+    need: Need,
+) -> Result<Option<u64>, String> {
     let Some(client) = ctx.snapshots.as_ref() else {
         return Err("no HTTPS client (TLS configuration failed at startup)".into());
     };
@@ -264,7 +326,7 @@ async fn refetch_with_retries(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match refetch_once(ctx, client, stream, url).await {
+        match refetch_once(ctx, client, stream, url, need).await {
             Ok(version) => return Ok(version),
             Err(RefetchError::Final(reason)) => return Err(reason),
             Err(RefetchError::Retry(reason)) if attempts < 8 => {
@@ -286,10 +348,14 @@ async fn refetch_once(
     client: &SnapshotClient,
     stream: Stream,
     url: &str,
-) -> Result<u64, RefetchError> {
+    need: Need,
+) -> Result<Option<u64>, RefetchError> {
     let retry = |e: SnapshotError| RefetchError::Retry(e.to_string());
     let manifest = client.manifest(url).await.map_err(retry)?;
     let Some(entry) = manifest.streams.iter().find(|e| e.stream == stream) else {
+        if need == Need::IfPublished {
+            return Ok(None);
+        }
         return Err(RefetchError::Final(format!(
             "the manifest at {url} has no {stream} snapshot"
         )));
@@ -313,7 +379,7 @@ async fn refetch_once(
     // the snapshot of that day anyway.
     let _ = std::fs::remove_file(&file);
     match result {
-        Ok(report) => Ok(report.version),
+        Ok(report) => Ok(Some(report.version)),
         Err(e) => Err(RefetchError::Final(e.to_string())),
     }
 }
