@@ -16,9 +16,13 @@ cd "$(dirname "$0")/.."
 
 benches=("$@")
 if [ ${#benches[@]} -eq 0 ]; then
-    benches=(import lookup movements footprint scan_latency rfid)
+    benches=(import lookup movements footprint scan_latency rfid delta_apply snapshot sync_drain)
 fi
 
+if ! command -v mosquitto_pub >/dev/null 2>&1; then
+    echo "run-all: the sync_drain bench needs mosquitto and mosquitto_pub (apt-get install mosquitto mosquitto-clients)" >&2
+    exit 1
+fi
 if ! command -v sqlite3 >/dev/null 2>&1; then
     echo "run-all: the import bench needs the sqlite3 CLI (apt-get install sqlite3)" >&2
     exit 1

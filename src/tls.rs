@@ -109,3 +109,10 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     })
 }
+
+/// A broker password kept in a file: its first line, without the line ending (files written
+/// by `echo` or an editor end with one; the password does not).
+pub fn read_password_file(path: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}

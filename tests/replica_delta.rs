@@ -1060,21 +1060,12 @@ fn import_snapshot_through_the_applier_works_and_bumps_the_version() {
     assert!(matches!(err, ApplyError::Import(_)), "{err:?}");
     assert_eq!(replica.version(Stream::Products), 8);
 
-    // Customer deltas after a customer import still find a customer's tokens by index.
+    // The token list written by the import is what a later delta replaces.
     replica.import(
         Stream::Customers,
         &[customer("C1", "Ann", 0, 0, &["04A22B917C80"])],
         1,
     );
-    let plan: String = replica
-        .reader()
-        .query_row(
-            "EXPLAIN QUERY PLAN SELECT token FROM card_tokens WHERE customer_id = 'C1'",
-            [],
-            |r| r.get(3),
-        )
-        .unwrap();
-    assert!(plan.contains("card_tokens_by_customer"), "{plan}");
     replica.apply(
         Stream::Customers,
         2,

@@ -139,7 +139,15 @@ fn outbox_depth(agent: &common::Agent) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn drain_through_broker_crash(persistence: bool) {
+/// A drain of `N` seeded events into a fresh ingest, with `fault` applied once a `part` of
+/// them reached central; ends when the sink holds exactly the seeded ids and the outbox is
+/// empty.
+fn drain_with_fault(
+    persistence: bool,
+    sync: &str,
+    part: usize,
+    fault: impl FnOnce(&mut Broker, common::Agent, &Store) -> common::Agent,
+) {
     const N: usize = 100_000;
     let mut broker = Broker::start(BrokerOptions { persistence });
     let tmp = tempfile::tempdir().unwrap();
@@ -147,19 +155,28 @@ fn drain_through_broker_crash(persistence: bool) {
     // The ingest's persistent session must exist before the agent publishes.
     let ingest = Ingest::start(&broker, &sink);
     std::thread::sleep(Duration::from_millis(300));
-    let store = store_with_broker(&broker.url(), "ack = \"central\"\nack_timeout = \"10s\"\n");
+    let store = store_with_broker(&broker.url(), sync);
     let ids = seed_outbox(&store, N);
     let agent = store.start();
-    wait_until("a third of the drain", Duration::from_secs(120), || {
-        sink_ids(&sink).len() >= N / 3
+    wait_until("part of the drain", Duration::from_secs(120), || {
+        sink_ids(&sink).len() >= N / part
     });
-    broker.restart();
+    let agent = fault(&mut broker, agent, &store);
     ingest.wait_for(N, Duration::from_secs(180));
     let got = sink_ids(&sink);
     assert_eq!(got.len(), N);
     assert!(got == ids, "the sink holds exactly the seeded event ids");
     wait_until("the outbox to empty", Duration::from_secs(60), || {
         outbox_depth(&agent) == 0
+    });
+}
+
+fn drain_through_broker_crash(persistence: bool) {
+    // Without broker persistence only central's end-to-end ack can be lossless.
+    let sync = "ack = \"central\"\nack_timeout = \"10s\"\n";
+    drain_with_fault(persistence, sync, 3, |broker, agent, _| {
+        broker.restart();
+        agent
     });
 }
 
@@ -184,24 +201,9 @@ fn an_agent_sigkilled_mid_drain_delivers_every_event_after_restart() {
     if skip() {
         return;
     }
-    const N: usize = 100_000;
-    let broker = Broker::start(BrokerOptions::default());
-    let tmp = tempfile::tempdir().unwrap();
-    let sink = tmp.path().join("sink.db");
-    let ingest = Ingest::start(&broker, &sink);
-    std::thread::sleep(Duration::from_millis(300));
-    let store = store_with_broker(&broker.url(), "");
-    let ids = seed_outbox(&store, N);
-    let agent = store.start();
-    wait_until("a quarter of the drain", Duration::from_secs(120), || {
-        sink_ids(&sink).len() >= N / 4
-    });
-    agent.kill();
-    let agent = store.start();
-    ingest.wait_for(N, Duration::from_secs(180));
-    assert!(sink_ids(&sink) == ids);
-    wait_until("the outbox to empty", Duration::from_secs(60), || {
-        outbox_depth(&agent) == 0
+    drain_with_fault(false, "", 4, |_, agent, store| {
+        agent.kill();
+        store.start()
     });
 }
 
@@ -446,6 +448,19 @@ fn deltas_apply_in_order_a_replay_changes_nothing_and_a_bad_one_pauses_the_strea
         2,
         "the last good replica stays"
     );
+    wait_until(
+        "the pause reported on state",
+        Duration::from_secs(20),
+        || {
+            fleet_status(&broker).as_array().is_some_and(|a| {
+                a.iter().any(|e| {
+                    e["state"]["birth"]["paused_streams"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().any(|s| s["stream"] == "products"))
+                })
+            })
+        },
+    );
     let (status, _) = agent.get_json(&format!("/v1/products/{milk}"));
     assert_eq!(status, 200, "lookups keep working on the last good data");
 }
@@ -581,5 +596,72 @@ fn a_delta_gap_fetches_the_snapshot_over_https_then_applies_the_deltas_after_it_
             .as_array()
             .unwrap()
             .is_empty()
+    );
+}
+
+#[test]
+fn a_replica_moved_aside_at_startup_is_rebuilt_from_the_snapshot_at_the_first_connection() {
+    use std::os::unix::fs::FileExt;
+    if skip() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let catalogue = tmp.path().join("catalogue.ndjson");
+    relais::demo::write_products(&catalogue, 3000).unwrap();
+    relaisctl(&[
+        "snapshot",
+        "build",
+        "--version",
+        "7",
+        "--out",
+        served.to_str().unwrap(),
+        &format!("products={}", catalogue.display()),
+    ]);
+    let server = https::HttpsServer::start(&served);
+    let store = store_with_broker(
+        &broker.url(),
+        &format!(
+            "ca_file = \"{}\"\nsnapshot_url = \"{}\"\n",
+            server.ca_file.display(),
+            server.url("manifest.json")
+        ),
+    );
+    let out = store.import_file("products", &catalogue, Some(5));
+    common::assert_success(&out, "import");
+    // Damage the middle third of replica.db: the next start moves it aside.
+    let path = store.replica_db();
+    let len = std::fs::metadata(&path).unwrap().len();
+    let garbage: Vec<u8> = (0..len / 3)
+        .map(|i| (i as u8).wrapping_mul(37) ^ 0xA5)
+        .collect();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&garbage, len / 3).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+
+    let agent = store.start();
+    wait_until(
+        "the rebuilt products stream",
+        Duration::from_secs(60),
+        || stream_version(&agent, "products") == 7,
+    );
+    let health = agent.health();
+    assert!(
+        health["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["code"] == "replica_rebuilt"),
+        "{health}"
+    );
+    assert!(
+        health["sync"]["paused_streams"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{health}"
     );
 }

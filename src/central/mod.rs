@@ -57,13 +57,12 @@ impl BrokerLogin {
             (crate::sync::wire::MAX_DOWNLINK_BYTES + (16 << 20)) as u32,
         ));
         let password = match &self.password_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|source| CentralError::Read {
+            Some(path) => {
+                crate::tls::read_password_file(path).map_err(|source| CentralError::Read {
                     path: path.clone(),
                     source,
                 })?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
+            }
             None => String::new(),
         };
         options.set_credentials(self.username.clone(), password);

@@ -33,10 +33,10 @@ pub(crate) const LOG_LEVEL: &str = "info";
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(60);
-pub(crate) const BATCH_MAX_EVENTS: (i64, i64, i64) = (500, 1, 10_000);
+pub(crate) const BATCH_MAX_EVENTS: (i64, i64, i64) = (1_000, 1, 10_000);
 // The contract caps a message at 4 MiB (brokers drop larger ones, and a dropped publish comes
 // back with a PUBACK code rumqttc cannot read): a batch must fit with room to spare.
-pub(crate) const BATCH_MAX_BYTES: (i64, i64, i64) = (262_144, 4_096, 4_128_768);
+pub(crate) const BATCH_MAX_BYTES: (i64, i64, i64) = (524_288, 4_096, 4_128_768);
 pub(crate) const INFLIGHT_BATCHES: (i64, i64, i64) = (8, 1, 64);
 
 pub(crate) fn agent_id() -> AgentId {

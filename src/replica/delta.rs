@@ -9,9 +9,10 @@
 use super::Stream;
 use super::apply::{ApplyError, DeltaOutcome};
 use super::import::{self, PriceKind, Row};
+use crate::cards::TOKEN_BYTES;
 use crate::decode::gtin::Gtin14;
 use crate::storage;
-use rusqlite::{CachedStatement, Connection, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 /// The only contract version of deltas this agent understands.
@@ -224,9 +225,26 @@ struct Statements<'c> {
 }
 
 struct TokenStatements<'c> {
-    delete_of_customer: CachedStatement<'c>,
+    list_of_customer: CachedStatement<'c>,
+    delete: CachedStatement<'c>,
     insert: CachedStatement<'c>,
     owner: CachedStatement<'c>,
+}
+
+impl TokenStatements<'_> {
+    /// Delete every card token of `customer_id`, found through the customer's `token_list`
+    /// (a primary-key read, then one primary-key delete per token).
+    fn delete_all_of(&mut self, customer_id: &str) -> Result<(), rusqlite::Error> {
+        let list: Option<Vec<u8>> = self
+            .list_of_customer
+            .query_row([customer_id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        for token in list.unwrap_or_default().chunks(TOKEN_BYTES) {
+            self.delete.execute(params![token, customer_id])?;
+        }
+        Ok(())
+    }
 }
 
 fn main_table(stream: Stream) -> &'static str {
@@ -255,8 +273,11 @@ impl<'c> Statements<'c> {
     fn prepare(conn: &'c Connection, stream: Stream) -> Result<Statements<'c>, rusqlite::Error> {
         let tokens = match stream {
             Stream::Customers => Some(TokenStatements {
-                delete_of_customer: conn
-                    .prepare_cached("DELETE FROM card_tokens WHERE customer_id = ?1")?,
+                list_of_customer: conn
+                    .prepare_cached("SELECT token_list FROM customers WHERE customer_id = ?1")?,
+                delete: conn.prepare_cached(
+                    "DELETE FROM card_tokens WHERE token = ?1 AND customer_id = ?2",
+                )?,
                 insert: conn.prepare_cached(
                     "INSERT INTO card_tokens (token, customer_id) VALUES (?1, ?2)",
                 )?,
@@ -277,17 +298,23 @@ impl<'c> Statements<'c> {
     fn run(&mut self, op: &Op) -> Result<Result<(), String>, rusqlite::Error> {
         match op {
             Op::Upsert(row) => {
+                let customer = match (row, self.tokens.as_mut()) {
+                    (
+                        Row::Customer {
+                            customer_id,
+                            tokens,
+                            ..
+                        },
+                        Some(ts),
+                    ) => {
+                        // Before the upsert: it replaces the list that names the old tokens.
+                        ts.delete_all_of(customer_id)?;
+                        Some((customer_id, tokens, ts))
+                    }
+                    _ => None,
+                };
                 import::execute_main(&mut self.upsert, row)?;
-                if let (
-                    Row::Customer {
-                        customer_id,
-                        tokens,
-                        ..
-                    },
-                    Some(ts),
-                ) = (row, self.tokens.as_mut())
-                {
-                    ts.delete_of_customer.execute([customer_id])?;
+                if let Some((customer_id, tokens, ts)) = customer {
                     for (i, token) in tokens.iter().enumerate() {
                         let bytes = token.as_bytes().as_slice();
                         match ts.insert.execute(params![bytes, customer_id]) {
@@ -325,7 +352,7 @@ impl<'c> Statements<'c> {
                         // An erasure: the tokens go too, or the card would still name the
                         // customer.
                         if let Some(ts) = self.tokens.as_mut() {
-                            ts.delete_of_customer.execute([customer_id])?;
+                            ts.delete_all_of(customer_id)?;
                         }
                         self.delete.execute([customer_id])?
                     }
@@ -502,16 +529,42 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_replica_has_an_index_of_card_tokens_by_customer() {
+    fn a_replica_of_schema_1_gets_each_customer_s_token_list() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open_writer(&dir.path().join("replica.db")).unwrap();
-        let plan: String = conn
-            .query_row(
-                "EXPLAIN QUERY PLAN DELETE FROM card_tokens WHERE customer_id = 'C1'",
-                [],
-                |r| r.get(3),
-            )
+        let path = dir.path().join("replica.db");
+        let conn =
+            crate::storage::open_writer(&path, crate::storage::Durability::Rebuildable).unwrap();
+        let steps = super::super::migrations();
+        let first: Vec<&str> = steps.iter().take(1).map(String::as_str).collect();
+        // The customers table as schema 1 had it, whatever step 1 creates today.
+        conn.execute_batch(first[0]).unwrap();
+        conn.execute_batch(
+            "DROP TABLE customers;
+             CREATE TABLE customers (customer_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, tier TEXT,
+               loyalty_balance INTEGER NOT NULL, loyalty_watermark_seq INTEGER NOT NULL) WITHOUT ROWID;
+             PRAGMA user_version = 1;
+             INSERT INTO customers VALUES ('C1', 'Ann', NULL, 5, 0), ('C2', 'Bob', 'gold', 7, 3);
+             INSERT INTO card_tokens VALUES (x'00000000000000000000000000000001', 'C1'),
+                                            (x'00000000000000000000000000000002', 'C1');",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = super::super::open_writer(&path).unwrap();
+        let rows: Vec<(String, Option<Vec<u8>>, i64)> = conn
+            .prepare("SELECT customer_id, token_list, loyalty_balance FROM customers ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
             .unwrap();
-        assert!(plan.contains("card_tokens_by_customer"), "{plan}");
+        let mut list = rows[0].1.clone().unwrap();
+        assert_eq!(list.len(), 32);
+        list.sort_unstable();
+        assert_eq!(list.iter().filter(|b| **b != 0).count(), 2);
+        assert_eq!(rows[0].2, 5);
+        assert_eq!(
+            (rows[1].0.as_str(), rows[1].1.clone(), rows[1].2),
+            ("C2", None, 7)
+        );
     }
 }

@@ -55,13 +55,10 @@ fn mqtt_options(ctx: &SessionContext, topics: &Topics) -> Result<MqttOptions, Sy
         .clone()
         .unwrap_or_else(|| ctx.agent_id.clone());
     let password = match &ctx.config.password_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|source| SyncError::Secret {
-                path: path.clone(),
-                source,
-            })?
-            .trim_end_matches(['\r', '\n'])
-            .to_string(),
+        Some(path) => crate::tls::read_password_file(path).map_err(|source| SyncError::Secret {
+            path: path.clone(),
+            source,
+        })?,
         None => String::new(),
     };
     if ctx.config.password_file.is_some() || ctx.config.client_cert_file.is_none() {
@@ -186,14 +183,7 @@ async fn connect_once(
             .map_err(|e| SyncError::Connection(e.to_string()))?;
     }
     let mut uplink = Uplink::new(&ctx.config, &ctx.outbox, ctx.delivery.clone());
-    let birth = (ctx.birth)().await;
-    let state = AgentState {
-        v: wire::CONTRACT_VERSION,
-        agent: ctx.agent_id.clone(),
-        online: true,
-        at_ms: crate::storage::now_unix_ms(),
-        birth: Some(birth),
-    };
+    let state = online_state(ctx).await;
     publish_other(&client, &mut uplink, topics.state(), true, &state).await?;
     ctx.downlink.connected().await;
 
@@ -264,14 +254,7 @@ async fn connect_once(
             }
             _ = appended.changed() => uplink.wake(),
             _ = state_dirty.changed() => {
-                let birth = (ctx.birth)().await;
-                let state = AgentState {
-                    v: wire::CONTRACT_VERSION,
-                    agent: ctx.agent_id.clone(),
-                    online: true,
-                    at_ms: crate::storage::now_unix_ms(),
-                    birth: Some(birth),
-                };
+                let state = online_state(ctx).await;
                 publish_other(&client, &mut uplink, topics.state(), true, &state).await?;
             }
             _ = tick.tick() => {
@@ -316,6 +299,17 @@ async fn connect_once(
                 return Ok(SessionEnd::Shutdown);
             }
         }
+    }
+}
+
+/// The retained birth: what central's fleet view shows about this agent.
+async fn online_state(ctx: &SessionContext) -> AgentState {
+    AgentState {
+        v: wire::CONTRACT_VERSION,
+        agent: ctx.agent_id.clone(),
+        online: true,
+        at_ms: crate::storage::now_unix_ms(),
+        birth: Some((ctx.birth)().await),
     }
 }
 
