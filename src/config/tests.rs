@@ -119,8 +119,10 @@ fn to_toml_lists_every_section_and_key_in_a_stable_order() {
     for spec in defaults::KEYS {
         let header = format!("[{}]", spec.section);
         let h = text.find(&header).unwrap_or_else(|| panic!("{header}"));
+        // Optional keys without a default (sync.broker, …) are listed commented out.
         let k = text[h..]
             .find(&format!("\n{} = ", spec.key))
+            .or_else(|| text[h..].find(&format!("\n# {} = ", spec.key)))
             .unwrap_or_else(|| panic!("{}.{}", spec.section, spec.key))
             + h;
         assert!(k > at, "{}.{} out of order", spec.section, spec.key);
@@ -525,4 +527,54 @@ fn durations_render_in_their_largest_whole_unit() {
 #[test]
 fn the_exit_code_is_ex_config() {
     assert_eq!(ConfigError::EXIT_CODE, 78);
+}
+
+#[test]
+fn a_sync_section_with_every_key_round_trips_through_to_toml() {
+    let text = r#"
+[sync]
+broker = "mqtts://broker.example.com"
+username = "store-0042/till_2"
+ca_file = "/etc/relais/ca.pem"
+client_cert_file = "/etc/relais/client.pem"
+client_key_file = "/etc/relais/client.key"
+keep_alive = "45s"
+ack = "central"
+ack_timeout = "2m"
+batch_max_events = 2000
+batch_max_bytes = 1048576
+inflight_batches = 4
+reconnect_max = "5m"
+snapshot_url = "https://central.example/s/manifest.json"
+"#;
+    let c = parse(text).unwrap();
+    let broker = c.sync.broker.clone().unwrap();
+    assert_eq!(
+        (broker.tls, broker.port),
+        (true, 8883),
+        "mqtts defaults to 8883"
+    );
+    assert_eq!(c.sync.ack, crate::config::AckMode::Central);
+    let again = Config::from_toml_str(&c.to_toml(), Path::new("/x.toml")).unwrap();
+    assert_eq!(again, c);
+}
+
+#[test]
+fn every_bad_sync_setting_is_named_with_its_fix() {
+    let p = problems(
+        "[sync]\nbroker = \"http://broker:1883\"\nclient_cert_file = \"/c.pem\"\nack = \"never\"\n\
+         batch_max_bytes = 16777216\nsnapshot_url = \"ftp://x\"\nkeep_alive = \"1s\"\n",
+    );
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "sync.broker",
+        "sync.client_cert_file",
+        "sync.ack",
+        "sync.batch_max_bytes",
+        "sync.snapshot_url",
+        "sync.keep_alive",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {p:#?}");
+    }
+    assert!(p.iter().all(|p| !p.fix.is_empty()));
 }

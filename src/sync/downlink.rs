@@ -165,14 +165,17 @@ async fn handle_rpl(
         );
         return;
     }
-    let message: RplMessage = match serde_json::from_slice(payload) {
-        Ok(m) => m,
+    // A 50,000-op delta takes tens of milliseconds to parse: off the async workers.
+    let owned = payload.to_vec();
+    let parsed = tokio::task::spawn_blocking(move || parse_rpl(&owned)).await;
+    let message = match parsed {
+        Ok(Ok(m)) => m,
+        Ok(Err(reason)) => {
+            refuse(ctx, stream, reason);
+            return;
+        }
         Err(e) => {
-            refuse(
-                ctx,
-                stream,
-                format!("not a delta or control message of the contract: {e}"),
-            );
+            refuse(ctx, stream, format!("parsing the message failed: {e}"));
             return;
         }
     };
@@ -254,6 +257,27 @@ async fn apply(
             refuse(ctx, stream, e.to_string());
             false
         }
+    }
+}
+
+/// A delta or a control message; when neither, the reason names the field that is wrong
+/// (serde's untagged enums only say "did not match any variant").
+fn parse_rpl(payload: &[u8]) -> Result<RplMessage, String> {
+    if let Ok(message) = serde_json::from_slice::<RplMessage>(payload) {
+        return Ok(message);
+    }
+    let looks_like_control = serde_json::from_slice::<serde_json::Value>(payload)
+        .map(|v| v.get("must_refetch").is_some())
+        .unwrap_or(false);
+    if looks_like_control {
+        return match serde_json::from_slice::<wire::RplControl>(payload) {
+            Ok(control) => Ok(RplMessage::Control(control)),
+            Err(e) => Err(format!("not a valid control message of the contract: {e}")),
+        };
+    }
+    match Delta::from_json(payload) {
+        Ok(delta) => Ok(RplMessage::Delta(delta)),
+        Err(e) => Err(format!("not a valid delta of the contract: {}", e.reason)),
     }
 }
 
@@ -381,5 +405,22 @@ async fn refetch_once(
     match result {
         Ok(report) => Ok(Some(report.version)),
         Err(e) => Err(RefetchError::Final(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_delta_is_refused_with_the_op_and_field_that_are_wrong() {
+        let bad = br#"{"v":1,"stream":"products","version":3,"ops":[{"op":"patch","row":{}}]}"#;
+        let reason = parse_rpl(bad).err().unwrap_or_default();
+        assert!(reason.contains("ops[0]"), "{reason}");
+        let control = br#"{"v":1,"stream":"products","must_refetch":true,"extra":1}"#;
+        let reason = parse_rpl(control).err().unwrap_or_default();
+        assert!(reason.contains("control message"), "{reason}");
+        let good = br#"{"v":1,"stream":"stock","must_refetch":true}"#;
+        assert!(matches!(parse_rpl(good), Ok(RplMessage::Control(_))));
     }
 }
