@@ -6,6 +6,8 @@
 //! The broker runs with docs/mosquitto/mosquitto.conf and docs/mosquitto/acl as written; only
 //! the listener port, file paths and log destination are substituted (see `broker_config`).
 
+mod common;
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -629,4 +631,57 @@ async fn a_message_over_the_contract_limit_is_dropped_by_the_broker_and_its_puba
         );
     })
     .await;
+}
+
+/// The real agent binary, configured like a store box: mTLS with a client certificate whose CN
+/// is its agent id, no username or password; its events reach central through the documented
+/// broker configuration and ACL.
+#[test]
+fn the_real_agent_connects_with_its_client_certificate_and_central_receives_its_events() {
+    if mosquitto_missing() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let broker = Broker::start();
+    let me = broker.client_identity(common::AGENT_ID);
+    let mut central = rt.block_on(connect_as(&broker, CENTRAL));
+    assert_eq!(
+        rt.block_on(central.subscribe("relais/v1/+/+/evt")),
+        SubscribeReasonCode::Success(QoS::AtLeastOnce)
+    );
+    let store = common::Store::with(common::Settings {
+        sync: format!(
+            "broker = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            broker.port,
+            broker.ca.pem.display(),
+            me.cert.display(),
+            me.key.display()
+        ),
+        ..common::Settings::default()
+    });
+    let agent = store.start();
+    let deadline = Instant::now() + BUDGET;
+    while agent.health()["sync"]["connected"] != serde_json::json!(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not connect over mTLS: {}\n{}\n{}",
+            agent.health(),
+            agent.log_text(),
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) =
+        agent.post_movement(&serde_json::json!({"kind": "adjustment", "sku": "SKU-1", "qty": 1}));
+    assert_eq!(status, 201, "{body}");
+    let topics = rt.block_on(central.received(Duration::from_secs(5)));
+    assert!(
+        topics.contains(&evt(common::AGENT_ID)),
+        "central got {topics:?}\n{}",
+        agent.log_text()
+    );
 }
