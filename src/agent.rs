@@ -261,6 +261,9 @@ pub async fn run(
         live: tokio::sync::broadcast::channel(1024).0,
     });
     let sync = Arc::new(SyncShared::new(config.sync.broker.is_some()));
+    // Graceful shutdown waits for every open connection; live streams (SSE, NDJSON) would
+    // hold it forever, so they end when this flips.
+    let (stop_streams, streams_stopped) = tokio::sync::watch::channel(false);
     let (stop_sync, sync_stopped) = tokio::sync::watch::channel(false);
     let sync_tasks = start_sync(&config, &storage, &reads, &sync, sync_stopped);
     let state = Arc::new(ApiState {
@@ -272,6 +275,7 @@ pub async fn run(
         stale_after: config.replica.stale_after,
         started,
         sync: Arc::clone(&sync),
+        shutdown: streams_stopped,
     });
     let app = api::router(state, config.api.max_body_bytes);
 
@@ -290,6 +294,14 @@ pub async fn run(
     tracing::info!(%addr, agent = %config.agent.id, data_dir = %storage.paths.dir.display(),
         devices = devices.count(), startup_ms = started.elapsed().as_millis() as u64, "relais is ready");
     on_ready(addr);
+    // Under systemd (Type=notify): ready only now that storage is open and the API listens.
+    let service = crate::service::ServiceLink::ready(addr, config.sync.broker.is_some());
+    let shutdown = async move {
+        shutdown.await;
+        // Said when shutdown begins, not when it ends: the drain below may take seconds.
+        crate::service::stopping();
+        let _ = stop_streams.send(true);
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -320,6 +332,9 @@ pub async fn run(
         applier_thread.join();
     })
     .await;
+    // Fed through the whole drain: a slow checkpoint is bounded by TimeoutStopSec, and a
+    // watchdog kill mid-checkpoint would only make it slower on the next start.
+    drop(service);
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod profiles;
 pub mod reads;
 pub mod replica;
+pub mod service;
 pub mod storage;
 pub mod sync;
 pub mod tls;

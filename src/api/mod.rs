@@ -3,6 +3,8 @@
 //! means the fact is durable.
 
 mod error;
+mod events;
+mod metrics;
 
 pub use error::ApiError;
 
@@ -17,9 +19,11 @@ use crate::storage::{self, ReaderPool};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -36,23 +40,62 @@ pub struct ApiState {
     pub stale_after: Duration,
     pub started: Instant,
     pub sync: Arc<crate::sync::SyncShared>,
+    /// Flips to true when the agent shuts down: long-lived streams end so the HTTP server can.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Ends `stream` when the agent starts shutting down.
+pub(crate) fn until_shutdown<S: futures_util::Stream>(
+    stream: S,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> impl futures_util::Stream<Item = S::Item> {
+    use futures_util::StreamExt;
+    stream.take_until(async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    })
 }
 
 pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/products/{code}", get(product))
-        .route("/v1/customers/by-card/{id}", get(customer_by_card))
-        .route("/v1/movements", post(post_movement))
-        .route(
+    let http = Arc::new(metrics::HttpMetrics::default());
+    let scrape = {
+        let http = Arc::clone(&http);
+        move |state: State<Arc<ApiState>>| metrics::metrics(state, Arc::clone(&http))
+    };
+    let routes: [(&'static str, MethodRouter<Arc<ApiState>>); 9] = [
+        ("/v1/health", get(health)),
+        ("/v1/products/{code}", get(product)),
+        ("/v1/customers/by-card/{id}", get(customer_by_card)),
+        ("/v1/movements", post(post_movement)),
+        (
             "/v1/alarms/{code}",
             axum::routing::delete(acknowledge_alarm),
-        )
-        .route("/v1/devices/live", get(live_reads))
-        .route("/v1/outbox/requeue", post(requeue_dead_letters))
-        .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
+        ),
+        ("/v1/devices/live", get(live_reads)),
+        ("/v1/events", get(events::events)),
+        ("/v1/metrics", get(scrape)),
+        ("/v1/outbox/requeue", post(requeue_dead_letters)),
+    ];
+    let mut router = Router::new();
+    for (path, route) in routes {
+        // Each route counts its requests under its own template (bounded label values).
+        let label = metrics::RouteLabel {
+            metrics: Arc::clone(&http),
+            route: path,
+        };
+        router = router.route(path, route.layer(from_fn_with_state(label, metrics::track)));
+    }
+    let unmatched = metrics::RouteLabel {
+        metrics: http,
+        route: metrics::UNMATCHED,
+    };
+    router
+        .fallback(not_found.layer(from_fn_with_state(unmatched, metrics::track)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see docs/api.md")
 }
 
 async fn product(
@@ -289,7 +332,7 @@ async fn live_reads(State(state): State<Arc<ApiState>>) -> Response {
     });
     (
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::from_stream(stream),
+        axum::body::Body::from_stream(until_shutdown(stream, state.shutdown.clone())),
     )
         .into_response()
 }
