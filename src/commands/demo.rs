@@ -27,6 +27,9 @@ pub struct DemoArgs {
     /// Seed the store and exit without running the agent
     #[arg(long)]
     seed_only: bool,
+    /// Sync with this MQTT broker (e.g. mqtt://127.0.0.1:1883) [default: offline]
+    #[arg(long)]
+    broker: Option<crate::config::BrokerUrl>,
 }
 
 const SEED_MARKER: &str = "demo-seed.json";
@@ -38,6 +41,9 @@ pub fn run(args: DemoArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
     config.customers.card_hash_key_file = dir.join("card-hash.key");
     if let Some(listen) = args.listen {
         config.api.listen = listen;
+    }
+    if let Some(broker) = args.broker.clone() {
+        config.sync.broker = Some(broker);
     }
     crate::init_logging(&config);
 
