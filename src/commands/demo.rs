@@ -29,7 +29,7 @@ pub struct DemoArgs {
     seed_only: bool,
     /// Sync with this MQTT broker (e.g. mqtt://127.0.0.1:1883) [default: offline]
     #[arg(long)]
-    broker: Option<crate::config::BrokerUrl>,
+    broker: Option<relais::config::BrokerUrl>,
 }
 
 const SEED_MARKER: &str = "demo-seed.json";
