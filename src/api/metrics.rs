@@ -7,8 +7,8 @@
 
 use super::{ApiError, ApiState};
 use crate::outbox::RetentionClass;
+use crate::replica::Stream;
 use crate::replica::lookup;
-use crate::replica::{Stream, StreamState, stream_states};
 use crate::storage;
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -207,11 +207,7 @@ pub async fn metrics(
     State(state): State<Arc<ApiState>>,
     http: Arc<HttpMetrics>,
 ) -> Result<Response, ApiError> {
-    let states: Vec<StreamState> = state
-        .readers
-        .run(|conn| stream_states(conn))
-        .await?
-        .map_err(|e| ApiError::internal(format!("replica read failed: {e}")))?;
+    let states = super::replica_states(&state).await?;
     let now = storage::now_unix_ms();
     let mut out = Exposition::default();
 

@@ -372,12 +372,17 @@ struct Health {
     dead_letters: u64,
 }
 
-async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let states: Vec<StreamState> = state
+/// Version and last apply of every replica stream, read on a reader thread.
+pub(crate) async fn replica_states(state: &ApiState) -> Result<Vec<StreamState>, ApiError> {
+    state
         .readers
         .run(|conn| stream_states(conn))
         .await?
-        .map_err(|e| ApiError::internal(format!("replica read failed: {e}")))?;
+        .map_err(|e| ApiError::internal(format!("replica read failed: {e}")))
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let states = replica_states(&state).await?;
     let now = storage::now_unix_ms();
     let fresh = lookup::freshness(
         &states,

@@ -64,14 +64,7 @@ fn mqtt_options(ctx: &SessionContext, topics: &Topics) -> Result<MqttOptions, Sy
     if ctx.config.password_file.is_some() || ctx.config.client_cert_file.is_none() {
         options.set_credentials(username, password);
     }
-    let offline = AgentState {
-        v: wire::CONTRACT_VERSION,
-        agent: ctx.agent_id.clone(),
-        online: false,
-        at_ms: crate::storage::now_unix_ms(),
-        birth: None,
-    };
-    let will = serde_json::to_vec(&offline).unwrap_or_default();
+    let will = serde_json::to_vec(&AgentState::offline(&ctx.agent_id)).unwrap_or_default();
     options.set_last_will(LastWill::new(
         topics.state(),
         will,
@@ -273,13 +266,7 @@ async fn connect_once(
                 dead_letters_seen = dead;
             }
             _ = shutdown.changed() => {
-                let offline = AgentState {
-                    v: wire::CONTRACT_VERSION,
-                    agent: ctx.agent_id.clone(),
-                    online: false,
-                    at_ms: crate::storage::now_unix_ms(),
-                    birth: None,
-                };
+                let offline = AgentState::offline(&ctx.agent_id);
                 let _ = publish_other(&client, &mut uplink, topics.state(), true, &offline).await;
                 // Give the broker a moment to take the offline state and pending acks.
                 let deadline = Instant::now() + Duration::from_millis(500);

@@ -134,6 +134,19 @@ pub struct AgentState {
     pub birth: Option<Birth>,
 }
 
+impl AgentState {
+    /// What the Will and a clean shutdown say: offline, no birth details.
+    pub fn offline(agent: &str) -> AgentState {
+        AgentState {
+            v: CONTRACT_VERSION,
+            agent: agent.to_string(),
+            online: false,
+            at_ms: crate::storage::now_unix_ms(),
+            birth: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Birth {
     /// Agent software version (Cargo package version).
