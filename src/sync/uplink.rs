@@ -299,3 +299,95 @@ fn outbox_agent_header(reader: &DeliveryReader) -> String {
         serde_json::Value::String(reader.agent().to_string())
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::writer::WriterSettings;
+    use crate::outbox::{AppendRequest, EventDraft, OutboxWriter};
+
+    fn request(class: RetentionClass) -> AppendRequest {
+        AppendRequest {
+            draft: EventDraft {
+                event_type: "test.event",
+                schema: 1,
+                class,
+                payload_json: r#"{"n":1}"#.into(),
+            },
+            effect: None,
+            client_key: None,
+        }
+    }
+
+    async fn append(handle: &OutboxHandle, class: RetentionClass, n: usize) {
+        let handle = handle.clone();
+        tokio::task::spawn_blocking(move || {
+            handle
+                .append_pipelined_blocking((0..n).map(|_| request(class)))
+                .expect("append")
+        })
+        .await
+        .expect("append task");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn store_facts_go_before_telemetry_and_a_live_event_is_not_held_behind_the_backlog() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("outbox.db");
+        let settings = WriterSettings {
+            group_commit_max: 64,
+            telemetry_quota_rows: 1000,
+            low_free_mb: 0,
+            seq_floor: 0,
+        };
+        let (handle, writer) = OutboxWriter::start(&path, settings).expect("outbox");
+        // The backlog: telemetry first, then store facts (seq 1-30 telemetry, 31-60 facts).
+        append(&handle, RetentionClass::Telemetry, 30).await;
+        append(&handle, RetentionClass::StoreFact, 30).await;
+        let reader = DeliveryReader::start(&path, "store/agent").expect("reader");
+        let mut config = crate::config::Config::defaults().sync;
+        config.batch_max_events = 10;
+        config.inflight_batches = 100;
+        let mut uplink = Uplink::new(&config, &handle, reader);
+        // A sale made after the connection came up: seq 61.
+        append(&handle, RetentionClass::StoreFact, 1).await;
+        uplink.wake();
+
+        let mut batches: Vec<(String, Vec<u64>)> = Vec::new();
+        while let UplinkStep::Publish(batch) = uplink.next_step().await.expect("fetch") {
+            let parsed: crate::sync::wire::EventBatch =
+                serde_json::from_slice(&batch.payload).expect("a batch of the contract");
+            assert_eq!(parsed.agent, "store/agent");
+            let class = parsed.events[0].class.name().to_string();
+            assert!(parsed.events.iter().all(|e| e.class.name() == class));
+            batches.push((class, parsed.events.iter().map(|e| e.seq).collect()));
+        }
+        assert_eq!(
+            batches[0].1,
+            vec![61],
+            "the live sale goes first: {batches:?}"
+        );
+        let first_telemetry = batches
+            .iter()
+            .position(|(class, _)| class == "telemetry")
+            .expect("telemetry is sent too");
+        assert!(
+            batches[..first_telemetry]
+                .iter()
+                .all(|(class, _)| class == "store_fact"),
+            "every store fact before any telemetry: {batches:?}"
+        );
+        let mut seqs: Vec<u64> = batches.iter().flat_map(|(_, s)| s.clone()).collect();
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=61).collect::<Vec<_>>(),
+            "each event exactly once"
+        );
+        drop(uplink);
+        drop(handle);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .expect("join");
+    }
+}
