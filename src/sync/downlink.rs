@@ -238,7 +238,6 @@ async fn apply(
         Ok(DeltaOutcome::Applied { version, ops, .. }) => {
             tracing::debug!(%stream, version, ops, "delta applied");
             ctx.shared.resume_stream(stream);
-            ctx.shared.record_delta(stream, version);
             true
         }
         Ok(DeltaOutcome::AlreadyApplied { version, live, .. }) => {

@@ -45,7 +45,6 @@ pub struct SyncShared {
     delivered: AtomicU64,
     last_error: Mutex<Option<String>>,
     paused: Mutex<BTreeMap<Stream, String>>,
-    deltas: Mutex<BTreeMap<Stream, (u64, i64)>>,
     state_changed: Option<tokio::sync::watch::Sender<()>>,
 }
 
@@ -114,12 +113,6 @@ impl SyncShared {
 
     pub(crate) fn record_delivered(&self, events: u64) {
         self.delivered.fetch_add(events, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_delta(&self, stream: Stream, version: u64) {
-        if let Ok(mut d) = self.deltas.lock() {
-            d.insert(stream, (version, crate::storage::now_unix_ms()));
-        }
     }
 
     pub(crate) fn pause_stream(&self, stream: Stream, reason: String) {

@@ -183,6 +183,7 @@ async fn connect_once(
     let mut appended = ctx.outbox.appended();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let rpl_prefix = format!("{}/rpl/", topics.base());
     let mut state_dirty = ctx.shared.state_changed();
     let mut dead_letters_seen = ctx.outbox.dead_letters();
     loop {
@@ -224,7 +225,7 @@ async fn connect_once(
                         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
                         if topic == topics.ack() {
                             on_central_ack(ctx, &mut uplink, &publish.payload).await;
-                        } else if let Some(stream) = topic.strip_prefix(&format!("{}/rpl/", topics.base())) {
+                        } else if let Some(stream) = topic.strip_prefix(rpl_prefix.as_str()) {
                             ctx.downlink
                                 .send(DownlinkMessage::Rpl {
                                     stream: stream.to_string(),

@@ -53,18 +53,24 @@ pub struct Uplink {
     /// Which lane goes first on the next batch (0 backlog, 1 live).
     turn: usize,
     idle: bool,
-    /// Publishes handed to rumqttc, waiting for their packet id (in publish order).
-    awaiting_pkid: VecDeque<Option<(Vec<[u64; 2]>, usize)>>,
-    in_flight: HashMap<u16, Option<Vec<[u64; 2]>>>,
+    /// Publishes handed to rumqttc, waiting for their packet id (in publish order); `None`
+    /// for a message that is not a batch (state), tracked only to keep the order.
+    awaiting_pkid: VecDeque<Option<Tracked>>,
+    in_flight: HashMap<u16, Option<Tracked>>,
     batches_in_flight: usize,
     events_in_flight: usize,
     /// Central-ack mode: batches the broker took, waiting for central's `ack`.
     awaiting_central: VecDeque<(Instant, RetentionClass, Vec<[u64; 2]>)>,
     /// Batches central did not acknowledge in time, to publish again before anything new.
     resend: VecDeque<(RetentionClass, Vec<[u64; 2]>)>,
-    /// Class of each batch by packet id (resends need it).
-    classes: HashMap<u16, RetentionClass>,
-    awaiting_class: VecDeque<Option<RetentionClass>>,
+}
+
+/// A published batch until its PUBACK.
+struct Tracked {
+    ranges: Vec<[u64; 2]>,
+    events: usize,
+    /// Resends of overdue batches fetch by class.
+    class: RetentionClass,
 }
 
 const BACKLOG: usize = 0;
@@ -95,8 +101,6 @@ impl Uplink {
             events_in_flight: 0,
             awaiting_central: VecDeque::new(),
             resend: VecDeque::new(),
-            classes: HashMap::new(),
-            awaiting_class: VecDeque::new(),
         };
         uplink.start_lanes(newest);
         uplink
@@ -242,33 +246,28 @@ impl Uplink {
             self.batches_in_flight += 1;
             self.events_in_flight += events;
         }
-        self.awaiting_class
-            .push_back(batch.as_ref().map(|(_, c)| *c));
         self.awaiting_pkid
-            .push_back(batch.map(|(r, _)| (r, events)));
+            .push_back(batch.map(|(ranges, class)| Tracked {
+                ranges,
+                events,
+                class,
+            }));
     }
 
     /// rumqttc reports outgoing publishes in the order they were requested.
     pub fn published(&mut self, pkid: u16) {
         if let Some(entry) = self.awaiting_pkid.pop_front() {
-            self.in_flight.insert(pkid, entry.map(|(ranges, _)| ranges));
-        }
-        if let Some(Some(class)) = self.awaiting_class.pop_front() {
-            self.classes.insert(pkid, class);
+            self.in_flight.insert(pkid, entry);
         }
     }
 
     /// A PUBACK arrived.
     pub fn acknowledged(&mut self, pkid: u16, refused: bool) -> Option<Settled> {
-        let ranges = self.in_flight.remove(&pkid)??;
-        let class = self
-            .classes
-            .remove(&pkid)
-            .unwrap_or(RetentionClass::StoreFact);
-        let events: usize = ranges
-            .iter()
-            .map(|[a, b]| (b - a + 1) as usize)
-            .sum::<usize>();
+        let Tracked {
+            ranges,
+            events,
+            class,
+        } = self.in_flight.remove(&pkid)??;
         self.batches_in_flight = self.batches_in_flight.saturating_sub(1);
         self.events_in_flight = self.events_in_flight.saturating_sub(events);
         self.idle = false;
