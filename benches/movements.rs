@@ -41,12 +41,13 @@ fn request(producer: usize, i: u64) -> AppendRequest {
                 r#"{{"sku":"{sku}","delta":-1,"kind":"sale","till":"T{producer:02}","line":{i}}}"#
             ),
         },
-        effect: Some(LocalEffect::StockMovement {
+        effects: vec![LocalEffect::StockMovement {
             sku,
             delta: -1,
             kind: MovementKind::Sale,
-        }),
+        }],
         client_key: Some(format!("bench-{producer}-{i}")),
+        answer_json: None,
     }
 }
 

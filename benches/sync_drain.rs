@@ -44,12 +44,13 @@ fn seed(outbox: &Path, n: usize) {
                 class: RetentionClass::StoreFact,
                 payload_json: payload(i),
             },
-            effect: Some(LocalEffect::StockMovement {
+            effects: vec![LocalEffect::StockMovement {
                 sku: format!("SKU-{:06}", i % 50_000),
                 delta: -1,
                 kind: MovementKind::Sale,
-            }),
+            }],
             client_key: None,
+            answer_json: None,
         }))
         .expect("seed");
     drop(handle);

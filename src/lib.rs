@@ -8,6 +8,8 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod devices;
+pub mod fleet;
+pub mod logging;
 pub mod outbox;
 pub mod profiles;
 pub mod reads;

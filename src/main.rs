@@ -3,7 +3,7 @@
 //! the library. `anyhow` lives only here.
 
 use clap::{Parser, Subcommand};
-use relais::config::{Config, ConfigError, ConfigSource, LogFormat};
+use relais::config::{Config, ConfigError, ConfigSource};
 use relais::replica::Stream;
 use std::io::Write;
 use std::path::PathBuf;
@@ -123,6 +123,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            // A token file that cannot be used is configuration too: restarting will not help.
+            if let Some(relais::agent::AgentError::ApiTokens(token_error)) = e.downcast_ref() {
+                eprintln!("relais: configuration error:\n{token_error}");
+                return ExitCode::from(ConfigError::EXIT_CODE as u8);
+            }
             if let Some(config_error) = e.downcast_ref::<ConfigError>() {
                 eprintln!("relais: configuration error:\n{config_error}");
                 return ExitCode::from(ConfigError::EXIT_CODE as u8);
@@ -144,21 +149,8 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(Config, Config
     Ok(Config::load(path)?)
 }
 
-pub fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    // RELAIS_LOG overrides the config for a one-off debugging session.
-    let filter = std::env::var("RELAIS_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_new(&config.log.level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+pub fn init_logging(config: &Config) -> relais::logging::LogControl {
+    relais::logging::init(config)
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -166,9 +158,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run => {
             let (config, source) = load_config(config_path)?;
-            init_logging(&config);
+            let log = init_logging(&config);
             log_source(&source);
-            commands::run_agent(config)?;
+            commands::run_agent(config, &source, log)?;
             Ok(0)
         }
         Command::Demo(args) => commands::demo::run(args, config_path),

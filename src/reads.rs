@@ -15,7 +15,6 @@ use crate::storage::{self, ReaderPool};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 /// Last known state of each device, for health and the status page.
@@ -41,7 +40,7 @@ pub struct ReadContext {
     pub readers: ReaderPool,
     pub outbox: OutboxHandle,
     pub hasher: CardHasher,
-    pub stale_after: Duration,
+    pub tunables: Arc<crate::config::live::Tunables>,
     pub record_scans: bool,
     pub board: Arc<Mutex<BTreeMap<DeviceId, DeviceStatus>>>,
     pub live: broadcast::Sender<LiveRead>,
@@ -91,8 +90,9 @@ async fn record(
             class,
             payload_json: payload.to_string(),
         },
-        effect: None,
+        effects: Vec::new(),
         client_key: None,
+        answer_json: None,
     };
     match ctx.outbox.append(request).await {
         Ok(_) => {}
@@ -155,7 +155,7 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
             let gtin = decoded.as_ref().ok().and_then(|d| d.gtin);
             let product = match gtin {
                 Some(gtin) => {
-                    let stale_after = ctx.stale_after;
+                    let stale_after = ctx.tunables.stale_after();
                     ctx.readers
                         .run(move |conn| {
                             lookup::product_by_gtin(conn, gtin, storage::now_unix_ms(), stale_after)
@@ -183,7 +183,7 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
         } => {
             ctx.count_read(&device, at_ms);
             let hasher = ctx.hasher.clone();
-            let stale_after = ctx.stale_after;
+            let stale_after = ctx.tunables.stale_after();
             let answer = ctx
                 .readers
                 .run(move |conn| {

@@ -781,8 +781,9 @@ fn store_fact(event_type: &'static str, effect: Option<LocalEffect>) -> AppendRe
             class: RetentionClass::StoreFact,
             payload_json: "{}".into(),
         },
-        effect,
+        effects: effect.into_iter().collect(),
         client_key: None,
+        answer_json: None,
     }
 }
 
@@ -868,28 +869,24 @@ fn stock_on_hand_is_the_delta_baseline_plus_the_movements_after_its_watermark() 
 fn the_loyalty_balance_is_the_delta_baseline_plus_the_local_operations_after_its_watermark() {
     let replica = Replica::new();
     let (outbox, writer) = OutboxWriter::start(&replica.outbox_db(), outbox_settings()).unwrap();
-    let seqs: Vec<u64> = (0..5)
-        .map(|_| {
+    // The five operations, through the writer as a till's would be.
+    let points = [50i64, -20, 30, 15, -5];
+    let seqs: Vec<u64> = points
+        .iter()
+        .map(|&points| {
+            let effect = LocalEffect::Loyalty {
+                customer_id: "C1".into(),
+                points,
+                guard: None,
+            };
             outbox
-                .append_blocking(store_fact("loyalty.op", None))
+                .append_blocking(store_fact("loyalty.op", Some(effect)))
                 .unwrap()
                 .seq
         })
         .collect();
     drop(outbox);
     writer.join();
-    // The outbox writer has no loyalty effect yet: the operations are written by hand at the
-    // sequence numbers it assigned to their events.
-    let points = [50i64, -20, 30, 15, -5];
-    let conn = Connection::open(replica.outbox_db()).unwrap();
-    for (seq, points) in seqs.iter().zip(points) {
-        conn.execute(
-            "INSERT INTO loyalty_ops(seq, customer_id, points, wall_ms) VALUES (?1, 'C1', ?2, 0)",
-            rusqlite::params![*seq as i64, points],
-        )
-        .unwrap();
-    }
-    drop(conn);
 
     // Central's balance includes the first three operations: 1000 + 50 - 20 + 30.
     replica.apply(

@@ -56,12 +56,13 @@ fn seed_outbox(store: &Store, n: usize) -> HashSet<String> {
                 json!({"sku": format!("SKU-{}", i % 97), "delta": -1, "kind": "sale", "n": i})
                     .to_string(),
         },
-        effect: Some(LocalEffect::StockMovement {
+        effects: vec![LocalEffect::StockMovement {
             sku: format!("SKU-{}", i % 97),
             delta: -1,
             kind: MovementKind::Sale,
-        }),
+        }],
         client_key: None,
+        answer_json: None,
     });
     let appended = handle.append_pipelined_blocking(requests).expect("seed");
     drop(handle);
@@ -664,4 +665,51 @@ fn a_replica_moved_aside_at_startup_is_rebuilt_from_the_snapshot_at_the_first_co
             .is_empty(),
         "{health}"
     );
+}
+
+#[test]
+fn a_sale_posted_at_the_till_lowers_stock_and_reaches_central_through_the_broker() {
+    if skip() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions { persistence: false });
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = tmp.path().join("sink.db");
+    let _ingest = Ingest::start(&broker, &sink);
+    let store = store_with_broker(&broker.url(), "");
+    let gtin = common::gtin14(400_638_133_394);
+    store.import_ok(
+        "products",
+        "products.ndjson",
+        &[common::product(&gtin, "SKU-E2E", "End to end")],
+    );
+    store.import_ok("stock", "stock.ndjson", &[common::stock("SKU-E2E", 5)]);
+    let agent = store.start();
+    let (status, sale) = agent.post_json(
+        "/v1/sales",
+        &json!({"client_key": "till-9/r-1", "lines": [{"code": gtin, "qty": 2}]}),
+    );
+    assert_eq!(status, 201, "{sale}");
+    let (_, product) = agent.get_json(&format!("/v1/products/{gtin}"));
+    assert_eq!(
+        product["stock"]["on_hand"], 3,
+        "stock down at once: {product}"
+    );
+    // Delivered: central's sink holds the sale, under the id the till was given.
+    let id = sale["id"].as_str().unwrap().to_owned();
+    wait_until("the sale at central", Duration::from_secs(30), || {
+        sink_ids(&sink).contains(&id)
+    });
+    let conn = rusqlite::Connection::open(&sink).unwrap();
+    let (kind, payload): (String, String) = conn
+        .query_row("SELECT type, payload FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(kind, "sale.recorded");
+    let payload: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(payload["lines"][0]["sku"], "SKU-E2E");
+    wait_until("the outbox to empty", Duration::from_secs(30), || {
+        outbox_depth(&agent) == 0
+    });
 }

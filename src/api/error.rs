@@ -59,6 +59,14 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn too_many_requests(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
@@ -87,7 +95,10 @@ impl From<ReaderPoolError> for ApiError {
 impl From<LookupError> for ApiError {
     fn from(e: LookupError) -> ApiError {
         match e {
-            LookupError::InvalidCode(_) | LookupError::InvalidCard(_) => {
+            LookupError::InvalidCode(_)
+            | LookupError::InvalidBarcode(_)
+            | LookupError::NoGtin
+            | LookupError::InvalidCard(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_code", e.to_string())
             }
             LookupError::Sqlite(_) => ApiError::internal(e.to_string()),
@@ -106,6 +117,12 @@ impl From<OutboxError> for ApiError {
                 "shutting_down",
                 e.to_string(),
             ),
+            OutboxError::Refused(refused) => {
+                let mut err =
+                    ApiError::new(StatusCode::CONFLICT, refused.code(), refused.to_string());
+                err.details = serde_json::to_value(&refused).ok();
+                err
+            }
             OutboxError::Commit(_) | OutboxError::Storage(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_recorded",

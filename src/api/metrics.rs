@@ -261,7 +261,7 @@ pub async fn metrics(
         state.outbox.dead_letters() as f64,
     );
 
-    let fresh = lookup::freshness(&states, &Stream::ALL, now, state.stale_after);
+    let fresh = lookup::freshness(&states, &Stream::ALL, now, state.tunables.stale_after());
     out.family(
         "relais_replica_version",
         "gauge",

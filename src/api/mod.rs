@@ -2,32 +2,34 @@
 //! go through the reader pool, writes through the outbox writer, and a 2xx answer to a write
 //! means the fact is durable.
 
+pub mod auth;
 mod error;
 mod events;
+mod facts;
+mod loyalty;
 mod metrics;
+mod pickups;
+mod status_page;
 
+pub use auth::{ApiTokens, Gate, GateCell, TokenFileError};
 pub use error::ApiError;
 
 use crate::cards::CardHasher;
-use crate::decode::gtin::Gtin14;
-use crate::outbox::{
-    AppendRequest, EventDraft, LocalEffect, MovementKind, OutboxHandle, RetentionClass,
-};
+use crate::outbox::OutboxHandle;
 use crate::replica::lookup::{self, Answer};
 use crate::replica::{StreamState, stream_states};
 use crate::storage::{self, ReaderPool};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Everything a handler may use. Cheap to share; owns no blocking resource itself.
 pub struct ApiState {
@@ -37,7 +39,8 @@ pub struct ApiState {
     pub readers: ReaderPool,
     pub outbox: OutboxHandle,
     pub hasher: CardHasher,
-    pub stale_after: Duration,
+    /// Reloadable settings (staleness limit, burn cap, which config is in effect).
+    pub tunables: Arc<crate::config::live::Tunables>,
     pub started: Instant,
     pub sync: Arc<crate::sync::SyncShared>,
     /// Flips to true when the agent shuts down: long-lived streams end so the HTTP server can.
@@ -55,43 +58,125 @@ pub(crate) fn until_shutdown<S: futures_util::Stream>(
     })
 }
 
-pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
+/// The protected routes: every one needs a bearer token when tokens are configured.
+/// `docs/openapi.json` documents each; a test keeps the two in step.
+pub const PROTECTED_ROUTES: [&str; 18] = [
+    "/v1/health",
+    "/v1/products",
+    "/v1/products/{code}",
+    "/v1/customers/by-card/{id}",
+    "/v1/movements",
+    "/v1/sales",
+    "/v1/returns",
+    "/v1/cycle-counts",
+    "/v1/loyalty/earn",
+    "/v1/loyalty/burn",
+    "/v1/pickups/{code}",
+    "/v1/pickups/{code}/collect",
+    "/v1/alarms/{code}",
+    "/v1/devices/live",
+    "/v1/events",
+    "/v1/metrics",
+    "/v1/outbox/requeue",
+    "/v1/openapi.json",
+];
+
+/// Without a token: probes for systemd and load balancers (no data), and the status page's
+/// static assets (the page itself asks for the token).
+pub const PUBLIC_ROUTES: [&str; 2] = ["/v1/health/live", "/v1/health/ready"];
+
+pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) -> Router {
     let http = Arc::new(metrics::HttpMetrics::default());
     let scrape = {
         let http = Arc::clone(&http);
         move |state: State<Arc<ApiState>>| metrics::metrics(state, Arc::clone(&http))
     };
-    let routes: [(&'static str, MethodRouter<Arc<ApiState>>); 9] = [
-        ("/v1/health", get(health)),
-        ("/v1/products/{code}", get(product)),
-        ("/v1/customers/by-card/{id}", get(customer_by_card)),
-        ("/v1/movements", post(post_movement)),
-        (
-            "/v1/alarms/{code}",
-            axum::routing::delete(acknowledge_alarm),
-        ),
-        ("/v1/devices/live", get(live_reads)),
-        ("/v1/events", get(events::events)),
-        ("/v1/metrics", get(scrape)),
-        ("/v1/outbox/requeue", post(requeue_dead_letters)),
+    let protected: [MethodRouter<Arc<ApiState>>; 18] = [
+        get(health),
+        get(product_by_query),
+        get(product),
+        get(customer_by_card),
+        post(facts::post_movement),
+        post(facts::post_sale),
+        post(facts::post_return),
+        post(facts::post_cycle_count),
+        post(loyalty::post_earn),
+        post(loyalty::post_burn),
+        get(pickups::get_pickup),
+        post(pickups::collect),
+        delete(acknowledge_alarm),
+        get(live_reads),
+        get(events::events),
+        get(scrape),
+        post(requeue_dead_letters),
+        get(openapi),
     ];
-    let mut router = Router::new();
-    for (path, route) in routes {
+    let public: [MethodRouter<Arc<ApiState>>; 2] = [get(live), get(ready)];
+    let track = |route: &'static str, method_router: MethodRouter<Arc<ApiState>>| {
         // Each route counts its requests under its own template (bounded label values).
         let label = metrics::RouteLabel {
             metrics: Arc::clone(&http),
-            route: path,
+            route,
         };
-        router = router.route(path, route.layer(from_fn_with_state(label, metrics::track)));
+        method_router.layer(from_fn_with_state(label, metrics::track))
+    };
+    let mut router = Router::new();
+    for (path, route) in PROTECTED_ROUTES.into_iter().zip(protected) {
+        let guarded = route.layer(from_fn_with_state(Arc::clone(&gate), auth::require_token));
+        router = router.route(path, track(path, guarded));
+    }
+    for (path, route) in PUBLIC_ROUTES.into_iter().zip(public) {
+        router = router.route(path, track(path, route));
     }
     let unmatched = metrics::RouteLabel {
-        metrics: http,
+        metrics: Arc::clone(&http),
         route: metrics::UNMATCHED,
     };
     router
+        .merge(status_page::routes())
         .fallback(not_found.layer(from_fn_with_state(unmatched, metrics::track)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(from_fn_with_state(gate, auth::rate_limit))
         .with_state(state)
+}
+
+/// The API's OpenAPI 3 description, as in the repository.
+const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+/// Liveness: the process answers. Nothing else is checked, so a probe never restarts an
+/// agent that is merely offline.
+async fn live() -> Response {
+    Json(serde_json::json!({"status": "live"})).into_response()
+}
+
+/// Readiness: storage answers (a replica read through the pool, which also reads the
+/// outbox file) and the outbox writer is running. 503 otherwise.
+async fn ready(State(state): State<Arc<ApiState>>) -> Response {
+    let storage = replica_states(&state).await.is_ok();
+    let writer = !state.outbox.is_closed();
+    let ready = storage && writer;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "storage": storage,
+            "outbox_writer": writer,
+        })),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -102,7 +187,7 @@ async fn product(
     State(state): State<Arc<ApiState>>,
     Path(code): Path<String>,
 ) -> Result<Response, ApiError> {
-    let stale_after = state.stale_after;
+    let stale_after = state.tunables.stale_after();
     let answer = state
         .readers
         .run(move |conn| lookup::product_by_code(conn, &code, storage::now_unix_ms(), stale_after))
@@ -114,7 +199,7 @@ async fn customer_by_card(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let stale_after = state.stale_after;
+    let stale_after = state.tunables.stale_after();
     let hasher = state.hasher.clone();
     let answer = state
         .readers
@@ -123,6 +208,23 @@ async fn customer_by_card(
         })
         .await??;
     Ok(answer_response(answer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeQuery {
+    code: String,
+}
+
+/// `GET /v1/products?code=…`: the same lookup, for barcode forms awkward in a path (a GS1
+/// element string with GS characters, a Digital Link URI).
+async fn product_by_query(
+    state: State<Arc<ApiState>>,
+    query: Result<Query<CodeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(CodeQuery { code }) =
+        query.map_err(|_| ApiError::invalid("code", "give the barcode as ?code=…"))?;
+    product(state, Path(code)).await
 }
 
 /// Found → 200 (with `freshness.stale` telling whether it may be out of date), not found → 404.
@@ -135,180 +237,6 @@ fn answer_response<T: Serialize>(answer: Answer<T>) -> Response {
             err.into_response()
         }
     }
-}
-
-/// A stock movement as a till or back office posts it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MovementBody {
-    kind: MovementKind,
-    #[serde(default)]
-    sku: Option<String>,
-    #[serde(default)]
-    gtin: Option<String>,
-    /// Units: positive for sale/return/receipt (the kind gives the sign), signed for adjustment.
-    qty: i64,
-    /// Idempotency key chosen by the client (e.g. till + receipt + line): a retry returns the
-    /// first answer instead of counting the movement twice.
-    #[serde(default)]
-    client_key: Option<String>,
-    #[serde(default)]
-    note: Option<String>,
-}
-
-#[derive(Serialize)]
-struct MovementPayload<'a> {
-    kind: MovementKind,
-    sku: Option<&'a str>,
-    gtin: Option<String>,
-    qty: i64,
-    delta: i64,
-    client_key: Option<&'a str>,
-    note: Option<&'a str>,
-    stock_applied: bool,
-}
-
-#[derive(Serialize)]
-struct MovementAnswer {
-    id: uuid::Uuid,
-    seq: u64,
-    durable: bool,
-    replayed: bool,
-    sku: Option<String>,
-    stock_applied: bool,
-}
-
-const MAX_QTY: i64 = 1_000_000;
-
-fn movement_delta(kind: MovementKind, qty: i64) -> Result<i64, ApiError> {
-    if qty.abs() > MAX_QTY {
-        return Err(ApiError::invalid(
-            "qty",
-            format!("{qty} is beyond ±{MAX_QTY} units"),
-        ));
-    }
-    match kind {
-        MovementKind::Adjustment if qty == 0 => Err(ApiError::invalid(
-            "qty",
-            "an adjustment of 0 changes nothing",
-        )),
-        MovementKind::Adjustment => Ok(qty),
-        _ if qty <= 0 => Err(ApiError::invalid(
-            "qty",
-            format!(
-                "{qty}: must be positive for a {}; the kind gives the direction",
-                kind.name()
-            ),
-        )),
-        MovementKind::Sale => Ok(-qty),
-        MovementKind::Return | MovementKind::Receipt => Ok(qty),
-    }
-}
-
-fn bounded_text(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
-    match value {
-        Some(v) if v.is_empty() || v.len() > max || v.chars().any(char::is_control) => Err(
-            ApiError::invalid(field, format!("must be 1 to {max} printable characters")),
-        ),
-        _ => Ok(()),
-    }
-}
-
-async fn post_movement(
-    State(state): State<Arc<ApiState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body: MovementBody = error::parse_json(body)?;
-    let delta = movement_delta(body.kind, body.qty)?;
-    bounded_text("sku", &body.sku, 64)?;
-    bounded_text("client_key", &body.client_key, 128)?;
-    bounded_text("note", &body.note, 256)?;
-    let gtin = match &body.gtin {
-        Some(code) => {
-            Some(Gtin14::parse(code.trim()).map_err(|e| ApiError::invalid("gtin", e.to_string()))?)
-        }
-        None => None,
-    };
-    // A sale of an item the replica does not know is still a sale: it is recorded for
-    // central, just without a local stock effect, rather than refused.
-    let sku = match (&body.sku, gtin) {
-        (Some(sku), _) => Some(sku.clone()),
-        (None, Some(gtin)) => state
-            .readers
-            .run(move |conn| sku_of(conn, gtin))
-            .await?
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-        (None, None) => return Err(ApiError::invalid("sku", "give `sku` or `gtin`")),
-    };
-    let payload = MovementPayload {
-        kind: body.kind,
-        sku: sku.as_deref(),
-        gtin: gtin.map(|g| g.to_string()),
-        qty: body.qty,
-        delta,
-        client_key: body.client_key.as_deref(),
-        note: body.note.as_deref(),
-        stock_applied: sku.is_some(),
-    };
-    let payload_json =
-        serde_json::to_string(&payload).map_err(|e| ApiError::internal(e.to_string()))?;
-    let request = AppendRequest {
-        draft: EventDraft {
-            event_type: "stock.movement",
-            schema: 1,
-            class: RetentionClass::StoreFact,
-            payload_json,
-        },
-        effect: sku.clone().map(|sku| LocalEffect::StockMovement {
-            sku,
-            delta,
-            kind: body.kind,
-        }),
-        client_key: body.client_key.clone(),
-    };
-    let appended = state.outbox.append(request).await?;
-    // A replay answers with what was recorded the first time, whatever this retry's body says.
-    let recorded_sku = if appended.replayed {
-        let seq = appended.seq;
-        state
-            .readers
-            .run(move |conn| recorded_movement_sku(conn, seq))
-            .await?
-            .map_err(|e| ApiError::internal(e.to_string()))?
-    } else {
-        sku
-    };
-    let status = if appended.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    let answer = MovementAnswer {
-        id: appended.id,
-        seq: appended.seq,
-        durable: true,
-        replayed: appended.replayed,
-        stock_applied: recorded_sku.is_some(),
-        sku: recorded_sku,
-    };
-    Ok((status, Json(answer)).into_response())
-}
-
-fn recorded_movement_sku(
-    conn: &rusqlite::Connection,
-    seq: u64,
-) -> Result<Option<String>, rusqlite::Error> {
-    use rusqlite::OptionalExtension;
-    conn.prepare_cached("SELECT sku FROM facts.stock_movements WHERE seq = ?1")?
-        .query_row([seq as i64], |r| r.get(0))
-        .optional()
-}
-
-fn sku_of(conn: &rusqlite::Connection, gtin: Gtin14) -> Result<Option<String>, rusqlite::Error> {
-    use rusqlite::OptionalExtension;
-    conn.prepare_cached("SELECT sku FROM products WHERE gtin = ?1")?
-        .query_row([gtin.as_i64()], |r| r.get(0))
-        .optional()
 }
 
 /// `GET /v1/devices/live`: decoded reads and device status changes as they happen, one JSON
@@ -370,6 +298,7 @@ struct Health {
     devices: Vec<crate::reads::DeviceStatus>,
     sync: crate::sync::SyncStatus,
     dead_letters: u64,
+    config: crate::config::live::ConfigInEffect,
 }
 
 /// Version and last apply of every replica stream, read on a reader thread.
@@ -388,7 +317,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError
         &states,
         &crate::replica::Stream::ALL,
         now,
-        state.stale_after,
+        state.tunables.stale_after(),
     );
     let outbox = state.outbox.stats();
     let alarms = state.outbox.alarms();
@@ -409,26 +338,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError
         devices: state.reads.devices(),
         sync: state.sync.status(),
         dead_letters: state.outbox.dead_letters(),
+        config: state.tunables.in_effect(),
     })
     .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_sale_lowers_stock_and_a_receipt_raises_it() {
-        assert_eq!(movement_delta(MovementKind::Sale, 2).ok(), Some(-2));
-        assert_eq!(movement_delta(MovementKind::Receipt, 5).ok(), Some(5));
-        assert_eq!(movement_delta(MovementKind::Return, 1).ok(), Some(1));
-        assert_eq!(movement_delta(MovementKind::Adjustment, -3).ok(), Some(-3));
-    }
-
-    #[test]
-    fn a_negative_sale_or_an_empty_adjustment_is_refused() {
-        assert!(movement_delta(MovementKind::Sale, -2).is_err());
-        assert!(movement_delta(MovementKind::Adjustment, 0).is_err());
-        assert!(movement_delta(MovementKind::Receipt, MAX_QTY + 1).is_err());
-    }
 }

@@ -1,14 +1,16 @@
 //! `relaisctl`: central-side tools for Relais — build snapshots, publish deltas, ingest events
-//! (the reference consumer), and see the fleet. What an integrator starts from.
+//! (the reference consumer), sign and push configuration and commands, and see the fleet. What
+//! an integrator starts from.
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relais::central::{self, BrokerLogin};
-use relais::config::BrokerUrl;
+use relais::config::{AgentId, BrokerUrl};
+use relais::fleet::{self, Audience, Command as FleetCommandBody, Draft, LogLevel, SigningKey};
 use relais::replica::Stream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 #[derive(Parser)]
 #[command(
@@ -107,6 +109,205 @@ enum Command {
         #[command(subcommand)]
         command: FleetCommand,
     },
+    /// Create an ops signing key pair: DIR/NAME.key (private, 0600) and DIR/NAME.pub.
+    Keygen {
+        /// Directory for the two files (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "ops")]
+        name: String,
+    },
+    /// Signed configuration documents (docs/fleet.md).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Signed remote commands (docs/fleet.md).
+    Cmd {
+        #[command(subcommand)]
+        command: CmdCommand,
+    },
+}
+
+// Parsed once per run: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Sign a TOML file of remote settings for one agent or for every agent ('*').
+    Sign {
+        /// Ops private key (from `relaisctl keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// STORE/AGENT, or '*' for a fleet-wide document.
+        #[arg(long)]
+        agent: String,
+        /// Must be above the version the agent runs (agents refuse downgrades).
+        #[arg(long)]
+        version: u64,
+        /// When the document stops being valid: a duration from now ("30d") or an RFC 3339
+        /// time in UTC. Default: never.
+        #[arg(long, value_parser = parse_expiry)]
+        expires: Option<Expiry>,
+        /// The remote settings (TOML).
+        file: PathBuf,
+        /// Where to write the signed document (JSON); standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Publish a signed config to agents' cfg/desired (retained) and wait for their reports.
+    Push {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// STORE/AGENT.
+        #[arg(
+            long,
+            required_unless_present = "agents_file",
+            conflicts_with = "agents_file"
+        )]
+        agent: Option<String>,
+        /// One STORE/AGENT per line: push to each (a fleet-wide push is one publish per agent).
+        #[arg(long)]
+        agents_file: Option<PathBuf>,
+        /// A document from `relaisctl config sign`.
+        #[arg(long, required_unless_present = "key", conflicts_with_all = ["key", "version", "expires", "file"])]
+        signed: Option<PathBuf>,
+        /// Sign FILE now with this ops key (one document per agent; not the TLS --key-file).
+        #[arg(long, requires_all = ["version", "file"])]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        version: Option<u64>,
+        #[arg(long, value_parser = parse_expiry)]
+        expires: Option<Expiry>,
+        /// The remote settings (TOML), with --key.
+        file: Option<PathBuf>,
+        /// Return once the broker holds the document; do not wait for reports.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the agents' reports.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a signed document as an agent would (signature, audience, expiry).
+    Verify {
+        /// Public key file(s) the agent pins.
+        #[arg(long = "pub", required = true)]
+        public_keys: Vec<PathBuf>,
+        /// The agent to check for (STORE/AGENT).
+        #[arg(long)]
+        agent: String,
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CmdCommand {
+    /// Sign a command, publish it on the agent's cmd/req and wait for its cmd/res answer.
+    /// Options come before the command: `cmd send --agent S/A --key ops.key self-test`.
+    Send {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// STORE/AGENT.
+        #[arg(long)]
+        agent: String,
+        /// Ops signing key (from `relaisctl keygen`; not the TLS --key-file).
+        #[arg(long)]
+        key: PathBuf,
+        /// The command's id (its document version); default: Unix time in ms, so ids grow.
+        #[arg(long)]
+        id: Option<u64>,
+        /// How long the signed command stays valid (at most 24h), or an RFC 3339 time.
+        #[arg(long, default_value = "10m", value_parser = parse_expiry)]
+        expires: Expiry,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: CommandArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum CommandArg {
+    /// Refetch one replica stream's snapshot.
+    Resync {
+        #[arg(long, value_enum)]
+        stream: Stream,
+    },
+    /// Run the agent's self-test.
+    SelfTest,
+    /// Reload firmware profiles.
+    ReloadProfiles,
+    /// Change the log level for a while.
+    SetLogLevel {
+        #[arg(long, value_enum)]
+        level: LogLevel,
+        /// e.g. "30m"; at most 24h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Duration,
+    },
+    /// Collect diagnostics and upload them (https only).
+    UploadDiagnostics {
+        #[arg(long)]
+        url: String,
+    },
+    /// Any command as JSON, e.g. '{"command":"resync","stream":"prices"}'.
+    Json { json: String },
+}
+
+impl CommandArg {
+    fn build(self) -> Result<FleetCommandBody, fleet::FleetError> {
+        Ok(match self {
+            CommandArg::Resync { stream } => FleetCommandBody::Resync { stream },
+            CommandArg::SelfTest => FleetCommandBody::SelfTest {},
+            CommandArg::ReloadProfiles => FleetCommandBody::ReloadProfiles {},
+            CommandArg::SetLogLevel { level, expires_in } => {
+                // Through JSON, so the 24 h limit is checked in one place.
+                FleetCommandBody::from_json(
+                    &serde_json::json!({
+                        "command": "set_log_level",
+                        "level": level,
+                        "expires_in": humantime::format_duration(expires_in).to_string(),
+                    })
+                    .to_string(),
+                )?
+            }
+            CommandArg::UploadDiagnostics { url } => {
+                FleetCommandBody::UploadDiagnostics { url: url.parse()? }
+            }
+            CommandArg::Json { json } => FleetCommandBody::from_json(&json)?,
+        })
+    }
+}
+
+/// `--expires`: a duration from now, or an absolute RFC 3339 time.
+#[derive(Clone, Copy, Debug)]
+enum Expiry {
+    In(Duration),
+    At(SystemTime),
+}
+
+impl Expiry {
+    fn at(self, now: SystemTime) -> SystemTime {
+        match self {
+            Expiry::In(d) => now + d,
+            Expiry::At(t) => t,
+        }
+    }
+}
+
+fn parse_expiry(s: &str) -> Result<Expiry, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(Expiry::In(d));
+    }
+    fleet::parse_time(s).map(Expiry::At).map_err(|_| {
+        format!("{s:?}: expected a duration (\"30m\", \"7d\") or an RFC 3339 time in UTC")
+    })
 }
 
 #[derive(Subcommand)]
@@ -186,6 +387,92 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Keygen { out, name } => {
+            let generated = fleet::generate_key_files(&out, &name)?;
+            println!(
+                "private key: {} (mode 0600; keep it in the ops vault, never on a store box)",
+                generated.private_key.display()
+            );
+            println!("public key:  {}", generated.public_key.display());
+            println!("key id:      {}", generated.public.key_id());
+            println!();
+            println!("Agents accept documents signed with this key once they pin its public key:");
+            println!(
+                "ship {} in the provisioning bundle and point fleet.ops_public_keys_file at it",
+                generated.public_key.display()
+            );
+            println!("(while rotating, that file lists the old and the new key, one per line):");
+            println!("  {}", generated.public.to_line());
+        }
+        Command::Config { command } => return config_command(command).await,
+        Command::Cmd {
+            command:
+                CmdCommand::Send {
+                    broker,
+                    agent,
+                    key,
+                    id,
+                    expires,
+                    timeout,
+                    json,
+                    command,
+                },
+        } => {
+            let agent_id: AgentId = agent
+                .parse()
+                .with_context(|| format!("--agent {agent:?} (a command goes to one agent)"))?;
+            let key = SigningKey::read_file(&key)?;
+            let body = command.build()?;
+            let now = SystemTime::now();
+            let lifetime = expires
+                .at(now)
+                .duration_since(now)
+                .map_err(|_| anyhow::anyhow!("--expires is in the past"))?;
+            let version = id.unwrap_or_else(|| relais::storage::now_unix_ms().max(1) as u64);
+            let draft = Draft::command(
+                Audience::Agent(agent_id.clone()),
+                version,
+                &body,
+                now,
+                lifetime,
+            )?;
+            let doc = fleet::sign(&draft, &key)?;
+            let outcome =
+                central::ops::send_command(&broker.login(), &agent_id, &doc, timeout).await?;
+            let code = central::ops::command_exit_code(&outcome);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            }
+            match &outcome {
+                central::ops::CommandOutcome::Answered { result } => {
+                    if !json {
+                        println!(
+                            "{agent_id}: {} {}: {}",
+                            body.name(),
+                            result.status.name(),
+                            result.message
+                        );
+                        if let Some(data) = &result.data {
+                            println!("{}", serde_json::to_string_pretty(data)?);
+                        }
+                    }
+                }
+                central::ops::CommandOutcome::NotSubscribed => eprintln!(
+                    "error: nobody subscribes to {agent_id}'s cmd/req: the agent is offline (or runs a version without remote commands). \
+                     Commands are not queued; check `relaisctl fleet status` and send it again once the agent is online"
+                ),
+                central::ops::CommandOutcome::TimedOut => eprintln!(
+                    "error: no answer from {agent_id} to command {version} within {}: the agent may be busy or offline \
+                     (see `relaisctl fleet status`). The command stays valid until {}; sending it again gives it a new id",
+                    humantime::format_duration(timeout),
+                    doc.expires_at.as_deref().unwrap_or("?")
+                ),
+                central::ops::CommandOutcome::Refused { reason } => eprintln!(
+                    "error: the broker refused the publish to {agent_id}'s cmd/req ({reason}): check that --username may write relais/v1/#"
+                ),
+            }
+            return Ok(ExitCode::from(code));
+        }
         Command::Snapshot {
             command:
                 SnapshotCommand::Build {
@@ -296,4 +583,144 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn config_command(command: ConfigCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ConfigCommand::Sign {
+            key,
+            agent,
+            version,
+            expires,
+            file,
+            out,
+        } => {
+            let audience: Audience = agent.parse()?;
+            let key = SigningKey::read_file(&key)?;
+            let doc = sign_config(&key, audience, version, expires, &file)?;
+            let text = doc.to_json_pretty() + "\n";
+            match out {
+                Some(out) => {
+                    relais::storage::write_file_atomically(&out, text.as_bytes(), 0o644)
+                        .with_context(|| format!("writing {}", out.display()))?;
+                    println!(
+                        "signed config version {version} for {} with key {} -> {}",
+                        doc.agent,
+                        doc.key_id,
+                        out.display()
+                    );
+                }
+                None => print!("{text}"),
+            }
+        }
+        ConfigCommand::Push {
+            broker,
+            agent,
+            agents_file,
+            signed,
+            key,
+            version,
+            expires,
+            file,
+            no_wait,
+            timeout,
+            json,
+        } => {
+            let targets = match (agent, agents_file) {
+                (Some(agent), None) if agent == fleet::FLEET_WIDE => anyhow::bail!(
+                    "--agent '*' is not a topic: a fleet-wide document is pushed to each agent's own cfg/desired; \
+                     list them with --agents-file FILE (one STORE/AGENT per line)"
+                ),
+                (Some(agent), None) => vec![
+                    agent
+                        .parse::<AgentId>()
+                        .with_context(|| format!("--agent {agent:?}"))?,
+                ],
+                (None, Some(path)) => central::ops::read_agents_file(&path)?,
+                _ => anyhow::bail!("give --agent STORE/AGENT or --agents-file FILE"),
+            };
+            let docs = match (signed, key, version, file) {
+                (Some(path), None, None, None) => {
+                    let doc =
+                        central::ops::read_signed(&path, fleet::DocumentKind::Config, &targets)?;
+                    targets.into_iter().map(|t| (t, doc.clone())).collect()
+                }
+                (None, Some(key), Some(version), Some(file)) => {
+                    // One document per agent rather than one '*' document: each can only
+                    // ever be applied by the agent it names.
+                    let key = SigningKey::read_file(&key)?;
+                    let mut docs = Vec::with_capacity(targets.len());
+                    for target in targets {
+                        let doc = sign_config(
+                            &key,
+                            Audience::Agent(target.clone()),
+                            version,
+                            expires,
+                            &file,
+                        )?;
+                        docs.push((target, doc));
+                    }
+                    docs
+                }
+                _ => anyhow::bail!("give --signed DOC.json, or --key KEY --version N FILE.toml"),
+            };
+            let wait = (!no_wait).then_some(timeout);
+            let results = central::ops::push_config(&broker.login(), docs, wait).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                print!("{}", central::ops::render_push(&results, timeout));
+            }
+            return Ok(ExitCode::from(central::ops::push_exit_code(&results)));
+        }
+        ConfigCommand::Verify {
+            public_keys,
+            agent,
+            file,
+        } => {
+            let me: AgentId = agent
+                .parse()
+                .with_context(|| format!("--agent {agent:?}"))?;
+            let mut pinned = Vec::new();
+            for path in &public_keys {
+                pinned.extend(fleet::read_public_keys(path)?);
+            }
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let verified = fleet::verify(&bytes, &pinned, &me, SystemTime::now())?;
+            println!(
+                "valid {} document version {} for {} (signed by key {}, issued {}{})",
+                verified.kind,
+                verified.version,
+                verified.audience,
+                verified.key_id,
+                fleet::format_time(verified.issued_at),
+                verified
+                    .expires_at
+                    .map(|t| format!(", expires {}", fleet::format_time(t)))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sign FILE (TOML) as a config document. The TOML is only parsed here; the agent validates
+/// the settings themselves and reports what it refused.
+fn sign_config(
+    key: &SigningKey,
+    audience: Audience,
+    version: u64,
+    expires: Option<Expiry>,
+    file: &Path,
+) -> anyhow::Result<fleet::SignedDocument> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    if let Err(e) = toml::from_str::<toml::Table>(&text) {
+        anyhow::bail!("{} is not valid TOML: {e}", file.display());
+    }
+    let now = SystemTime::now();
+    let mut draft = Draft::config(audience, version, text, now);
+    draft.expires_at = expires.map(|e| e.at(now));
+    Ok(fleet::sign(&draft, key)?)
 }

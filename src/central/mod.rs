@@ -3,6 +3,7 @@
 
 pub mod fleet;
 pub mod ingest;
+pub mod ops;
 pub mod publish;
 pub mod snapshot;
 

@@ -45,7 +45,7 @@ pub fn run(args: DemoArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
     if let Some(broker) = args.broker.clone() {
         config.sync.broker = Some(broker);
     }
-    crate::init_logging(&config);
+    let log = crate::init_logging(&config);
 
     let paths = prepare(&config)?;
     let marker = dir.join(SEED_MARKER);
@@ -96,7 +96,11 @@ pub fn run(args: DemoArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
     if args.seed_only {
         return Ok(0);
     }
-    super::run_agent(config)?;
+    super::run_agent(
+        config,
+        &relais::config::ConfigSource::File(config_file),
+        log,
+    )?;
     Ok(0)
 }
 

@@ -20,16 +20,28 @@ pub const EXIT_NOT_FOUND: u8 = 4;
 /// EX_DATAERR: the code or identifier itself is invalid.
 pub const EXIT_INVALID: u8 = 65;
 
-pub fn run_agent(config: Config) -> anyhow::Result<()> {
+pub fn run_agent(
+    config: Config,
+    source: &relais::config::ConfigSource,
+    log: relais::logging::LogControl,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("relais-core")
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(agent::run(config, agent::shutdown_signal(), |addr| {
-        eprintln!("relais: listening on http://{addr} (Ctrl-C to stop)");
-    }))?;
+    let file = match source {
+        relais::config::ConfigSource::File(path) => Some(path.clone()),
+        relais::config::ConfigSource::BuiltInDefaults => None,
+    };
+    runtime.block_on(agent::run(
+        agent::Launch { config, file, log },
+        agent::shutdown_signal(),
+        |addr| {
+            eprintln!("relais: listening on http://{addr} (Ctrl-C to stop)");
+        },
+    ))?;
     Ok(())
 }
 
@@ -135,7 +147,11 @@ pub fn lookup_barcode(config: &Config, code: &str, json: bool) -> anyhow::Result
         config.replica.stale_after,
     ) {
         Ok(a) => a,
-        Err(lookup::LookupError::InvalidCode(e)) => {
+        Err(
+            e @ (lookup::LookupError::InvalidCode(_)
+            | lookup::LookupError::InvalidBarcode(_)
+            | lookup::LookupError::NoGtin),
+        ) => {
             return Ok(invalid_input(
                 json,
                 &format!("invalid barcode {code:?}"),

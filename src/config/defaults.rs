@@ -17,6 +17,12 @@ pub(crate) const CARD_HASH_KEY_FILE_NAME: &str = "card-hash.key";
 pub(crate) const LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 8750));
 pub(crate) const MAX_BODY_BYTES: (i64, i64, i64) = (65_536, 1_024, 16_777_216);
+/// Requests per second per client address: far above what a till does (a few per second),
+/// low enough that one till stuck in a retry loop cannot starve the others. 0 turns it off.
+pub(crate) const RATE_LIMIT_PER_CLIENT: (i64, i64, i64) = (1_000, 0, 1_000_000);
+pub(crate) const RATE_LIMIT_BURST: (i64, i64, i64) = (2_000, 1, 1_000_000);
+/// Points a customer may burn here that central has not confirmed yet (see docs/config.md).
+pub(crate) const OFFLINE_BURN_CAP: (i64, i64, i64) = (1_000, 0, 1_000_000_000);
 
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(36 * 3600);
 pub(crate) const STALE_AFTER_MIN: Duration = Duration::from_secs(60);
@@ -38,6 +44,8 @@ pub(crate) const BATCH_MAX_EVENTS: (i64, i64, i64) = (1_000, 1, 10_000);
 // back with a PUBACK code rumqttc cannot read): a batch must fit with room to spare.
 pub(crate) const BATCH_MAX_BYTES: (i64, i64, i64) = (524_288, 4_096, 4_128_768);
 pub(crate) const INFLIGHT_BATCHES: (i64, i64, i64) = (8, 1, 64);
+/// How long a remote config may leave the agent without a broker before it is rolled back.
+pub(crate) const ROLLBACK_AFTER: Duration = Duration::from_secs(300);
 
 pub(crate) fn agent_id() -> AgentId {
     AgentId {
@@ -62,8 +70,10 @@ pub(crate) const SECTIONS: &[&str] = &[
     "outbox",
     "disk",
     "customers",
+    "loyalty",
     "log",
     "sync",
+    "fleet",
     "devices",
 ];
 
@@ -91,6 +101,42 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "max_body_bytes",
         kind: "an integer",
         example: "65536",
+    },
+    KeySpec {
+        section: "api",
+        key: "token_file",
+        kind: "a string (file path)",
+        example: "\"/etc/relais/api-tokens\"",
+    },
+    KeySpec {
+        section: "api",
+        key: "rate_limit_per_client",
+        kind: "an integer (requests per second, 0 = off)",
+        example: "1000",
+    },
+    KeySpec {
+        section: "api",
+        key: "rate_limit_burst",
+        kind: "an integer",
+        example: "2000",
+    },
+    KeySpec {
+        section: "loyalty",
+        key: "offline_burn_cap",
+        kind: "an integer (points)",
+        example: "1000",
+    },
+    KeySpec {
+        section: "fleet",
+        key: "ops_public_keys_file",
+        kind: "a string (file path)",
+        example: "\"/etc/relais/ops.pub\"",
+    },
+    KeySpec {
+        section: "fleet",
+        key: "rollback_after",
+        kind: "a duration string",
+        example: "\"5m\"",
     },
     KeySpec {
         section: "replica",

@@ -9,8 +9,10 @@
 mod defaults;
 mod devices;
 mod error;
+pub mod layers;
+pub mod live;
 mod raw;
-mod render;
+pub(crate) mod render;
 mod validate;
 
 #[cfg(test)]
@@ -55,9 +57,20 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub disk: DiskConfig,
     pub customers: CustomersConfig,
+    pub loyalty: LoyaltyConfig,
     pub log: LogConfig,
     pub sync: SyncConfig,
+    pub fleet: FleetConfig,
     pub devices: DevicesConfig,
+}
+
+/// `[fleet]`: remote configuration and commands from central ops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// Ops public keys pinned at provisioning; without it, remote documents are refused.
+    pub ops_public_keys_file: Option<PathBuf>,
+    /// A remote config after which the broker stays unreachable this long is rolled back.
+    pub rollback_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +105,19 @@ impl FromStr for AgentId {
 pub struct ApiConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// Bearer tokens, one per line (see `api::auth`). Required unless `listen` is loopback.
+    pub token_file: Option<PathBuf>,
+    /// Requests per second per client address; 0 = unlimited.
+    pub rate_limit_per_client: u32,
+    pub rate_limit_burst: u32,
+}
+
+/// `[loyalty]`: what the store may do with points while central cannot confirm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoyaltyConfig {
+    /// Points one customer may burn here beyond central's last confirmed balance: the most a
+    /// store cut off from central can lose to the same points being spent in two places.
+    pub offline_burn_cap: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +325,12 @@ impl Config {
             api: ApiConfig {
                 listen: defaults::LISTEN,
                 max_body_bytes: defaults::MAX_BODY_BYTES.0 as usize,
+                token_file: None,
+                rate_limit_per_client: defaults::RATE_LIMIT_PER_CLIENT.0 as u32,
+                rate_limit_burst: defaults::RATE_LIMIT_BURST.0 as u32,
+            },
+            loyalty: LoyaltyConfig {
+                offline_burn_cap: defaults::OFFLINE_BURN_CAP.0,
             },
             replica: ReplicaConfig {
                 stale_after: defaults::STALE_AFTER,
@@ -319,6 +351,10 @@ impl Config {
                 format: LogFormat::Text,
             },
             sync: SyncConfig::defaults(),
+            fleet: FleetConfig {
+                ops_public_keys_file: None,
+                rollback_after: defaults::ROLLBACK_AFTER,
+            },
             devices: DevicesConfig::defaults(),
         }
     }

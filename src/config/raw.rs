@@ -24,8 +24,10 @@ pub(crate) struct RawConfig {
     pub outbox: Option<RawOutbox>,
     pub disk: Option<RawDisk>,
     pub customers: Option<RawCustomers>,
+    pub loyalty: Option<RawLoyalty>,
     pub log: Option<RawLog>,
     pub sync: Option<RawSync>,
+    pub fleet: Option<RawFleet>,
     /// Parsed in stage 2 by the drivers' own types (see `config::devices`).
     pub devices: Option<toml::Table>,
 }
@@ -42,6 +44,9 @@ pub(crate) struct RawAgent {
 pub(crate) struct RawApi {
     pub listen: Field<String>,
     pub max_body_bytes: Field<i64>,
+    pub token_file: Field<String>,
+    pub rate_limit_per_client: Field<i64>,
+    pub rate_limit_burst: Field<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,10 +76,23 @@ pub(crate) struct RawCustomers {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([loyalty])")]
+pub(crate) struct RawLoyalty {
+    pub offline_burn_cap: Field<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table ([log])")]
 pub(crate) struct RawLog {
     pub level: Field<String>,
     pub format: Field<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([fleet])")]
+pub(crate) struct RawFleet {
+    pub ops_public_keys_file: Field<String>,
+    pub rollback_after: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -19,6 +19,8 @@ data_dir = {data_dir}
 [api]
 listen = {listen}
 max_body_bytes = {max_body_bytes}
+{token_file}rate_limit_per_client = {rate_limit_per_client}
+rate_limit_burst = {rate_limit_burst}
 
 [replica]
 stale_after = {stale_after}
@@ -34,6 +36,9 @@ low_free_mb = {low_free_mb}
 [customers]
 card_hash_key_file = {card_hash_key_file}
 
+[loyalty]
+offline_burn_cap = {offline_burn_cap}
+
 [log]
 level = {level}
 format = {format}
@@ -42,6 +47,13 @@ format = {format}
         data_dir = path(&c.agent.data_dir),
         listen = string(&c.api.listen.to_string()),
         max_body_bytes = c.api.max_body_bytes,
+        token_file = match &c.api.token_file {
+            Some(p) => format!("token_file = {}\n", path(p)),
+            None => "# token_file = (not set: no auth, loopback only)\n".to_owned(),
+        },
+        rate_limit_per_client = c.api.rate_limit_per_client,
+        rate_limit_burst = c.api.rate_limit_burst,
+        offline_burn_cap = c.loyalty.offline_burn_cap,
         stale_after = string(&duration(c.replica.stale_after)),
         readers = c.replica.readers,
         group_commit_max = c.outbox.group_commit_max,
@@ -52,6 +64,15 @@ format = {format}
         format = string(c.log.format.as_str()),
     );
     out.push_str(&sync_toml(&c.sync));
+    out.push_str(&format!(
+        "\n[fleet]\n{}rollback_after = {}\n",
+        match &c.fleet.ops_public_keys_file {
+            Some(p) => format!("ops_public_keys_file = {}\n", path(p)),
+            None => "# ops_public_keys_file = (not set: remote config and commands refused)\n"
+                .to_owned(),
+        },
+        string(&duration(c.fleet.rollback_after)),
+    ));
     out.push_str(&c.devices.to_toml());
     out
 }

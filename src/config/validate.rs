@@ -12,7 +12,8 @@ use crate::config::raw::{Field, RawConfig};
 use crate::config::{AckMode, BrokerUrl, SyncConfig};
 use crate::config::{
     AgentConfig, AgentId, ApiConfig, Config, ConfigError, ConfigProblem, CustomersConfig,
-    DiskConfig, Location, LogConfig, LogFormat, OutboxConfig, ReplicaConfig,
+    DiskConfig, FleetConfig, Location, LogConfig, LogFormat, LoyaltyConfig, OutboxConfig,
+    ReplicaConfig,
 };
 
 const ID_PART_MAX: usize = 64;
@@ -284,8 +285,10 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
     let outbox = raw.outbox.unwrap_or_default();
     let disk = raw.disk.unwrap_or_default();
     let customers = raw.customers.unwrap_or_default();
+    let loyalty = raw.loyalty.unwrap_or_default();
     let log = raw.log.unwrap_or_default();
     let sync = raw.sync.unwrap_or_default();
+    let fleet = raw.fleet.unwrap_or_default();
     let devices = match raw.devices {
         None => Some(DevicesConfig::defaults()),
         Some(table) => match DevicesConfig::from_table(table) {
@@ -379,6 +382,40 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         &api.max_body_bytes,
         defaults::MAX_BODY_BYTES,
     );
+    let token_file = c.path("api.token_file", &api.token_file, &base);
+    if token_file.is_none() && !listen.ip().is_loopback() {
+        let (found, location) = match &api.listen {
+            Some(v) => (Some(format!("{:?}", v.get_ref())), c.location(v.span())),
+            None => (None, None),
+        };
+        c.problems.push(ConfigProblem {
+            key: "api.token_file".to_owned(),
+            found,
+            location,
+            message: format!(
+                "api.listen = {listen} opens the API to the store network, and no token file \
+                 is set: any device on the LAN could post sales"
+            ),
+            fix: "set api.token_file to a file of bearer tokens (one per line, at least 24 \
+                  characters each, mode 0600), or listen on 127.0.0.1"
+                .to_owned(),
+        });
+    }
+    let rate_limit_per_client = c.int(
+        "api.rate_limit_per_client",
+        &api.rate_limit_per_client,
+        defaults::RATE_LIMIT_PER_CLIENT,
+    );
+    let rate_limit_burst = c.int(
+        "api.rate_limit_burst",
+        &api.rate_limit_burst,
+        defaults::RATE_LIMIT_BURST,
+    );
+    let offline_burn_cap = c.int(
+        "loyalty.offline_burn_cap",
+        &loyalty.offline_burn_cap,
+        defaults::OFFLINE_BURN_CAP,
+    );
 
     let stale_after = match &replica.stale_after {
         None => defaults::STALE_AFTER,
@@ -463,6 +500,22 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
     };
 
     let sync = validate_sync(&mut c, &sync, &base);
+    let fleet = FleetConfig {
+        ops_public_keys_file: c.path(
+            "fleet.ops_public_keys_file",
+            &fleet.ops_public_keys_file,
+            &base,
+        ),
+        rollback_after: c.duration(
+            "fleet.rollback_after",
+            &fleet.rollback_after,
+            defaults::ROLLBACK_AFTER,
+            (
+                std::time::Duration::from_secs(10),
+                std::time::Duration::from_secs(86_400),
+            ),
+        ),
+    };
 
     if !c.problems.is_empty() {
         return Err(ConfigError::Invalid {
@@ -475,7 +528,11 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         api: ApiConfig {
             listen,
             max_body_bytes,
+            token_file,
+            rate_limit_per_client,
+            rate_limit_burst,
         },
+        loyalty: LoyaltyConfig { offline_burn_cap },
         replica: ReplicaConfig {
             stale_after,
             readers,
@@ -488,6 +545,7 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         customers: CustomersConfig { card_hash_key_file },
         log: LogConfig { level, format },
         sync,
+        fleet,
         devices: devices.unwrap_or_default(),
     })
 }

@@ -94,14 +94,73 @@ pub enum LocalEffect {
         delta: i64,
         kind: MovementKind,
     },
+    /// Points earned (positive) or burned (negative) here, pending until central's loyalty
+    /// watermark passes this event's seq.
+    Loyalty {
+        customer_id: String,
+        points: i64,
+        /// Burns carry the balance they were checked against; the writer re-checks them with
+        /// every pending operation, so two tills cannot spend the same points at once.
+        guard: Option<BurnGuard>,
+    },
+    /// A click-and-collect order handed over: its reservations stop counting, and a second
+    /// collection of the same order is refused.
+    PickupCollected { order_id: String },
+}
+
+/// What a burn is checked against, read from the replica by the producer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BurnGuard {
+    /// Central's balance and the agent seq it already includes.
+    pub central_balance: i64,
+    pub watermark_seq: u64,
+    /// `loyalty.offline_burn_cap`.
+    pub cap: i64,
+}
+
+/// Why the writer refused one store fact (the rest of its group commits as usual).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum FactRefused {
+    #[error(
+        "burning {requested} points would bring the points burned here and not yet confirmed by \
+         central to {would_be}, above loyalty.offline_burn_cap = {cap} (already pending: \
+         {pending_burned}). Burn at most {allowed} now, or wait until central confirms"
+    )]
+    BurnCapExceeded {
+        requested: i64,
+        pending_burned: i64,
+        would_be: i64,
+        cap: i64,
+        allowed: i64,
+    },
+    #[error("the balance is {balance} points; burning {requested} would make it negative")]
+    InsufficientPoints { balance: i64, requested: i64 },
+    #[error("order {order_id} was already collected here (event seq {seq})")]
+    AlreadyCollected { order_id: String, seq: u64 },
+}
+
+impl FactRefused {
+    /// Stable machine-readable code for API clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FactRefused::BurnCapExceeded { .. } => "offline_burn_cap",
+            FactRefused::InsufficientPoints { .. } => "insufficient_points",
+            FactRefused::AlreadyCollected { .. } => "already_collected",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct AppendRequest {
     pub draft: EventDraft,
-    pub effect: Option<LocalEffect>,
+    /// All committed in the event's transaction, or none of them.
+    pub effects: Vec<LocalEffect>,
     /// Client-supplied idempotency key: a retry with the same key gets the first answer.
     pub client_key: Option<String>,
+    /// With `client_key`: the answer the client got (JSON), kept with the key so that a retry
+    /// is answered with exactly the first answer.
+    pub answer_json: Option<String>,
 }
 
 /// A durable append: the event is on disk when a producer receives this.
@@ -111,6 +170,9 @@ pub struct Appended {
     pub seq: u64,
     /// True when `client_key` had been seen: nothing new was written.
     pub replayed: bool,
+    /// On a replay, the answer recorded with the key the first time (if one was).
+    #[serde(skip)]
+    pub first_answer: Option<String>,
 }
 
 /// The versioned event envelope, as stored and as sent to central.
@@ -143,12 +205,15 @@ pub enum OutboxError {
          `relais outbox stats` and check disk space and the data directory"
     )]
     Commit(String),
+    #[error("refused: {0}")]
+    Refused(#[from] FactRefused),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
 }
 
 /// Outbox schema, one step per `user_version`.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta(key, value) VALUES ('last_seq', 0), ('boot', 0);
 CREATE TABLE events (
@@ -191,7 +256,19 @@ CREATE TABLE alarms (
     raised_ms INTEGER NOT NULL,
     message   TEXT NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- Click-and-collect orders handed over here. Kept after delivery: it is what stops the same
+-- order being collected twice, and what takes its reservations out of `available` until
+-- central's reservations stream catches up.
+ALTER TABLE idempotency ADD COLUMN answer TEXT;
+CREATE TABLE collected_orders (
+    order_id TEXT PRIMARY KEY,
+    seq      INTEGER NOT NULL,
+    wall_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+];
 
 pub(crate) fn monotonic_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);

@@ -7,7 +7,7 @@
 //! previous one ran, so throughput grows with the number of concurrent producers.
 
 use super::stats::{self, OutboxStats};
-use super::{AppendRequest, Appended, LocalEffect, OutboxError, RetentionClass};
+use super::{AppendRequest, Appended, FactRefused, LocalEffect, OutboxError, RetentionClass};
 use crate::storage::{self, Durability};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -169,6 +169,11 @@ pub fn migrate_only(path: &Path) -> Result<(), OutboxError> {
 }
 
 impl OutboxHandle {
+    /// True once the writer thread has stopped (shutdown, or a fatal error): appends fail.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Append and wait until the event is durable.
     pub async fn append(&self, request: AppendRequest) -> Result<Appended, OutboxError> {
         let (reply, answer) = oneshot::channel();
@@ -510,7 +515,7 @@ impl WriterState {
                     self.appended.send_replace(self.next_seq - 1);
                 }
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = pending.reply.send(Ok(outcome));
+                    let _ = pending.reply.send(outcome);
                 }
             }
             Err(e) => {
@@ -533,14 +538,14 @@ impl WriterState {
         &mut self,
         batch: &[Pending],
         deliveries: &[[u64; 2]],
-    ) -> Result<Vec<Appended>, rusqlite::Error> {
+    ) -> Result<Vec<Result<Appended, OutboxError>>, rusqlite::Error> {
         let wall_ms = storage::now_unix_ms();
         let mono_ns = super::monotonic_ns();
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(batch.len());
         {
             let mut find_key =
-                tx.prepare_cached("SELECT seq, id FROM idempotency WHERE client_key = ?1")?;
+                tx.prepare_cached("SELECT seq, id, answer FROM idempotency WHERE client_key = ?1")?;
             let mut insert_event = tx.prepare_cached(
                 "INSERT INTO events(seq, id, class, type, schema, boot, wall_ms, mono_ns, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -548,7 +553,7 @@ impl WriterState {
             // INSERT OR IGNORE claims the key and detects a replay in one statement: the common
             // case (a new key) costs no extra lookup.
             let mut claim_key = tx.prepare_cached(
-                "INSERT OR IGNORE INTO idempotency(client_key, seq, id) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO idempotency(client_key, seq, id, answer) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut insert_movement = tx.prepare_cached(
                 "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -558,15 +563,32 @@ impl WriterState {
                 let seq = self.next_seq;
                 let id = Uuid::now_v7();
                 if let Some(key) = &request.client_key
-                    && claim_key.execute(params![key, seq as i64, id.as_bytes().as_slice()])? == 0
+                    && claim_key.execute(params![
+                        key,
+                        seq as i64,
+                        id.as_bytes().as_slice(),
+                        request.answer_json
+                    ])? == 0
                 {
-                    let (seq, id): (i64, Vec<u8>) =
-                        find_key.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    outcomes.push(Appended {
+                    let (seq, id, first_answer): (i64, Vec<u8>, Option<String>) =
+                        find_key.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                    outcomes.push(Ok(Appended {
                         id: Uuid::from_slice(&id).unwrap_or(Uuid::nil()),
                         seq: seq as u64,
                         replayed: true,
-                    });
+                        first_answer,
+                    }));
+                    continue;
+                }
+                // Checked here, on the single writer, against every fact committed before it
+                // (this group's included): a check in the handler could race another till.
+                if let Some(refused) = check_guards(&tx, &request.effects)? {
+                    if let Some(key) = &request.client_key {
+                        // The key was claimed above; free it so a corrected retry can use it.
+                        tx.prepare_cached("DELETE FROM idempotency WHERE client_key = ?1")?
+                            .execute([key])?;
+                    }
+                    outcomes.push(Err(OutboxError::Refused(refused)));
                     continue;
                 }
                 self.next_seq += 1;
@@ -582,17 +604,41 @@ impl WriterState {
                     mono_ns as i64,
                     draft.payload_json,
                 ])?;
-                match &request.effect {
-                    Some(LocalEffect::StockMovement { sku, delta, kind }) => {
-                        insert_movement.execute(params![
-                            seq as i64,
-                            sku,
-                            delta,
-                            kind.name(),
-                            wall_ms
-                        ])?;
+                for effect in &request.effects {
+                    match effect {
+                        LocalEffect::StockMovement { sku, delta, kind } => {
+                            insert_movement.execute(params![
+                                seq as i64,
+                                sku,
+                                delta,
+                                kind.name(),
+                                wall_ms
+                            ])?;
+                        }
+                        LocalEffect::Loyalty {
+                            customer_id,
+                            points,
+                            ..
+                        } => {
+                            tx.prepare_cached(
+                                "INSERT INTO loyalty_ops(seq, customer_id, points, wall_ms) \
+                                 VALUES (?1, ?2, ?3, ?4)",
+                            )?
+                            .execute(params![
+                                seq as i64,
+                                customer_id,
+                                points,
+                                wall_ms
+                            ])?;
+                        }
+                        LocalEffect::PickupCollected { order_id } => {
+                            tx.prepare_cached(
+                                "INSERT INTO collected_orders(order_id, seq, wall_ms) \
+                                 VALUES (?1, ?2, ?3)",
+                            )?
+                            .execute(params![order_id, seq as i64, wall_ms])?;
+                        }
                     }
-                    None => {}
                 }
                 self.stats.record_append(
                     draft.class,
@@ -600,11 +646,12 @@ impl WriterState {
                     wall_ms,
                     seq,
                 );
-                outcomes.push(Appended {
+                outcomes.push(Ok(Appended {
                     id,
                     seq,
                     replayed: false,
-                });
+                    first_answer: None,
+                }));
             }
         }
         // `meta.last_seq` is not rewritten here: the rows just inserted carry their seq, and
@@ -622,6 +669,61 @@ impl WriterState {
         tx.commit()?;
         Ok(outcomes)
     }
+}
+
+/// The first guard among `effects` that refuses, if any.
+fn check_guards(
+    tx: &rusqlite::Transaction<'_>,
+    effects: &[LocalEffect],
+) -> Result<Option<FactRefused>, rusqlite::Error> {
+    for effect in effects {
+        match effect {
+            LocalEffect::Loyalty {
+                customer_id,
+                points,
+                guard: Some(guard),
+            } if *points < 0 => {
+                let (pending, pending_burned): (i64, i64) = tx
+                    .prepare_cached(
+                        "SELECT COALESCE(SUM(points), 0), \
+                                COALESCE(SUM(CASE WHEN points < 0 THEN -points ELSE 0 END), 0) \
+                         FROM loyalty_ops WHERE customer_id = ?1 AND seq > ?2",
+                    )?
+                    .query_row(params![customer_id, guard.watermark_seq as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
+                let requested = points.saturating_neg();
+                let balance = guard.central_balance.saturating_add(pending);
+                if balance < requested {
+                    return Ok(Some(FactRefused::InsufficientPoints { balance, requested }));
+                }
+                let would_be = pending_burned.saturating_add(requested);
+                if would_be > guard.cap {
+                    return Ok(Some(FactRefused::BurnCapExceeded {
+                        requested,
+                        pending_burned,
+                        would_be,
+                        cap: guard.cap,
+                        allowed: guard.cap.saturating_sub(pending_burned).max(0),
+                    }));
+                }
+            }
+            LocalEffect::PickupCollected { order_id } => {
+                let seq: Option<i64> = tx
+                    .prepare_cached("SELECT seq FROM collected_orders WHERE order_id = ?1")?
+                    .query_row([order_id], |r| r.get(0))
+                    .optional()?;
+                if let Some(seq) = seq {
+                    return Ok(Some(FactRefused::AlreadyCollected {
+                        order_id: order_id.clone(),
+                        seq: seq as u64,
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Keep telemetry within its quota by dropping the oldest rows, in the same transaction as
@@ -755,12 +857,16 @@ mod tests {
                 class,
                 payload_json: r#"{"n":1}"#.into(),
             },
-            effect: (class == RetentionClass::StoreFact).then(|| LocalEffect::StockMovement {
-                sku: "SKU-1".into(),
-                delta: -1,
-                kind: MovementKind::Sale,
-            }),
+            effects: (class == RetentionClass::StoreFact)
+                .then(|| LocalEffect::StockMovement {
+                    sku: "SKU-1".into(),
+                    delta: -1,
+                    kind: MovementKind::Sale,
+                })
+                .into_iter()
+                .collect(),
             client_key: key.map(str::to_string),
+            answer_json: None,
         }
     }
 

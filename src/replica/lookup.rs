@@ -14,6 +14,13 @@ use std::time::Duration;
 pub enum LookupError {
     #[error("invalid barcode: {0}")]
     InvalidCode(#[from] GtinError),
+    #[error("invalid barcode: {0}")]
+    InvalidBarcode(#[from] crate::decode::BarcodeError),
+    #[error(
+        "the barcode carries no GTIN (no AI (01)); give a GTIN, a GS1 element string with \
+         (01), or a GS1 Digital Link"
+    )]
+    NoGtin,
     #[error("invalid card identifier: {0}")]
     InvalidCard(#[from] CardIdError),
     #[error("replica read failed: {0}. Run `relais doctor` or restart the agent")]
@@ -139,8 +146,19 @@ pub fn product_by_code(
     now_ms: i64,
     stale_after: Duration,
 ) -> Result<Answer<ProductAnswer>, LookupError> {
-    let gtin = Gtin14::parse(code.trim())?;
-    product_by_gtin(conn, gtin, now_ms, stale_after)
+    product_by_gtin(conn, gtin_of_code(code)?, now_ms, stale_after)
+}
+
+/// The GTIN of any barcode form a till may send: a bare GTIN-8/12/13/14 (check digit
+/// verified), a GS1 element string (bracketed or with FNC1/GS), or a GS1 Digital Link URI.
+pub fn gtin_of_code(code: &str) -> Result<Gtin14, LookupError> {
+    let code = code.trim();
+    if code.bytes().all(|b| b.is_ascii_digit()) && code.len() <= 14 {
+        return Ok(Gtin14::parse(code)?);
+    }
+    crate::decode::decode_barcode(code)?
+        .gtin
+        .ok_or(LookupError::NoGtin)
 }
 
 pub fn product_by_gtin(
@@ -159,7 +177,9 @@ pub fn product_by_gtin(
                     (SELECT COALESCE(SUM(m.delta), 0) FROM facts.stock_movements m
                       WHERE m.sku = p.sku AND m.seq > COALESCE(s.watermark_seq, 0)),
                     (SELECT COALESCE(SUM(r.qty), 0) FROM reservations r
-                      WHERE r.sku = p.sku AND r.status IN ('open', 'picked'))
+                      WHERE r.sku = p.sku AND r.status IN ('open', 'picked')
+                        AND NOT EXISTS (SELECT 1 FROM facts.collected_orders c
+                                         WHERE c.order_id = r.order_id))
              FROM products p LEFT JOIN stock s ON s.sku = p.sku WHERE p.gtin = ?1",
         )?
         .query_row([gtin.as_i64()], |r| {
@@ -311,6 +331,30 @@ pub fn customer_by_card(
     stale_after: Duration,
 ) -> Result<Answer<CustomerAnswer>, LookupError> {
     let token = hasher.token_for(card_id)?;
+    let customer_id: Option<String> = conn
+        .prepare_cached("SELECT customer_id FROM card_tokens WHERE token = ?1")?
+        .query_row([token.as_bytes().as_slice()], |r| r.get(0))
+        .optional()?;
+    match customer_id {
+        Some(id) => customer_by_id(conn, &id, now_ms, stale_after),
+        None => Ok(Answer::NotFound {
+            freshness: freshness(
+                &stream_states(conn)?,
+                &[Stream::Customers],
+                now_ms,
+                stale_after,
+            ),
+        }),
+    }
+}
+
+/// A customer and their loyalty balance by central's customer id.
+pub fn customer_by_id(
+    conn: &Connection,
+    customer_id: &str,
+    now_ms: i64,
+    stale_after: Duration,
+) -> Result<Answer<CustomerAnswer>, LookupError> {
     let fresh = freshness(
         &stream_states(conn)?,
         &[Stream::Customers],
@@ -319,10 +363,10 @@ pub fn customer_by_card(
     );
     let row: Option<(String, String, Option<String>, i64, i64)> = conn
         .prepare_cached(
-            "SELECT c.customer_id, c.display_name, c.tier, c.loyalty_balance, c.loyalty_watermark_seq
-             FROM card_tokens t JOIN customers c ON c.customer_id = t.customer_id WHERE t.token = ?1",
+            "SELECT customer_id, display_name, tier, loyalty_balance, loyalty_watermark_seq
+             FROM customers WHERE customer_id = ?1",
         )?
-        .query_row([token.as_bytes().as_slice()], |r| {
+        .query_row([customer_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;

@@ -170,9 +170,15 @@ pub(crate) fn table_ddl(stream: Stream, suffix: &str) -> Vec<(&'static str, Stri
 /// name when its shadow table is renamed into place: the next import needs fresh names.
 pub(crate) fn index_ddl(table: &str, suffix: &str, generation: &str) -> Vec<String> {
     match table {
-        "reservations" => vec![format!(
-            "CREATE INDEX reservations_by_sku_{generation} ON reservations{suffix}(sku, status)"
-        )],
+        "reservations" => vec![
+            format!(
+                "CREATE INDEX reservations_by_sku_{generation} ON reservations{suffix}(sku, status)"
+            ),
+            format!(
+                "CREATE INDEX reservations_by_pickup_{generation} ON reservations{suffix}(pickup_code) \
+                 WHERE pickup_code IS NOT NULL"
+            ),
+        ],
         _ => Vec::new(),
     }
 }

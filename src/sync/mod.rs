@@ -46,6 +46,38 @@ pub struct SyncShared {
     last_error: Mutex<Option<String>>,
     paused: Mutex<BTreeMap<Stream, String>>,
     state_changed: Option<tokio::sync::watch::Sender<()>>,
+    fleet_out: Mutex<FleetOutbox>,
+    fleet_out_changed: Option<tokio::sync::watch::Sender<()>>,
+}
+
+/// A fleet message from central, for the agent's control loop.
+#[derive(Debug, Clone)]
+pub enum FleetInbound {
+    /// A `cfg/desired` document (retained: it comes again at every connect).
+    Desired(Vec<u8>),
+    /// A `cmd/req` document.
+    Command(Vec<u8>),
+}
+
+/// Fleet messages for central, published by whichever session is connected.
+#[derive(Debug, Default)]
+struct FleetOutbox {
+    /// The latest `cfg/reported` (retained), published at every connect and when it changes.
+    reported: Option<Vec<u8>>,
+    reported_sent: bool,
+    /// `cmd/res` not yet published; bounded, oldest dropped (central re-asks a command whose
+    /// answer never came).
+    results: std::collections::VecDeque<Vec<u8>>,
+}
+
+/// Command results kept while offline.
+const MAX_PENDING_RESULTS: usize = 64;
+
+/// What a session should publish now.
+#[derive(Debug, Default)]
+pub struct FleetPublish {
+    pub reported: Option<Vec<u8>>,
+    pub results: Vec<Vec<u8>>,
 }
 
 /// Health's view of sync.
@@ -66,7 +98,72 @@ impl SyncShared {
         SyncShared {
             configured: AtomicBool::new(configured),
             state_changed: Some(tokio::sync::watch::channel(()).0),
+            fleet_out_changed: Some(tokio::sync::watch::channel(()).0),
             ..SyncShared::default()
+        }
+    }
+
+    /// Whether a broker is configured (a reload may add or remove it).
+    pub fn set_configured(&self, configured: bool) {
+        self.configured.store(configured, Ordering::Relaxed);
+    }
+
+    /// The config report to publish (retained) on `cfg/reported`.
+    pub fn report_config(&self, payload: Vec<u8>) {
+        if let Ok(mut out) = self.fleet_out.lock() {
+            out.reported = Some(payload);
+            out.reported_sent = false;
+        }
+        if let Some(tx) = &self.fleet_out_changed {
+            tx.send_replace(());
+        }
+    }
+
+    /// A command result to publish on `cmd/res`.
+    pub fn push_command_result(&self, payload: Vec<u8>) {
+        if let Ok(mut out) = self.fleet_out.lock() {
+            if out.results.len() >= MAX_PENDING_RESULTS {
+                out.results.pop_front();
+            }
+            out.results.push_back(payload);
+        }
+        if let Some(tx) = &self.fleet_out_changed {
+            tx.send_replace(());
+        }
+    }
+
+    /// Take what a session must publish. After a (re)connect, `fresh_session` re-sends the
+    /// retained report too, in case the broker lost it.
+    pub fn take_fleet_publish(&self, fresh_session: bool) -> FleetPublish {
+        let Ok(mut out) = self.fleet_out.lock() else {
+            return FleetPublish::default();
+        };
+        let reported = if fresh_session || !out.reported_sent {
+            out.reported_sent = true;
+            out.reported.clone()
+        } else {
+            None
+        };
+        FleetPublish {
+            reported,
+            results: out.results.drain(..).collect(),
+        }
+    }
+
+    /// Put results back when a session could not publish them.
+    pub fn return_command_results(&self, results: Vec<Vec<u8>>) {
+        if let Ok(mut out) = self.fleet_out.lock() {
+            for r in results.into_iter().rev() {
+                out.results.push_front(r);
+            }
+            out.results.truncate(MAX_PENDING_RESULTS);
+        }
+    }
+
+    pub fn fleet_out_changed(&self) -> tokio::sync::watch::Receiver<()> {
+        match &self.fleet_out_changed {
+            Some(tx) => tx.subscribe(),
+            None => tokio::sync::watch::channel(()).1,
         }
     }
 

@@ -29,6 +29,8 @@ pub struct SessionContext {
     pub shared: Arc<SyncShared>,
     /// Builds the birth message (replica versions, outbox depth, devices, …) at each connect.
     pub birth: Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, wire::Birth> + Send + Sync>,
+    /// `cfg/desired` and `cmd/req` messages go to the agent's control loop.
+    pub fleet_inbox: mpsc::Sender<super::FleetInbound>,
 }
 
 /// Broker options for one connection attempt.
@@ -168,7 +170,12 @@ async fn connect_once(
     ctx.shared.set_connected(true);
 
     // Subscribe before the birth so nothing central sends in reaction to it is missed.
-    let subscriptions = [topics.ack(), topics.rpl_all()];
+    let subscriptions = [
+        topics.ack(),
+        topics.rpl_all(),
+        topics.cfg_desired(),
+        topics.cmd_req(),
+    ];
     for topic in subscriptions {
         client
             .subscribe(topic, QoS::AtLeastOnce)
@@ -185,6 +192,8 @@ async fn connect_once(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let rpl_prefix = format!("{}/rpl/", topics.base());
     let mut state_dirty = ctx.shared.state_changed();
+    let mut fleet_out = ctx.shared.fleet_out_changed();
+    publish_fleet(ctx, &client, &mut uplink, topics, true).await?;
     let mut dead_letters_seen = ctx.outbox.dead_letters();
     loop {
         // Fill the window before waiting: a backlog drains as fast as acknowledgments come.
@@ -225,6 +234,8 @@ async fn connect_once(
                         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
                         if topic == topics.ack() {
                             on_central_ack(ctx, &mut uplink, &publish.payload).await;
+                        } else if topic == topics.cfg_desired() || topic == topics.cmd_req() {
+                            forward_fleet(ctx, topic == topics.cfg_desired(), &publish.payload);
                         } else if let Some(stream) = topic.strip_prefix(rpl_prefix.as_str()) {
                             ctx.downlink
                                 .send(DownlinkMessage::Rpl {
@@ -247,6 +258,9 @@ async fn connect_once(
                 }
             }
             _ = appended.changed() => uplink.wake(),
+            _ = fleet_out.changed() => {
+                publish_fleet(ctx, &client, &mut uplink, topics, false).await?;
+            }
             _ = state_dirty.changed() => {
                 let state = online_state(ctx).await;
                 publish_other(&client, &mut uplink, topics.state(), true, &state).await?;
@@ -288,6 +302,55 @@ async fn connect_once(
             }
         }
     }
+}
+
+/// Hand a fleet document to the control loop. Bounded: when it is busy the message is
+/// dropped with a warning — `cfg/desired` is retained and comes again at the next connect,
+/// and central re-sends a command it got no answer to.
+fn forward_fleet(ctx: &SessionContext, desired: bool, payload: &[u8]) {
+    if payload.is_empty() {
+        return; // a cleared retained message
+    }
+    let message = if desired {
+        super::FleetInbound::Desired(payload.to_vec())
+    } else {
+        super::FleetInbound::Command(payload.to_vec())
+    };
+    if ctx.fleet_inbox.try_send(message).is_err() {
+        tracing::warn!(desired, "fleet message dropped: the control loop is busy");
+    }
+}
+
+/// Publish the config report (retained) and pending command results.
+async fn publish_fleet(
+    ctx: &SessionContext,
+    client: &AsyncClient,
+    uplink: &mut Uplink,
+    topics: &Topics,
+    fresh_session: bool,
+) -> Result<(), SyncError> {
+    let out = ctx.shared.take_fleet_publish(fresh_session);
+    if let Some(report) = out.reported {
+        uplink.expect_publish(None, 0);
+        client
+            .publish(topics.cfg_reported(), QoS::AtLeastOnce, true, report)
+            .await
+            .map_err(|e| SyncError::Connection(e.to_string()))?;
+    }
+    let mut results = out.results.into_iter();
+    while let Some(result) = results.next() {
+        uplink.expect_publish(None, 0);
+        if let Err(e) = client
+            .publish(topics.cmd_res(), QoS::AtLeastOnce, false, result.clone())
+            .await
+        {
+            let mut rest = vec![result];
+            rest.extend(results);
+            ctx.shared.return_command_results(rest);
+            return Err(SyncError::Connection(e.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// The retained birth: what central's fleet view shows about this agent.

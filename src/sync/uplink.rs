@@ -313,8 +313,9 @@ mod tests {
                 class,
                 payload_json: r#"{"n":1}"#.into(),
             },
-            effect: None,
+            effects: Vec::new(),
             client_key: None,
+            answer_json: None,
         }
     }
 

@@ -243,6 +243,8 @@ pub struct Agent {
     pub base: String,
     log: Arc<Mutex<Vec<String>>>,
     pub http: reqwest::blocking::Client,
+    /// Sent as `Authorization: Bearer` by the helpers below when set.
+    pub token: Option<String>,
 }
 
 pub fn http_client() -> reqwest::blocking::Client {
@@ -304,6 +306,7 @@ impl Agent {
             base: String::new(),
             log,
             http: http_client(),
+            token: None,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -361,7 +364,26 @@ impl Agent {
         format!("{}{path}", self.base)
     }
 
-    /// Poll `/v1/health` until it answers 200.
+    /// The helpers below send `token` from now on.
+    pub fn with_token(mut self, token: &str) -> Agent {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    /// A request builder carrying the token, if any.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        let builder = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    /// Poll the readiness probe (public, so it works whatever the token) until it answers 200.
     pub fn wait_healthy(&self) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let deadline = Instant::now() + START_TIMEOUT;
@@ -370,14 +392,14 @@ impl Agent {
             .build()
             .expect("client");
         loop {
-            if let Ok(r) = client.get(self.url("/v1/health")).send()
+            if let Ok(r) = client.get(self.url("/v1/health/ready")).send()
                 && r.status().is_success()
             {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "/v1/health did not answer within {START_TIMEOUT:?}:\n{}",
+                "/v1/health/ready did not answer within {START_TIMEOUT:?}:\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -389,7 +411,10 @@ impl Agent {
     }
 
     pub fn get_json(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(path)).send().expect("GET");
+        let r = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .expect("GET");
         let status = r.status().as_u16();
         let body = r.text().expect("body");
         (
@@ -401,8 +426,7 @@ impl Agent {
     /// POST raw bytes as JSON; (status, parsed body or the raw text as a JSON string).
     pub fn post_raw(&self, path: &str, body: impl Into<Vec<u8>>) -> (u16, Value) {
         let r = self
-            .http
-            .post(self.url(path))
+            .request(reqwest::Method::POST, path)
             .header("content-type", "application/json")
             .body(body.into())
             .send()
@@ -413,6 +437,10 @@ impl Agent {
             status,
             serde_json::from_str(&body).unwrap_or(Value::String(body)),
         )
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string())
     }
 
     pub fn post_movement(&self, body: &Value) -> (u16, Value) {

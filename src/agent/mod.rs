@@ -3,14 +3,20 @@
 //! serves the API until SIGTERM/SIGINT, and shuts down in reverse: stop accepting, drain the
 //! requests in flight, let the outbox writer commit what it holds, checkpoint, exit 0.
 
+mod fleet_link;
+pub mod running;
+
 use crate::api::{self, ApiState};
 use crate::cards::{CardHasher, CardKeyError};
 use crate::config::Config;
+use crate::config::layers;
+use crate::config::live::{ConfigInEffect, Tunables};
 use crate::outbox::writer::WriterSettings;
 use crate::outbox::{OutboxError, OutboxHandle, OutboxWriter};
 use crate::replica::apply::{ApplierHandle, ReplicaApplier};
 use crate::storage::{self, Integrity, ReaderPool, ReaderPoolError, StorageError};
 use crate::sync::SyncShared;
+use running::{Parts, Running};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +54,10 @@ pub enum AgentError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ApiTokens(#[from] crate::api::TokenFileError),
+    #[error(transparent)]
+    Apply(#[from] running::ApplyError),
     #[error("the API server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -233,13 +243,63 @@ fn salvage_seq_floor(damaged: &Path) -> u64 {
     }
 }
 
+/// What `relais run` starts from.
+pub struct Launch {
+    pub config: Config,
+    /// The file the config came from, read again on SIGHUP; `None`: built-in defaults.
+    pub file: Option<PathBuf>,
+    pub log: crate::logging::LogControl,
+}
+
+fn config_text(file: &Option<PathBuf>) -> Result<String, crate::config::ConfigError> {
+    match file {
+        None => Ok(String::new()),
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|cause| crate::config::ConfigError::Unreadable {
+                path: path.clone(),
+                cause,
+            })
+        }
+    }
+}
+
+fn origin_of(file: &Option<PathBuf>) -> PathBuf {
+    file.clone()
+        .unwrap_or_else(|| PathBuf::from("built-in defaults"))
+}
+
 /// Run the agent until `shutdown` resolves. `on_ready` is called once the API listens.
 pub async fn run(
-    config: Config,
+    launch: Launch,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr) + Send,
 ) -> Result<(), AgentError> {
     let started = Instant::now();
+    let Launch {
+        config: file_config,
+        file,
+        log,
+    } = launch;
+    // The remote layer central pushed last (verified again), over the local file.
+    let remote = fleet_link::stored_layer(&file_config);
+    let config = match &remote {
+        Some(layer) => match config_text(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                layers::merge(&text, &origin_of(&file), Some(layer)).map_err(|e| e.to_string())
+            }) {
+            Ok(layered) => layered.config,
+            Err(why) => {
+                tracing::error!(%why, "the stored remote config no longer applies over the file; running on the file alone");
+                file_config.clone()
+            }
+        },
+        None => file_config.clone(),
+    };
+    // Before storage: a bad token file is a configuration error, found in milliseconds.
+    if let Some(path) = &config.api.token_file {
+        api::ApiTokens::load(path)?;
+    }
     let storage = open_storage(&config)?;
     for (code, message) in &storage.startup_alarms {
         storage.outbox.raise_alarm(code, message.clone()).await;
@@ -251,11 +311,20 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(AgentError::Serve)?;
+    let in_effect = ConfigInEffect {
+        hash: crate::profiles::sha256_hex(config.to_toml().as_bytes()),
+        source: file.as_ref().map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        ),
+        remote_version: remote.as_ref().map(|r| r.version),
+    };
+    let tunables = Arc::new(Tunables::new(&config, in_effect.clone()));
     let reads = Arc::new(crate::reads::ReadContext {
         readers: storage.readers.clone(),
         outbox: storage.outbox.clone(),
         hasher: storage.hasher.clone(),
-        stale_after: config.replica.stale_after,
+        tunables: Arc::clone(&tunables),
         record_scans: config.devices.record_scans,
         board: Default::default(),
         live: tokio::sync::broadcast::channel(1024).0,
@@ -264,35 +333,51 @@ pub async fn run(
     // Graceful shutdown waits for every open connection; live streams (SSE, NDJSON) would
     // hold it forever, so they end when this flips.
     let (stop_streams, streams_stopped) = tokio::sync::watch::channel(false);
-    let (stop_sync, sync_stopped) = tokio::sync::watch::channel(false);
-    let sync_tasks = start_sync(&config, &storage, &reads, &sync, sync_stopped);
+    let gate = Arc::new(api::GateCell::default());
     let state = Arc::new(ApiState {
         reads: Arc::clone(&reads),
         agent_id: config.agent.id.to_string(),
         readers: storage.readers.clone(),
         outbox: storage.outbox.clone(),
         hasher: storage.hasher.clone(),
-        stale_after: config.replica.stale_after,
+        tunables: Arc::clone(&tunables),
         started,
         sync: Arc::clone(&sync),
         shutdown: streams_stopped,
     });
-    let app = api::router(state, config.api.max_body_bytes);
+    let app = api::router(state, config.api.max_body_bytes, Arc::clone(&gate));
 
     // Store hardware: one thread per device, events into the core through a bounded channel.
-    let (profiles, profiles_from, profile_errors) =
-        crate::devices::runtime::load_profiles(&config.devices);
-    for error in &profile_errors {
-        tracing::error!(%error, "firmware profile refused");
-    }
-    tracing::info!(from = %profiles_from, count = profiles.len(), fingerprint = %profiles.fingerprint(), "firmware profiles loaded");
     let (sink, device_events) = crate::devices::EventSink::channel(1024);
     let consumer = tokio::spawn(crate::reads::consume(device_events, Arc::clone(&reads)));
-    let devices = crate::devices::runtime::start(&config.devices, &profiles, &sink);
-    drop(sink);
+    let (fleet_inbox, fleet_messages) = tokio::sync::mpsc::channel(16);
+    let mut running = Running::new(Parts {
+        paths: storage.paths.clone(),
+        outbox: storage.outbox.clone(),
+        applier: storage.applier.clone(),
+        reads: Arc::clone(&reads),
+        sync: Arc::clone(&sync),
+        sink,
+        gate,
+        tunables,
+        log,
+        fleet_inbox,
+    });
+    // Startup is the first apply: the same path a reload takes.
+    running.apply(config.clone(), in_effect).await?;
+    let (stop_control, control_stopped) = tokio::sync::watch::channel(false);
+    let control = tokio::spawn(control_loop(
+        running,
+        Control {
+            file,
+            remote,
+            messages: fleet_messages,
+        },
+        control_stopped,
+    ));
 
     tracing::info!(%addr, agent = %config.agent.id, data_dir = %storage.paths.dir.display(),
-        devices = devices.count(), startup_ms = started.elapsed().as_millis() as u64, "relais is ready");
+        startup_ms = started.elapsed().as_millis() as u64, "relais is ready");
     on_ready(addr);
     // Under systemd (Type=notify): ready only now that storage is open and the API listens.
     let service = crate::service::ServiceLink::ready(addr, config.sync.broker.is_some());
@@ -302,18 +387,19 @@ pub async fn run(
         crate::service::stopping();
         let _ = stop_streams.send(true);
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(AgentError::Serve)?;
+    // The peer address feeds the per-client rate limit.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(AgentError::Serve)?;
     tracing::info!("shutting down: stopping devices and sync, then draining the outbox writer");
-    let _ = stop_sync.send(true);
-    if let Some((session, downlink)) = sync_tasks {
-        let _ = session.await;
-        downlink.abort();
-        let _ = downlink.await;
+    let _ = stop_control.send(true);
+    if let Ok(running) = control.await {
+        running.stop().await;
     }
-    let _ = tokio::task::spawn_blocking(move || devices.shutdown()).await;
     // Every sink is gone with its thread: the consumer finishes the events already queued.
     let _ = consumer.await;
     drop(reads);
@@ -339,22 +425,101 @@ pub async fn run(
     Ok(())
 }
 
-type SyncTasks = (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>);
+/// What the control loop reacts to besides its stop signal.
+struct Control {
+    file: Option<PathBuf>,
+    /// The remote layer in effect.
+    remote: Option<layers::RemoteLayer>,
+    messages: tokio::sync::mpsc::Receiver<crate::sync::FleetInbound>,
+}
+
+/// Owns the running components: SIGHUP reloads the file, the fleet link applies documents and
+/// runs commands from central. Returns the components when told to stop.
+async fn control_loop(
+    mut running: Running,
+    mut control: Control,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Running {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let mut link = fleet_link::FleetLink::new(&running, control.remote.clone());
+    loop {
+        tokio::select! {
+            _ = async {
+                match hangup.as_mut() {
+                    Some(h) => { h.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                tracing::info!("SIGHUP: reloading the configuration file");
+                reload_file(&mut running, &control).await;
+            }
+            Some(message) = control.messages.recv() => {
+                if let Some(remote) = link.handle(&mut running, &control.file, message).await {
+                    control.remote = remote;
+                }
+            }
+            _ = link.tick() => {
+                if let Some(remote) = link.check_probation(&mut running, &control.file).await {
+                    control.remote = remote;
+                }
+            }
+            _ = stop.changed() => return running,
+        }
+    }
+}
+
+/// Apply the file as it is now (with the remote layer in effect). A file that does not
+/// validate changes nothing; the error is logged with every problem.
+async fn reload_file(running: &mut Running, control: &Control) {
+    let layered = config_text(&control.file)
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            layers::merge(&text, &origin_of(&control.file), control.remote.as_ref())
+                .map_err(|e| e.to_string())
+        });
+    match layered {
+        Ok(layered) => {
+            let in_effect = in_effect_of(&layered.config, &control.file, control.remote.as_ref());
+            match running.apply(layered.config, in_effect).await {
+                Ok(applied) => {
+                    tracing::info!(changed = ?applied.changed, deferred = ?applied.deferred, "configuration reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload refused; nothing changed")
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "configuration reload refused; nothing changed"),
+    }
+}
+
+pub(crate) fn in_effect_of(
+    config: &Config,
+    file: &Option<PathBuf>,
+    remote: Option<&layers::RemoteLayer>,
+) -> ConfigInEffect {
+    ConfigInEffect {
+        hash: crate::profiles::sha256_hex(config.to_toml().as_bytes()),
+        source: file.as_ref().map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        ),
+        remote_version: remote.map(|r| r.version),
+    }
+}
 
 /// Start the MQTT session and the downlink when a broker is configured. A sync that cannot
 /// start (unreadable CA, …) is logged and reported on health; the store keeps selling offline.
-fn start_sync(
-    config: &Config,
-    storage: &OpenStorage,
-    reads: &Arc<crate::reads::ReadContext>,
-    shared: &Arc<SyncShared>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Option<SyncTasks> {
+pub(crate) fn start_sync(config: &Config, parts: &running::Parts) -> Option<running::SyncRun> {
+    let (stop_sync, stop) = tokio::sync::watch::channel(false);
+    let shared = &parts.sync;
+    let reads = &parts.reads;
     use crate::sync::{downlink, session, snapshot, wire};
     config.sync.broker.as_ref()?;
     let agent_id = config.agent.id.to_string();
     let delivery = match crate::outbox::delivery::DeliveryReader::start(
-        &storage.paths.outbox,
+        &parts.paths.outbox,
         &agent_id,
     ) {
         Ok(d) => d,
@@ -376,15 +541,15 @@ fn start_sync(
         }
     };
     let (downlink, downlink_task) = downlink::start(downlink::DownlinkContext {
-        applier: storage.applier.clone(),
+        applier: parts.applier.clone(),
         snapshots,
         snapshot_url: config.sync.snapshot_url.clone(),
-        snapshot_dir: storage.paths.dir.join("snapshots"),
+        snapshot_dir: parts.paths.dir.join("snapshots"),
         shared: Arc::clone(shared),
     });
-    let config_hash = crate::profiles::sha256_hex(config.to_toml().as_bytes());
-    let outbox = storage.outbox.clone();
-    let applier = storage.applier.clone();
+    let tunables = Arc::clone(&parts.tunables);
+    let outbox = parts.outbox.clone();
+    let applier = parts.applier.clone();
     let reads = Arc::clone(reads);
     let birth_shared = Arc::clone(shared);
     let birth = Arc::new(move || {
@@ -392,7 +557,7 @@ fn start_sync(
         let applier = applier.clone();
         let reads = Arc::clone(&reads);
         let shared = Arc::clone(&birth_shared);
-        let config_hash = config_hash.clone();
+        let in_effect = tunables.in_effect();
         let fut: futures_util::future::BoxFuture<'static, wire::Birth> = Box::pin(async move {
             let stats = outbox.stats();
             let now = storage::now_unix_ms();
@@ -411,8 +576,8 @@ fn start_sync(
                 software: env!("CARGO_PKG_VERSION").to_string(),
                 boot: stats.boot,
                 config: wire::ConfigState {
-                    version: 0,
-                    hash: config_hash,
+                    version: in_effect.remote_version.unwrap_or(0),
+                    hash: in_effect.hash,
                 },
                 replica,
                 outbox: wire::OutboxState {
@@ -442,15 +607,21 @@ fn start_sync(
         session::SessionContext {
             config: config.sync.clone(),
             agent_id,
-            outbox: storage.outbox.clone(),
+            outbox: parts.outbox.clone(),
             delivery,
-            downlink,
+            downlink: downlink.clone(),
             shared: Arc::clone(shared),
             birth,
+            fleet_inbox: parts.fleet_inbox.clone(),
         },
         stop,
     ));
-    Some((session_task, downlink_task))
+    Some(running::SyncRun {
+        stop: stop_sync,
+        session: session_task,
+        downlink_task,
+        downlink,
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

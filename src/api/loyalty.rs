@@ -1,0 +1,174 @@
+//! Loyalty earn and burn at the till: `POST /v1/loyalty/earn`, `POST /v1/loyalty/burn`.
+//!
+//! `balance = central balance@watermark + Σ local operations after it`. A burn is checked on the
+//! outbox writer (one thread, so two tills cannot both spend the last points) against that
+//! balance and against `loyalty.offline_burn_cap`: the points burned here that central has not
+//! confirmed yet. That cap bounds what a store cut off from central can lose to the same points
+//! being spent in two stores; online, central's loyalty stream confirms burns within seconds.
+
+use super::auth::Caller;
+use super::facts::{Fact, bounded_text, caller_name, idempotency_key, record};
+use super::{ApiError, ApiState, error};
+use crate::outbox::{BurnGuard, LocalEffect};
+use crate::replica::lookup::{self, Answer, CustomerAnswer};
+use crate::storage;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Map, json};
+use std::sync::Arc;
+
+/// Far above any real basket's points; a larger figure is a client bug.
+const MAX_POINTS: i64 = 10_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoyaltyBody {
+    #[serde(default)]
+    client_key: Option<String>,
+    /// The card as read (hashed on the way in, never stored or logged)…
+    #[serde(default)]
+    card: Option<String>,
+    /// …or central's customer id.
+    #[serde(default)]
+    customer_id: Option<String>,
+    points: i64,
+    /// The sale this operation belongs to.
+    #[serde(default)]
+    receipt: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Earn,
+    Burn,
+}
+
+pub(super) async fn post_earn(
+    state: State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    operation(state, caller, headers, body, Operation::Earn).await
+}
+
+pub(super) async fn post_burn(
+    state: State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    operation(state, caller, headers, body, Operation::Burn).await
+}
+
+enum CustomerRef {
+    Card(String),
+    Id(String),
+}
+
+async fn customer(state: &ApiState, who: CustomerRef) -> Result<CustomerAnswer, ApiError> {
+    let hasher = state.hasher.clone();
+    let stale_after = state.tunables.stale_after();
+    let answer = state
+        .readers
+        .run(move |conn| {
+            let now = storage::now_unix_ms();
+            match who {
+                CustomerRef::Card(card) => {
+                    lookup::customer_by_card(conn, &hasher, &card, now, stale_after)
+                }
+                CustomerRef::Id(id) => lookup::customer_by_id(conn, &id, now, stale_after),
+            }
+        })
+        .await??;
+    match answer {
+        Answer::Found(customer) => Ok(customer),
+        Answer::NotFound { freshness } => {
+            let mut err = ApiError::not_found(
+                "no such customer in the replica (unknown card, or erased); the operation was \
+                 not recorded",
+            );
+            err.details = serde_json::to_value(freshness).ok();
+            Err(err)
+        }
+    }
+}
+
+async fn operation(
+    State(state): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    op: Operation,
+) -> Result<Response, ApiError> {
+    let body: LoyaltyBody = error::parse_json(body)?;
+    let key = idempotency_key(&headers, body.client_key.as_deref(), true)?;
+    bounded_text("receipt", &body.receipt, 64)?;
+    bounded_text("customer_id", &body.customer_id, 64)?;
+    if !(1..=MAX_POINTS).contains(&body.points) {
+        return Err(ApiError::invalid(
+            "points",
+            format!(
+                "{}: must be 1 to {MAX_POINTS}; the endpoint gives the direction",
+                body.points
+            ),
+        ));
+    }
+    let who = match (body.card, body.customer_id) {
+        (Some(card), None) => CustomerRef::Card(card),
+        (None, Some(id)) => CustomerRef::Id(id),
+        _ => {
+            return Err(ApiError::invalid(
+                "card",
+                "give exactly one of `card` (as read) or `customer_id`",
+            ));
+        }
+    };
+    let customer = customer(&state, who).await?;
+    let (event_type, points, guard) = match op {
+        Operation::Earn => ("loyalty.earned", body.points, None),
+        Operation::Burn => (
+            "loyalty.burned",
+            -body.points,
+            Some(BurnGuard {
+                central_balance: customer.loyalty.central_balance,
+                watermark_seq: customer.loyalty.watermark_seq,
+                cap: state.tunables.offline_burn_cap(),
+            }),
+        ),
+    };
+    // The event names the customer by central's id only: no card identifier, no name.
+    let payload = json!({
+        "customer_id": customer.customer_id,
+        "points": points,
+        "receipt": body.receipt,
+        "client_key": key,
+        "by": caller_name(&caller),
+    });
+    let mut answer = Map::new();
+    answer.insert("customer_id".into(), json!(customer.customer_id));
+    answer.insert("points".into(), json!(points));
+    // What the balance is once this operation counts; computed from the same figures the
+    // writer checks, so it is exact unless another till posted in between.
+    let balance_after = customer.loyalty.balance.saturating_add(points);
+    answer.insert("balance_after".into(), json!(balance_after));
+    record(
+        &state,
+        Fact {
+            event_type,
+            payload,
+            effects: vec![LocalEffect::Loyalty {
+                customer_id: customer.customer_id.clone(),
+                points,
+                guard,
+            }],
+            key,
+            answer,
+        },
+    )
+    .await
+}

@@ -1,0 +1,284 @@
+//! The effective configuration is built from layers: built-in defaults, the local file
+//! (`/etc/relais/relais.toml`, written by the technician or the package), and the remote
+//! document central ops pushed (`cfg/desired`, signed). Precedence, documented in
+//! docs/config.md: **remote > file > default**, key by key, except for the keys only the box
+//! itself may set ([`LOCAL_ONLY`]), which a remote document is refused for.
+//!
+//! Layers are merged as TOML tables and the result goes through the same two-stage validation
+//! as a file, so a remote document can never produce a config a file could not.
+
+use super::{Config, ConfigError};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+/// Identity, storage, secrets and trust anchors: changed only by provisioning on the box, so
+/// a mistaken or stolen ops key cannot re-home a store's data, disable its API auth, or swap
+/// the keys it trusts. (The broker URL is remote-settable: moving a fleet to a new broker is
+/// the main use of health-gated rollback.)
+pub const LOCAL_ONLY: &[&str] = &[
+    "agent.id",
+    "agent.data_dir",
+    "api.listen",
+    "api.token_file",
+    "customers.card_hash_key_file",
+    "sync.username",
+    "sync.password_file",
+    "sync.ca_file",
+    "sync.client_cert_file",
+    "sync.client_key_file",
+    "fleet.ops_public_keys_file",
+    "fleet.rollback_after",
+];
+
+/// Where one effective value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File,
+    Remote { version: u64 },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File => f.write_str("file"),
+            Source::Remote { version } => write!(f, "remote v{version}"),
+        }
+    }
+}
+
+/// A remote layer: the TOML body of a verified `cfg/desired` document and its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteLayer {
+    pub version: u64,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("the remote config is not TOML: {0}")]
+    RemoteNotToml(String),
+    #[error(
+        "the remote config sets {0}, which only the box's own file may set (identity, storage, \
+         secrets, trust); remove it from the document and change it by provisioning"
+    )]
+    LocalOnly(String),
+    #[error(
+        "the remote config has a value at `{0}` where a table is expected; write it as a \
+         [section] with keys"
+    )]
+    NotATable(String),
+    #[error("{0}")]
+    File(Box<ConfigError>),
+    #[error("the file and remote settings together are invalid:\n{0}")]
+    Invalid(Box<ConfigError>),
+}
+
+/// The effective config and where each of its keys came from.
+#[derive(Debug)]
+pub struct Layered {
+    pub config: Config,
+    /// `section.key` → source, for every key the file or the remote layer set.
+    pub sources: BTreeMap<String, Source>,
+    /// The merged TOML that was validated.
+    pub text: String,
+}
+
+impl Layered {
+    pub fn source_of(&self, key: &str) -> Source {
+        self.sources.get(key).cloned().unwrap_or(Source::Default)
+    }
+}
+
+fn leaves(table: &toml::Table, sources: &mut BTreeMap<String, Source>, source: &Source) {
+    for (section, value) in table {
+        match value {
+            // `[devices]` holds arrays of tables; one unit, as a whole.
+            toml::Value::Table(keys) if section != "devices" => {
+                for key in keys.keys() {
+                    sources.insert(format!("{section}.{key}"), source.clone());
+                }
+            }
+            _ => {
+                sources.insert(section.clone(), source.clone());
+            }
+        }
+    }
+}
+
+/// Merge the file (already read; `origin` is its path, against which relative paths resolve)
+/// with an optional remote layer, then validate the result.
+pub fn merge(
+    file_text: &str,
+    origin: &Path,
+    remote: Option<&RemoteLayer>,
+) -> Result<Layered, LayerError> {
+    // The file alone must be valid: its own errors are reported against its own lines.
+    let file_config =
+        Config::from_toml_str(file_text, origin).map_err(|e| LayerError::File(Box::new(e)))?;
+    let mut sources = BTreeMap::new();
+    let Ok(mut merged) = file_text.parse::<toml::Table>() else {
+        // Unreachable after a successful validation; keep the file's config as it is.
+        return Ok(Layered {
+            config: file_config,
+            sources,
+            text: file_text.to_owned(),
+        });
+    };
+    leaves(&merged, &mut sources, &Source::File);
+    let Some(remote) = remote else {
+        return Ok(Layered {
+            config: file_config,
+            sources,
+            text: file_text.to_owned(),
+        });
+    };
+    let remote_table: toml::Table = remote
+        .body
+        .parse()
+        .map_err(|e: toml::de::Error| LayerError::RemoteNotToml(e.message().to_owned()))?;
+    let mut remote_keys = BTreeMap::new();
+    let source = Source::Remote {
+        version: remote.version,
+    };
+    leaves(&remote_table, &mut remote_keys, &source);
+    let forbidden: Vec<&str> = remote_keys
+        .keys()
+        .filter(|k| LOCAL_ONLY.contains(&k.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !forbidden.is_empty() {
+        return Err(LayerError::LocalOnly(forbidden.join(", ")));
+    }
+    for (section, value) in remote_table {
+        match (value, merged.get_mut(&section)) {
+            (toml::Value::Table(keys), Some(toml::Value::Table(existing)))
+                if section != "devices" =>
+            {
+                existing.extend(keys);
+            }
+            (value @ toml::Value::Table(_), _) => {
+                merged.insert(section, value);
+            }
+            (_, _) => return Err(LayerError::NotATable(section)),
+        }
+    }
+    sources.extend(remote_keys);
+    let text = toml::to_string(&merged).map_err(|e| LayerError::RemoteNotToml(e.to_string()))?;
+    let config =
+        Config::from_toml_str(&text, origin).map_err(|e| LayerError::Invalid(Box::new(e)))?;
+    Ok(Layered {
+        config,
+        sources,
+        text,
+    })
+}
+
+/// `config.to_toml()` with the source of every value appended as a comment.
+pub fn annotated_toml(layered: &Layered) -> String {
+    let mut out = String::new();
+    let mut section = String::new();
+    for line in layered.config.to_toml().lines() {
+        let trimmed = line.trim_start();
+        if let Some(name) = trimmed
+            .strip_prefix('[')
+            .and_then(|rest| rest.split(']').next())
+        {
+            section = name.trim_start_matches('[').to_owned();
+        }
+        let key = trimmed
+            .split_once(" = ")
+            .filter(|_| !trimmed.starts_with('#') && !trimmed.starts_with('['))
+            .map(|(key, _)| key.trim());
+        match key {
+            Some(key) => {
+                let top = section.split('.').next().unwrap_or_default();
+                let source = if top == "devices" {
+                    layered.source_of("devices")
+                } else {
+                    layered.source_of(&format!("{section}.{key}"))
+                };
+                out.push_str(&format!("{line}  # {source}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "[agent]\nid = \"s1/a1\"\n\n[replica]\nstale_after = \"2h\"\n";
+
+    fn layered(remote: &str) -> Result<Layered, LayerError> {
+        merge(
+            FILE,
+            Path::new("/etc/relais/relais.toml"),
+            Some(&RemoteLayer {
+                version: 7,
+                body: remote.to_owned(),
+            }),
+        )
+    }
+
+    #[test]
+    fn a_remote_value_wins_over_the_file_and_each_key_knows_its_source() {
+        let l = match layered("[replica]\nstale_after = \"6h\"\n[loyalty]\noffline_burn_cap = 50\n")
+        {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(l.config.replica.stale_after.as_secs(), 6 * 3600);
+        assert_eq!(l.config.loyalty.offline_burn_cap, 50);
+        assert_eq!(l.config.agent.id.to_string(), "s1/a1");
+        assert_eq!(
+            l.source_of("replica.stale_after"),
+            Source::Remote { version: 7 }
+        );
+        assert_eq!(l.source_of("agent.id"), Source::File);
+        assert_eq!(l.source_of("log.level"), Source::Default);
+        let shown = annotated_toml(&l);
+        assert!(
+            shown.contains("stale_after = \"6h\"  # remote v7"),
+            "{shown}"
+        );
+        assert!(shown.contains("id = \"s1/a1\"  # file"), "{shown}");
+    }
+
+    #[test]
+    fn a_remote_document_may_not_touch_identity_storage_or_trust() {
+        for body in [
+            "[agent]\ndata_dir = \"/tmp/x\"\n",
+            "[api]\ntoken_file = \"/tmp/none\"\n",
+            "[fleet]\nops_public_keys_file = \"/tmp/evil.pub\"\n",
+        ] {
+            assert!(
+                matches!(layered(body), Err(LayerError::LocalOnly(_))),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_invalid_remote_value_is_refused_with_the_key_named() {
+        match layered("[replica]\nstale_after = \"forever\"\n") {
+            Err(LayerError::Invalid(e)) => assert!(e.to_string().contains("replica.stale_after")),
+            other => panic!("expected an invalid merge, got {other:?}"),
+        }
+        assert!(matches!(
+            layered("[replica]\nno_such_key = 1\n"),
+            Err(LayerError::Invalid(_))
+        ));
+        assert!(matches!(
+            layered("replica = 3\n"),
+            Err(LayerError::NotATable(_))
+        ));
+    }
+}

@@ -1,0 +1,63 @@
+//! Settings that a reload may change while the agent runs and that hot paths read on every
+//! request: atomics, so a lookup never takes a lock to learn how stale is too stale.
+
+use super::Config;
+use serde::Serialize;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Which configuration is in effect, for health, the status page and the birth message.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ConfigInEffect {
+    /// SHA-256 of the effective config as `relais config show` prints it.
+    pub hash: String,
+    /// The local file it came from, or "built-in defaults".
+    pub source: String,
+    /// Version of the remote (central) layer in effect, if any.
+    pub remote_version: Option<u64>,
+}
+
+pub struct Tunables {
+    stale_after_ms: AtomicU64,
+    offline_burn_cap: AtomicI64,
+    in_effect: RwLock<ConfigInEffect>,
+}
+
+impl Tunables {
+    pub fn new(config: &Config, in_effect: ConfigInEffect) -> Tunables {
+        let t = Tunables {
+            stale_after_ms: AtomicU64::new(0),
+            offline_burn_cap: AtomicI64::new(0),
+            in_effect: RwLock::new(in_effect),
+        };
+        t.update(config);
+        t
+    }
+
+    /// Take the reloadable values of `config`.
+    pub fn update(&self, config: &Config) {
+        let ms = u64::try_from(config.replica.stale_after.as_millis()).unwrap_or(u64::MAX);
+        self.stale_after_ms.store(ms, Ordering::Relaxed);
+        self.offline_burn_cap
+            .store(config.loyalty.offline_burn_cap, Ordering::Relaxed);
+    }
+
+    pub fn stale_after(&self) -> Duration {
+        Duration::from_millis(self.stale_after_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn offline_burn_cap(&self) -> i64 {
+        self.offline_burn_cap.load(Ordering::Relaxed)
+    }
+
+    pub fn in_effect(&self) -> ConfigInEffect {
+        self.in_effect.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub fn set_in_effect(&self, in_effect: ConfigInEffect) {
+        if let Ok(mut c) = self.in_effect.write() {
+            *c = in_effect;
+        }
+    }
+}

@@ -1,0 +1,146 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+//! SIGHUP reloads the configuration file through the same apply path as startup: what changed
+//! takes effect without a restart, storage stays up, a broken file changes nothing.
+
+mod common;
+
+use common::{Store, status_code};
+use reqwest::Method;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+const OLD_TOKEN: &str = "old-till-token-0123456789abcdef";
+const NEW_TOKEN: &str = "new-till-token-0123456789abcdef";
+
+fn write_tokens(path: &std::path::Path, token: &str) {
+    std::fs::write(path, format!("till-1 {token}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn hangup(agent: &common::Agent) {
+    let pid = rustix::process::Pid::from_raw(agent.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+}
+
+fn status_with(agent: &common::Agent, token: &str, path: &str) -> u16 {
+    agent
+        .http
+        .request(Method::GET, agent.url(path))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn wait_for(agent: &common::Agent, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn with_api_lines(store: &Store, lines: &str) -> String {
+    let original = std::fs::read_to_string(&store.config).unwrap();
+    original.replace(
+        "listen = \"127.0.0.1:0\"\n",
+        &format!("listen = \"127.0.0.1:0\"\n{lines}"),
+    )
+}
+
+#[test]
+fn sighup_applies_a_rotated_token_and_new_limits_without_a_restart() {
+    let store = Store::new();
+    let tokens = store.path("api-tokens");
+    write_tokens(&tokens, OLD_TOKEN);
+    let config = with_api_lines(&store, &format!("token_file = \"{}\"\n", tokens.display()));
+    std::fs::write(&store.config, &config).unwrap();
+    let agent = store.start().with_token(OLD_TOKEN);
+    let (status, sale) = agent.post_json(
+        "/v1/movements",
+        &json!({"kind": "receipt", "sku": "S-1", "qty": 5, "client_key": "before-reload"}),
+    );
+    assert_eq!(status, 201, "{sale}");
+    let hash_before = agent.health()["config"]["hash"].clone();
+
+    // Rotate the till's token and lower the burn cap, then SIGHUP.
+    write_tokens(&tokens, NEW_TOKEN);
+    std::fs::write(
+        &store.config,
+        format!("{config}\n[loyalty]\noffline_burn_cap = 7\n"),
+    )
+    .unwrap();
+    hangup(&agent);
+    wait_for(&agent, "the new token to be accepted", || {
+        status_with(&agent, NEW_TOKEN, "/v1/health") == 200
+    });
+    assert_eq!(
+        status_with(&agent, OLD_TOKEN, "/v1/health"),
+        401,
+        "the old token is gone"
+    );
+    let agent = agent.with_token(NEW_TOKEN);
+    let health = agent.health();
+    assert_ne!(health["config"]["hash"], hash_before, "{health}");
+    // Storage was not restarted: the movement is still there, and the seq continues.
+    let (status, next) = agent.post_json(
+        "/v1/movements",
+        &json!({"kind": "receipt", "sku": "S-1", "qty": 1, "client_key": "after-reload"}),
+    );
+    assert_eq!(status, 201, "{next}");
+    assert_eq!(next["seq"].as_u64(), sale["seq"].as_u64().map(|s| s + 1));
+    assert!(
+        agent.log_text().contains("configuration reloaded"),
+        "{}",
+        agent.log_text()
+    );
+}
+
+#[test]
+fn sighup_with_a_broken_file_changes_nothing_and_says_why() {
+    let store = Store::new();
+    let tokens = store.path("api-tokens");
+    write_tokens(&tokens, OLD_TOKEN);
+    let config = with_api_lines(&store, &format!("token_file = \"{}\"\n", tokens.display()));
+    std::fs::write(&store.config, &config).unwrap();
+    let agent = store.start().with_token(OLD_TOKEN);
+    let hash_before = agent.health()["config"]["hash"].clone();
+    let broken = format!("{config}\n[loyalty]\noffline_burn_cap = -5\n");
+    std::fs::write(&store.config, broken).unwrap();
+    hangup(&agent);
+    wait_for(&agent, "the refusal, naming the key, in the log", || {
+        let log = agent.log_text();
+        log.contains("configuration reload refused") && log.contains("loyalty.offline_burn_cap")
+    });
+    assert_eq!(agent.health()["config"]["hash"], hash_before);
+    assert_eq!(status_with(&agent, OLD_TOKEN, "/v1/health"), 200);
+}
+
+#[test]
+fn a_changed_listen_address_waits_for_the_next_restart() {
+    let store = Store::new();
+    let agent = store.start();
+    let config = std::fs::read_to_string(&store.config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"");
+    std::fs::write(&store.config, config).unwrap();
+    hangup(&agent);
+    wait_for(&agent, "the reload", || {
+        agent.log_text().contains("configuration reloaded")
+    });
+    assert!(
+        agent.log_text().contains("next restart"),
+        "{}",
+        agent.log_text()
+    );
+    let (status, _) = agent.get_json("/v1/health");
+    assert_eq!(status, 200, "still serving on the address it started with");
+    let out = store.relais(&["config", "validate", store.config.to_str().unwrap()]);
+    assert_eq!(status_code(&out), 0);
+}

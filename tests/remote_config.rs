@@ -1,0 +1,370 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
+//! Remote configuration and commands from central, end to end: a real Mosquitto, the real
+//! agent, documents signed with a real Ed25519 key. A signed document is applied through the
+//! startup path and reported; a forged, older or invalid one changes nothing and is reported;
+//! a document that cuts the agent off its broker is rolled back by the agent itself; a command
+//! runs once and its replay is refused.
+
+#[path = "common/broker.rs"]
+mod broker;
+mod common;
+
+use broker::{Broker, BrokerOptions};
+use common::{AGENT_ID, Settings, Store};
+use relais::fleet::{self, Audience, Command, Draft, SigningKey};
+use serde_json::Value;
+use std::process::{Command as Process, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const TOPIC_BASE: &str = "relais/v1/test-store/agent-1";
+
+struct Ops {
+    key: SigningKey,
+}
+
+impl Ops {
+    fn new() -> Ops {
+        Ops {
+            key: SigningKey::generate().unwrap().0,
+        }
+    }
+
+    fn public_line(&self) -> String {
+        self.key.public_key().to_line()
+    }
+
+    fn config(&self, version: u64, toml: &str) -> Vec<u8> {
+        let me = AGENT_ID.parse().unwrap();
+        let draft = Draft::config(
+            Audience::Agent(me),
+            version,
+            toml.to_owned(),
+            SystemTime::now(),
+        );
+        fleet::sign(&draft, &self.key).unwrap().to_json()
+    }
+
+    fn command(&self, version: u64, command: &Command) -> Vec<u8> {
+        let me = AGENT_ID.parse().unwrap();
+        let draft = Draft::command(
+            Audience::Agent(me),
+            version,
+            command,
+            SystemTime::now(),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        fleet::sign(&draft, &self.key).unwrap().to_json()
+    }
+}
+
+fn publish(broker: &Broker, topic: &str, payload: &[u8], retain: bool) {
+    let mut args = vec![
+        "-h".to_owned(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        broker.port.to_string(),
+        "-u".into(),
+        "central".into(),
+        "-q".into(),
+        "1".into(),
+        "-t".into(),
+        format!("{TOPIC_BASE}/{topic}"),
+        "-s".into(),
+    ];
+    if retain {
+        args.push("-r".into());
+    }
+    let mut child = Process::new("mosquitto_pub")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (apt-get install mosquitto-clients)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(payload).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// A subscriber to one of the agent's topics, collecting messages in the background.
+struct Watch {
+    _child: common::KillOnDrop,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Watch {
+    fn start(broker: &Broker, topic: &str) -> Watch {
+        let mut child = Process::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker.port.to_string(),
+                "-u",
+                "central",
+                "-q",
+                "1",
+            ])
+            .args(["-t", &format!("{TOPIC_BASE}/{topic}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&lines);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        Watch {
+            _child: common::KillOnDrop(child),
+            lines,
+        }
+    }
+
+    /// The first message (from now on, or already seen) matching `pred`.
+    fn wait(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.lines.lock().unwrap().iter().find(|v| pred(v)) {
+                return v.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {timeout:?}; saw {:?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A store whose agent talks to `broker` and pins `ops`' key; `rollback_after` short.
+fn store(broker: &Broker, ops: &Ops) -> Store {
+    let store = Store::with(Settings {
+        sync: format!("broker = \"{}\"\nreconnect_max = \"1s\"\n", broker.url()),
+        ..Settings::default()
+    });
+    let keys = store.path("ops.pub");
+    std::fs::write(&keys, format!("{}\n", ops.public_line())).unwrap();
+    let config = std::fs::read_to_string(&store.config).unwrap();
+    std::fs::write(
+        &store.config,
+        format!(
+            "{config}\n[fleet]\nops_public_keys_file = \"{}\"\nrollback_after = \"10s\"\n",
+            keys.display()
+        ),
+    )
+    .unwrap();
+    store
+}
+
+fn report_for(version: u64) -> impl Fn(&Value) -> bool {
+    move |v| v["version"] == version
+}
+
+#[test]
+fn a_signed_config_is_applied_and_reported_and_bad_ones_change_nothing() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let ops = Ops::new();
+    let store = store(&broker, &ops);
+    let agent = store.start();
+    let reports = Watch::start(&broker, "cfg/reported");
+    let hash_before = agent.health()["config"]["hash"].clone();
+
+    // v5: a lower burn cap, from central.
+    publish(
+        &broker,
+        "cfg/desired",
+        &ops.config(5, "[loyalty]\noffline_burn_cap = 7\n"),
+        true,
+    );
+    let report = reports.wait("report of v5", Duration::from_secs(20), report_for(5));
+    assert_eq!(report["status"], "applied", "{report}");
+    assert_eq!(report["effective_version"], 5);
+    assert_eq!(
+        report["source_of_keys"]["loyalty.offline_burn_cap"], "remote v5",
+        "{report}"
+    );
+    let health = agent.health();
+    assert_eq!(health["config"]["remote_version"], 5, "{health}");
+    assert_ne!(health["config"]["hash"], hash_before);
+    assert_eq!(report["effective_hash"], health["config"]["hash"]);
+
+    // Forged: signed by a key the agent does not pin.
+    let intruder = Ops::new();
+    publish(
+        &broker,
+        "cfg/desired",
+        &intruder.config(6, "[loyalty]\noffline_burn_cap = 99999\n"),
+        true,
+    );
+    let report = reports.wait(
+        "report of the forged v6",
+        Duration::from_secs(20),
+        report_for(6),
+    );
+    assert_eq!(report["status"], "rejected", "{report}");
+    assert_eq!(report["effective_version"], 5);
+
+    // Older than the one in effect.
+    publish(
+        &broker,
+        "cfg/desired",
+        &ops.config(4, "[loyalty]\noffline_burn_cap = 1\n"),
+        true,
+    );
+    let report = reports.wait(
+        "report of the old v4",
+        Duration::from_secs(20),
+        report_for(4),
+    );
+    assert_eq!(report["status"], "rejected", "{report}");
+    assert!(
+        report["reasons"][0].as_str().unwrap().contains("downgrade"),
+        "{report}"
+    );
+
+    // Invalid value, and a key only the box may set.
+    publish(
+        &broker,
+        "cfg/desired",
+        &ops.config(7, "[replica]\nstale_after = \"never\"\n"),
+        true,
+    );
+    let report = reports.wait(
+        "report of the invalid v7",
+        Duration::from_secs(20),
+        report_for(7),
+    );
+    assert_eq!(report["status"], "rejected", "{report}");
+    assert!(
+        report["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("replica.stale_after"),
+        "{report}"
+    );
+    publish(
+        &broker,
+        "cfg/desired",
+        &ops.config(8, "[agent]\ndata_dir = \"/tmp/elsewhere\"\n"),
+        true,
+    );
+    let report = reports.wait(
+        "report of the local-only v8",
+        Duration::from_secs(20),
+        report_for(8),
+    );
+    assert_eq!(report["status"], "rejected", "{report}");
+    assert_eq!(
+        agent.health()["config"]["remote_version"],
+        5,
+        "still v5 in effect"
+    );
+
+    // v5 survives a restart: it is the known-good document on disk.
+    agent.terminate();
+    let agent = store.start();
+    assert_eq!(
+        agent.health()["config"]["remote_version"],
+        5,
+        "{}",
+        agent.log_text()
+    );
+    let shown = store.relais(&["config", "show"]);
+    assert!(
+        common::stdout(&shown).contains("offline_burn_cap"),
+        "{}",
+        common::describe(&shown)
+    );
+}
+
+#[test]
+fn a_config_that_cuts_the_agent_off_its_broker_is_rolled_back_by_the_agent() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let ops = Ops::new();
+    let store = store(&broker, &ops);
+    let agent = store.start();
+    let reports = Watch::start(&broker, "cfg/reported");
+    let dead = format!("mqtt://127.0.0.1:{}", broker::free_port());
+    publish(
+        &broker,
+        "cfg/desired",
+        &ops.config(3, &format!("[sync]\nbroker = \"{dead}\"\n")),
+        true,
+    );
+    // Applied (maybe unreported: the link goes down with it), then rolled back after 10 s
+    // without a broker; the report arrives once the old broker answers again.
+    let report = reports.wait("the rollback report", Duration::from_secs(60), |v| {
+        v["version"] == 3 && v["status"] == "rolled_back"
+    });
+    assert_eq!(report["effective_version"], 0, "{report}");
+    assert!(
+        report["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("no broker connection"),
+        "{report}"
+    );
+    let health = agent.health();
+    assert_eq!(health["config"]["remote_version"], Value::Null, "{health}");
+    assert_eq!(health["sync"]["connected"], true, "{health}");
+    // The retained v3 comes again at every connect; it is not applied again.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(agent.health()["config"]["remote_version"], Value::Null);
+}
+
+#[test]
+fn a_signed_command_runs_once_and_its_replay_is_refused() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let ops = Ops::new();
+    let store = store(&broker, &ops);
+    let agent = store.start();
+    let results = Watch::start(&broker, "cmd/res");
+    let self_test = ops.command(100, &Command::SelfTest {});
+    publish(&broker, "cmd/req", &self_test, false);
+    let result = results.wait("the self-test result", Duration::from_secs(20), |v| {
+        v["version"] == 100
+    });
+    assert_eq!(result["command"], "self_test", "{result}");
+    assert!(
+        result["data"]["checks"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{result}"
+    );
+    publish(&broker, "cmd/req", &self_test, false);
+    let replay = results.wait("the replay's refusal", Duration::from_secs(20), |v| {
+        v["version"] == 100 && v["status"] == "rejected"
+    });
+    assert!(
+        replay["message"].as_str().unwrap().contains("replay"),
+        "{replay}"
+    );
+    let level = Command::SetLogLevel {
+        level: fleet::LogLevel::Debug,
+        expires_in: Duration::from_secs(60),
+    };
+    publish(&broker, "cmd/req", &ops.command(101, &level), false);
+    let result = results.wait("the log level result", Duration::from_secs(20), |v| {
+        v["version"] == 101
+    });
+    assert_eq!(result["status"], "ok", "{result}");
+    drop(agent);
+}
