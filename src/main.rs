@@ -171,16 +171,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Config(ConfigCommand::Show) => {
             let (config, source) = load_config(config_path)?;
-            match source {
-                ConfigSource::File(p) => println!(
-                    "# effective config from {} (defaults filled in)",
-                    p.display()
-                ),
+            let (text, origin) = match &source {
+                ConfigSource::File(p) => (std::fs::read_to_string(p)?, p.clone()),
                 ConfigSource::BuiltInDefaults => {
-                    println!("# effective config: built-in defaults (no config file)")
+                    (String::new(), std::path::PathBuf::from("built-in defaults"))
                 }
-            }
-            print!("{}", config.to_toml());
+            };
+            let remote = relais::agent::stored_remote_layer(&config);
+            println!(
+                "# effective config: defaults < {source} < remote {} (the source of each value after it)",
+                remote
+                    .as_ref()
+                    .map_or_else(|| "(none)".to_owned(), |r| format!("v{}", r.version))
+            );
+            let layered = relais::config::layers::merge(&text, &origin, remote.as_ref())?;
+            print!("{}", relais::config::layers::annotated_toml(&layered));
             Ok(0)
         }
         Command::Replica(ReplicaCommand::Import {

@@ -34,7 +34,8 @@ fn pos_store(extra_api: &str) -> (Store, String) {
     );
     std::fs::write(
         &store.config,
-        format!("{config}\n[loyalty]\noffline_burn_cap = 500\n"),
+        // Debug logging: the most the agent ever logs, for the no-card-in-logs check.
+        format!("{config}\n[loyalty]\noffline_burn_cap = 500\n\n[log]\nlevel = \"debug\"\n"),
     )
     .unwrap();
     let gtin = gtin14(400_638_133_393);
@@ -52,7 +53,7 @@ fn pos_store(extra_api: &str) -> (Store, String) {
         "customers",
         "customers.ndjson",
         &[
-            json!({"customer_id": "C-1", "display_name": "Ada", "loyalty_balance": 1000,
+            json!({"customer_id": "C-1", "display_name": "Zelda Quux", "loyalty_balance": 1000,
                  "card_tokens": [card_token]}),
         ],
     );
@@ -330,6 +331,11 @@ fn the_offline_burn_cap_refuses_the_second_spend() {
         &json!({"client_key": "k-3", "card": CARD, "points": 50}),
     );
     assert_eq!(status, 201, "earning is never capped: {body}");
+    // GDPR: neither the card identifier nor the customer's name ever reaches the log.
+    let log = agent.log_text();
+    for secret in [CARD, "04:A2:2B:91:7C:80", "Quux"] {
+        assert!(!log.contains(secret), "the log mentions {secret:?}:\n{log}");
+    }
 }
 
 #[test]

@@ -243,6 +243,12 @@ fn salvage_seq_floor(damaged: &Path) -> u64 {
     }
 }
 
+/// The remote config layer the agent would start with (the known-good document central
+/// pushed, verified again), for `relais config show`.
+pub fn stored_remote_layer(config: &Config) -> Option<layers::RemoteLayer> {
+    fleet_link::stored_layer(config)
+}
+
 /// What `relais run` starts from.
 pub struct Launch {
     pub config: Config,

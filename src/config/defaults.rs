@@ -121,24 +121,6 @@ pub(crate) const KEYS: &[KeySpec] = &[
         example: "2000",
     },
     KeySpec {
-        section: "loyalty",
-        key: "offline_burn_cap",
-        kind: "an integer (points)",
-        example: "1000",
-    },
-    KeySpec {
-        section: "fleet",
-        key: "ops_public_keys_file",
-        kind: "a string (file path)",
-        example: "\"/etc/relais/ops.pub\"",
-    },
-    KeySpec {
-        section: "fleet",
-        key: "rollback_after",
-        kind: "a duration string",
-        example: "\"5m\"",
-    },
-    KeySpec {
         section: "replica",
         key: "stale_after",
         kind: "a duration string",
@@ -173,6 +155,12 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "card_hash_key_file",
         kind: "a string (file path)",
         example: "\"/var/lib/relais/card-hash.key\"",
+    },
+    KeySpec {
+        section: "loyalty",
+        key: "offline_burn_cap",
+        kind: "an integer (points)",
+        example: "1000",
     },
     KeySpec {
         section: "log",
@@ -269,6 +257,18 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "snapshot_url",
         kind: "a string URL",
         example: "\"https://central.example.com/snapshots/store-0042/manifest.json\"",
+    },
+    KeySpec {
+        section: "fleet",
+        key: "ops_public_keys_file",
+        kind: "a string (file path)",
+        example: "\"/etc/relais/ops.pub\"",
+    },
+    KeySpec {
+        section: "fleet",
+        key: "rollback_after",
+        kind: "a duration string",
+        example: "\"5m\"",
     },
 ];
 
