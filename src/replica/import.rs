@@ -633,11 +633,6 @@ fn insert_row(ins: &mut Inserters<'_>, row: &Row, line: u64) -> Result<(), rusql
     Ok(())
 }
 
-/// The `customers.token_list` value of a customer's tokens.
-pub(crate) fn token_list(tokens: &[CardToken]) -> Option<Vec<u8>> {
-    (!tokens.is_empty()).then(|| tokens.iter().flat_map(|t| *t.as_bytes()).collect())
-}
-
 /// Bind `row` to a statement made from [`insert_sql`] or [`upsert_sql`] of the row's main
 /// table and run it (a customer's card tokens are the caller's business).
 pub(crate) fn execute_main(stmt: &mut Statement<'_>, row: &Row) -> Result<(), rusqlite::Error> {
@@ -676,14 +671,13 @@ pub(crate) fn execute_main(stmt: &mut Statement<'_>, row: &Row) -> Result<(), ru
             tier,
             balance,
             watermark_seq,
-            tokens,
+            tokens: _,
         } => stmt.execute(params![
             customer_id,
             display_name,
             tier,
             balance,
-            watermark_seq,
-            token_list(tokens)
+            watermark_seq
         ]),
         Row::Reservation {
             order_id,
@@ -736,8 +730,8 @@ fn columns_and_values(table: &str) -> &'static str {
         }
         "stock" => "(sku, on_hand, watermark_seq) VALUES (?1, ?2, ?3)",
         "customers" => {
-            "(customer_id, display_name, tier, loyalty_balance, loyalty_watermark_seq, token_list) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            "(customer_id, display_name, tier, loyalty_balance, loyalty_watermark_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5)"
         }
         "card_tokens" => "(token, customer_id) VALUES (?1, ?2)",
         _ => "(order_id, line, sku, qty, status, pickup_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
