@@ -11,7 +11,7 @@ use super::apply::{ApplyError, DeltaOutcome};
 use super::import::{self, PriceKind, Row};
 use crate::decode::gtin::Gtin14;
 use crate::storage;
-use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 /// The only contract version of deltas this agent understands.
