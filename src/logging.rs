@@ -42,8 +42,11 @@ pub fn init(config: &Config) -> LogControl {
     let filter = from_env
         .or_else(|| EnvFilter::try_new(&config.log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: journald and log shippers get plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // The handle's type depends on the formatter, hence one closure per format.
     let set: Arc<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync> = match config.log.format {

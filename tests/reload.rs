@@ -144,3 +144,36 @@ fn a_changed_listen_address_waits_for_the_next_restart() {
     let out = store.relais(&["config", "validate", store.config.to_str().unwrap()]);
     assert_eq!(status_code(&out), 0);
 }
+
+#[test]
+fn sighup_reloads_firmware_profiles_changed_on_disk_without_a_restart() {
+    let store = Store::new();
+    let profiles = store.path("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-profiles");
+    std::fs::copy(
+        source.join("serial-scanner-cr.toml"),
+        profiles.join("serial-scanner-cr.toml"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(&store.config).unwrap();
+    std::fs::write(
+        &store.config,
+        format!("{config}\n[devices]\nprofiles_dir = \"{}\"\n", profiles.display()),
+    )
+    .unwrap();
+    let agent = store.start();
+    assert!(agent.log_text().contains("count=1"), "{}", agent.log_text());
+    std::fs::copy(
+        source.join("pcsc-contactless-generic.toml"),
+        profiles.join("pcsc-contactless-generic.toml"),
+    )
+    .unwrap();
+    hangup(&agent);
+    wait_for(&agent, "the profiles to be reloaded", || {
+        let log = agent.log_text();
+        log.contains("count=2") && log.contains("devices and firmware profiles")
+    });
+    let (status, _) = agent.get_json("/v1/health");
+    assert_eq!(status, 200);
+}
