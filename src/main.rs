@@ -48,6 +48,15 @@ enum Command {
     /// Store hardware: what is connected, and live decoded reads
     #[command(subcommand)]
     Devices(commands::devices::DevicesCommand),
+    /// Check this box and explain each problem with its fix; exit 0 all pass, 1 a warning,
+    /// 2 a failure
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a provisioning bundle from central ops: identity, broker, certificates, keys,
+    /// tokens; exit 78 when the bundle is refused (nothing is written)
+    Provision(commands::provision::ProvisionArgs),
 }
 
 #[derive(Subcommand)]
@@ -224,6 +233,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             init_logging(&config);
             commands::devices::run(command, &config)
         }
+        // The doctor loads the config itself: an invalid config is one of its findings.
+        Command::Doctor { json } => commands::doctor::run(config_path, json),
+        // The global --config names the file the bundle is merged into (created if missing).
+        Command::Provision(args) => Ok(commands::provision::run(args, config_path)),
     }
 }
 

@@ -82,7 +82,14 @@ impl ApiTokens {
             });
         }
         let text = std::fs::read_to_string(path).map_err(read_err)?;
-        Self::parse(&text).map_err(|e| match e {
+        Self::from_text(path, &text)
+    }
+
+    /// Parse the text of a token file with the same rules as [`ApiTokens::load`], without
+    /// reading a file or checking its mode; `path` only names it in errors (`relais
+    /// provision` checks a bundle's tokens before installing them).
+    pub fn from_text(path: &Path, text: &str) -> Result<ApiTokens, TokenFileError> {
+        Self::parse(text).map_err(|e| match e {
             ParseProblem::Line { line, reason } => TokenFileError::Line {
                 path: path.to_path_buf(),
                 line,

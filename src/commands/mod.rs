@@ -4,6 +4,8 @@
 pub mod decode;
 pub mod demo;
 pub mod devices;
+pub mod doctor;
+pub mod provision;
 
 use relais::agent::{self, DataPaths};
 use relais::config::Config;

@@ -160,6 +160,57 @@ pub fn quick_check(path: &Path) -> Integrity {
     }
 }
 
+/// Open a database strictly read-only (`relais doctor`): nothing is ever written to the main
+/// file, whoever else has it open. SQLite may still create the `-wal`/`-shm` side files when
+/// they are missing (as root it gives them the database file's owner), which is harmless.
+pub fn open_read_only(path: &Path) -> Result<Connection, StorageError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StorageError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.execute_batch("PRAGMA busy_timeout=5000;")
+        .map_err(|source| StorageError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(conn)
+}
+
+/// [`quick_check`] on a read-only connection: for inspecting a database that a running agent
+/// may own (`relais doctor`), without taking its lock or checkpointing its WAL. Unlike
+/// [`quick_check`], a file that cannot be opened or read (permissions, a read-only directory
+/// without the `-shm` file, a lock) is an `Err`, not "damaged": only SQLite's corruption
+/// errors and `quick_check`'s own findings are.
+pub fn quick_check_read_only(path: &Path) -> Result<Integrity, StorageError> {
+    if !path.exists() {
+        return Ok(Integrity::Missing);
+    }
+    let conn = open_read_only(path)?;
+    let result: Result<Vec<String>, rusqlite::Error> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get::<_, String>(0))?.collect());
+    match result {
+        Ok(lines) if lines.len() == 1 && lines[0] == "ok" => Ok(Integrity::Ok),
+        Ok(lines) => Ok(Integrity::Damaged(lines.join("; "))),
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            ) =>
+        {
+            Ok(Integrity::Damaged(e.to_string()))
+        }
+        Err(source) => Err(StorageError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Rename a damaged database and its WAL/SHM side files to `<name>.damaged-<unix>`;
 /// returns the new path of the main file. Nothing is deleted.
 pub fn move_aside(path: &Path) -> Result<PathBuf, StorageError> {
@@ -199,6 +250,19 @@ pub fn fsync_dir(dir: &Path) {
 
 /// Write a small file atomically: temp file, fsync, rename, fsync the directory.
 pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_file_atomically_owned(path, bytes, mode, None)
+}
+
+/// [`write_file_atomically`] with an exact mode (whatever the umask) and, when `owner` is
+/// `Some((uid, gid))`, that owner — both set on the temp file before the rename, so the final
+/// path never holds the new content with the wrong permissions (`relais provision` as root
+/// installs secrets for the service user).
+pub fn write_file_atomically_owned(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp_name = path.as_os_str().to_owned();
@@ -212,9 +276,19 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::R
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(mode);
         }
-        #[cfg(not(unix))]
-        let _ = mode;
         let mut f = opts.open(&tmp)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // The mode given to open() is filtered by the umask and ignored for a stale temp
+            // file left by a crash; set it explicitly before any byte is written.
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (mode, owner);
         f.write_all(bytes)?;
         f.sync_all()?;
     }

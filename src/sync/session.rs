@@ -35,37 +35,9 @@ pub struct SessionContext {
 
 /// Broker options for one connection attempt.
 fn mqtt_options(ctx: &SessionContext, topics: &Topics) -> Result<MqttOptions, SyncError> {
-    let Some(broker) = ctx.config.broker.as_ref() else {
-        return Err(SyncError::NotConfigured);
-    };
     // The client id is the agent id: a second agent with the same id takes the session over,
     // which is what a replaced box should do.
-    let mut options = MqttOptions::new(ctx.agent_id.clone(), broker.host.clone(), broker.port);
-    options.set_keep_alive(ctx.config.keep_alive);
-    options.set_clean_start(true);
-    // Downlink deltas may be large; rumqttc's default incoming limit is 10 KiB.
-    options.set_max_packet_size(Some((wire::MAX_DOWNLINK_BYTES + 64 * 1024) as u32));
-    options.set_connection_timeout(10);
-    // Our own window bounds what is in flight; the request channel never needs to hold more.
-    options.set_request_channel_capacity(ctx.config.inflight_batches * 2 + 16);
-    options.set_outgoing_inflight_upper_limit(
-        u16::try_from(ctx.config.inflight_batches + 8).unwrap_or(u16::MAX),
-    );
-    let username = ctx
-        .config
-        .username
-        .clone()
-        .unwrap_or_else(|| ctx.agent_id.clone());
-    let password = match &ctx.config.password_file {
-        Some(path) => crate::tls::read_password_file(path).map_err(|source| SyncError::Secret {
-            path: path.clone(),
-            source,
-        })?,
-        None => String::new(),
-    };
-    if ctx.config.password_file.is_some() || ctx.config.client_cert_file.is_none() {
-        options.set_credentials(username, password);
-    }
+    let mut options = broker_options(&ctx.config, &ctx.agent_id, &ctx.agent_id)?;
     let will = serde_json::to_vec(&AgentState::offline(&ctx.agent_id)).unwrap_or_default();
     options.set_last_will(LastWill::new(
         topics.state(),
@@ -74,12 +46,52 @@ fn mqtt_options(ctx: &SessionContext, topics: &Topics) -> Result<MqttOptions, Sy
         true,
         None,
     ));
+    Ok(options)
+}
+
+/// Everything the agent's connection uses — address, TLS with the pinned CA and client
+/// certificate, credentials, limits — except the Last Will, under `client_id`. `relais doctor`
+/// connects with exactly these settings (and its own client id, so a running agent is not
+/// taken over) to prove the real link works.
+pub(crate) fn broker_options(
+    config: &SyncConfig,
+    agent_id: &str,
+    client_id: &str,
+) -> Result<MqttOptions, SyncError> {
+    let Some(broker) = config.broker.as_ref() else {
+        return Err(SyncError::NotConfigured);
+    };
+    let mut options = MqttOptions::new(client_id.to_owned(), broker.host.clone(), broker.port);
+    options.set_keep_alive(config.keep_alive);
+    options.set_clean_start(true);
+    // Downlink deltas may be large; rumqttc's default incoming limit is 10 KiB.
+    options.set_max_packet_size(Some((wire::MAX_DOWNLINK_BYTES + 64 * 1024) as u32));
+    options.set_connection_timeout(10);
+    // Our own window bounds what is in flight; the request channel never needs to hold more.
+    options.set_request_channel_capacity(config.inflight_batches * 2 + 16);
+    options.set_outgoing_inflight_upper_limit(
+        u16::try_from(config.inflight_batches + 8).unwrap_or(u16::MAX),
+    );
+    let username = config
+        .username
+        .clone()
+        .unwrap_or_else(|| agent_id.to_owned());
+    let password = match &config.password_file {
+        Some(path) => crate::tls::read_password_file(path).map_err(|source| SyncError::Secret {
+            path: path.clone(),
+            source,
+        })?,
+        None => String::new(),
+    };
+    if config.password_file.is_some() || config.client_cert_file.is_none() {
+        options.set_credentials(username, password);
+    }
     if broker.tls {
-        let identity = match (&ctx.config.client_cert_file, &ctx.config.client_key_file) {
+        let identity = match (&config.client_cert_file, &config.client_key_file) {
             (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
             _ => None,
         };
-        let tls = crate::tls::client_config(ctx.config.ca_file.as_deref(), identity)?;
+        let tls = crate::tls::client_config(config.ca_file.as_deref(), identity)?;
         options.set_transport(rumqttc::Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(Arc::new(tls)),
         ));
