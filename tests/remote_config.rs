@@ -8,6 +8,8 @@
 #[path = "common/broker.rs"]
 mod broker;
 mod common;
+#[path = "support/https.rs"]
+mod https;
 
 use broker::{Broker, BrokerOptions};
 use common::{AGENT_ID, Settings, Store};
@@ -367,4 +369,42 @@ fn a_signed_command_runs_once_and_its_replay_is_refused() {
     });
     assert_eq!(result["status"], "ok", "{result}");
     drop(agent);
+}
+
+#[test]
+fn a_signed_upload_command_sends_a_diagnostics_bundle_without_customer_data() {
+    if !broker::available() {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let uploads = tempfile::tempdir().unwrap();
+    let server = https::HttpsServer::start(uploads.path());
+    let broker = Broker::start(BrokerOptions::default());
+    let ops = Ops::new();
+    let store = store(&broker, &ops);
+    let config = std::fs::read_to_string(&store.config).unwrap().replace(
+        "[sync]\n",
+        &format!("[sync]\nca_file = \"{}\"\n", server.ca_file.display()),
+    );
+    std::fs::write(&store.config, config).unwrap();
+    let agent = store.start();
+    let (status, _) = agent.post_json(
+        "/v1/movements",
+        &serde_json::json!({"kind": "receipt", "sku": "S-1", "qty": 2}),
+    );
+    assert_eq!(status, 201);
+    let results = Watch::start(&broker, "cmd/res");
+    let upload = Command::UploadDiagnostics {
+        url: server.url("bundle.json").parse().unwrap(),
+    };
+    publish(&broker, "cmd/req", &ops.command(200, &upload), false);
+    let result = results.wait("the upload result", Duration::from_secs(60), |v| v["version"] == 200);
+    assert_eq!(result["status"], "ok", "{result}");
+    let bundle: Value =
+        serde_json::from_slice(&std::fs::read(uploads.path().join("bundle.json")).unwrap()).unwrap();
+    for part in ["self_test", "doctor", "outbox", "config", "logs", "devices"] {
+        assert!(bundle.get(part).is_some(), "no {part} in the bundle: {bundle}");
+    }
+    assert!(bundle["outbox"]["store_fact"]["depth"].is_u64(), "{bundle}");
+    assert!(bundle["doctor"]["checks"].is_array(), "{bundle}");
 }

@@ -70,6 +70,15 @@ pub(super) fn stored_layer(config: &Config) -> Option<RemoteLayer> {
     }
 }
 
+/// `relais doctor`'s report for this box, as JSON (it runs its own checks, some blocking).
+async fn doctor_report(file: &Option<PathBuf>) -> serde_json::Value {
+    let file = file.clone();
+    match tokio::task::spawn_blocking(move || crate::doctor::run(file.as_deref())).await {
+        Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+        Err(e) => serde_json::json!({ "error": format!("the doctor did not finish: {e}") }),
+    }
+}
+
 /// A remote config applied and waiting to prove the broker is still reachable.
 struct Probation {
     version: u64,
@@ -175,7 +184,7 @@ impl FleetLink {
         match message {
             FleetInbound::Desired(bytes) => self.on_desired(running, file, &bytes).await,
             FleetInbound::Command(bytes) => {
-                self.on_command(running, &bytes).await;
+                self.on_command(running, file, &bytes).await;
                 None
             }
         }
@@ -387,7 +396,7 @@ impl FleetLink {
         Some(probation.previous)
     }
 
-    async fn on_command(&mut self, running: &mut Running, bytes: &[u8]) {
+    async fn on_command(&mut self, running: &mut Running, file: &Option<PathBuf>, bytes: &[u8]) {
         let claimed = fleet::SignedDocument::from_json(bytes)
             .map(|d| d.version)
             .unwrap_or(0);
@@ -427,7 +436,8 @@ impl FleetLink {
                         self.save_state();
                         let name = command.name();
                         tracing::info!(command = name, version = verified.version, key = %verified.key_id, "command from central");
-                        let (status, message, data) = self.run_command(running, command).await;
+                        let (status, message, data) =
+                            self.run_command(running, file, command).await;
                         answer(status, verified.version, Some(name), message, data)
                     }
                 }
@@ -441,6 +451,7 @@ impl FleetLink {
     async fn run_command(
         &mut self,
         running: &mut Running,
+        file: &Option<PathBuf>,
         command: Command,
     ) -> (CommandStatus, String, Option<serde_json::Value>) {
         match command {
@@ -487,7 +498,8 @@ impl FleetLink {
                 }
             }
             Command::UploadDiagnostics { url } => {
-                match running.upload_diagnostics(url.as_str()).await {
+                let doctor = doctor_report(file).await;
+                match running.upload_diagnostics(url.as_str(), doctor).await {
                     Ok(bytes) => (
                         CommandStatus::Ok,
                         format!("diagnostics uploaded ({bytes} bytes)"),

@@ -309,9 +309,13 @@ impl Running {
         json!({"ok": ok, "checks": checks, "alarms": parts.outbox.alarms()})
     }
 
-    /// Collect diagnostics (self-test, outbox stats, alarms, devices, effective config —
-    /// paths only, no secrets, no customer data) and PUT them to `url`.
-    pub async fn upload_diagnostics(&self, url: &str) -> Result<usize, String> {
+    /// Collect diagnostics (self-test, doctor report, outbox stats, alarms, devices, recent
+    /// logs, effective config — paths only, no secrets, no customer data) and PUT them to `url`.
+    pub async fn upload_diagnostics(
+        &self,
+        url: &str,
+        doctor: serde_json::Value,
+    ) -> Result<usize, String> {
         let Some(config) = &self.config else {
             return Err("the agent is not configured yet".into());
         };
@@ -326,6 +330,8 @@ impl Running {
             "devices": self.parts.reads.devices(),
             "config_in_effect": self.parts.tunables.in_effect(),
             "config": config.to_toml(),
+            "doctor": doctor,
+            "logs": recent_logs().await,
         });
         let body = serde_json::to_vec_pretty(&bundle).map_err(|e| e.to_string())?;
         let identity = match (&config.sync.client_cert_file, &config.sync.client_key_file) {
@@ -360,5 +366,24 @@ impl Running {
         if let Some(devices) = self.devices.take() {
             let _ = tokio::task::spawn_blocking(move || devices.shutdown()).await;
         }
+    }
+}
+
+/// The agent's recent journal (it never logs card identifiers or customer names). Reading it
+/// needs the service user in `systemd-journal`; without it, the bundle says why logs are missing.
+async fn recent_logs() -> serde_json::Value {
+    let run = tokio::process::Command::new("journalctl")
+        .args(["-u", "relais", "-n", "2000", "--no-pager", "-o", "short-iso"])
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(std::time::Duration::from_secs(10), run).await {
+        Ok(Ok(out)) if out.status.success() => {
+            serde_json::Value::String(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+        Ok(Ok(out)) => serde_json::json!({
+            "unavailable": String::from_utf8_lossy(&out.stderr).trim().to_owned()
+        }),
+        Ok(Err(e)) => serde_json::json!({ "unavailable": format!("journalctl: {e}") }),
+        Err(_) => serde_json::json!({ "unavailable": "journalctl took longer than 10 s" }),
     }
 }

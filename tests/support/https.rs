@@ -199,7 +199,7 @@ type Tls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
 /// Answer one request on `tls`, then close the connection.
 async fn serve(mut tls: Tls, root: &Path, faults: &Faults) -> std::io::Result<()> {
-    let head = read_head(&mut tls).await?;
+    let (head, early_body) = read_head(&mut tls).await?;
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(' ');
@@ -223,6 +223,33 @@ async fn serve(mut tls: Tls, root: &Path, faults: &Faults) -> std::io::Result<()
         });
     };
 
+    // An upload (diagnostics bundles): stored as `root/<name>`.
+    if method == "PUT" && !name.is_empty() && !name.contains('/') && !name.contains("..") {
+        let length = head
+            .split("\r\n")
+            .find_map(|line| {
+                let (k, v) = line.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())
+                    .flatten()
+            })
+            .unwrap_or(0);
+        let mut body = early_body;
+        while body.len() < length {
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = tls.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&buf[..n]);
+        }
+        std::fs::write(root.join(&name), &body)?;
+        tls.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await?;
+        log(201, body.len() as u64);
+        return tls.shutdown().await;
+    }
     let file = if method != "GET" || name.is_empty() || name.contains('/') || name.contains("..") {
         None
     } else {
@@ -295,7 +322,8 @@ async fn serve(mut tls: Tls, root: &Path, faults: &Faults) -> std::io::Result<()
     tls.shutdown().await
 }
 
-async fn read_head(tls: &mut Tls) -> std::io::Result<String> {
+/// The request head, and the body bytes read past it.
+async fn read_head(tls: &mut Tls) -> std::io::Result<(String, Vec<u8>)> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     loop {
@@ -305,8 +333,9 @@ async fn read_head(tls: &mut Tls) -> std::io::Result<String> {
         }
         head.extend_from_slice(&buf[..n]);
         if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = head.split_off(end + 4);
             head.truncate(end);
-            return Ok(String::from_utf8_lossy(&head).into_owned());
+            return Ok((String::from_utf8_lossy(&head).into_owned(), rest));
         }
         if head.len() > MAX_HEAD {
             return Err(std::io::ErrorKind::InvalidData.into());
