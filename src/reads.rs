@@ -94,13 +94,26 @@ async fn record(
         client_key: None,
         answer_json: None,
     };
-    match ctx.outbox.append(request).await {
-        Ok(_) => {}
-        Err(OutboxError::DiskLow { .. }) => {
-            tracing::debug!(event_type, "telemetry refused: disk low")
+    // Queued in read order, but not awaited: nobody is told about a read after it is
+    // recorded (the live stream already has it), so the next scan must not wait for this
+    // one's fsync — the writer commits a burst of reads in one group instead.
+    let outcome = match ctx.outbox.enqueue(request).await {
+        Ok(receiver) => receiver,
+        Err(e) => {
+            tracing::error!(event_type, error = %e, "read not recorded in the outbox");
+            return;
         }
-        Err(e) => tracing::error!(event_type, error = %e, "read not recorded in the outbox"),
-    }
+    };
+    tokio::spawn(async move {
+        match outcome.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(OutboxError::DiskLow { .. })) => {
+                tracing::debug!(event_type, "telemetry refused: disk low")
+            }
+            Ok(Err(e)) => tracing::error!(event_type, error = %e, "read not recorded in the outbox"),
+            Err(_) => tracing::error!(event_type, "read not recorded: the outbox writer stopped"),
+        }
+    });
 }
 
 fn publish(

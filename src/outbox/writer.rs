@@ -174,6 +174,22 @@ impl OutboxHandle {
         self.sender.is_closed()
     }
 
+    /// Queue an append in order and return without waiting for it to be durable: the returned
+    /// receiver resolves when it is. For producers that tell nobody (device reads), so a scan
+    /// never waits for the fsync of the one before it; they still queue in order and feel the
+    /// writer's backpressure.
+    pub async fn enqueue(
+        &self,
+        request: AppendRequest,
+    ) -> Result<oneshot::Receiver<Result<Appended, OutboxError>>, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(WriterCommand::Append { request, reply })
+            .await
+            .map_err(|_| OutboxError::Closed)?;
+        Ok(answer)
+    }
+
     /// Append and wait until the event is durable.
     pub async fn append(&self, request: AppendRequest) -> Result<Appended, OutboxError> {
         let (reply, answer) = oneshot::channel();
