@@ -336,6 +336,7 @@ impl Port {
                 Ok(n) => {
                     let frames = framer.push(buf.get(..n).unwrap_or_default(), now());
                     self.counters.publish(&framer.counters());
+                    let sent_any = !frames.is_empty();
                     for data in frames {
                         let event = DeviceEvent::Scan {
                             device: self.device.clone(),
@@ -345,6 +346,11 @@ impl Port {
                         if !self.sink.send(event) {
                             return Ended::SinkClosed;
                         }
+                    }
+                    // A send may have blocked on a busy core while the next frame's first
+                    // bytes sat in the port buffer: not line silence.
+                    if sent_any {
+                        framer.resume(now());
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::TimedOut => {

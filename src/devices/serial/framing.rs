@@ -124,6 +124,16 @@ impl Framer {
         }
     }
 
+    /// The driver was not reading until `now_ms` (it waited for the core to take an event):
+    /// the bytes of a pending frame were waiting in the port's buffer, not late on the line,
+    /// so that time must not count as inter-byte silence.
+    pub fn resume(&mut self, now_ms: u64) {
+        match &mut self.state {
+            State::Idle { .. } => {}
+            State::InFrame { last_ms } | State::Oversize { last_ms } => *last_ms = now_ms,
+        }
+    }
+
     /// The port went away: an unfinished frame can never complete; drop it and count it.
     pub fn abandon(&mut self) {
         match self.state {
@@ -405,4 +415,18 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn time_spent_waiting_for_the_core_is_not_counted_as_line_silence() {
+        let mut f = Framer::new(&Framing {
+            inter_byte_timeout_ms: 200,
+            ..Framing::default()
+        });
+        assert!(f.push(b"40063", 0).is_empty());
+        // The driver was blocked handing an earlier scan to the core until t = 900 ms.
+        f.resume(900);
+        assert_eq!(f.push(b"81333931\r", 901), vec!["4006381333931".to_owned()]);
+        assert_eq!(f.counters().discarded_timeout, 0);
+    }
+
 }
