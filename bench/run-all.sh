@@ -16,13 +16,16 @@ cd "$(dirname "$0")/.."
 
 benches=("$@")
 if [ ${#benches[@]} -eq 0 ]; then
-    benches=(import lookup movements footprint scan_latency rfid delta_apply snapshot sync_drain)
+    benches=(import lookup movements footprint scan_latency rfid delta_apply snapshot sync_drain http_lookup sse_fanout)
 fi
 
 if ! command -v mosquitto_pub >/dev/null 2>&1; then
     echo "run-all: the sync_drain bench needs mosquitto and mosquitto_pub (apt-get install mosquitto mosquitto-clients)" >&2
     exit 1
 fi
+# wrk: the http_lookup bench's load generator; installed when missing (sudo only if not root).
+. scripts/deps.sh
+ensure_packages wrk >&2
 if ! command -v sqlite3 >/dev/null 2>&1; then
     echo "run-all: the import bench needs the sqlite3 CLI (apt-get install sqlite3)" >&2
     exit 1
