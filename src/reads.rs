@@ -110,7 +110,9 @@ async fn record(
             Ok(Err(OutboxError::DiskLow { .. })) => {
                 tracing::debug!(event_type, "telemetry refused: disk low")
             }
-            Ok(Err(e)) => tracing::error!(event_type, error = %e, "read not recorded in the outbox"),
+            Ok(Err(e)) => {
+                tracing::error!(event_type, error = %e, "read not recorded in the outbox")
+            }
             Err(_) => tracing::error!(event_type, "read not recorded: the outbox writer stopped"),
         }
     });

@@ -146,7 +146,10 @@ fn config_show_prints_toml_that_config_validate_accepts() {
     );
     assert!(shown.contains("test-store/agent-1"), "{shown}");
     // Defaults are filled in, and every value says where it came from.
-    assert!(shown.contains("max_body_bytes = 65536  # default"), "{shown}");
+    assert!(
+        shown.contains("max_body_bytes = 65536  # default"),
+        "{shown}"
+    );
     assert!(shown.contains("\"test-store/agent-1\"  # file"), "{shown}");
     assert!(shown.contains("stale_after"), "{shown}");
     let path = store.path("shown.toml");

@@ -159,7 +159,10 @@ fn sighup_reloads_firmware_profiles_changed_on_disk_without_a_restart() {
     let config = std::fs::read_to_string(&store.config).unwrap();
     std::fs::write(
         &store.config,
-        format!("{config}\n[devices]\nprofiles_dir = \"{}\"\n", profiles.display()),
+        format!(
+            "{config}\n[devices]\nprofiles_dir = \"{}\"\n",
+            profiles.display()
+        ),
     )
     .unwrap();
     let agent = store.start();

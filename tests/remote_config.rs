@@ -398,12 +398,18 @@ fn a_signed_upload_command_sends_a_diagnostics_bundle_without_customer_data() {
         url: server.url("bundle.json").parse().unwrap(),
     };
     publish(&broker, "cmd/req", &ops.command(200, &upload), false);
-    let result = results.wait("the upload result", Duration::from_secs(60), |v| v["version"] == 200);
+    let result = results.wait("the upload result", Duration::from_secs(60), |v| {
+        v["version"] == 200
+    });
     assert_eq!(result["status"], "ok", "{result}");
     let bundle: Value =
-        serde_json::from_slice(&std::fs::read(uploads.path().join("bundle.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(uploads.path().join("bundle.json")).unwrap())
+            .unwrap();
     for part in ["self_test", "doctor", "outbox", "config", "logs", "devices"] {
-        assert!(bundle.get(part).is_some(), "no {part} in the bundle: {bundle}");
+        assert!(
+            bundle.get(part).is_some(),
+            "no {part} in the bundle: {bundle}"
+        );
     }
     assert!(bundle["outbox"]["store_fact"]["depth"].is_u64(), "{bundle}");
     assert!(bundle["doctor"]["checks"].is_array(), "{bundle}");
@@ -419,7 +425,12 @@ fn the_retained_document_replayed_at_a_reconnect_changes_nothing_and_loses_no_ev
     let store = store(&broker, &ops);
     let agent = store.start();
     let reports = Watch::start(&broker, "cfg/reported");
-    publish(&broker, "cfg/desired", &ops.config(5, "[loyalty]\noffline_burn_cap = 7\n"), true);
+    publish(
+        &broker,
+        "cfg/desired",
+        &ops.config(5, "[loyalty]\noffline_burn_cap = 7\n"),
+        true,
+    );
     reports.wait("report of v5", Duration::from_secs(20), report_for(5));
     let applied_lines = |agent: &common::Agent| {
         agent
@@ -439,11 +450,20 @@ fn the_retained_document_replayed_at_a_reconnect_changes_nothing_and_loses_no_ev
     broker.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     while agent.health()["sync"]["connected"] != true {
-        assert!(Instant::now() < deadline, "no reconnect:\n{}", agent.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect:\n{}",
+            agent.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(applied_lines(&agent), before, "the replay was applied again:\n{}", agent.log_text());
+    assert_eq!(
+        applied_lines(&agent),
+        before,
+        "the replay was applied again:\n{}",
+        agent.log_text()
+    );
     assert_eq!(agent.health()["config"]["remote_version"], 5);
     let (status, second) = agent.post_json(
         "/v1/movements",
@@ -457,6 +477,8 @@ fn the_retained_document_replayed_at_a_reconnect_changes_nothing_and_loses_no_ev
     );
     // Both facts exist (delivered or still queued): nothing was lost across the reconnect.
     let recorded = store.outbox_events().len() as u64
-        + agent.health()["sync"]["delivered_since_start"].as_u64().unwrap_or(0);
+        + agent.health()["sync"]["delivered_since_start"]
+            .as_u64()
+            .unwrap_or(0);
     assert!(recorded >= 2, "{recorded}");
 }

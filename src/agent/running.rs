@@ -373,7 +373,15 @@ impl Running {
 /// needs the service user in `systemd-journal`; without it, the bundle says why logs are missing.
 async fn recent_logs() -> serde_json::Value {
     let run = tokio::process::Command::new("journalctl")
-        .args(["-u", "relais", "-n", "2000", "--no-pager", "-o", "short-iso"])
+        .args([
+            "-u",
+            "relais",
+            "-n",
+            "2000",
+            "--no-pager",
+            "-o",
+            "short-iso",
+        ])
         .kill_on_drop(true)
         .output();
     match tokio::time::timeout(std::time::Duration::from_secs(10), run).await {

@@ -553,7 +553,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             rows,
-            vec![("C1".into(), None, 5), ("C2".into(), Some("gold".into()), 7)]
+            vec![
+                ("C1".into(), None, 5),
+                ("C2".into(), Some("gold".into()), 7)
+            ]
         );
         let columns: Vec<String> = conn
             .prepare("SELECT name FROM pragma_table_info('customers')")
@@ -564,7 +567,11 @@ mod tests {
             .unwrap();
         assert!(!columns.iter().any(|c| c == "token_list"), "{columns:?}");
         let tokens: i64 = conn
-            .query_row("SELECT COUNT(*) FROM card_tokens WHERE customer_id = 'C1'", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM card_tokens WHERE customer_id = 'C1'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(tokens, 2);
     }

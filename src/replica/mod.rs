@@ -80,7 +80,11 @@ pub(crate) fn migrations() -> Vec<String> {
             }
         }
     }
-    vec![first, CUSTOMERS_TOKEN_LIST.to_owned(), customers_without_token_list()]
+    vec![
+        first,
+        CUSTOMERS_TOKEN_LIST.to_owned(),
+        customers_without_token_list(),
+    ]
 }
 
 /// Step 2 (kept as it shipped): customers carried the list of their card tokens, so that a delta

@@ -428,5 +428,4 @@ mod tests {
         assert_eq!(f.push(b"81333931\r", 901), vec!["4006381333931".to_owned()]);
         assert_eq!(f.counters().discarded_timeout, 0);
     }
-
 }
