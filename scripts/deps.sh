@@ -14,7 +14,7 @@ ensure_packages() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "==> installing ${need[*]}"
-  $sudo apt-get update -qq
+  $sudo apt-get update -qq || echo "apt-get update reported errors; installing from the indexes it could read" >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
