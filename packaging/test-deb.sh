@@ -16,40 +16,12 @@ deb=$(realpath "${1:?usage: packaging/test-deb.sh relais_X_ARCH.deb}")
 arch=$(dpkg-deb -f "$deb" Architecture)
 [ "$arch" = "$(dpkg --print-architecture)" ] || { echo "test-deb.sh: $arch package on a $(dpkg --print-architecture) host; give the host's" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "test-deb.sh: needs root (debootstrap, chroot)" >&2; exit 2; }
-command -v debootstrap >/dev/null || {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null; }
-
+. packaging/scratch-root.sh
 root=$(mktemp -d /var/tmp/relais-deb-root.XXXXXX)
-cleanup() {
-  mountpoint -q "$root/proc" && umount "$root/proc"
-  if [ -n "${KEEP_ROOT:-}" ]; then echo "kept $root"; else rm -rf --one-file-system "$root"; fi
-}
-trap cleanup EXIT
-# The bootstrapped root is cached as a tarball between runs on one machine (a fresh CI machine
-# bootstraps once, about two minutes; a rerun unpacks in seconds).
-cache=/var/cache/relais-debootstrap
-includes=systemd,init-system-helpers,procps,libpcsclite1,libudev1,udev
-tarball=$cache/bookworm-minbase-$(echo "$includes" | md5sum | cut -c1-8).tar.gz
-mkdir -p "$cache"
+trap 'scratch_root_drop "$root"' EXIT
 t0=$(date +%s)
-if [ -f "$tarball" ]; then
-  echo "==> scratch root from $tarball"
-  tar -C "$root" -xzf "$tarball"
-else
-  # The package's Depends (libc6, libgcc-s1, libpcsclite1, libudev1, procps) and what a store
-  # box has: systemd (sysusers, tmpfiles, systemctl), init-system-helpers (deb-systemd-helper).
-  echo "==> debootstrap bookworm (minbase + systemd) into $root"
-  debootstrap --variant=minbase --cache-dir="$cache" --include="$includes" \
-    bookworm "$root" http://deb.debian.org/debian >"$root.log" 2>&1 || { tail -20 "$root.log"; exit 1; }
-  rm -f "$root.log"
-  tar -C "$root" -czf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-fi
+scratch_root_make "$root"
 echo "    $(( $(date +%s) - t0 ))s"
-# A booted box has /proc (systemd-tmpfiles needs it); no systemd runs in here, so the scripts
-# take the not-booted paths (no daemon-reload, no start), as in an image build.
-mount -t proc proc "$root/proc"
-# Like a container image build: services are never started by package scripts in here.
-printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"; chmod 755 "$root/usr/sbin/policy-rc.d"
 
 pass=0 fail=0
 check() {   # check "what" command…
