@@ -6,7 +6,7 @@
 //! heartbeat that only idle time — not events filtered out for this subscriber — postpones.
 
 use super::{ApiError, ApiState};
-use crate::reads::LiveRead;
+use crate::reads::PublishedRead;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -74,7 +74,7 @@ impl Filter {
         Ok(filter)
     }
 
-    pub fn admits(&self, read: &LiveRead) -> bool {
+    pub fn admits(&self, read: &PublishedRead) -> bool {
         let device_ok = self.devices.is_empty() || {
             let id = read.device.0.as_str();
             let name = id.split_once(':').map_or(id, |(_, name)| name);
@@ -86,12 +86,17 @@ impl Filter {
 
 /// One SSE frame. `kind` and the JSON never contain a newline (serde_json escapes them), so a
 /// single `data:` line is a faithful encoding.
-fn frame(id: u64, kind: &str, data: &str) -> Bytes {
-    Bytes::from(format!("id: {id}\nevent: {kind}\ndata: {data}\n\n"))
+fn frame(id: u64, kind: &str, data: &[u8]) -> Bytes {
+    let head = format!("id: {id}\nevent: {kind}\ndata: ");
+    let mut out = Vec::with_capacity(head.len() + data.len() + 2);
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 struct Subscriber {
-    rx: Receiver<LiveRead>,
+    rx: Receiver<Arc<PublishedRead>>,
     filter: Filter,
     next_id: u64,
     heartbeat_at: Instant,
@@ -106,17 +111,18 @@ impl Subscriber {
                 Err(_idle) => Bytes::from_static(b": keep-alive\n\n"),
                 Ok(Ok(read)) if !self.filter.admits(&read) => continue,
                 Ok(Ok(read)) => {
-                    // A LiveRead is plain data; failing to serialise it would be a bug, and
-                    // an empty object keeps the id sequence intact rather than ending the stream.
-                    let data = serde_json::to_string(&read).unwrap_or_else(|_| "{}".into());
                     self.next_id += 1;
-                    frame(self.next_id, read.kind, &data)
+                    frame(self.next_id, read.kind, &read.json)
                 }
                 // The devices never wait for a slow subscriber: the broadcast ring overwrote
                 // what it had not read yet, and it is told how much.
                 Ok(Err(RecvError::Lagged(missed))) => {
                     self.next_id += 1;
-                    frame(self.next_id, "lagged", &format!("{{\"missed\":{missed}}}"))
+                    frame(
+                        self.next_id,
+                        "lagged",
+                        format!("{{\"missed\":{missed}}}").as_bytes(),
+                    )
                 }
                 Ok(Err(RecvError::Closed)) => return None,
             };
@@ -165,13 +171,13 @@ mod tests {
     use super::*;
     use crate::devices::DeviceId;
 
-    fn read(device: &str, kind: &'static str) -> LiveRead {
-        LiveRead {
+    fn read(device: &str, kind: &'static str) -> Arc<PublishedRead> {
+        PublishedRead::new(&crate::reads::LiveRead {
             device: DeviceId(device.into()),
             at_ms: 0,
             kind,
             detail: serde_json::Value::Null,
-        }
+        })
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

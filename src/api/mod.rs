@@ -247,7 +247,8 @@ async fn live_reads(State(state): State<Arc<ApiState>>) -> Response {
     let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
         let line = match rx.recv().await {
             Ok(read) => {
-                let mut line = serde_json::to_vec(&read).unwrap_or_default();
+                let mut line = Vec::with_capacity(read.json.len() + 1);
+                line.extend_from_slice(&read.json);
                 line.push(b'\n');
                 line
             }
