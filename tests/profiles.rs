@@ -2,6 +2,7 @@
 //! (naming the key), hashes follow the bytes, and matching prefers the specific profile.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use relais::devices::rfid::m100;
 use relais::profiles::{DeviceKind, Profile, ProfileError, Profiles, SerialIdentity};
 use std::path::{Path, PathBuf};
 
@@ -65,11 +66,25 @@ fn every_shipped_profile_is_valid() {
     for p in profiles.iter() {
         assert_eq!(p.sha256.len(), 64, "{}", p.id);
         // Shipped profiles carry no uncited command: every command has a source by
-        // construction, and none is shipped yet.
+        // construction; only the M100 module profile ships commands.
         for c in p.init.iter().chain(p.health.iter().map(|h| &h.command)) {
             assert!(!c.source.is_empty());
         }
+        if p.id != "magicrf-m100" {
+            assert!(p.init.is_empty() && p.health.is_none(), "{}", p.id);
+        }
     }
+    let module = profiles.get("magicrf-m100").unwrap();
+    assert_eq!(module.kind, DeviceKind::RfidSerialReader);
+    assert!(module.matching.fallback);
+    assert_eq!(module.transport.as_ref().unwrap().to_string(), "115200 8N1");
+    assert!(module.framing.is_none());
+    // The commands are the ones the M100 codec encodes, byte for byte.
+    assert_eq!(module.init[0].send, m100::stop_poll());
+    assert_eq!(
+        module.health.as_ref().unwrap().command.send,
+        m100::module_info(m100::InfoKind::Hardware)
+    );
     for id in ["serial-scanner-cr", "pcsc-contactless-generic"] {
         assert!(
             profiles.get(id).is_some_and(|p| p.matching.fallback),

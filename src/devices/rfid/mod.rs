@@ -8,6 +8,8 @@ pub mod debounce;
 pub mod llrp;
 pub mod m100;
 pub mod presence;
+pub mod serial_reader;
 
 pub use client::{ClientError, LlrpReaderConfig, spawn};
 pub use debounce::{DebounceConfig, Debouncer, TagEvent};
+pub use serial_reader::RfidSerialConfig;
