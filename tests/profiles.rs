@@ -358,3 +358,61 @@ fn duplicate_ids_are_refused() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].key(), Some("profile.id"));
 }
+
+#[test]
+fn a_uhf_serial_module_profile_needs_a_transport_refuses_framing_and_matches_its_own_kind_only() {
+    const MODULE: &str = r#"
+[profile]
+id = "acme-uhf"
+name = "Acme UHF module"
+version = "1.0.0"
+vendor = "Acme"
+model = "U1"
+kind = "rfid_serial_reader"
+
+[match]
+usb_vid_pid = ["10c4:ea60"]
+serial_by_id = "usb-Acme_UHF*"
+
+[transport]
+baud = 115200
+"#;
+    let p = parse("acme-uhf", MODULE).unwrap();
+    assert_eq!(p.kind, DeviceKind::RfidSerialReader);
+    assert_eq!(p.transport.as_ref().unwrap().to_string(), "115200 8N1");
+
+    let framed = format!("{MODULE}\n[framing]\nterminator = \"\\r\"\n");
+    assert_eq!(
+        parse("acme-uhf", &framed).unwrap_err().key(),
+        Some("framing")
+    );
+    let bare = MODULE.replace("[transport]\nbaud = 115200\n", "");
+    assert_eq!(
+        parse("acme-uhf", &bare).unwrap_err().key(),
+        Some("transport")
+    );
+
+    let mut list = vec![p];
+    list.extend(load_shipped().iter().map(|p| (**p).clone()));
+    let (profiles, errors) = Profiles::from_profiles(list);
+    assert!(errors.is_empty());
+    let port = SerialIdentity {
+        usb: Some((0x10c4, 0xea60)),
+        by_id: Some("usb-Acme_UHF_U1_0001-if00-port0".into()),
+    };
+    let kind = DeviceKind::RfidSerialReader;
+    assert_eq!(
+        profiles.match_serial_port(kind, &port).unwrap().id,
+        "acme-uhf"
+    );
+    // Another port gets the fallback M100 profile; scanners never get a module profile.
+    let other = SerialIdentity::default();
+    assert_eq!(
+        profiles.match_serial_port(kind, &other).unwrap().id,
+        "magicrf-m100"
+    );
+    assert_eq!(
+        profiles.match_serial(&port).unwrap().id,
+        "serial-scanner-cr"
+    );
+}

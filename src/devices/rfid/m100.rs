@@ -382,10 +382,7 @@ impl Decoder {
             c.garbage_bytes = c.garbage_bytes.saturating_add(n as u64);
         };
         let mut pos = 0usize;
-        loop {
-            let Some(rest) = self.buf.get(pos..) else {
-                break;
-            };
+        while let Some(rest) = self.buf.get(pos..) {
             if rest.is_empty() {
                 break;
             }
