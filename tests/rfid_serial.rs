@@ -53,6 +53,8 @@ struct Field {
     tags: Mutex<Vec<(Vec<u8>, i8)>>,
     /// The count of the running Multiple Inventory ran out (the module went quiet by itself).
     exhausted: AtomicBool,
+    /// The module is already inventorying when the port opens (left going by a previous run).
+    streaming_at_plug: AtomicBool,
 }
 
 struct Module {
@@ -94,7 +96,7 @@ fn fake_module(
     script: mpsc::Receiver<Vec<Vec<u8>>>,
 ) {
     let mut decoder = m100::Decoder::new();
-    let mut polling = false;
+    let mut polling = field.streaming_at_plug.load(Ordering::SeqCst);
     let mut last_round = Instant::now();
     let clock = Instant::now();
     let mut buf = [0u8; 256];
@@ -493,4 +495,23 @@ fn a_scanner_profile_is_refused_for_a_uhf_module() {
         relais::devices::rfid::serial_reader::spawn(config, Arc::new(scanner), sink, Stop::new())
             .unwrap_err();
     assert!(err.to_string().contains("rfid_serial_reader"), "{err}");
+}
+
+#[test]
+fn a_module_left_streaming_by_a_previous_run_is_stopped_probed_and_restarted() {
+    let field = Arc::new(Field::default());
+    field.streaming_at_plug.store(true, Ordering::SeqCst);
+    field.tags.lock().unwrap().push((epc_a(), -40));
+    let (mut h, module) = start(field, true);
+    let module = module.unwrap();
+    // Notifications are already flowing when the driver opens the port; its Stop and probe
+    // still get their answers among them, and the inventory is started afresh.
+    module.expect_commands(&[cmd::STOP_POLL, cmd::MODULE_INFO, cmd::MULTI_POLL]);
+    let detail = h.status(DeviceState::Connected);
+    assert!(detail.contains(MODULE_NAME), "{detail}");
+    match h.arrived(EPC_A) {
+        DeviceEvent::TagArrived { rssi_dbm, .. } => assert_eq!(rssi_dbm, Some(-40)),
+        _ => unreachable!(),
+    }
+    h.stop_within_a_second();
 }

@@ -72,7 +72,7 @@ fn default_restart_after() -> Duration {
 pub const ANTENNA: u16 = 1;
 /// Rounds asked per Multiple Inventory: the most the 16-bit count allows, so restarts are rare.
 pub const POLL_COUNT: u16 = u16::MAX;
-/// Longest a command's answer is collected for `expect` matching.
+/// Most bytes kept while waiting for a command's expected answer.
 const MAX_ANSWER_BYTES: usize = 4096;
 
 /// Why no profile could be chosen for a configured module.
@@ -283,6 +283,12 @@ impl Driver {
     fn run(mut self) {
         tracing::info!(device = %self.device, path = %self.config.path.display(),
             profile = %self.profile.label(), "UHF serial reader driver started");
+        if self.config.restart_after >= self.config.debounce_window {
+            tracing::warn!(device = %self.device,
+                "restart_after is not shorter than debounce_window: every tag in the field will \
+                 depart and arrive again each time the inventory is restarted; shorten \
+                 restart_after");
+        }
         let mut attempt = 0u32;
         while !self.stop.is_stopped() && !self.sink_closed {
             match open_port(&self.config.path, &self.transport) {
@@ -448,10 +454,13 @@ impl Driver {
             }
             Ok(n) => {
                 let bytes = buf.get(..n).unwrap_or_default();
-                if let Some(raw) = raw
-                    && raw.len() < MAX_ANSWER_BYTES
-                {
+                if let Some(raw) = raw {
                     raw.extend_from_slice(bytes);
+                    // A module still streaming from a previous run sends kilobytes a second
+                    // before it answers: keep the newest bytes, where the answer will be.
+                    if raw.len() > MAX_ANSWER_BYTES {
+                        raw.drain(..raw.len() - MAX_ANSWER_BYTES / 2);
+                    }
                 }
                 (n, self.decoder.push(bytes, now))
             }
