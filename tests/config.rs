@@ -177,3 +177,49 @@ fn config_show_prints_toml_that_config_validate_accepts() {
     };
     assert_eq!(strip(&stdout(&twice)), strip(&shown));
 }
+
+#[test]
+fn a_uhf_serial_module_section_is_validated_shown_and_listed_with_its_profile() {
+    let store = Store::new();
+    let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-profiles");
+    let section = format!(
+        "\n[devices]\nprofiles_dir = \"{}\"\n[[devices.rfid_serial]]\nname = \"fitting-room\"\npath = \"/dev/serial/by-id/usb-absent-module\"\ndebounce_window = \"4s\"\n",
+        profiles.display()
+    );
+    let path = config_with(&store, "rfid.toml", |t| format!("{t}{section}"));
+    let out = validate(&path);
+    assert_eq!(status_code(&out), 0, "{}", describe(&out));
+
+    let run = |args: &[&str]| {
+        common::run({
+            let mut c = Command::new(BIN);
+            c.arg("--config").arg(&path).args(args);
+            c
+        })
+    };
+    let shown = stdout(&run(&["config", "show"]));
+    assert!(shown.contains("[[devices.rfid_serial]]"), "{shown}");
+    assert!(shown.contains("fitting-room"), "{shown}");
+
+    let listed = run(&["devices", "list", "--json"]);
+    assert_eq!(status_code(&listed), 0, "{}", describe(&listed));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    let module = &json["configured"]["rfid_serial"][0];
+    assert_eq!(module["name"], "fitting-room", "{json}");
+    assert_eq!(module["present"], false, "{json}");
+    assert!(
+        module["profile"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("magicrf-m100@1.0.0")),
+        "{json}"
+    );
+
+    // A key the driver does not know is refused by name, like every other section.
+    let bad = config_with(&store, "rfid-bad.toml", |t| {
+        format!(
+            "{t}{}",
+            section.replace("debounce_window", "baud = 9600\ndebounce_window")
+        )
+    });
+    assert_config_error_naming(&validate(&bad), "devices.rfid_serial[0]");
+}

@@ -172,3 +172,140 @@ fn a_scanner_plugged_into_the_running_agent_turns_scans_into_recorded_lookups_an
     });
     assert_eq!(agent.get_json("/v1/products/4006381333931").0, 200);
 }
+
+/// A fake M100 UHF module on a pty master: answers Stop and Get Module Information, and while a
+/// Multiple Inventory runs sends one notification for `epc` every 50 ms as long as `present`.
+fn fake_uhf_module(
+    link: &Path,
+    epc: Vec<u8>,
+    present: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    quit: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (std::thread::JoinHandle<()>, TTYPort) {
+    use relais::devices::rfid::m100::{self, cmd, frame_type};
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let Scanner { mut master, _slave } = plug(link);
+    master.set_timeout(Duration::from_millis(20)).unwrap();
+    let thread = std::thread::spawn(move || {
+        let mut decoder = m100::Decoder::new();
+        let mut polling = false;
+        let mut buf = [0u8; 256];
+        let mut last = Instant::now();
+        while !quit.load(Ordering::SeqCst) {
+            let n = match master.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => 0,
+                Err(_) => return,
+            };
+            for f in decoder.push(&buf[..n], 0) {
+                let answer = match f.command {
+                    cmd::STOP_POLL => {
+                        polling = false;
+                        m100::encode(frame_type::RESPONSE, cmd::STOP_POLL, &[0])
+                    }
+                    cmd::MODULE_INFO => m100::encode(
+                        frame_type::RESPONSE,
+                        cmd::MODULE_INFO,
+                        b"\x00M100 26dBm V1.0",
+                    ),
+                    _ => {
+                        polling = true;
+                        continue;
+                    }
+                };
+                master.write_all(&answer).unwrap();
+            }
+            if polling && last.elapsed() >= Duration::from_millis(50) {
+                last = Instant::now();
+                let frame = if present.load(Ordering::SeqCst) {
+                    m100::tag_notice(-58, m100::pc_for(epc.len()), &epc, 0x1234)
+                } else {
+                    m100::error_response(0x15)
+                };
+                master.write_all(&frame).unwrap();
+            }
+        }
+    });
+    (thread, _slave)
+}
+
+#[test]
+fn a_uhf_module_plugged_into_the_running_agent_records_arrivals_and_departures_as_store_facts() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let store = Store::new();
+    let link = store.tmp.path().join("uhf-module");
+    let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-profiles");
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&store.config)
+        .unwrap();
+    write!(
+        config,
+        "\n[devices]\nprofiles_dir = \"{}\"\n[[devices.rfid_serial]]\nname = \"door\"\npath = \"{}\"\ndebounce_window = \"1s\"\nrestart_after = \"500ms\"\n",
+        profiles.display(),
+        link.display()
+    )
+    .unwrap();
+    drop(config);
+
+    let agent = store.start();
+    wait_until("the absent module to be reported disconnected", || {
+        (device_state(&agent.health(), "rfid-serial:door").as_deref() == Some("disconnected"))
+            .then_some(())
+    });
+    let epc: Vec<u8> = vec![
+        0x30, 0x75, 0x1F, 0xEB, 0x70, 0x5C, 0x59, 0x04, 0xE3, 0xD5, 0x0D, 0x70,
+    ];
+    let present = Arc::new(AtomicBool::new(true));
+    let quit = Arc::new(AtomicBool::new(false));
+    let (module, slave) = fake_uhf_module(&link, epc, present.clone(), quit.clone());
+    wait_until("the module to be connected", || {
+        (device_state(&agent.health(), "rfid-serial:door").as_deref() == Some("connected"))
+            .then_some(())
+    });
+
+    let arrived = wait_until("an rfid.arrived store fact", || {
+        store
+            .outbox_events()
+            .into_iter()
+            .find(|e| e["type"] == "rfid.arrived")
+    });
+    assert_eq!(arrived["class"], "store_fact", "{arrived}");
+    assert_eq!(
+        arrived["payload"]["device"], "rfid-serial:door",
+        "{arrived}"
+    );
+    assert_eq!(arrived["payload"]["epc"], "30751FEB705C5904E3D50D70");
+    assert_eq!(arrived["payload"]["antenna"], 1);
+    assert_eq!(arrived["payload"]["rssi_dbm"], -58);
+
+    // The tag leaves the field: one departure after the window, counting every read.
+    present.store(false, Ordering::SeqCst);
+    let departed = wait_until("an rfid.departed store fact", || {
+        store
+            .outbox_events()
+            .into_iter()
+            .find(|e| e["type"] == "rfid.departed")
+    });
+    assert!(
+        departed["payload"]["reads"].as_u64().unwrap() >= 1,
+        "{departed}"
+    );
+    let arrivals = store
+        .outbox_events()
+        .into_iter()
+        .filter(|e| e["type"] == "rfid.arrived")
+        .count();
+    assert_eq!(arrivals, 1, "one presence, one arrival");
+
+    // Unplugged: a status, not an error.
+    quit.store(true, Ordering::SeqCst);
+    module.join().unwrap();
+    drop(slave);
+    let _ = std::fs::remove_file(&link);
+    wait_until("the module to be reported disconnected", || {
+        (device_state(&agent.health(), "rfid-serial:door").as_deref() == Some("disconnected"))
+            .then_some(())
+    });
+}

@@ -2,6 +2,7 @@
 //! (naming the key), hashes follow the bytes, and matching prefers the specific profile.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use relais::devices::rfid::m100;
 use relais::profiles::{DeviceKind, Profile, ProfileError, Profiles, SerialIdentity};
 use std::path::{Path, PathBuf};
 
@@ -65,11 +66,25 @@ fn every_shipped_profile_is_valid() {
     for p in profiles.iter() {
         assert_eq!(p.sha256.len(), 64, "{}", p.id);
         // Shipped profiles carry no uncited command: every command has a source by
-        // construction, and none is shipped yet.
+        // construction; only the M100 module profile ships commands.
         for c in p.init.iter().chain(p.health.iter().map(|h| &h.command)) {
             assert!(!c.source.is_empty());
         }
+        if p.id != "magicrf-m100" {
+            assert!(p.init.is_empty() && p.health.is_none(), "{}", p.id);
+        }
     }
+    let module = profiles.get("magicrf-m100").unwrap();
+    assert_eq!(module.kind, DeviceKind::RfidSerialReader);
+    assert!(module.matching.fallback);
+    assert_eq!(module.transport.as_ref().unwrap().to_string(), "115200 8N1");
+    assert!(module.framing.is_none());
+    // The commands are the ones the M100 codec encodes, byte for byte.
+    assert_eq!(module.init[0].send, m100::stop_poll());
+    assert_eq!(
+        module.health.as_ref().unwrap().command.send,
+        m100::module_info(m100::InfoKind::Hardware)
+    );
     for id in ["serial-scanner-cr", "pcsc-contactless-generic"] {
         assert!(
             profiles.get(id).is_some_and(|p| p.matching.fallback),
@@ -342,4 +357,62 @@ fn duplicate_ids_are_refused() {
     assert_eq!(set.len(), 1);
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].key(), Some("profile.id"));
+}
+
+#[test]
+fn a_uhf_serial_module_profile_needs_a_transport_refuses_framing_and_matches_its_own_kind_only() {
+    const MODULE: &str = r#"
+[profile]
+id = "acme-uhf"
+name = "Acme UHF module"
+version = "1.0.0"
+vendor = "Acme"
+model = "U1"
+kind = "rfid_serial_reader"
+
+[match]
+usb_vid_pid = ["10c4:ea60"]
+serial_by_id = "usb-Acme_UHF*"
+
+[transport]
+baud = 115200
+"#;
+    let p = parse("acme-uhf", MODULE).unwrap();
+    assert_eq!(p.kind, DeviceKind::RfidSerialReader);
+    assert_eq!(p.transport.as_ref().unwrap().to_string(), "115200 8N1");
+
+    let framed = format!("{MODULE}\n[framing]\nterminator = \"\\r\"\n");
+    assert_eq!(
+        parse("acme-uhf", &framed).unwrap_err().key(),
+        Some("framing")
+    );
+    let bare = MODULE.replace("[transport]\nbaud = 115200\n", "");
+    assert_eq!(
+        parse("acme-uhf", &bare).unwrap_err().key(),
+        Some("transport")
+    );
+
+    let mut list = vec![p];
+    list.extend(load_shipped().iter().map(|p| (**p).clone()));
+    let (profiles, errors) = Profiles::from_profiles(list);
+    assert!(errors.is_empty());
+    let port = SerialIdentity {
+        usb: Some((0x10c4, 0xea60)),
+        by_id: Some("usb-Acme_UHF_U1_0001-if00-port0".into()),
+    };
+    let kind = DeviceKind::RfidSerialReader;
+    assert_eq!(
+        profiles.match_serial_port(kind, &port).unwrap().id,
+        "acme-uhf"
+    );
+    // Another port gets the fallback M100 profile; scanners never get a module profile.
+    let other = SerialIdentity::default();
+    assert_eq!(
+        profiles.match_serial_port(kind, &other).unwrap().id,
+        "magicrf-m100"
+    );
+    assert_eq!(
+        profiles.match_serial(&port).unwrap().id,
+        "serial-scanner-cr"
+    );
 }

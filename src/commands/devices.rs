@@ -9,8 +9,8 @@ use std::time::Duration;
 
 #[derive(clap::Subcommand)]
 pub enum DevicesCommand {
-    /// Serial ports (with USB ids), PC/SC readers, configured LLRP readers and HID scanners,
-    /// the profile each matched, and whether it is there
+    /// Serial ports (with USB ids), PC/SC readers, configured LLRP readers, UHF serial modules
+    /// and HID scanners, the profile each matched, and whether it is there
     List {
         #[arg(long)]
         json: bool,
@@ -49,6 +49,19 @@ fn list(config: &Config, json: bool) -> anyhow::Result<u8> {
             })
         })
         .collect();
+    let rfid_serial: Vec<serde_json::Value> = config
+        .devices
+        .rfid_serial
+        .iter()
+        .map(|m| {
+            let profile = relais::devices::rfid::serial_reader::pick_profile(&profiles, m);
+            serde_json::json!({
+                "name": m.name, "path": m.path, "present": m.path.exists(),
+                "profile": profile.as_ref().ok().map(|p| p.label()),
+                "error": profile.err().map(|e| e.to_string()),
+            })
+        })
+        .collect();
     let pcsc = pcsc_readers();
     let llrp: Vec<serde_json::Value> = config
         .devices
@@ -72,7 +85,7 @@ fn list(config: &Config, json: bool) -> anyhow::Result<u8> {
                 "path": p.path, "type": p.port_type, "usb": p.usb_vid_pid, "manufacturer": p.manufacturer,
                 "product": p.product, "serial_number": p.serial_number, "by_id": p.by_id, "profile": p.profile,
             })).collect::<Vec<_>>(),
-            "configured": {"serial": configured_serial, "llrp": llrp, "hid": hid},
+            "configured": {"serial": configured_serial, "llrp": llrp, "rfid_serial": rfid_serial, "hid": hid},
             "pcsc": pcsc,
         });
         println!("{value}");
@@ -136,6 +149,20 @@ fn list(config: &Config, json: bool) -> anyhow::Result<u8> {
             } else {
                 "NOT REACHABLE"
             }
+        );
+    }
+    println!("\nconfigured UHF serial modules:");
+    for m in &rfid_serial {
+        println!(
+            "  {:<16} {:<28} {:<8} {}",
+            m["name"].as_str().unwrap_or(""),
+            m["path"].as_str().unwrap_or(""),
+            if m["present"] == true {
+                "present"
+            } else {
+                "ABSENT"
+            },
+            m["profile"].as_str().or(m["error"].as_str()).unwrap_or("")
         );
     }
     println!("\nconfigured HID scanners:");

@@ -4,7 +4,7 @@
 
 use crate::devices::hid::HidScannerConfig;
 use crate::devices::pcsc::PcscConfig;
-use crate::devices::rfid::LlrpReaderConfig;
+use crate::devices::rfid::{LlrpReaderConfig, RfidSerialConfig};
 use crate::devices::serial::SerialScannerConfig;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -24,6 +24,8 @@ struct RawDevices {
     llrp: Vec<LlrpReaderConfig>,
     #[serde(default)]
     hid: Vec<HidScannerConfig>,
+    #[serde(default)]
+    rfid_serial: Vec<RfidSerialConfig>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -38,6 +40,8 @@ pub struct DevicesConfig {
     pub pcsc: Option<PcscConfig>,
     pub llrp: Vec<LlrpReaderConfig>,
     pub hid: Vec<HidScannerConfig>,
+    /// UHF RFID modules on serial ports (M100 protocol).
+    pub rfid_serial: Vec<RfidSerialConfig>,
     /// The section as written, for `config show` and equality.
     source: toml::Table,
 }
@@ -81,13 +85,14 @@ impl DevicesConfig {
             pcsc: raw.pcsc,
             llrp: raw.llrp,
             hid: raw.hid,
+            rfid_serial: raw.rfid_serial,
             source: table,
         })
     }
 
     pub(crate) fn to_toml(&self) -> String {
         if self.source.is_empty() {
-            return "\n[devices]\n# none configured: add [[devices.serial]], [devices.pcsc], [[devices.llrp]], [[devices.hid]]\n".into();
+            return "\n[devices]\n# none configured: add [[devices.serial]], [devices.pcsc], [[devices.llrp]], [[devices.hid]], [[devices.rfid_serial]]\n".into();
         }
         let mut wrapper = toml::Table::new();
         wrapper.insert("devices".into(), toml::Value::Table(self.source.clone()));
@@ -95,6 +100,10 @@ impl DevicesConfig {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.serial.is_empty() && self.pcsc.is_none() && self.llrp.is_empty() && self.hid.is_empty()
+        self.serial.is_empty()
+            && self.pcsc.is_none()
+            && self.llrp.is_empty()
+            && self.hid.is_empty()
+            && self.rfid_serial.is_empty()
     }
 }

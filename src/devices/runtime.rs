@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 /// Generic profiles compiled into the binary, so a box without the profiles directory still
-/// reads a CR-terminated serial scanner, a contactless reader and an LLRP reader.
-const BUILT_IN: [(&str, &str); 3] = [
+/// reads a CR-terminated serial scanner, a contactless reader, an LLRP reader and an M100 UHF
+/// module.
+const BUILT_IN: [(&str, &str); 4] = [
     (
         "serial-scanner-cr.toml",
         include_str!("../../firmware-profiles/serial-scanner-cr.toml"),
@@ -22,6 +23,10 @@ const BUILT_IN: [(&str, &str); 3] = [
     (
         "llrp-generic.toml",
         include_str!("../../firmware-profiles/llrp-generic.toml"),
+    ),
+    (
+        "magicrf-m100.toml",
+        include_str!("../../firmware-profiles/magicrf-m100.toml"),
     ),
 ];
 
@@ -119,6 +124,25 @@ pub fn start(config: &DevicesConfig, profiles: &Profiles, sink: &EventSink) -> D
             format!("llrp:{}", reader.name),
             super::rfid::spawn(reader.clone(), sink.clone(), stop.clone()),
         );
+    }
+    for module in &config.rfid_serial {
+        match super::rfid::serial_reader::pick_profile(profiles, module) {
+            Ok(profile) => {
+                tracing::info!(device = %module.name, profile = %profile.label(), "UHF serial reader profile");
+                started(
+                    format!("rfid-serial:{}", module.name),
+                    super::rfid::serial_reader::spawn(
+                        module.clone(),
+                        profile,
+                        sink.clone(),
+                        stop.clone(),
+                    ),
+                );
+            }
+            Err(e) => {
+                tracing::error!(device = %module.name, error = %e, "UHF serial reader not started")
+            }
+        }
     }
     for hid in &config.hid {
         started(

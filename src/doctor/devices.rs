@@ -86,6 +86,15 @@ pub(super) fn serial(config: &Config, service: Option<&Account>) -> Vec<Finding>
             service,
         ));
     }
+    for (index, m) in config.devices.rfid_serial.iter().enumerate() {
+        out.push(device_node(
+            &format!("rfid-serial:{}", m.name),
+            &m.path,
+            &format!("devices.rfid_serial[{index}].path"),
+            "dialout",
+            service,
+        ));
+    }
     for (index, h) in config.devices.hid.iter().enumerate() {
         out.push(device_node(
             &format!("hid:{}", h.name),
@@ -98,7 +107,7 @@ pub(super) fn serial(config: &Config, service: Option<&Account>) -> Vec<Finding>
     if out.is_empty() {
         out.push(Finding::pass(
             "serial",
-            "no serial or HID scanner configured",
+            "no serial scanner, UHF serial module or HID scanner configured",
         ));
     }
     out

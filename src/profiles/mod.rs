@@ -31,6 +31,8 @@ pub enum DeviceKind {
     PcscReader,
     LlrpReader,
     HidScanner,
+    /// A UHF RFID module on a serial port speaking the M100 protocol (`devices::rfid::m100`).
+    RfidSerialReader,
 }
 
 impl DeviceKind {
@@ -40,6 +42,7 @@ impl DeviceKind {
             DeviceKind::PcscReader => "pcsc_reader",
             DeviceKind::LlrpReader => "llrp_reader",
             DeviceKind::HidScanner => "hid_scanner",
+            DeviceKind::RfidSerialReader => "rfid_serial_reader",
         }
     }
 }
@@ -174,7 +177,7 @@ pub struct Profile {
     pub description: Option<String>,
     pub kind: DeviceKind,
     pub matching: MatchRules,
-    /// Present for `serial_scanner` profiles.
+    /// Present for `serial_scanner` and `rfid_serial_reader` profiles.
     pub transport: Option<Transport>,
     /// Present for `serial_scanner` (and optionally `hid_scanner`) profiles.
     pub framing: Option<Framing>,
@@ -443,11 +446,13 @@ impl Validator<'_> {
         let kind = h.kind;
         let matching = self.matching(raw.matching, kind)?;
         let transport = match (kind, raw.transport) {
-            (DeviceKind::SerialScanner, Some(t)) => Some(self.transport(t)?),
-            (DeviceKind::SerialScanner, None) => {
+            (DeviceKind::SerialScanner | DeviceKind::RfidSerialReader, Some(t)) => {
+                Some(self.transport(t)?)
+            }
+            (DeviceKind::SerialScanner | DeviceKind::RfidSerialReader, None) => {
                 return Err(self.err(
                     "transport",
-                    "a serial_scanner profile needs a [transport] table",
+                    format!("a {} profile needs a [transport] table", kind.as_str()),
                     "add [transport] (an empty table means 9600 8N1, no flow control)",
                 ));
             }
@@ -455,7 +460,8 @@ impl Validator<'_> {
                 return Err(self.err(
                     "transport",
                     format!(
-                        "[transport] only applies to serial_scanner, not {}",
+                        "[transport] only applies to serial_scanner and rfid_serial_reader, not \
+                         {}",
                         kind.as_str()
                     ),
                     "remove the [transport] table",
@@ -541,7 +547,10 @@ impl Validator<'_> {
         };
         let mut usb = Vec::new();
         for (i, text) in m.usb_vid_pid.iter().enumerate() {
-            applies("usb_vid_pid", &[SerialScanner, HidScanner])?;
+            applies(
+                "usb_vid_pid",
+                &[SerialScanner, HidScanner, RfidSerialReader],
+            )?;
             let id = UsbId::parse(text).ok_or_else(|| {
                 self.err(
                     &format!("match.usb_vid_pid[{i}]"),
@@ -553,7 +562,7 @@ impl Validator<'_> {
             usb.push(id);
         }
         if let Some(glob) = &m.serial_by_id {
-            applies("serial_by_id", &[SerialScanner])?;
+            applies("serial_by_id", &[SerialScanner, RfidSerialReader])?;
             if glob.is_empty() || glob.contains('/') || glob.len() > 255 {
                 return Err(self.err(
                     "match.serial_by_id",
@@ -999,7 +1008,17 @@ impl Profiles {
 
     /// Most specific serial scanner profile for a port, else the generic (fallback) one.
     pub fn match_serial(&self, port: &SerialIdentity) -> Option<Arc<Profile>> {
-        self.best(DeviceKind::SerialScanner, |m| {
+        self.match_serial_port(DeviceKind::SerialScanner, port)
+    }
+
+    /// Most specific profile of a serial-port `kind` (scanner or UHF module) for a port, else
+    /// that kind's fallback.
+    pub fn match_serial_port(
+        &self,
+        kind: DeviceKind,
+        port: &SerialIdentity,
+    ) -> Option<Arc<Profile>> {
+        self.best(kind, |m| {
             let mut score = 0;
             if !m.usb_vid_pid.is_empty() {
                 let (vid, pid) = port.usb?;

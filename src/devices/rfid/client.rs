@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer};
 
-use super::debounce::{DEFAULT_MAX_TAGS, DebounceConfig, Debouncer, TagEvent};
 use super::llrp::{self, ConnectionAttempt, FrameReader, LlrpError, LlrpStatus, Message, msg};
+use super::presence::{Presence, RawRead};
 use crate::devices::{
     DeviceEvent, DeviceId, DeviceState, EventSink, POLL_INTERVAL, Stop, backoff, now_ms,
 };
@@ -58,7 +58,7 @@ fn default_report_every_n_tags() -> u16 {
     20
 }
 
-fn humantime_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn humantime_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!("{s:?} is not a duration such as \"3s\": {e}"))
@@ -167,33 +167,24 @@ struct Driver {
     device: DeviceId,
     sink: EventSink,
     stop: Stop,
-    debouncer: Debouncer,
-    /// Monotonic origin of the debouncer's clock: a wall-clock step must not make every tag
-    /// depart (or none ever depart).
-    origin: Instant,
-    events: Vec<TagEvent>,
+    presence: Presence,
+    events: Vec<DeviceEvent>,
     last_status: Option<(DeviceState, String)>,
     sink_closed: bool,
-    evictions_logged: bool,
 }
 
 impl Driver {
     fn new(config: LlrpReaderConfig, sink: EventSink, stop: Stop) -> Driver {
-        let window_ms = i64::try_from(config.debounce_window.as_millis()).unwrap_or(i64::MAX);
+        let device = DeviceId::new("llrp", &config.address.to_string());
         Driver {
-            device: DeviceId::new("llrp", &config.address.to_string()),
-            debouncer: Debouncer::new(DebounceConfig {
-                window_ms,
-                max_tags: DEFAULT_MAX_TAGS,
-            }),
+            presence: Presence::new(device.clone(), config.debounce_window),
+            device,
             config,
             sink,
             stop,
-            origin: Instant::now(),
             events: Vec::new(),
             last_status: None,
             sink_closed: false,
-            evictions_logged: false,
         }
     }
 
@@ -229,10 +220,6 @@ impl Driver {
         }
     }
 
-    fn mono_ms(&self) -> i64 {
-        i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX)
-    }
-
     fn send(&mut self, event: DeviceEvent) {
         if !self.sink_closed && !self.sink.send(event) {
             self.sink_closed = true;
@@ -255,9 +242,8 @@ impl Driver {
     }
 
     fn tick(&mut self) {
-        let now = self.mono_ms();
         let mut events = std::mem::take(&mut self.events);
-        self.debouncer.tick(now, &mut events);
+        self.presence.tick(&mut events);
         self.flush_events(&mut events);
         self.events = events;
     }
@@ -270,66 +256,22 @@ impl Driver {
                 "tag reports the reader sent malformed were skipped"
             );
         }
-        let now = self.mono_ms();
         let mut events = std::mem::take(&mut self.events);
-        for tag in &report.tags {
-            self.debouncer.read_n(
-                &tag.epc,
-                tag.antenna,
-                tag.peak_rssi_dbm,
-                now,
-                u64::from(tag.seen_count.max(1)),
-                &mut events,
-            );
-        }
-        self.debouncer.tick(now, &mut events);
+        self.presence.reads(
+            report.tags.iter().map(|tag| RawRead {
+                epc: &tag.epc,
+                antenna: tag.antenna,
+                rssi_dbm: tag.peak_rssi_dbm,
+                count: u64::from(tag.seen_count.max(1)),
+            }),
+            &mut events,
+        );
         self.flush_events(&mut events);
         self.events = events;
     }
 
-    fn flush_events(&mut self, events: &mut Vec<TagEvent>) {
-        // Events are stamped with the wall clock when they are emitted, which is when they
-        // happened to within one poll interval.
-        let at_ms = now_ms();
-        for e in events.drain(..) {
-            let event = match e {
-                TagEvent::Arrived {
-                    epc,
-                    antenna,
-                    rssi_dbm,
-                    ..
-                } => DeviceEvent::TagArrived {
-                    device: self.device.clone(),
-                    epc_hex: epc.hex(),
-                    antenna,
-                    rssi_dbm: rssi_dbm.map(i16::from),
-                    at_ms,
-                },
-                TagEvent::Departed {
-                    epc,
-                    antenna,
-                    reads,
-                    evicted,
-                    ..
-                } => {
-                    if evicted && !self.evictions_logged {
-                        self.evictions_logged = true;
-                        tracing::warn!(
-                            device = %self.device,
-                            max_tags = DEFAULT_MAX_TAGS,
-                            "more tags in the field than tracked: the least recently read \
-                             ones are reported departed early"
-                        );
-                    }
-                    DeviceEvent::TagDeparted {
-                        device: self.device.clone(),
-                        epc_hex: epc.hex(),
-                        antenna,
-                        reads,
-                        at_ms,
-                    }
-                }
-            };
+    fn flush_events(&mut self, events: &mut Vec<DeviceEvent>) {
+        for event in events.drain(..) {
             self.send(event);
         }
     }

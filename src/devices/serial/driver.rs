@@ -236,42 +236,7 @@ impl Port {
     }
 
     fn open(&self) -> Result<Box<dyn serialport::SerialPort>, (DeviceState, String)> {
-        let path = &self.config.path;
-        let Some(path_str) = path.to_str() else {
-            return Err((
-                DeviceState::Faulty,
-                format!(
-                    "path {} is not valid UTF-8; use the /dev/serial/by-id link or /dev/ttyXXX \
-                     name",
-                    path.display()
-                ),
-            ));
-        };
-        let t = &self.transport;
-        let builder = serialport::new(path_str, t.baud)
-            .data_bits(match t.data_bits {
-                5 => serialport::DataBits::Five,
-                6 => serialport::DataBits::Six,
-                7 => serialport::DataBits::Seven,
-                _ => serialport::DataBits::Eight,
-            })
-            .parity(match t.parity {
-                Parity::None => serialport::Parity::None,
-                Parity::Odd => serialport::Parity::Odd,
-                Parity::Even => serialport::Parity::Even,
-            })
-            .stop_bits(if t.stop_bits == 2 {
-                serialport::StopBits::Two
-            } else {
-                serialport::StopBits::One
-            })
-            .flow_control(match t.flow_control {
-                FlowControl::None => serialport::FlowControl::None,
-                FlowControl::Software => serialport::FlowControl::Software,
-                FlowControl::Hardware => serialport::FlowControl::Hardware,
-            })
-            .timeout(POLL_INTERVAL);
-        let mut port = builder.open().map_err(|e| classify_open_error(path, &e))?;
+        let mut port = open_port(&self.config.path, &self.transport)?;
         if self.profile.quirk("clear_input_on_open")
             && let Err(e) = port.clear(serialport::ClearBuffer::Input)
         {
@@ -369,6 +334,49 @@ impl Port {
     }
 }
 
+/// Open a serial device with the profile's line settings and a [`POLL_INTERVAL`] read timeout.
+/// serialport opens TTYs with `TIOCEXCL`, so a second opener (another agent, a terminal program)
+/// is refused: one owner per port. The error is the state to report and why.
+pub(crate) fn open_port(
+    path: &std::path::Path,
+    t: &Transport,
+) -> Result<Box<dyn serialport::SerialPort>, (DeviceState, String)> {
+    let Some(path_str) = path.to_str() else {
+        return Err((
+            DeviceState::Faulty,
+            format!(
+                "path {} is not valid UTF-8; use the /dev/serial/by-id link or /dev/ttyXXX name",
+                path.display()
+            ),
+        ));
+    };
+    serialport::new(path_str, t.baud)
+        .data_bits(match t.data_bits {
+            5 => serialport::DataBits::Five,
+            6 => serialport::DataBits::Six,
+            7 => serialport::DataBits::Seven,
+            _ => serialport::DataBits::Eight,
+        })
+        .parity(match t.parity {
+            Parity::None => serialport::Parity::None,
+            Parity::Odd => serialport::Parity::Odd,
+            Parity::Even => serialport::Parity::Even,
+        })
+        .stop_bits(if t.stop_bits == 2 {
+            serialport::StopBits::Two
+        } else {
+            serialport::StopBits::One
+        })
+        .flow_control(match t.flow_control {
+            FlowControl::None => serialport::FlowControl::None,
+            FlowControl::Software => serialport::FlowControl::Software,
+            FlowControl::Hardware => serialport::FlowControl::Hardware,
+        })
+        .timeout(POLL_INTERVAL)
+        .open()
+        .map_err(|e| classify_open_error(path, &e))
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -389,12 +397,12 @@ fn classify_open_error(path: &std::path::Path, e: &serialport::Error) -> (Device
         ),
         Some(ErrorKind::NotFound) => (
             DeviceState::Disconnected,
-            format!("{p} is absent: the scanner is unplugged or the path is wrong ({e})"),
+            format!("{p} is absent: the device is unplugged or the path is wrong ({e})"),
         ),
         _ => (
             DeviceState::Disconnected,
             format!(
-                "cannot open {p}: {e}; check the scanner is plugged in and no other program \
+                "cannot open {p}: {e}; check the device is plugged in and no other program \
                  holds the port"
             ),
         ),
