@@ -122,7 +122,12 @@ pub fn start(config: &DevicesConfig, profiles: &Profiles, sink: &EventSink) -> D
     for reader in &config.llrp {
         started(
             format!("llrp:{}", reader.name),
-            super::rfid::spawn(reader.clone(), sink.clone(), stop.clone()),
+            super::rfid::spawn_with_profiles(
+                reader.clone(),
+                profiles.clone(),
+                sink.clone(),
+                stop.clone(),
+            ),
         );
     }
     for module in &config.rfid_serial {

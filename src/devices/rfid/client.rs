@@ -20,6 +20,7 @@ use super::presence::{Presence, RawRead};
 use crate::devices::{
     DeviceEvent, DeviceId, DeviceState, EventSink, POLL_INTERVAL, Stop, backoff, now_ms,
 };
+use crate::profiles::Profiles;
 
 /// One `[[devices.llrp]]` entry (durations are humantime strings such as `"3s"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -146,9 +147,41 @@ impl ClientError {
 /// Start the reader's thread. It runs until `stop` is set (then it closes the LLRP connection)
 /// or the core drops the event channel.
 pub fn spawn(config: LlrpReaderConfig, sink: EventSink, stop: Stop) -> io::Result<JoinHandle<()>> {
+    spawn_with_profiles(config, Profiles::default(), sink, stop)
+}
+
+/// As [`spawn`], naming in the reader's status the firmware profile that matches the
+/// manufacturer it announces in its capabilities (`llrp_vendor`), so a technician sees which
+/// profile — and which documented quirks — apply to the reader on the other end.
+pub fn spawn_with_profiles(
+    config: LlrpReaderConfig,
+    profiles: Profiles,
+    sink: EventSink,
+    stop: Stop,
+) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name(format!("llrp-{}", config.name))
-        .spawn(move || Driver::new(config, sink, stop).run())
+        .spawn(move || {
+            Driver::new(config, sink, stop)
+                .with_profiles(profiles)
+                .run()
+        })
+}
+
+/// The status line's description of the reader: what it says of itself and the profile that
+/// matches its manufacturer (a specific one first, else the generic LLRP fallback).
+fn describe_reader(capabilities: Option<&llrp::Capabilities>, profiles: &Profiles) -> String {
+    let Some(c) = capabilities else {
+        return "reader did not describe itself".into();
+    };
+    let profile = match profiles.match_llrp(c.manufacturer) {
+        Some(p) => format!("profile {}", p.label()),
+        None => "no firmware profile for this manufacturer".into(),
+    };
+    format!(
+        "manufacturer PEN {}, model {}, firmware {:?}, {} antenna port(s); {profile}",
+        c.manufacturer, c.model, c.firmware, c.max_antennas
+    )
 }
 
 /// Builds one request from its message id.
@@ -171,9 +204,15 @@ struct Driver {
     events: Vec<DeviceEvent>,
     last_status: Option<(DeviceState, String)>,
     sink_closed: bool,
+    profiles: Profiles,
 }
 
 impl Driver {
+    fn with_profiles(mut self, profiles: Profiles) -> Driver {
+        self.profiles = profiles;
+        self
+    }
+
     fn new(config: LlrpReaderConfig, sink: EventSink, stop: Stop) -> Driver {
         let device = DeviceId::new("llrp", &config.address.to_string());
         Driver {
@@ -185,6 +224,7 @@ impl Driver {
             events: Vec::new(),
             last_status: None,
             sink_closed: false,
+            profiles: Profiles::default(),
         }
     }
 
@@ -353,13 +393,7 @@ impl Driver {
         }
 
         *connected = true;
-        let reader = match capabilities {
-            Some(c) => format!(
-                "manufacturer PEN {}, model {}, firmware {:?}, {} antenna port(s)",
-                c.manufacturer, c.model, c.firmware, c.max_antennas
-            ),
-            None => "reader did not describe itself".into(),
-        };
+        let reader = describe_reader(capabilities.as_ref(), &self.profiles);
         self.status(
             DeviceState::Connected,
             format!("inventory running ({reader})"),
@@ -551,5 +585,53 @@ impl Link {
             }
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn shipped_profiles() -> Profiles {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-profiles");
+        Profiles::load_dir(&dir)
+            .expect("the repository's firmware profiles load")
+            .profiles
+    }
+
+    fn capabilities(manufacturer: u32) -> llrp::Capabilities {
+        llrp::Capabilities {
+            max_antennas: 4,
+            manufacturer,
+            model: 2001002,
+            firmware: "7.6.0".into(),
+        }
+    }
+
+    #[test]
+    fn an_impinj_reader_is_matched_to_the_impinj_profile_by_its_enterprise_number() {
+        let line = describe_reader(Some(&capabilities(25882)), &shipped_profiles());
+        assert!(line.contains("manufacturer PEN 25882"), "{line}");
+        assert!(line.contains("profile impinj-llrp@"), "{line}");
+    }
+
+    #[test]
+    fn another_manufacturer_gets_the_generic_llrp_profile() {
+        let line = describe_reader(Some(&capabilities(4329)), &shipped_profiles());
+        assert!(line.contains("profile llrp-generic@"), "{line}");
+    }
+
+    #[test]
+    fn with_no_profiles_loaded_or_no_capabilities_the_status_says_so() {
+        let line = describe_reader(Some(&capabilities(25882)), &Profiles::default());
+        assert!(
+            line.ends_with("no firmware profile for this manufacturer"),
+            "{line}"
+        );
+        assert_eq!(
+            describe_reader(None, &shipped_profiles()),
+            "reader did not describe itself"
+        );
     }
 }

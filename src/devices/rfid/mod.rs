@@ -10,6 +10,6 @@ pub mod m100;
 pub mod presence;
 pub mod serial_reader;
 
-pub use client::{ClientError, LlrpReaderConfig, spawn};
+pub use client::{ClientError, LlrpReaderConfig, spawn, spawn_with_profiles};
 pub use debounce::{DebounceConfig, Debouncer, TagEvent};
 pub use serial_reader::RfidSerialConfig;
