@@ -224,25 +224,40 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
             }
         }
         DeviceEvent::CardPresented {
-            device, uid, at_ms, ..
+            device,
+            uid,
+            applet,
+            at_ms,
+            ..
         } => {
             ctx.count_read(&device, at_ms);
             let hasher = ctx.hasher.clone();
             let stale_after = ctx.tunables.stale_after();
-            let answer = ctx
+            // The applet's identifier first (central may know the card only by its loyalty
+            // number), then the UID; each is hashed before it touches the replica.
+            let (answer, identified_by) = ctx
                 .readers
                 .run(move |conn| {
-                    lookup::customer_by_card(
-                        conn,
-                        &hasher,
-                        &uid.0,
-                        storage::now_unix_ms(),
-                        stale_after,
-                    )
+                    let now = storage::now_unix_ms();
+                    let by_applet = match &applet {
+                        Some(id) => {
+                            match lookup::customer_by_card(conn, &hasher, &id.0, now, stale_after) {
+                                Ok(found @ Answer::Found(_)) => Some(found),
+                                _ => None,
+                            }
+                        }
+                        None => None,
+                    };
+                    match by_applet {
+                        Some(found) => Ok((found, "applet")),
+                        None => lookup::customer_by_card(conn, &hasher, &uid.0, now, stale_after)
+                            .map(|a| (a, "uid")),
+                    }
                 })
                 .await
                 .ok()
-                .and_then(Result::ok);
+                .and_then(Result::ok)
+                .map_or((None, "uid"), |(a, by)| (Some(a), by));
             // Only what a till needs; never the UID.
             let customer = match &answer {
                 Some(Answer::Found(c)) => serde_json::json!({
@@ -256,7 +271,7 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
                 &device,
                 at_ms,
                 "card",
-                serde_json::json!({"known": known, "customer": customer}),
+                serde_json::json!({"known": known, "identified_by": known.then_some(identified_by), "customer": customer}),
             );
             if ctx.record_scans {
                 let customer_id = customer.get("customer_id").cloned();

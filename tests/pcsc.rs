@@ -139,6 +139,12 @@ impl Running {
     }
 
     fn wait_presented(&mut self) -> (String, String) {
+        let (uid, atr, _) = self.wait_presented_with_applet();
+        (uid, atr)
+    }
+
+    /// UID, ATR and the loyalty applet's identifier of the next card presented.
+    fn wait_presented_with_applet(&mut self) -> (String, String, Option<String>) {
         let seen = self.wait_for("CardPresented", |e| {
             matches!(e, DeviceEvent::CardPresented { .. })
         });
@@ -146,11 +152,16 @@ impl Running {
             Some(DeviceEvent::CardPresented {
                 device,
                 uid,
+                applet,
                 atr_hex,
                 ..
             }) => {
                 assert_eq!(*device, DeviceId::new("pcsc", READER));
-                (uid.0.clone(), atr_hex.clone())
+                (
+                    uid.0.clone(),
+                    atr_hex.clone(),
+                    applet.as_ref().map(|a| a.0.clone()),
+                )
             }
             other => panic!("expected CardPresented, got {other:?}"),
         }
@@ -266,9 +277,10 @@ fn an_unknown_card_is_ignored_and_the_driver_keeps_working() {
 }
 
 #[test]
-fn a_card_is_reported_whether_or_not_it_carries_the_loyalty_applet() {
+fn a_card_is_reported_whether_or_not_it_carries_the_loyalty_applet_and_carries_the_applets_number()
+{
     isolated(
-        "a_card_is_reported_whether_or_not_it_carries_the_loyalty_applet",
+        "a_card_is_reported_whether_or_not_it_carries_the_loyalty_applet_and_carries_the_applets_number",
         |lab| {
             let _pcscd = lab.pcscd();
             let mut driver = start_driver(PcscConfig {
@@ -285,12 +297,18 @@ fn a_card_is_reported_whether_or_not_it_carries_the_loyalty_applet() {
                     uid: UID_7.to_vec(),
                     aid: vec![0xF0, 0x52, 0x45, 0x4C, 0x41, 0x49, 0x53],
                     read_apdu: vec![0x80, 0xB0, 0x00, 0x00, 0x08],
-                    data: vec![1, 2, 3, 4, 5, 6, 7, 8],
+                    data: b"70012345\0\0".to_vec(),
                 },
             }
             .insert(lab.port)
             .unwrap();
-            assert_eq!(driver.wait_presented().0, "04A22B1C5D6E80");
+            let (uid, _, applet) = driver.wait_presented_with_applet();
+            assert_eq!(uid, "04A22B1C5D6E80");
+            assert_eq!(
+                applet.as_deref(),
+                Some("70012345"),
+                "the applet's loyalty number"
+            );
             let asked = loyalty.remove();
             assert!(
                 asked.contains(&vec![0x80, 0xB0, 0x00, 0x00, 0x08]),
@@ -300,7 +318,12 @@ fn a_card_is_reported_whether_or_not_it_carries_the_loyalty_applet() {
             let plain = VirtualCard::with_uid(&[0x11, 0x22, 0x33, 0x44])
                 .insert(lab.port)
                 .unwrap();
-            assert_eq!(driver.wait_presented().0, "11223344");
+            let (uid, _, applet) = driver.wait_presented_with_applet();
+            assert_eq!(uid, "11223344");
+            assert_eq!(
+                applet, None,
+                "a card without the applet is known by its UID only"
+            );
             plain.remove();
             driver.stop_within_a_second();
         },

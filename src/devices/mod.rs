@@ -59,6 +59,10 @@ pub enum DeviceEvent {
         device: DeviceId,
         #[serde(skip)]
         uid: SecretUid,
+        /// The identifier read from the loyalty applet the profile describes, when the card
+        /// carries it: cards whose UID is random at every tap are known by this instead.
+        #[serde(skip)]
+        applet: Option<SecretUid>,
         atr_hex: String,
         at_ms: i64,
     },

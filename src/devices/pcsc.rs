@@ -439,10 +439,14 @@ impl Driver {
             .transmit(&GET_UID_APDU, &mut buffer)
             .map_err(CardError::Transmit)?;
         let uid = CardUid::from_pcsc_response(response).map_err(CardError::Uid)?;
+        let mut applet_id = None;
         if let Some(applet) = &self.applet {
             match read_applet(&card, applet) {
                 // The content identifies a person like the UID does: only its size is logged.
-                Ok(len) => tracing::debug!(reader = %slot.name, bytes = len, "loyalty applet read"),
+                Ok(data) => {
+                    tracing::debug!(reader = %slot.name, bytes = data.len(), "loyalty applet read");
+                    applet_id = applet_identifier(&data).map(super::SecretUid);
+                }
                 Err(error) => tracing::debug!(reader = %slot.name, %error, "no loyalty applet"),
             }
         }
@@ -453,6 +457,7 @@ impl Driver {
         Ok(self.sink.send(DeviceEvent::CardPresented {
             device: slot.device.clone(),
             uid: super::SecretUid(uid.normalized()),
+            applet: applet_id,
             atr_hex: to_hex(atr),
             at_ms: now_ms(),
         }))
@@ -506,8 +511,26 @@ impl Driver {
     }
 }
 
-/// SELECT the applet, then READ; returns the number of data bytes read.
-fn read_applet(card: &pcsc::Card, applet: &AppletApdus) -> Result<usize, CardError> {
+/// The card identifier an applet's record carries: printable text (a loyalty number; padding of
+/// NUL, 0xFF or spaces trimmed) as it is, anything else as upper-case hex; `None` when the record
+/// is empty. The core hashes it like a UID and never logs it.
+pub fn applet_identifier(data: &[u8]) -> Option<String> {
+    let end = data
+        .iter()
+        .rposition(|b| !matches!(b, 0x00 | 0xFF | b' '))
+        .map_or(0, |i| i + 1);
+    let data = &data[..end];
+    if data.is_empty() {
+        None
+    } else if data.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        Some(String::from_utf8_lossy(data).into_owned())
+    } else {
+        Some(to_hex(data))
+    }
+}
+
+/// SELECT the applet, then READ; returns the record's data bytes.
+fn read_applet(card: &pcsc::Card, applet: &AppletApdus) -> Result<Vec<u8>, CardError> {
     let mut buffer = [0u8; pcsc::MAX_BUFFER_SIZE];
     let response = card
         .transmit(&applet.select, &mut buffer)
@@ -522,7 +545,7 @@ fn read_applet(card: &pcsc::Card, applet: &AppletApdus) -> Result<usize, CardErr
                 step: "READ",
                 error,
             })?;
-    check_sw("READ", response).map(<[u8]>::len)
+    check_sw("READ", response).map(<[u8]>::to_vec)
 }
 
 /// The data before a `90 00` status word, or why there is none.
@@ -565,6 +588,20 @@ fn establish_detail(error: PcscError) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_applet_record_is_an_identifier_as_text_when_printable_else_as_hex() {
+        assert_eq!(
+            applet_identifier(b"4006381333931\0\0\0").as_deref(),
+            Some("4006381333931")
+        );
+        assert_eq!(
+            applet_identifier(&[0x01, 0x02, 0xAB, 0xFF, 0xFF]).as_deref(),
+            Some("0102AB")
+        );
+        assert_eq!(applet_identifier(&[0x00, 0x00]), None);
+        assert_eq!(applet_identifier(&[]), None);
+    }
+
     use super::*;
 
     fn applet(aid: &str, read: &str) -> LoyaltyApplet {
