@@ -6,6 +6,7 @@
 //! pcscd.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 #[path = "support/pcscd.rs"]
 mod pcscd;
 #[path = "support/vpcd_card.rs"]
@@ -407,4 +408,95 @@ fn an_invalid_loyalty_applet_is_refused_at_start() {
     );
     let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("aid_hex"), "{message}");
+}
+
+fn card_token(id: &str) -> String {
+    let hasher = relais::cards::CardHasher::new(&common::CARD_KEY);
+    let normalized = relais::cards::normalize_card_id(id).expect("card id");
+    hasher.token(&normalized).to_hex()
+}
+
+/// The running agent, its pcscd and a loyalty card whose UID central does not know (random at
+/// each tap on many cards) but whose applet carries the loyalty number central does know.
+#[test]
+fn the_agent_identifies_a_loyalty_card_by_its_applet_number_and_a_plain_card_by_its_uid() {
+    isolated(
+        "the_agent_identifies_a_loyalty_card_by_its_applet_number_and_a_plain_card_by_its_uid",
+        |lab| {
+            use std::io::Write as _;
+            let _pcscd = lab.pcscd();
+            let store = common::Store::new();
+            store.import_ok(
+                "customers",
+                "customers.ndjson",
+                &[
+                    serde_json::json!({"customer_id": "C-APPLET", "display_name": "Ada L.",
+                        "loyalty_balance": 50, "card_tokens": [card_token("70012345")]}),
+                    serde_json::json!({"customer_id": "C-UID", "display_name": "Bob M.",
+                        "loyalty_balance": 10, "card_tokens": [card_token("11223344")]}),
+                ],
+            );
+            let mut config = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&store.config)
+                .unwrap();
+            write!(
+                config,
+                "\n[devices.pcsc]\nreader_filter = \"{READER}\"\n\
+                 [devices.pcsc.loyalty_applet]\naid_hex = \"F0 52 45 4C 41 49 53\"\n\
+                 read_apdu_hex = \"80 B0 00 00 0A\"\n"
+            )
+            .unwrap();
+            drop(config);
+            // The agent inherits PCSCLITE_CSOCK_NAME: it talks to this test's own pcscd.
+            let agent = store.start();
+            let card_events = |store: &common::Store| -> Vec<serde_json::Value> {
+                store
+                    .outbox_events()
+                    .into_iter()
+                    .filter(|e| e["type"] == "device.card")
+                    .collect()
+            };
+            let wait_cards = |n: usize| -> Vec<serde_json::Value> {
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let cards = card_events(&store);
+                    if cards.len() >= n {
+                        return cards;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{n} card event(s) expected, got {cards:?}\n{}",
+                        agent.log_text()
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            };
+            let loyalty = VirtualCard {
+                atr: MIFARE_ATR.to_vec(),
+                kind: CardKind::Loyalty {
+                    uid: vec![0x08, 0x9A, 0x7B, 0x6C],
+                    aid: vec![0xF0, 0x52, 0x45, 0x4C, 0x41, 0x49, 0x53],
+                    read_apdu: vec![0x80, 0xB0, 0x00, 0x00, 0x0A],
+                    data: b"70012345\0\0".to_vec(),
+                },
+            }
+            .insert(lab.port)
+            .unwrap();
+            let cards = wait_cards(1);
+            assert_eq!(cards[0]["payload"]["known"], true, "{cards:?}");
+            assert_eq!(cards[0]["payload"]["customer_id"], "C-APPLET", "{cards:?}");
+            loyalty.remove();
+            let plain = VirtualCard::with_uid(&[0x11, 0x22, 0x33, 0x44])
+                .insert(lab.port)
+                .unwrap();
+            let cards = wait_cards(2);
+            assert_eq!(cards[1]["payload"]["customer_id"], "C-UID", "{cards:?}");
+            plain.remove();
+            let log = agent.log_text();
+            for secret in ["70012345", "11223344", "089A7B6C"] {
+                assert!(!log.contains(secret), "{secret} reached the log:\n{log}");
+            }
+        },
+    );
 }
