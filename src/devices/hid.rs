@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 /// Longest scan kept; anything longer is not a barcode (2D codes stay well below this).
 pub const MAX_SCAN_CHARS: usize = 8192;
 
-/// Idle wait between empty non-blocking reads. Short because the kernel's per-client evdev
-/// buffer holds only about ten keystrokes (64 events) and a scanner types a burst fast.
-const IDLE_READ_WAIT: Duration = Duration::from_millis(5);
+/// Longest idle wait for keystrokes: `poll(2)` returns as soon as the device has events (the
+/// kernel's per-client evdev buffer holds only about ten keystrokes, so the read must follow at
+/// once), and otherwise wakes the thread this often to see Stop and expire a partial scan.
+const IDLE_WAIT: Duration = POLL_INTERVAL;
 
 /// A partial scan older than this without its terminator is discarded: a scanner types a whole
 /// code within milliseconds, so a long gap means the terminator was lost.
@@ -376,9 +377,35 @@ impl Driver {
         Ok(device)
     }
 
+    /// Sleep until the device has events (or is gone: poll reports it and the next read says why),
+    /// or `timeout` passes. A failed poll degrades to a short sleep, never to a busy loop.
+    fn wait_readable(fd: Option<&std::os::fd::OwnedFd>, timeout: Duration) {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let Some(fd) = fd else {
+            std::thread::sleep(Duration::from_millis(5));
+            return;
+        };
+        // Never `None` (an endless wait would not see Stop): a timeout that does not convert
+        // degrades to the short sleep too.
+        let Ok(timeout) = Timespec::try_from(timeout) else {
+            std::thread::sleep(Duration::from_millis(5));
+            return;
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        if poll(&mut fds, Some(&timeout)).is_err() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Read until the device goes away (returns why) or stop / core gone (returns None).
     fn read(&mut self, mut device: evdev::Device) -> Option<String> {
         let mut decoder = WedgeDecoder::new(self.config.terminator);
+        // A duplicate of the device's descriptor to wait on while `device` is borrowed for
+        // reading (same open file: readiness is the device's). Without one: short sleeps.
+        let poll_fd = {
+            use std::os::fd::AsFd;
+            device.as_fd().try_clone_to_owned().ok()
+        };
         let mut last_key = Instant::now();
         let mut last_stop_check = Instant::now();
         loop {
@@ -404,7 +431,7 @@ impl Driver {
                     if self.stop.is_stopped() {
                         return None;
                     }
-                    std::thread::sleep(IDLE_READ_WAIT);
+                    Self::wait_readable(poll_fd.as_ref(), IDLE_WAIT);
                     continue;
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
