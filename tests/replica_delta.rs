@@ -1071,3 +1071,82 @@ fn import_snapshot_through_the_applier_works_and_bumps_the_version() {
     assert!(replica.customer_by_card("04A22B917C80").is_none());
     assert!(replica.customer_by_card("04A22B917C81").is_some());
 }
+
+/// A reader connection lives as long as the agent, so whatever a lookup keeps between calls
+/// (prepared statements, mapped pages) must never hide a later delta: the next lookup on the
+/// same connection sees the new stream version, its product, price and freshness.
+#[test]
+fn a_delta_applied_after_a_lookup_is_seen_by_the_next_lookup_on_the_same_connection() {
+    let replica = Replica::new();
+    replica.apply(
+        Stream::Products,
+        1,
+        vec![upsert(product(MILK, "SKU-MILK", "Milk 1 L"))],
+    );
+    let conn = replica.reader();
+    let look = |code: &str| lookup::product_by_code(&conn, code, now(), STALE_AFTER).unwrap();
+    let products_version = |answer: &Answer<lookup::ProductAnswer>| {
+        let fresh = match answer {
+            Answer::Found(p) => &p.freshness,
+            Answer::NotFound { freshness } => freshness,
+        };
+        fresh
+            .streams
+            .iter()
+            .find(|s| s.stream == Stream::Products)
+            .map(|s| s.version)
+    };
+    let first = look(MILK);
+    assert_eq!(products_version(&first), Some(1));
+    assert!(matches!(look(BREAD), Answer::NotFound { .. }));
+
+    replica.apply(
+        Stream::Products,
+        2,
+        vec![
+            upsert(product(MILK, "SKU-MILK", "Whole milk 1 L")),
+            upsert(product(BREAD, "SKU-BREAD", "Bread")),
+        ],
+    );
+    replica.apply(
+        Stream::Prices,
+        1,
+        vec![upsert(
+            json!({"sku": "SKU-MILK", "price_minor": 129, "currency": "EUR",
+                   "valid_from": "2020-01-01T00:00:00Z"}),
+        )],
+    );
+    let Answer::Found(milk) = look(MILK) else {
+        panic!("milk not found after the delta")
+    };
+    assert_eq!(milk.name, "Whole milk 1 L");
+    assert_eq!(milk.price.as_ref().map(|p| p.price_minor), Some(129));
+    let versions: Vec<(Stream, u64)> = milk
+        .freshness
+        .streams
+        .iter()
+        .map(|s| (s.stream, s.version))
+        .collect();
+    assert_eq!(
+        versions,
+        vec![
+            (Stream::Products, 2),
+            (Stream::Prices, 1),
+            (Stream::Stock, 0),
+            (Stream::Reservations, 0)
+        ]
+    );
+    let prices = milk
+        .freshness
+        .streams
+        .iter()
+        .find(|s| s.stream == Stream::Prices)
+        .unwrap();
+    assert!(
+        prices.age_s.is_some_and(|a| a < 60.0),
+        "a just-applied stream is fresh: {prices:?}"
+    );
+    let bread = look(BREAD);
+    assert!(matches!(bread, Answer::Found(_)), "{bread:?}");
+    assert_eq!(products_version(&bread), Some(2));
+}

@@ -6,6 +6,7 @@
 use super::{Stream, StreamState, stream_states};
 use crate::cards::{CardHasher, CardIdError};
 use crate::decode::gtin::{Gtin14, GtinError};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::time::Duration;
@@ -167,86 +168,87 @@ pub fn product_by_gtin(
     now_ms: i64,
     stale_after: Duration,
 ) -> Result<Answer<ProductAnswer>, LookupError> {
-    // One read transaction: the answer is one consistent snapshot of both files, and the WAL
-    // read locks are taken once instead of once per statement (they dominate a lookup's cost).
-    let tx = ReadTransaction::begin(conn)?;
-    let fresh = freshness(&stream_states(&tx)?, &PRODUCT_STREAMS, now_ms, stale_after);
-    let row = tx
-        .prepare_cached(
-            "SELECT p.sku, p.name, p.attributes, s.on_hand, s.watermark_seq,
-                    (SELECT COALESCE(SUM(m.delta), 0) FROM facts.stock_movements m
-                      WHERE m.sku = p.sku AND m.seq > COALESCE(s.watermark_seq, 0)),
-                    (SELECT COALESCE(SUM(r.qty), 0) FROM reservations r
-                      WHERE r.sku = p.sku AND r.status IN ('open', 'picked')
-                        AND NOT EXISTS (SELECT 1 FROM facts.collected_orders c
-                                         WHERE c.order_id = r.order_id))
-             FROM products p LEFT JOIN stock s ON s.sku = p.sku WHERE p.gtin = ?1",
-        )?
-        .query_row([gtin.as_i64()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, i64>(6)?,
-            ))
-        })
-        .optional()?;
-    let Some((sku, name, attributes, central, watermark, local, reserved)) = row else {
+    // One statement answers everything: the stream states (tag 0), the product with its stock
+    // (tag 1) and the prices in effect (tag 2). A single statement runs in its own implicit
+    // read transaction over both files, so the answer is one consistent snapshot without
+    // BEGIN/COMMIT, and the stream states are read in the very snapshot the answer comes from
+    // (freshness can never lag a stream update). Each statement a lookup runs costs a VDBE
+    // start, its lock and `fstat` work on both files and a cache lookup by SQL text: five of
+    // them made a lookup 4× a bare primary-key probe.
+    let mut stmt = conn.prepare_cached(
+        "SELECT 0, name, version, applied_ms, NULL, NULL, NULL, NULL FROM streams
+         UNION ALL
+         SELECT 1, p.sku, p.name, p.attributes, s.on_hand, s.watermark_seq,
+                (SELECT COALESCE(SUM(m.delta), 0) FROM facts.stock_movements m
+                  WHERE m.sku = p.sku AND m.seq > COALESCE(s.watermark_seq, 0)),
+                (SELECT COALESCE(SUM(r.qty), 0) FROM reservations r
+                  WHERE r.sku = p.sku AND r.status IN ('open', 'picked')
+                    AND NOT EXISTS (SELECT 1 FROM facts.collected_orders c
+                                     WHERE c.order_id = r.order_id))
+         FROM products p LEFT JOIN stock s ON s.sku = p.sku WHERE p.gtin = ?1
+         UNION ALL
+         SELECT 2, pr.kind, pr.price_minor, pr.currency, pr.valid_from, pr.valid_to, pr.promo_id,
+                NULL
+         FROM products p JOIN prices pr ON pr.sku = p.sku
+         WHERE p.gtin = ?1 AND pr.valid_from <= ?2 AND (pr.valid_to IS NULL OR pr.valid_to > ?2)",
+    )?;
+    let mut rows = stmt.query(params![gtin.as_i64(), now_ms])?;
+    let mut states: [Option<StreamState>; PRODUCT_STREAMS.len()] = Default::default();
+    let mut product = None;
+    let mut prices = PriceChoice::default();
+    while let Some(r) = rows.next()? {
+        match r.get::<_, i64>(0)? {
+            0 => {
+                let ValueRef::Text(name) = r.get_ref(1)? else {
+                    continue;
+                };
+                let Some(slot) = PRODUCT_STREAMS
+                    .iter()
+                    .position(|s| s.name().as_bytes() == name)
+                else {
+                    continue;
+                };
+                states[slot] = Some(StreamState {
+                    stream: PRODUCT_STREAMS[slot],
+                    version: r.get::<_, i64>(2)?.max(0) as u64,
+                    applied_ms: r.get(3)?,
+                });
+            }
+            1 => {
+                product = Some((
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                ));
+            }
+            _ => prices.offer(
+                r.get(1)?,
+                r.get(2)?,
+                text(r, 3)?,
+                r.get(4)?,
+                r.get(5)?,
+                text(r, 6)?,
+            ),
+        }
+    }
+    let states: Vec<StreamState> = states.into_iter().flatten().collect();
+    let fresh = freshness(&states, &PRODUCT_STREAMS, now_ms, stale_after);
+    let Some((sku, name, attributes, central, watermark, local, reserved)) = product else {
         return Ok(Answer::NotFound { freshness: fresh });
     };
-    let stock = stock_from_parts(central, watermark, local, reserved);
-    let price = effective_price(&tx, &sku, now_ms)?;
-    tx.end()?;
     Ok(Answer::Found(ProductAnswer {
         gtin,
-        price,
-        stock,
+        price: prices.finish(),
+        stock: stock_from_parts(central, watermark, local, reserved),
         attributes: attributes.and_then(|a| serde_json::value::RawValue::from_string(a).ok()),
         sku,
         name,
         freshness: fresh,
     }))
-}
-
-/// A deferred read transaction whose BEGIN and COMMIT are cached statements: rusqlite's own
-/// transaction type re-parses them on every call, which is a measurable share of a lookup.
-struct ReadTransaction<'c> {
-    conn: &'c Connection,
-    open: bool,
-}
-
-impl<'c> ReadTransaction<'c> {
-    fn begin(conn: &'c Connection) -> Result<ReadTransaction<'c>, rusqlite::Error> {
-        conn.prepare_cached("BEGIN")?.execute([])?;
-        Ok(ReadTransaction { conn, open: true })
-    }
-
-    fn end(mut self) -> Result<(), rusqlite::Error> {
-        self.open = false;
-        self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
-    }
-}
-
-impl std::ops::Deref for ReadTransaction<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        self.conn
-    }
-}
-
-impl Drop for ReadTransaction<'_> {
-    fn drop(&mut self) {
-        if self.open {
-            // An early return (not found, error): end the read so the WAL can be checkpointed.
-            let _ = self
-                .conn
-                .prepare_cached("COMMIT")
-                .and_then(|mut s| s.execute([]));
-        }
-    }
 }
 
 /// `on_hand = central_on_hand@watermark + Σ local movements after the watermark`;
@@ -285,42 +287,78 @@ pub fn effective_price(
          WHERE sku = ?1 AND valid_from <= ?2 AND (valid_to IS NULL OR valid_to > ?2)",
     )?;
     let mut rows = stmt.query(params![sku, now_ms])?;
-    let mut base: Option<EffectivePrice> = None;
-    let mut best_promo: Option<EffectivePrice> = None;
+    let mut choice = PriceChoice::default();
     while let Some(r) = rows.next()? {
-        let kind: i64 = r.get(0)?;
-        let price = EffectivePrice {
-            price_minor: r.get(1)?,
-            currency: r.get(2)?,
-            kind: if kind == 1 { "promo" } else { "base" },
-            promo_id: Some(r.get::<_, String>(5)?).filter(|p| !p.is_empty()),
-            base_price_minor: None,
-            valid_from_ms: r.get(3)?,
-            valid_to_ms: r.get(4)?,
-        };
+        choice.offer(
+            r.get(0)?,
+            r.get(1)?,
+            text(r, 2)?,
+            r.get(3)?,
+            r.get(4)?,
+            text(r, 5)?,
+        );
+    }
+    Ok(choice.finish())
+}
+
+/// A text column borrowed from the row: no `String` for a value that may not be kept.
+fn text<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> Result<&'r str, rusqlite::Error> {
+    Ok(row.get_ref(index)?.as_str()?)
+}
+
+/// The choice among the prices in effect (see [`effective_price`]), fed one row at a time so
+/// that a lookup can read its prices in the same statement as the product.
+#[derive(Default)]
+struct PriceChoice {
+    base: Option<EffectivePrice>,
+    best_promo: Option<EffectivePrice>,
+}
+
+impl PriceChoice {
+    fn offer(
+        &mut self,
+        kind: i64,
+        price_minor: i64,
+        currency: &str,
+        valid_from_ms: i64,
+        valid_to_ms: Option<i64>,
+        promo_id: &str,
+    ) {
         let slot = if kind == 1 {
-            &mut best_promo
+            &mut self.best_promo
         } else {
-            &mut base
+            &mut self.base
         };
         let better = match slot {
             None => true,
             // Among bases the newest wins (a price change); among promos the cheapest wins.
-            Some(current) if kind == 1 => price.price_minor < current.price_minor,
-            Some(current) => price.valid_from_ms > current.valid_from_ms,
+            Some(current) if kind == 1 => price_minor < current.price_minor,
+            Some(current) => valid_from_ms > current.valid_from_ms,
         };
         if better {
-            *slot = Some(price);
+            // Strings are built only for a row that wins, not for every row offered.
+            *slot = Some(EffectivePrice {
+                price_minor,
+                currency: currency.to_owned(),
+                kind: if kind == 1 { "promo" } else { "base" },
+                promo_id: Some(promo_id).filter(|p| !p.is_empty()).map(str::to_owned),
+                base_price_minor: None,
+                valid_from_ms,
+                valid_to_ms,
+            });
         }
     }
-    Ok(match (base, best_promo) {
-        (Some(b), Some(mut p)) if p.price_minor < b.price_minor => {
-            p.base_price_minor = Some(b.price_minor);
-            Some(p)
+
+    fn finish(self) -> Option<EffectivePrice> {
+        match (self.base, self.best_promo) {
+            (Some(b), Some(mut p)) if p.price_minor < b.price_minor => {
+                p.base_price_minor = Some(b.price_minor);
+                Some(p)
+            }
+            (Some(b), _) => Some(b),
+            (None, p) => p,
         }
-        (Some(b), _) => Some(b),
-        (None, p) => p,
-    })
+    }
 }
 
 pub fn customer_by_card(

@@ -6,8 +6,6 @@
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send + 'static>;
@@ -24,7 +22,7 @@ pub enum ReaderPoolError {
 
 #[derive(Clone)]
 pub struct ReaderPool {
-    sender: SyncSender<Job>,
+    sender: flume::Sender<Job>,
 }
 
 impl ReaderPool {
@@ -34,12 +32,15 @@ impl ReaderPool {
         outbox: &Path,
         readers: usize,
     ) -> Result<ReaderPool, ReaderPoolError> {
-        // Bounded: a flood of lookups gets `Busy` instead of unbounded memory.
-        let (sender, receiver) = sync_channel::<Job>(readers.max(1) * 256);
-        let receiver = Arc::new(Mutex::new(receiver));
+        // Bounded: a flood of lookups gets `Busy` instead of unbounded memory. A multi-consumer
+        // channel, so that every idle reader waits on the queue itself: with one receiver
+        // behind a mutex, each job woke the waiting reader and then, through the mutex
+        // hand-over, the other one too, only for it to park again (two futex wake-ups and
+        // context switches per lookup on a 2-core box).
+        let (sender, receiver) = flume::bounded::<Job>(readers.max(1) * 256);
         for index in 0..readers.max(1) {
             let conn = open_lookup_connection(replica, outbox)?;
-            let receiver = Arc::clone(&receiver);
+            let receiver = receiver.clone();
             std::thread::Builder::new()
                 .name(format!("sqlite-reader-{index}"))
                 .spawn(move || reader_loop(conn, receiver))
@@ -65,8 +66,8 @@ impl ReaderPool {
         });
         match self.sender.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(ReaderPoolError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(ReaderPoolError::Closed),
+            Err(flume::TrySendError::Full(_)) => return Err(ReaderPoolError::Busy),
+            Err(flume::TrySendError::Disconnected(_)) => return Err(ReaderPoolError::Closed),
         }
         rx.await.map_err(|_| ReaderPoolError::Closed)
     }
@@ -78,6 +79,18 @@ pub fn open_lookup_connection(
     outbox: &Path,
 ) -> Result<Connection, super::StorageError> {
     let conn = super::open_reader(replica)?;
+    // Memory-mapped reads: a page outside the connection's 8 MiB cache is read straight from
+    // the OS page cache instead of `pread` + copy + a cache slot, which is most of a lookup's
+    // tail on a 1M-product replica. Safe beside the single writer: in WAL mode writers never
+    // write the database file through the map, readers get WAL frames by `pread`, and a
+    // checkpoint only rewrites pages no open read snapshot still needs. Set before ATTACH so
+    // `facts` is mapped too. The limit only reserves address space (pages are shared with the
+    // page cache), kept small on 32-bit targets where address space is scarce.
+    conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)
+        .map_err(|source| super::StorageError::Open {
+            path: replica.to_path_buf(),
+            source,
+        })?;
     conn.execute("ATTACH DATABASE ?1 AS facts", [outbox.to_string_lossy()])
         .map_err(|source| super::StorageError::Open {
             path: outbox.to_path_buf(),
@@ -86,15 +99,16 @@ pub fn open_lookup_connection(
     Ok(conn)
 }
 
-fn reader_loop(mut conn: Connection, receiver: Arc<Mutex<Receiver<Job>>>) {
-    loop {
-        let job = {
-            let Ok(guard) = receiver.lock() else { return };
-            match guard.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            }
-        };
+/// Upper bound of each reader's map of each file (`PRAGMA mmap_size`).
+const READER_MMAP_BYTES: i64 = if cfg!(target_pointer_width = "64") {
+    1 << 30
+} else {
+    128 << 20
+};
+
+fn reader_loop(mut conn: Connection, receiver: flume::Receiver<Job>) {
+    // Ends when every sender (the pool's clones) is gone.
+    while let Ok(job) = receiver.recv() {
         job(&mut conn);
     }
 }
