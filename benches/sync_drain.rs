@@ -33,6 +33,7 @@ fn seed(outbox: &Path, n: usize) {
             telemetry_quota_rows: 0,
             low_free_mb: 0,
             seq_floor: 0,
+            checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
         },
     )
     .expect("outbox");

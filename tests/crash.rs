@@ -407,3 +407,153 @@ fn a_sigterm_under_concurrent_load_exits_0_and_every_acknowledged_movement_is_in
     let result = audit(&store, &agent, &logs, &gtins, 2);
     assert!(result.acked >= 100);
 }
+
+/// Set by the test below for its child process: the outbox the child writes to.
+const CHECKPOINT_CHILD_OUTBOX: &str = "RELAIS_TEST_CHECKPOINT_CHILD_OUTBOX";
+
+/// The child half of the checkpoint crash test (this same test binary, started as a process
+/// so that it can be SIGKILLed): four threads append movements through the real writer with a
+/// checkpoint after almost every group, and print each key once it is acknowledged.
+#[test]
+#[ignore = "started as a child process by acknowledged_appends_survive_sigkills_in_the_middle_of_checkpoints"]
+fn checkpoint_crash_child() {
+    use relais::outbox::writer::WriterSettings;
+    use relais::outbox::{
+        AppendRequest, EventDraft, LocalEffect, MovementKind, OutboxWriter, RetentionClass,
+    };
+    use std::io::Write;
+    let Some(path) = std::env::var_os(CHECKPOINT_CHILD_OUTBOX) else {
+        return;
+    };
+    let boot = std::process::id();
+    let settings = WriterSettings {
+        group_commit_max: 64,
+        telemetry_quota_rows: 1000,
+        low_free_mb: 0,
+        seq_floor: 0,
+        // Eight pages: the writer checkpoints between nearly every two groups, so a kill
+        // lands in the middle of one often.
+        checkpoint_pages: 8,
+    };
+    let (handle, _writer) =
+        OutboxWriter::start(std::path::Path::new(&path), settings).expect("outbox");
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let handle = handle.clone();
+            let out = Arc::clone(&out);
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let key = format!("ck-{boot}-{t}-{i}");
+                    let appended = handle
+                        .append_blocking(AppendRequest {
+                            draft: EventDraft {
+                                event_type: "stock.movement",
+                                schema: 1,
+                                class: RetentionClass::StoreFact,
+                                payload_json: format!(r#"{{"client_key":"{key}"}}"#),
+                            },
+                            effects: vec![LocalEffect::StockMovement {
+                                sku: format!("CK-{}", i % 500),
+                                delta: -1,
+                                kind: MovementKind::Sale,
+                            }],
+                            client_key: Some(key.clone()),
+                            answer_json: None,
+                        })
+                        .expect("append");
+                    let mut out = out.lock().expect("stdout");
+                    writeln!(out, "ACK {key} {}", appended.seq).expect("write");
+                    out.flush().expect("flush");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+#[test]
+fn acknowledged_appends_survive_sigkills_in_the_middle_of_checkpoints() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+    for round in 0..4 {
+        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "checkpoint_crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHECKPOINT_CHILD_OUTBOX, &path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut record = |line: &str| {
+            if let Some(rest) = line.strip_prefix("ACK ") {
+                let (key, seq) = rest.split_once(' ').expect("ACK key seq");
+                acked.insert(key.to_string(), seq.parse().expect("seq"));
+            }
+        };
+        // Kill at a different point of the stream each round.
+        let target = 300 + 170 * round;
+        let mut seen = 0;
+        for line in lines.by_ref() {
+            let line = line.expect("child output");
+            seen += usize::from(line.starts_with("ACK "));
+            record(&line);
+            if seen >= target {
+                break;
+            }
+        }
+        child.kill().expect("SIGKILL the child");
+        let _ = child.wait();
+        // Whatever the child printed before it died was acknowledged too.
+        for line in lines.map_while(Result::ok) {
+            record(&line);
+        }
+        assert!(seen >= target, "the child stopped early (round {round})");
+    }
+    // Checkpoints really ran: only they copy pages into the main database file.
+    let main_len = std::fs::metadata(&path).expect("outbox.db").len();
+    assert!(
+        main_len > 64 * 1024,
+        "outbox.db is {main_len} bytes: no checkpoint ran, the test proved nothing"
+    );
+    let conn = rusqlite::Connection::open(&path).expect("open the outbox");
+    let mut find = conn
+        .prepare(
+            "SELECT i.seq, (SELECT COUNT(*) FROM events e WHERE e.seq = i.seq), \
+                    (SELECT COUNT(*) FROM stock_movements m WHERE m.seq = i.seq) \
+             FROM idempotency i WHERE i.client_key = ?1",
+        )
+        .expect("prepare");
+    for (key, seq) in &acked {
+        let (stored, events, movements): (i64, i64, i64) = find
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap_or_else(|e| panic!("{key} was acknowledged (seq {seq}) but is lost: {e}"));
+        assert_eq!(stored as u64, *seq, "{key}");
+        assert_eq!((events, movements), (1, 1), "{key}: event and movement");
+    }
+    let (events, movements): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM events), (SELECT -SUM(delta) FROM stock_movements)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("counts");
+    assert_eq!(events, movements, "every event has its movement");
+    assert!(events as usize >= acked.len());
+    eprintln!(
+        "checkpoint crash test: {} appends acknowledged over 4 SIGKILLs, {events} events stored, \
+         outbox.db {main_len} bytes",
+        acked.len()
+    );
+}

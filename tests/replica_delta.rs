@@ -770,6 +770,7 @@ fn outbox_settings() -> WriterSettings {
         telemetry_quota_rows: 1000,
         low_free_mb: 0,
         seq_floor: 0,
+        checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
     }
 }
 

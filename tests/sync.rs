@@ -44,6 +44,7 @@ fn seed_outbox(store: &Store, n: usize) -> HashSet<String> {
         telemetry_quota_rows: 1_000_000,
         low_free_mb: 0,
         seq_floor: 0,
+        checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
     };
     let (handle, writer) =
         relais::outbox::OutboxWriter::start(&store.outbox_db(), settings).expect("outbox");

@@ -100,6 +100,15 @@ pub fn fs_type(path: &Path) -> String {
     best.map(|(_, s)| s).unwrap_or_else(|| "unknown fs".into())
 }
 
+/// The 1-minute load average from /proc/loadavg (NaN where unavailable): benches share the
+/// machine, so every figure says how busy it was.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+}
+
 pub fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {

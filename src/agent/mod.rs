@@ -144,6 +144,7 @@ pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
             telemetry_quota_rows: config.outbox.telemetry_quota_rows,
             low_free_mb: config.disk.low_free_mb,
             seq_floor,
+            checkpoint_pages: crate::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
         },
     )?;
     let readers = ReaderPool::start(&paths.replica, &paths.outbox, config.replica.readers)?;

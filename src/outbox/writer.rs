@@ -26,6 +26,32 @@ pub struct WriterSettings {
     /// Sequence numbers start above this. Set when a damaged outbox was moved aside, so events
     /// in the fresh one never reuse a `seq` of the old one (central deduplicates per agent).
     pub seq_floor: u64,
+    /// WAL frames (pages) after which the writer checkpoints once its queue is empty; under
+    /// sustained load it checkpoints anyway at `CHECKPOINT_HARD_FACTOR` times this.
+    /// [`DEFAULT_CHECKPOINT_PAGES`] unless a test wants checkpoints often; 0 leaves SQLite's
+    /// own auto-checkpoint inside the commit (the behaviour before ADR 0011, kept so the
+    /// benchmark can compare both in one build).
+    pub checkpoint_pages: u32,
+}
+
+/// 16 MiB of 1 KiB pages, the volume of ADR 0006. Not smaller: movements touch index pages
+/// all over the file, so a checkpoint writes about the same set of pages whatever the WAL
+/// holds, plus an fsync of the database; 4 MiB made the p99 several times worse.
+pub const DEFAULT_CHECKPOINT_PAGES: u32 = 16384;
+
+/// Under load the WAL may grow to this many times `checkpoint_pages` (64 MiB by default)
+/// before a checkpoint is forced between two groups.
+const CHECKPOINT_HARD_FACTOR: u32 = 4;
+
+thread_local! {
+    /// Frames in the WAL after the last commit made on this thread, from SQLite's WAL hook.
+    /// Thread-local because the hook is a plain function and each writer owns its thread.
+    static WAL_FRAMES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn note_wal_frames(_wal: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(u32::try_from(frames).unwrap_or(0));
+    Ok(())
 }
 
 /// An alarm the operator must see until its cause is gone or it is acknowledged.
@@ -342,6 +368,13 @@ const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl WriterState {
     fn run(&mut self, mut receiver: mpsc::Receiver<WriterCommand>) {
+        // SQLite's auto-checkpoint runs inside the COMMIT that crosses the threshold: it copies
+        // the WAL into the database and fsyncs it before that group's producers can be told.
+        // Installing a WAL hook turns it off; `checkpoint_if_due` runs it after the replies.
+        if self.settings.checkpoint_pages > 0 {
+            self.conn.wal_hook(Some(note_wal_frames));
+        }
+        WAL_FRAMES.set(0);
         let mut batch: Vec<Pending> = Vec::with_capacity(self.settings.group_commit_max);
         while let Some(first) = receiver.blocking_recv() {
             self.accept(first, &mut batch);
@@ -355,6 +388,7 @@ impl WriterState {
             if !batch.is_empty() || !self.deliveries.is_empty() {
                 self.commit_group(&mut batch);
             }
+            self.checkpoint_if_due(receiver.is_empty());
         }
         // All producers are gone: fold the WAL into the main file so the next start is fast.
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
@@ -514,6 +548,39 @@ impl WriterState {
             .execute("DELETE FROM alarms WHERE code = ?1", [code]);
         if let Ok(mut shared) = self.shared.lock() {
             shared.alarms.retain(|a| a.code != code);
+        }
+    }
+
+    /// Fold the WAL into the database between groups, never inside a commit: when the queue is
+    /// empty past `checkpoint_pages`, or regardless past the hard limit so the WAL stays
+    /// bounded under sustained load. Every frame copied was committed with FULL sync already,
+    /// so this changes nothing about what an acknowledged event survives.
+    fn checkpoint_if_due(&mut self, idle: bool) {
+        let soft = self.settings.checkpoint_pages;
+        let frames = WAL_FRAMES.get();
+        if soft == 0
+            || frames < soft
+            || (!idle && frames < soft.saturating_mul(CHECKPOINT_HARD_FACTOR))
+        {
+            return;
+        }
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        match result {
+            // All copied: the next commit starts the WAL over, so count from zero.
+            Ok((0, log, copied)) if copied >= log => WAL_FRAMES.set(0),
+            // A reader still uses part of the WAL: the rest is copied after a later group.
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox checkpoint failed; retried after the next group")
+            }
         }
     }
 
@@ -862,6 +929,7 @@ mod tests {
             telemetry_quota_rows: 1000,
             low_free_mb: 0,
             seq_floor: 0,
+            checkpoint_pages: DEFAULT_CHECKPOINT_PAGES,
         }
     }
 
