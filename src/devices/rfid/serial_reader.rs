@@ -27,7 +27,7 @@ use super::client::humantime_duration;
 use super::m100::{self, DecoderCounters, Frame, Message};
 use super::presence::{Presence, RawRead};
 use crate::devices::serial::driver::open_port;
-use crate::devices::serial::identity_of;
+use crate::devices::serial::{PickError, PortDevice, pick_port_profile};
 use crate::devices::{
     DeviceEvent, DeviceId, DeviceState, EventSink, POLL_INTERVAL, Stop, backoff, now_ms,
 };
@@ -75,57 +75,23 @@ pub const POLL_COUNT: u16 = u16::MAX;
 /// Most bytes kept while waiting for a command's expected answer.
 const MAX_ANSWER_BYTES: usize = 4096;
 
-/// Why no profile could be chosen for a configured module.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PickError {
-    #[error(
-        "UHF serial reader {name:?}: profile {id:?} is not loaded; check its file in the \
-         firmware-profiles directory (load errors are logged at start) or correct `profile`"
-    )]
-    UnknownProfile { name: String, id: String },
-    #[error(
-        "UHF serial reader {name:?}: profile {id:?} is a {kind} profile, not \
-         rfid_serial_reader; name an rfid_serial_reader profile in `profile`"
-    )]
-    WrongKind {
-        name: String,
-        id: String,
-        kind: &'static str,
-    },
-    #[error(
-        "UHF serial reader {name:?}: no rfid_serial_reader profile matches {} and there is no \
-         fallback one; install firmware-profiles/magicrf-m100.toml or set `profile` in the config",
-        .path.display()
-    )]
-    NoMatch { name: String, path: PathBuf },
-}
-
 /// The profile for a configured module: the one named in the config, else the most specific
 /// match for the port, else the fallback `rfid_serial_reader` profile.
 pub fn pick_profile(
     profiles: &Profiles,
     config: &RfidSerialConfig,
 ) -> Result<Arc<Profile>, PickError> {
-    if let Some(id) = &config.profile {
-        let p = profiles.get(id).ok_or_else(|| PickError::UnknownProfile {
-            name: config.name.clone(),
-            id: id.clone(),
-        })?;
-        if p.kind != DeviceKind::RfidSerialReader {
-            return Err(PickError::WrongKind {
-                name: config.name.clone(),
-                id: id.clone(),
-                kind: p.kind.as_str(),
-            });
-        }
-        return Ok(p);
-    }
-    profiles
-        .match_serial_port(DeviceKind::RfidSerialReader, &identity_of(&config.path))
-        .ok_or_else(|| PickError::NoMatch {
-            name: config.name.clone(),
-            path: config.path.clone(),
-        })
+    pick_port_profile(
+        profiles,
+        PortDevice {
+            device: "UHF serial reader",
+            kind: DeviceKind::RfidSerialReader,
+            fallback_file: "magicrf-m100.toml",
+            name: &config.name,
+            path: &config.path,
+            profile: config.profile.as_deref(),
+        },
+    )
 }
 
 /// Live counters of one module, cumulative across reconnects.

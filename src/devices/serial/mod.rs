@@ -30,57 +30,108 @@ pub struct SerialScannerConfig {
     pub profile: Option<String>,
 }
 
-/// Why no profile could be chosen for a configured port.
+/// Why no profile could be chosen for a configured serial-port device (a scanner or a UHF
+/// module): the messages name the device, the profile kind it needs and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PickError {
     #[error(
-        "serial scanner {name:?}: profile {id:?} is not loaded; check its file in the \
+        "{device} {name:?}: profile {id:?} is not loaded; check its file in the \
          firmware-profiles directory (load errors are logged at start) or correct `profile`"
     )]
-    UnknownProfile { name: String, id: String },
+    UnknownProfile {
+        device: &'static str,
+        name: String,
+        id: String,
+    },
     #[error(
-        "serial scanner {name:?}: profile {id:?} is a {kind} profile, not serial_scanner; name a \
-         serial_scanner profile in `profile`"
+        "{device} {name:?}: profile {id:?} is a {kind} profile, not {want}; name a {want} \
+         profile in `profile`"
     )]
     WrongKind {
+        device: &'static str,
         name: String,
         id: String,
         kind: &'static str,
+        want: &'static str,
     },
     #[error(
-        "serial scanner {name:?}: no serial_scanner profile matches {} and there is no generic \
-         one; install firmware-profiles/serial-scanner-cr.toml or set `profile` in the config",
+        "{device} {name:?}: no {want} profile matches {} and there is no fallback one; install \
+         firmware-profiles/{fallback_file} or set `profile` in the config",
         .path.display()
     )]
-    NoMatch { name: String, path: PathBuf },
+    NoMatch {
+        device: &'static str,
+        name: String,
+        path: PathBuf,
+        want: &'static str,
+        fallback_file: &'static str,
+    },
 }
 
-/// The profile for a configured port: the one named in the config, else the most specific
-/// match for the port's USB id / by-id name, else the generic serial profile.
-pub fn pick_profile(
+/// Which serial-port device a profile is picked for, for [`pick_port_profile`].
+pub struct PortDevice<'a> {
+    /// How the operator calls it in messages: "serial scanner", "UHF serial reader".
+    pub device: &'static str,
+    pub kind: DeviceKind,
+    /// The shipped profile that is this kind's fallback, named in the fix.
+    pub fallback_file: &'static str,
+    pub name: &'a str,
+    pub path: &'a Path,
+    /// The profile named in the config, if any.
+    pub profile: Option<&'a str>,
+}
+
+/// The profile for a configured serial-port device: the one named in the config (it must be
+/// of the device's kind), else the most specific match for the port's USB id / by-id name, else
+/// the kind's fallback profile.
+pub fn pick_port_profile(
     profiles: &Profiles,
-    config: &SerialScannerConfig,
+    port: PortDevice<'_>,
 ) -> Result<Arc<Profile>, PickError> {
-    if let Some(id) = &config.profile {
+    if let Some(id) = port.profile {
         let p = profiles.get(id).ok_or_else(|| PickError::UnknownProfile {
-            name: config.name.clone(),
-            id: id.clone(),
+            device: port.device,
+            name: port.name.to_string(),
+            id: id.to_string(),
         })?;
-        if p.kind != DeviceKind::SerialScanner {
+        if p.kind != port.kind {
             return Err(PickError::WrongKind {
-                name: config.name.clone(),
-                id: id.clone(),
+                device: port.device,
+                name: port.name.to_string(),
+                id: id.to_string(),
                 kind: p.kind.as_str(),
+                want: port.kind.as_str(),
             });
         }
         return Ok(p);
     }
     profiles
-        .match_serial(&identity_of(&config.path))
+        .match_serial_port(port.kind, &identity_of(port.path))
         .ok_or_else(|| PickError::NoMatch {
-            name: config.name.clone(),
-            path: config.path.clone(),
+            device: port.device,
+            name: port.name.to_string(),
+            path: port.path.to_path_buf(),
+            want: port.kind.as_str(),
+            fallback_file: port.fallback_file,
         })
+}
+
+/// The profile for a configured scanner port (see [`pick_port_profile`]).
+pub fn pick_profile(
+    profiles: &Profiles,
+    config: &SerialScannerConfig,
+) -> Result<Arc<Profile>, PickError> {
+    pick_port_profile(
+        profiles,
+        PortDevice {
+            device: "serial scanner",
+            kind: DeviceKind::SerialScanner,
+            fallback_file: "serial-scanner-cr.toml",
+            name: &config.name,
+            path: &config.path,
+            profile: config.profile.as_deref(),
+        },
+    )
 }
 
 /// A serial port as the OS lists it, for `relais devices list`.
