@@ -239,15 +239,11 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
                 .readers
                 .run(move |conn| {
                     let now = storage::now_unix_ms();
-                    let by_applet = match &applet {
-                        Some(id) => {
-                            match lookup::customer_by_card(conn, &hasher, &id.0, now, stale_after) {
-                                Ok(found @ Answer::Found(_)) => Some(found),
-                                _ => None,
-                            }
-                        }
-                        None => None,
-                    };
+                    let by_applet = applet.as_ref().and_then(|id| {
+                        lookup::customer_by_card(conn, &hasher, &id.0, now, stale_after)
+                            .ok()
+                            .filter(|a| matches!(a, Answer::Found(_)))
+                    });
                     match by_applet {
                         Some(found) => Ok((found, "applet")),
                         None => lookup::customer_by_card(conn, &hasher, &uid.0, now, stale_after)

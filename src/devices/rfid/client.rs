@@ -161,11 +161,7 @@ pub fn spawn_with_profiles(
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name(format!("llrp-{}", config.name))
-        .spawn(move || {
-            Driver::new(config, sink, stop)
-                .with_profiles(profiles)
-                .run()
-        })
+        .spawn(move || Driver::new(config, profiles, sink, stop).run())
 }
 
 /// The status line's description of the reader: what it says of itself and the profile that
@@ -208,12 +204,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn with_profiles(mut self, profiles: Profiles) -> Driver {
-        self.profiles = profiles;
-        self
-    }
-
-    fn new(config: LlrpReaderConfig, sink: EventSink, stop: Stop) -> Driver {
+    fn new(config: LlrpReaderConfig, profiles: Profiles, sink: EventSink, stop: Stop) -> Driver {
         let device = DeviceId::new("llrp", &config.address.to_string());
         Driver {
             presence: Presence::new(device.clone(), config.debounce_window),
@@ -224,7 +215,7 @@ impl Driver {
             events: Vec::new(),
             last_status: None,
             sink_closed: false,
-            profiles: Profiles::default(),
+            profiles,
         }
     }
 
