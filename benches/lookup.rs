@@ -78,8 +78,12 @@ fn main() {
         import_t.as_secs_f64()
     );
 
+    // The agent's reader-pool connection: it keeps its read snapshot between lookups while
+    // nothing is committed, and checks that before each one (`storage::LookupConnection`).
+    let mut reader =
+        relais::storage::LookupConnection::open(&replica, &outbox).expect("lookup connection");
     let conn =
-        relais::storage::reader_pool_connection(&replica, &outbox).expect("lookup connection");
+        relais::storage::reader_pool_connection(&replica, &outbox).expect("probe connection");
     let stale_after = Duration::from_secs(36 * 3600);
     let mut rng = Rng::new(42);
     let mut pick = |count: usize| -> Vec<(String, i64)> {
@@ -96,7 +100,7 @@ fn main() {
         .prepare_cached("SELECT sku FROM products WHERE gtin = ?1")
         .expect("prepare probe");
     for (code, gtin) in pick(warmup) {
-        let answer = product_by_code(&conn, &code, now_ms, stale_after).expect("lookup");
+        let answer = product_by_code(reader.current(), &code, now_ms, stale_after).expect("lookup");
         assert!(matches!(answer, Answer::Found(_)), "{code} not found");
         let sku: String = probe.query_row([gtin], |r| r.get(0)).expect("probe");
         black_box(sku);
@@ -112,7 +116,8 @@ fn main() {
         for block in codes.chunks(10_000) {
             for (code, _) in block {
                 let start = Instant::now();
-                let answer = product_by_code(&conn, code, now_ms, stale_after).expect("lookup");
+                let answer =
+                    product_by_code(reader.current(), code, now_ms, stale_after).expect("lookup");
                 rel.push(elapsed_ns(start));
                 assert!(matches!(answer, Answer::Found(_)), "{code} not found");
                 black_box(answer);

@@ -306,7 +306,7 @@ struct Health {
 pub(crate) async fn replica_states(state: &ApiState) -> Result<Vec<StreamState>, ApiError> {
     state
         .readers
-        .run(|conn| stream_states(conn))
+        .run(stream_states)
         .await?
         .map_err(|e| ApiError::internal(format!("replica read failed: {e}")))
 }

@@ -168,71 +168,75 @@ pub fn product_by_gtin(
     now_ms: i64,
     stale_after: Duration,
 ) -> Result<Answer<ProductAnswer>, LookupError> {
-    // One statement answers everything: the stream states (tag 0), the product with its stock
-    // (tag 1) and the prices in effect (tag 2). A single statement runs in its own implicit
-    // read transaction over both files, so the answer is one consistent snapshot without
-    // BEGIN/COMMIT, and the stream states are read in the very snapshot the answer comes from
-    // (freshness can never lag a stream update). Each statement a lookup runs costs a VDBE
-    // start, its lock and `fstat` work on both files and a cache lookup by SQL text: five of
-    // them made a lookup 4× a bare primary-key probe.
+    // One statement answers everything: the stream states (tag 0), then the product with its
+    // stock once per price in effect (tag 1; a join, so the product is searched once). A single
+    // statement reads both files in one snapshot, so the stream states come from the very
+    // snapshot the answer comes from (freshness can never lag a stream update), and each
+    // statement costs a VDBE start and a cache lookup by SQL text: five of them made a lookup
+    // 4× a bare primary-key probe. The reservations are found by `sku` alone and their status
+    // tested in place (`+` keeps the index off it): an indexed IN list builds a temporary
+    // b-tree on every run, and a SKU has few reservations.
     let mut stmt = conn.prepare_cached(
-        "SELECT 0, name, version, applied_ms, NULL, NULL, NULL, NULL FROM streams
+        "SELECT 0, name, version, applied_ms, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                NULL, NULL
+         FROM streams
          UNION ALL
          SELECT 1, p.sku, p.name, p.attributes, s.on_hand, s.watermark_seq,
                 (SELECT COALESCE(SUM(m.delta), 0) FROM facts.stock_movements m
                   WHERE m.sku = p.sku AND m.seq > COALESCE(s.watermark_seq, 0)),
                 (SELECT COALESCE(SUM(r.qty), 0) FROM reservations r
-                  WHERE r.sku = p.sku AND r.status IN ('open', 'picked')
+                  WHERE r.sku = p.sku AND +r.status IN ('open', 'picked')
                     AND NOT EXISTS (SELECT 1 FROM facts.collected_orders c
-                                     WHERE c.order_id = r.order_id))
-         FROM products p LEFT JOIN stock s ON s.sku = p.sku WHERE p.gtin = ?1
-         UNION ALL
-         SELECT 2, pr.kind, pr.price_minor, pr.currency, pr.valid_from, pr.valid_to, pr.promo_id,
-                NULL
-         FROM products p JOIN prices pr ON pr.sku = p.sku
-         WHERE p.gtin = ?1 AND pr.valid_from <= ?2 AND (pr.valid_to IS NULL OR pr.valid_to > ?2)",
+                                     WHERE c.order_id = r.order_id)),
+                pr.kind, pr.price_minor, pr.currency, pr.valid_from, pr.valid_to, pr.promo_id
+         FROM products p LEFT JOIN stock s ON s.sku = p.sku
+              LEFT JOIN prices pr ON pr.sku = p.sku AND pr.valid_from <= ?2
+                                 AND (pr.valid_to IS NULL OR pr.valid_to > ?2)
+         WHERE p.gtin = ?1",
     )?;
     let mut rows = stmt.query(params![gtin.as_i64(), now_ms])?;
     let mut states: [Option<StreamState>; PRODUCT_STREAMS.len()] = Default::default();
     let mut product = None;
     let mut prices = PriceChoice::default();
     while let Some(r) = rows.next()? {
-        match r.get::<_, i64>(0)? {
-            0 => {
-                let ValueRef::Text(name) = r.get_ref(1)? else {
-                    continue;
-                };
-                let Some(slot) = PRODUCT_STREAMS
-                    .iter()
-                    .position(|s| s.name().as_bytes() == name)
-                else {
-                    continue;
-                };
-                states[slot] = Some(StreamState {
-                    stream: PRODUCT_STREAMS[slot],
-                    version: r.get::<_, i64>(2)?.max(0) as u64,
-                    applied_ms: r.get(3)?,
-                });
-            }
-            1 => {
-                product = Some((
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)?,
-                ));
-            }
-            _ => prices.offer(
-                r.get(1)?,
-                r.get(2)?,
-                text(r, 3)?,
-                r.get(4)?,
-                r.get(5)?,
-                text(r, 6)?,
-            ),
+        if r.get::<_, i64>(0)? == 0 {
+            let ValueRef::Text(name) = r.get_ref(1)? else {
+                continue;
+            };
+            let Some(slot) = PRODUCT_STREAMS
+                .iter()
+                .position(|s| s.name().as_bytes() == name)
+            else {
+                continue;
+            };
+            states[slot] = Some(StreamState {
+                stream: PRODUCT_STREAMS[slot],
+                version: r.get::<_, i64>(2)?.max(0) as u64,
+                applied_ms: r.get(3)?,
+            });
+            continue;
+        }
+        // One row per price in effect (a product row with NULL prices when none is).
+        if product.is_none() {
+            product = Some((
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+            ));
+        }
+        if let Some(kind) = r.get::<_, Option<i64>>(8)? {
+            prices.offer(
+                kind,
+                r.get(9)?,
+                text(r, 10)?,
+                r.get(11)?,
+                r.get(12)?,
+                text(r, 13)?,
+            );
         }
     }
     let states: Vec<StreamState> = states.into_iter().flatten().collect();

@@ -6,10 +6,12 @@
 //! their own threads so that no SQLite call ever runs on a tokio worker.
 
 mod reader_pool;
+mod snapshot;
 
 pub use reader_pool::{
     ReaderPool, ReaderPoolError, open_lookup_connection as reader_pool_connection,
 };
+pub use snapshot::LookupConnection;
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};

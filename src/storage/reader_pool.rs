@@ -3,12 +3,15 @@
 //! Async handlers submit a closure and await a oneshot reply, so SQLite never runs on a
 //! tokio worker. Each connection has the replica as `main` and the outbox attached as
 //! `facts`, because stock and loyalty answers combine central baselines with local facts.
+//! Each keeps its read snapshot between jobs while nothing was committed
+//! ([`LookupConnection`]) and gives it back after [`IDLE_RELEASE`] without work.
 
+use super::snapshot::{IDLE_RELEASE, LookupConnection};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use tokio::sync::oneshot;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send + 'static>;
+type Job = Box<dyn FnOnce(&Connection) + Send + 'static>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReaderPoolError {
@@ -39,7 +42,7 @@ impl ReaderPool {
         // context switches per lookup on a 2-core box).
         let (sender, receiver) = flume::bounded::<Job>(readers.max(1) * 256);
         for index in 0..readers.max(1) {
-            let conn = open_lookup_connection(replica, outbox)?;
+            let conn = LookupConnection::open(replica, outbox)?;
             let receiver = receiver.clone();
             std::thread::Builder::new()
                 .name(format!("sqlite-reader-{index}"))
@@ -58,7 +61,7 @@ impl ReaderPool {
     pub async fn run<T, F>(&self, f: F) -> Result<T, ReaderPoolError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> T + Send + 'static,
+        F: FnOnce(&Connection) -> T + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
@@ -106,9 +109,69 @@ const READER_MMAP_BYTES: i64 = if cfg!(target_pointer_width = "64") {
     128 << 20
 };
 
-fn reader_loop(mut conn: Connection, receiver: flume::Receiver<Job>) {
+fn reader_loop(mut conn: LookupConnection, receiver: flume::Receiver<Job>) {
     // Ends when every sender (the pool's clones) is gone.
-    while let Ok(job) = receiver.recv() {
-        job(&mut conn);
+    loop {
+        let next = if conn.keeps_snapshot() {
+            receiver.recv_timeout(IDLE_RELEASE)
+        } else {
+            receiver
+                .recv()
+                .map_err(|_| flume::RecvTimeoutError::Disconnected)
+        };
+        match next {
+            Ok(job) => job(conn.current()),
+            // Idle: give the snapshot back so checkpoints can restart the WAL behind it.
+            Err(flume::RecvTimeoutError::Timeout) => conn.release(),
+            Err(flume::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_reader_gives_its_snapshot_back_so_the_wal_can_be_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = dir.path().join("replica.db");
+        let outbox = dir.path().join("outbox.db");
+        let writer = crate::replica::open_writer(&replica).unwrap();
+        crate::outbox::writer::migrate_only(&outbox).unwrap();
+        writer.execute_batch("PRAGMA busy_timeout=0").unwrap();
+        let pool = ReaderPool::start(&replica, &outbox, 1).unwrap();
+
+        writer
+            .execute(
+                "INSERT INTO products(gtin, sku, name) VALUES (4006381333931, 'A', 'a')",
+                [],
+            )
+            .unwrap();
+        let seen: i64 = pool
+            .run(|conn| conn.query_row("SELECT count(*) FROM products", [], |r| r.get(0)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, 1);
+        writer
+            .execute(
+                "INSERT INTO products(gtin, sku, name) VALUES (96385074, 'B', 'b')",
+                [],
+            )
+            .unwrap();
+
+        // No job for a while: the reader must have ended its read transaction.
+        tokio::time::sleep(IDLE_RELEASE * 20).await;
+        let (busy, log): (i64, i64) = writer
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (busy, log),
+            (0, 0),
+            "the WAL was emptied behind the idle reader"
+        );
     }
 }
