@@ -265,3 +265,54 @@ fn a_stock_snapshot_counts_only_the_local_movements_after_its_watermark() {
     );
     assert_eq!(product["stock"]["on_hand"], 47, "{product}");
 }
+
+#[test]
+fn a_product_imported_by_another_process_is_found_by_the_next_lookup_while_a_till_keeps_the_reader_busy()
+ {
+    // One reader, kept busy by lookups in a tight loop, stays inside its kept read snapshot
+    // (ADR 0012) while `relais replica import`, another process, swaps in new products.
+    let store = Store::with(Settings {
+        api: "rate_limit_per_client = 0".into(),
+        replica: "readers = 1".into(),
+        ..Settings::default()
+    });
+    let gtin = gtin14(400_638_133_393);
+    store.import_ok(
+        "products",
+        "products.ndjson",
+        &[product(&gtin, SKU, "Api test item")],
+    );
+    let agent = store.start();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = agent.url(&format!("/v1/products/{gtin}"));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let client = common::http_client();
+            let mut found = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if client.get(&url).send().is_ok_and(|r| r.status() == 200) {
+                    found += 1;
+                }
+            }
+            found
+        })
+    };
+    for round in 0..5u64 {
+        let added = gtin14(400_638_133_400 + round);
+        store.import_ok(
+            "products",
+            &format!("products-{round}.ndjson"),
+            &[
+                product(&gtin, SKU, "Api test item"),
+                product(&added, &format!("SKU-ADDED-{round}"), "Added item"),
+            ],
+        );
+        let (status, body) = agent.get_json(&format!("/v1/products/{added}"));
+        assert_eq!(status, 200, "round {round}: the import is not seen: {body}");
+        assert_eq!(body["sku"], format!("SKU-ADDED-{round}"), "{body}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let found = busy.join().expect("busy client");
+    assert!(found > 0, "the busy client never got an answer");
+}
