@@ -6,6 +6,7 @@
 //! are not atomic, so putting the effect in `replica.db` could count a sale that was never sent,
 //! or send a sale that was never counted (see docs/adr/0002-store-facts-live-in-the-outbox.md).
 
+mod checkpointer;
 pub mod delivery;
 pub mod stats;
 

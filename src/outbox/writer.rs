@@ -6,6 +6,7 @@
 //! Group commit is what makes this fast: one fsync covers every append that queued while the
 //! previous one ran, so throughput grows with the number of concurrent producers.
 
+use super::checkpointer::{self, Checkpointer};
 use super::stats::{self, OutboxStats};
 use super::{AppendRequest, Appended, FactRefused, LocalEffect, OutboxError, RetentionClass};
 use crate::storage::{self, Durability};
@@ -26,11 +27,11 @@ pub struct WriterSettings {
     /// Sequence numbers start above this. Set when a damaged outbox was moved aside, so events
     /// in the fresh one never reuse a `seq` of the old one (central deduplicates per agent).
     pub seq_floor: u64,
-    /// WAL frames (pages) after which the writer checkpoints once its queue is empty; under
-    /// sustained load it checkpoints anyway at `CHECKPOINT_HARD_FACTOR` times this.
-    /// [`DEFAULT_CHECKPOINT_PAGES`] unless a test wants checkpoints often; 0 leaves SQLite's
-    /// own auto-checkpoint inside the commit (the behaviour before ADR 0011, kept so the
-    /// benchmark can compare both in one build).
+    /// WAL frames (pages) after which the checkpointer thread starts folding the WAL into the
+    /// database (ADR 0013); under sustained load the writer finishes the job itself at
+    /// `CHECKPOINT_HARD_FACTOR` times this. [`DEFAULT_CHECKPOINT_PAGES`] unless a test wants
+    /// checkpoints often; 0 leaves SQLite's own auto-checkpoint inside the commit (the
+    /// behaviour before ADR 0011, kept so the benchmark can compare both in one build).
     pub checkpoint_pages: u32,
 }
 
@@ -40,8 +41,14 @@ pub struct WriterSettings {
 pub const DEFAULT_CHECKPOINT_PAGES: u32 = 16384;
 
 /// Under load the WAL may grow to this many times `checkpoint_pages` (64 MiB by default)
-/// before a checkpoint is forced between two groups.
+/// before the writer checkpoints between two groups itself, whatever the checkpointer copied.
 const CHECKPOINT_HARD_FACTOR: u32 = 4;
+
+/// Past `checkpoint_pages`, the checkpointer runs another round each time this fraction of it
+/// (2 MiB by default) is uncopied: rounds then stay short, and when the writer reaches the hard
+/// limit it has only the last round's worth left to copy. Waiting for the full soft threshold
+/// each time left the writer a large copy (p99 159 ms vs 48 ms paced, ADR 0013).
+const CHECKPOINT_ROUND_DIVISOR: u32 = 8;
 
 thread_local! {
     /// Frames in the WAL after the last commit made on this thread, from SQLite's WAL hook.
@@ -149,6 +156,7 @@ impl OutboxWriter {
         let (appended_tx, appended) = tokio::sync::watch::channel(initial.last_seq);
         // Bounded: when the disk stalls, producers wait instead of piling up memory.
         let (sender, receiver) = mpsc::channel(settings.group_commit_max.max(1) * 4);
+        let settings_checkpoint_pages = settings.checkpoint_pages;
         let mut state = WriterState {
             conn,
             path: path.to_path_buf(),
@@ -162,6 +170,12 @@ impl OutboxWriter {
             disk_low: None,
             deliveries: Vec::new(),
             appended: appended_tx,
+            // Opened after the migrations above, so it never sees a half-made schema.
+            checkpointer: if settings_checkpoint_pages > 0 {
+                Some(Checkpointer::start(path)?)
+            } else {
+                None
+            },
         };
         let thread = std::thread::Builder::new()
             .name("outbox-writer".into())
@@ -361,6 +375,9 @@ struct WriterState {
     /// Delivered ranges waiting for the next transaction.
     deliveries: Vec<[u64; 2]>,
     appended: tokio::sync::watch::Sender<u64>,
+    /// Folds the WAL into the database on its own thread; `None` when `checkpoint_pages` is 0
+    /// (SQLite's auto-checkpoint then runs inside the commit, as before ADR 0011).
+    checkpointer: Option<Checkpointer>,
 }
 
 /// Free space changes slowly; statvfs once a second is plenty.
@@ -388,9 +405,11 @@ impl WriterState {
             if !batch.is_empty() || !self.deliveries.is_empty() {
                 self.commit_group(&mut batch);
             }
-            self.checkpoint_if_due(receiver.is_empty());
+            self.checkpoint_if_due();
         }
-        // All producers are gone: fold the WAL into the main file so the next start is fast.
+        // All producers are gone. Stop the checkpointer first (a TRUNCATE would find its
+        // checkpoint lock taken), then fold the WAL into the main file so the next start is fast.
+        drop(self.checkpointer.take());
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             tracing::warn!(error = %e, "outbox checkpoint at shutdown failed; the WAL will be replayed at next start");
         }
@@ -551,31 +570,60 @@ impl WriterState {
         }
     }
 
-    /// Fold the WAL into the database between groups, never inside a commit: when the queue is
-    /// empty past `checkpoint_pages`, or regardless past the hard limit so the WAL stays
-    /// bounded under sustained load. Every frame copied was committed with FULL sync already,
-    /// so this changes nothing about what an acknowledged event survives.
-    fn checkpoint_if_due(&mut self, idle: bool) {
+    /// Keep the WAL bounded without stopping the writer for a whole checkpoint (ADR 0013).
+    /// Past `checkpoint_pages` frames the checkpointer thread copies them into the database
+    /// while groups keep committing. When it copied everything between two commits (any time
+    /// the load pauses) the next commit rewinds the WAL by itself. The writer checkpoints
+    /// itself only at the hard limit, to force that rewind under sustained load; the
+    /// checkpointer has copied all but its last round by then. Every frame copied was committed
+    /// with FULL sync already, so none of this changes what an acknowledged event survives.
+    fn checkpoint_if_due(&mut self) {
         let soft = self.settings.checkpoint_pages;
         let frames = WAL_FRAMES.get();
-        if soft == 0
-            || frames < soft
-            || (!idle && frames < soft.saturating_mul(CHECKPOINT_HARD_FACTOR))
-        {
+        if soft == 0 || frames < soft {
             return;
         }
-        let result = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            });
-        match result {
+        let hard = soft.saturating_mul(CHECKPOINT_HARD_FACTOR);
+        let Some(checkpointer) = &self.checkpointer else {
+            return;
+        };
+        let mut progress = checkpointer.progress();
+        if progress.busy {
+            if frames < hard.saturating_mul(2) {
+                return;
+            }
+            // The disk cannot copy as fast as groups commit: stop committing until the round
+            // ends, so the WAL (and the disk it takes) stays bounded.
+            checkpointer.wait_idle();
+            progress = checkpointer.progress();
+        }
+        // Frames only grow within one generation of the WAL, and the checkpointer cannot have
+        // copied frames the writer has not committed: more copied than written means the WAL
+        // started over since that round, and its count is stale.
+        let backfilled = if progress.backfilled > frames {
+            0
+        } else {
+            progress.backfilled
+        };
+        let uncopied = frames - backfilled;
+        if frames >= hard {
+            self.checkpoint_here();
+        } else if uncopied >= (soft / CHECKPOINT_ROUND_DIVISOR).max(1) {
+            checkpointer.request();
+        }
+    }
+
+    /// A `PASSIVE` checkpoint on the writer's own connection, between groups: no commit can
+    /// slip in while it runs, so when it copies everything the next commit rewinds the WAL.
+    fn checkpoint_here(&mut self) {
+        match checkpointer::checkpoint_passive(&self.conn) {
             // All copied: the next commit starts the WAL over, so count from zero.
-            Ok((0, log, copied)) if copied >= log => WAL_FRAMES.set(0),
+            Ok(round) if !round.busy && round.copied >= round.log => {
+                WAL_FRAMES.set(0);
+                if let Some(checkpointer) = &self.checkpointer {
+                    checkpointer.forget_backfill();
+                }
+            }
             // A reader still uses part of the WAL: the rest is copied after a later group.
             Ok(_) => {}
             Err(e) => {
@@ -1116,5 +1164,73 @@ mod tests {
         drop(handle);
         writer.join();
         assert_eq!(movement_sum(&path), -800);
+    }
+
+    /// Names of this process's threads, from procfs.
+    #[cfg(target_os = "linux")]
+    fn thread_names() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .expect("procfs")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_checkpointer_thread_folds_the_wal_into_the_database_and_keeps_it_bounded_under_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("outbox.db");
+        let wal = dir.path().join("outbox.db-wal");
+        let mut s = settings();
+        s.checkpoint_pages = 64;
+        let hard = u64::from(s.checkpoint_pages * CHECKPOINT_HARD_FACTOR);
+        let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
+        assert!(
+            // Linux keeps the first 15 bytes of a thread's name.
+            thread_names()
+                .iter()
+                .any(|n| n == &"outbox-checkpointer"[..15]),
+            "a checkpoint_pages > 0 writer runs its checkpointer thread"
+        );
+        let mut largest_wal = 0;
+        for round in 0..40 {
+            let requests = (0..250).map(|i| {
+                let key = format!("{round}-{i}");
+                let mut r = request(RetentionClass::StoreFact, Some(&key));
+                // Spread the movements over many SKUs so each group dirties many index pages.
+                r.effects = vec![LocalEffect::StockMovement {
+                    sku: format!("SKU-{:05}", (i * 7919 + round * 31) % 10_000),
+                    delta: -1,
+                    kind: MovementKind::Sale,
+                }];
+                r
+            });
+            handle.append_pipelined_blocking(requests).expect("appends");
+            largest_wal = largest_wal.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        // While the writer still runs (no shutdown TRUNCATE yet) the database file holds the
+        // appends: only checkpoints copy pages there.
+        let main_len = std::fs::metadata(&path).expect("outbox.db").len();
+        // 10,000 appends write tens of MB of WAL frames; a WAL that was never rewound would
+        // hold them all. Bounded: twice the hard limit plus one group of 64 events.
+        let frame = 24 + 1024;
+        let bound = (2 * hard + 64 * 16) * frame;
+        assert!(
+            largest_wal <= bound,
+            "the WAL reached {largest_wal} bytes, over its bound of {bound}"
+        );
+        assert!(
+            main_len > 1024 * 1024,
+            "outbox.db is {main_len} bytes: the WAL was not folded in while the writer ran"
+        );
+        drop(handle);
+        writer.join();
+        assert_eq!(movement_sum(&path), -10_000);
+        assert_eq!(
+            std::fs::metadata(&wal).map_or(0, |m| m.len()),
+            0,
+            "TRUNCATE at shutdown"
+        );
     }
 }
