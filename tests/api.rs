@@ -10,10 +10,14 @@ use serde_json::{Value, json};
 const SKU: &str = "SKU-API-1";
 
 fn store_with_a_product() -> (Store, String) {
-    let store = Store::with(Settings {
+    store_with_a_product_and(Settings {
         api: "max_body_bytes = 1024".into(),
         ..Settings::default()
-    });
+    })
+}
+
+fn store_with_a_product_and(settings: Settings) -> (Store, String) {
+    let store = Store::with(settings);
     let gtin = gtin14(400_638_133_393);
     store.import_ok(
         "products",
@@ -271,17 +275,11 @@ fn a_product_imported_by_another_process_is_found_by_the_next_lookup_while_a_til
  {
     // One reader, kept busy by lookups in a tight loop, stays inside its kept read snapshot
     // (ADR 0012) while `relais replica import`, another process, swaps in new products.
-    let store = Store::with(Settings {
+    let (store, gtin) = store_with_a_product_and(Settings {
         api: "rate_limit_per_client = 0".into(),
         replica: "readers = 1".into(),
         ..Settings::default()
     });
-    let gtin = gtin14(400_638_133_393);
-    store.import_ok(
-        "products",
-        "products.ndjson",
-        &[product(&gtin, SKU, "Api test item")],
-    );
     let agent = store.start();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let url = agent.url(&format!("/v1/products/{gtin}"));
