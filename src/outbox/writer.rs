@@ -1186,11 +1186,22 @@ mod tests {
         s.checkpoint_pages = 64;
         let hard = u64::from(s.checkpoint_pages * CHECKPOINT_HARD_FACTOR);
         let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
-        assert!(
-            // Linux keeps the first 15 bytes of a thread's name.
-            thread_names()
+        // A new thread names itself once it runs, so its name may show a moment after start.
+        // Linux keeps the first 15 bytes of a thread's name.
+        let named = |deadline: Instant| loop {
+            if thread_names()
                 .iter()
-                .any(|n| n == &"outbox-checkpointer"[..15]),
+                .any(|n| n == &"outbox-checkpointer"[..15])
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(
+            named(Instant::now() + Duration::from_secs(10)),
             "a checkpoint_pages > 0 writer runs its checkpointer thread"
         );
         let mut largest_wal = 0;
