@@ -156,7 +156,10 @@ impl OutboxWriter {
         let (appended_tx, appended) = tokio::sync::watch::channel(initial.last_seq);
         // Bounded: when the disk stalls, producers wait instead of piling up memory.
         let (sender, receiver) = mpsc::channel(settings.group_commit_max.max(1) * 4);
-        let settings_checkpoint_pages = settings.checkpoint_pages;
+        // Opened after the migrations above, so it never sees a half-made schema.
+        let checkpointer = (settings.checkpoint_pages > 0)
+            .then(|| Checkpointer::start(path))
+            .transpose()?;
         let mut state = WriterState {
             conn,
             path: path.to_path_buf(),
@@ -170,12 +173,7 @@ impl OutboxWriter {
             disk_low: None,
             deliveries: Vec::new(),
             appended: appended_tx,
-            // Opened after the migrations above, so it never sees a half-made schema.
-            checkpointer: if settings_checkpoint_pages > 0 {
-                Some(Checkpointer::start(path)?)
-            } else {
-                None
-            },
+            checkpointer,
         };
         let thread = std::thread::Builder::new()
             .name("outbox-writer".into())

@@ -134,13 +134,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_reader_gives_its_snapshot_back_so_the_wal_can_be_emptied() {
-        let dir = tempfile::tempdir().unwrap();
-        let replica = dir.path().join("replica.db");
-        let outbox = dir.path().join("outbox.db");
-        let writer = crate::replica::open_writer(&replica).unwrap();
-        crate::outbox::writer::migrate_only(&outbox).unwrap();
+        let files = super::super::snapshot::tests::files();
+        let writer = crate::replica::open_writer(&files.replica).unwrap();
         writer.execute_batch("PRAGMA busy_timeout=0").unwrap();
-        let pool = ReaderPool::start(&replica, &outbox, 1).unwrap();
+        let pool = ReaderPool::start(&files.replica, &files.outbox, 1).unwrap();
 
         writer
             .execute(

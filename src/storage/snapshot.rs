@@ -142,17 +142,18 @@ impl LookupConnection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::storage::{Durability, open_writer};
 
-    struct Files {
+    /// A migrated replica and outbox in a temporary directory, as the agent opens them.
+    pub(in crate::storage) struct Files {
         _dir: tempfile::TempDir,
-        replica: PathBuf,
-        outbox: PathBuf,
+        pub replica: PathBuf,
+        pub outbox: PathBuf,
     }
 
-    fn files() -> Files {
+    pub(in crate::storage) fn files() -> Files {
         let dir = tempfile::tempdir().unwrap();
         let replica = dir.path().join("replica.db");
         let outbox = dir.path().join("outbox.db");
