@@ -636,10 +636,11 @@ fn on_hand(conn: &Connection, sku: &str) -> Result<Option<i64>, rusqlite::Error>
         .query_row([sku], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (central, watermark) = baseline.unwrap_or((0, 0));
+    static LOCAL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {}", crate::outbox::movements_after("?1", "?2"))
+    });
     let local: i64 = conn
-        .prepare_cached(
-            "SELECT COALESCE(SUM(delta), 0) FROM facts.stock_movements WHERE sku = ?1 AND seq > ?2",
-        )?
+        .prepare_cached(&LOCAL)?
         .query_row(rusqlite::params![sku, watermark], |r| r.get(0))?;
     Ok((baseline.is_some() || local != 0).then_some(central + local))
 }

@@ -269,7 +269,38 @@ CREATE TABLE collected_orders (
     wall_ms  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- ADR 0014: movements are filed by SKU when the writer is idle, not inside each group's
+-- commit, where every movement dirtied a random index leaf of its own (half the WAL bytes of
+-- an event). Rows up to meta.sku_indexed_upto are here, later ones only in stock_movements;
+-- `movements_after` sums both.
+DROP INDEX stock_movements_by_sku;
+CREATE TABLE sku_movements (
+    sku   TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    delta INTEGER NOT NULL,
+    PRIMARY KEY (sku, seq)
+) WITHOUT ROWID;
+INSERT INTO sku_movements(sku, seq, delta) SELECT sku, seq, delta FROM stock_movements;
+INSERT INTO meta(key, value)
+    VALUES ('sku_indexed_upto', (SELECT COALESCE(MAX(seq), 0) FROM stock_movements));
+"#,
 ];
+
+/// SQL for the sum of a SKU's local movements after a watermark, for readers with `outbox.db`
+/// attached as `facts`. `sku` and `watermark` are SQL expressions (columns or parameters).
+/// Movements up to `sku_indexed_upto` are found through `sku_movements`; the few after it
+/// (those of a burst the writer has not filed yet) by a range scan of the newest rows.
+pub(crate) fn movements_after(sku: &str, watermark: &str) -> String {
+    format!(
+        "((SELECT COALESCE(SUM(m.delta), 0) FROM facts.sku_movements m
+            WHERE m.sku = {sku} AND m.seq > {watermark})
+          + (SELECT COALESCE(SUM(t.delta), 0) FROM facts.stock_movements t
+            WHERE t.seq > MAX({watermark},
+                              (SELECT value FROM facts.meta WHERE key = 'sku_indexed_upto'))
+              AND t.sku = {sku}))"
+    )
+}
 
 pub(crate) fn monotonic_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);

@@ -176,14 +176,14 @@ pub fn product_by_gtin(
     // 4× a bare primary-key probe. The reservations are found by `sku` alone and their status
     // tested in place (`+` keeps the index off it): an indexed IN list builds a temporary
     // b-tree on every run, and a SKU has few reservations.
-    let mut stmt = conn.prepare_cached(
-        "SELECT 0, name, version, applied_ms, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT 0, name, version, applied_ms, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                 NULL, NULL
          FROM streams
          UNION ALL
          SELECT 1, p.sku, p.name, p.attributes, s.on_hand, s.watermark_seq,
-                (SELECT COALESCE(SUM(m.delta), 0) FROM facts.stock_movements m
-                  WHERE m.sku = p.sku AND m.seq > COALESCE(s.watermark_seq, 0)),
+                {},
                 (SELECT COALESCE(SUM(r.qty), 0) FROM reservations r
                   WHERE r.sku = p.sku AND +r.status IN ('open', 'picked')
                     AND NOT EXISTS (SELECT 1 FROM facts.collected_orders c
@@ -193,7 +193,10 @@ pub fn product_by_gtin(
               LEFT JOIN prices pr ON pr.sku = p.sku AND pr.valid_from <= ?2
                                  AND (pr.valid_to IS NULL OR pr.valid_to > ?2)
          WHERE p.gtin = ?1",
-    )?;
+            crate::outbox::movements_after("p.sku", "COALESCE(s.watermark_seq, 0)")
+        )
+    });
+    let mut stmt = conn.prepare_cached(&SQL)?;
     let mut rows = stmt.query(params![gtin.as_i64(), now_ms])?;
     let mut states: [Option<StreamState>; PRODUCT_STREAMS.len()] = Default::default();
     let mut product = None;
