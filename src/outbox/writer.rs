@@ -489,8 +489,6 @@ impl WriterState {
                 .block_on(async { tokio::time::timeout(IDLE_FOLD_AFTER, receiver.recv()).await });
             match next {
                 Ok(command) => return command,
-                // The round runs on its own thread: a command arriving meanwhile is committed at
-                // once (the round then shares the disk with it, as after any burst).
                 Err(_idle) => {
                     // One chunk per transaction, and back to the channel between chunks.
                     while self.unfiled() && self.file_movements() {
@@ -500,6 +498,8 @@ impl WriterState {
                             Err(mpsc::error::TryRecvError::Empty) => {}
                         }
                     }
+                    // The round runs on its own thread: a command arriving meanwhile is
+                    // committed at once (the round then shares the disk with it).
                     if self.idle_fold_pending()
                         && let Some(checkpointer) = &self.checkpointer
                     {
