@@ -290,17 +290,25 @@ INSERT INTO meta(key, value)
 /// SQL for the sum of a SKU's local movements after a watermark, for readers with `outbox.db`
 /// attached as `facts`. `sku` and `watermark` are SQL expressions (columns or parameters).
 /// Movements up to `sku_indexed_upto` are found through `sku_movements`; the few after it
-/// (those of a burst the writer has not filed yet) by a range scan of the newest rows.
+/// (those of a burst the writer has not filed yet) by a range scan of the newest rows, skipped
+/// when the connection knows its snapshot has none (`relais_all_filed()`, registered by
+/// `storage::open_lookup_connection`): that scan was 15 % of a lookup.
 pub(crate) fn movements_after(sku: &str, watermark: &str) -> String {
     format!(
         "((SELECT COALESCE(SUM(m.delta), 0) FROM facts.sku_movements m
             WHERE m.sku = {sku} AND m.seq > {watermark})
-          + (SELECT COALESCE(SUM(t.delta), 0) FROM facts.stock_movements t
-            WHERE t.seq > MAX({watermark},
-                              (SELECT value FROM facts.meta WHERE key = 'sku_indexed_upto'))
-              AND t.sku = {sku}))"
+          + CASE WHEN relais_all_filed() THEN 0 ELSE
+            (SELECT COALESCE(SUM(t.delta), 0) FROM facts.stock_movements t
+              WHERE t.seq > MAX({watermark},
+                                (SELECT value FROM facts.meta WHERE key = 'sku_indexed_upto'))
+                AND t.sku = {sku}) END)"
     )
 }
+
+/// SQL answering whether every stock movement in the snapshot is filed by SKU.
+pub(crate) const ALL_FILED_SQL: &str =
+    "SELECT (SELECT value FROM facts.meta WHERE key = 'sku_indexed_upto')
+            >= (SELECT COALESCE(MAX(seq), 0) FROM facts.stock_movements)";
 
 pub(crate) fn monotonic_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);

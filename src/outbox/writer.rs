@@ -1358,6 +1358,14 @@ mod tests {
         let conn = Connection::open_in_memory().expect("memory");
         conn.execute("ATTACH ?1 AS facts", [path.to_string_lossy()])
             .expect("attach");
+        // As a connection that does not know whether its snapshot has unfiled movements.
+        conn.create_scalar_function(
+            "relais_all_filed",
+            0,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8,
+            |_| Ok(false),
+        )
+        .expect("function");
         let sql = format!("SELECT {}", crate::outbox::movements_after("?1", "?2"));
         conn.query_row(&sql, params![sku, watermark], |r| r.get(0))
             .expect("sum")

@@ -8,7 +8,10 @@
 
 use super::snapshot::{IDLE_RELEASE, LookupConnection};
 use rusqlite::Connection;
+use rusqlite::functions::FunctionFlags;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce(&Connection) + Send + 'static>;
@@ -81,7 +84,29 @@ pub fn open_lookup_connection(
     replica: &Path,
     outbox: &Path,
 ) -> Result<Connection, super::StorageError> {
+    open_lookup_connection_with(replica, outbox, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`open_lookup_connection`], with `all_filed` behind the SQL function `relais_all_filed()`:
+/// the caller sets it while it knows that its read snapshot has no unfiled stock movement, so
+/// a lookup skips the range scan of the unfiled tail (`outbox::movements_after`). Left false
+/// the scan always runs, which is always right.
+pub(crate) fn open_lookup_connection_with(
+    replica: &Path,
+    outbox: &Path,
+    all_filed: Arc<AtomicBool>,
+) -> Result<Connection, super::StorageError> {
     let conn = super::open_reader(replica)?;
+    conn.create_scalar_function(
+        "relais_all_filed",
+        0,
+        FunctionFlags::SQLITE_UTF8,
+        move |_| Ok(all_filed.load(Ordering::Relaxed)),
+    )
+    .map_err(|source| super::StorageError::Open {
+        path: replica.to_path_buf(),
+        source,
+    })?;
     // Memory-mapped reads: a page outside the connection's 8 MiB cache is read straight from
     // the OS page cache instead of `pread` + copy + a cache slot, which is most of a lookup's
     // tail on a 1M-product replica. Safe beside the single writer: in WAL mode writers never

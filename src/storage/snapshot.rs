@@ -26,6 +26,8 @@ use rusqlite::Connection;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long a reader with nothing to do keeps its snapshot before giving it back.
@@ -42,6 +44,9 @@ pub struct LookupConnection {
     shm: [ShmHeader; 2],
     /// The headers both files had when the kept snapshot was taken; `None` when none is kept.
     kept: Option<[[u8; HEADER_BYTES]; 2]>,
+    /// True only while the kept snapshot is known to hold no unfiled stock movement (read by
+    /// the connection's `relais_all_filed()`; see `outbox::movements_after`).
+    all_filed: Arc<AtomicBool>,
 }
 
 struct ShmHeader {
@@ -80,8 +85,14 @@ impl ShmHeader {
 impl LookupConnection {
     /// Open the replica at `replica` with the outbox at `outbox` attached as `facts`.
     pub fn open(replica: &Path, outbox: &Path) -> Result<LookupConnection, super::StorageError> {
+        let all_filed = Arc::new(AtomicBool::new(false));
         Ok(LookupConnection {
-            conn: super::reader_pool_connection(replica, outbox)?,
+            conn: super::reader_pool::open_lookup_connection_with(
+                replica,
+                outbox,
+                Arc::clone(&all_filed),
+            )?,
+            all_filed,
             shm: [ShmHeader::new(replica), ShmHeader::new(outbox)],
             kept: None,
         })
@@ -103,6 +114,8 @@ impl LookupConnection {
             }
             self.release();
         }
+        // Unknown until the new snapshot says otherwise: the lookup then scans the tail.
+        self.all_filed.store(false, Ordering::Relaxed);
         let Some(now) = now else {
             return &self.conn;
         };
@@ -114,7 +127,17 @@ impl LookupConnection {
             .prepare_cached("BEGIN DEFERRED")
             .and_then(|mut begin| begin.execute([]))
         {
-            Ok(_) => self.kept = Some(now),
+            Ok(_) => {
+                self.kept = Some(now);
+                // Asked once per snapshot, inside it: while it is kept nothing can change the
+                // answer, and most lookups then skip the unfiled tail.
+                let all_filed = self
+                    .conn
+                    .prepare_cached(crate::outbox::ALL_FILED_SQL)
+                    .and_then(|mut s| s.query_row([], |r| r.get::<_, bool>(0)));
+                self.all_filed
+                    .store(matches!(all_filed, Ok(true)), Ordering::Relaxed);
+            }
             Err(e) => tracing::debug!(error = %e, "lookup snapshot not kept; reading without"),
         }
         &self.conn
@@ -122,6 +145,7 @@ impl LookupConnection {
 
     /// Give the kept snapshot back, so checkpoints can restart the WAL behind it.
     pub fn release(&mut self) {
+        self.all_filed.store(false, Ordering::Relaxed);
         if self.kept.take().is_none() || self.conn.is_autocommit() {
             return;
         }
@@ -203,6 +227,48 @@ pub(super) mod tests {
         let conn = reader.current();
         assert_eq!(count(conn, "facts.stock_movements"), 1);
         assert_eq!(count(conn, "products"), 1);
+    }
+
+    #[test]
+    fn a_snapshot_with_unfiled_movements_scans_them_and_one_without_skips_the_scan_exactly() {
+        let f = files();
+        let outbox = open_writer(&f.outbox, Durability::StoreFacts).unwrap();
+        let mut reader = LookupConnection::open(&f.replica, &f.outbox).unwrap();
+        let sql = format!(
+            "SELECT relais_all_filed(), {}",
+            crate::outbox::movements_after("'A'", "0")
+        );
+        let ask = |reader: &mut LookupConnection| -> (bool, i64) {
+            reader
+                .current()
+                .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+        };
+        let movement = |seq: i64| {
+            outbox
+                .execute(
+                    "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms) \
+                     VALUES (?1, 'A', -1, 'sale', 0)",
+                    [seq],
+                )
+                .unwrap();
+        };
+        assert_eq!(ask(&mut reader), (true, 0), "an empty outbox has all filed");
+        movement(1);
+        assert_eq!(ask(&mut reader), (false, -1), "unfiled: scanned");
+        outbox
+            .execute_batch(
+                "INSERT INTO sku_movements(sku, seq, delta) VALUES ('A', 1, -1);
+                 UPDATE meta SET value = 1 WHERE key = 'sku_indexed_upto';",
+            )
+            .unwrap();
+        assert_eq!(
+            ask(&mut reader),
+            (true, -1),
+            "filed: counted once, scan skipped"
+        );
+        movement(2);
+        assert_eq!(ask(&mut reader), (false, -2), "one filed, one not");
     }
 
     #[test]
