@@ -741,8 +741,12 @@ impl WriterState {
     fn checkpoint_if_due(&mut self) {
         let soft = self.settings.checkpoint_pages;
         let frames = WAL_FRAMES.get();
+        // The burst budget is never below `soft`; below it there is nothing to ask the disk.
+        if soft == 0 || frames < soft {
+            return;
+        }
         let burst = self.burst_pages();
-        if soft == 0 || frames < burst {
+        if frames < burst {
             return;
         }
         let hard = burst.saturating_add(soft.saturating_mul(CHECKPOINT_HARD_EXTRA));
@@ -1359,13 +1363,7 @@ mod tests {
         conn.execute("ATTACH ?1 AS facts", [path.to_string_lossy()])
             .expect("attach");
         // As a connection that does not know whether its snapshot has unfiled movements.
-        conn.create_scalar_function(
-            "relais_all_filed",
-            0,
-            rusqlite::functions::FunctionFlags::SQLITE_UTF8,
-            |_| Ok(false),
-        )
-        .expect("function");
+        crate::storage::register_all_filed(&conn, Default::default()).expect("function");
         let sql = format!("SELECT {}", crate::outbox::movements_after("?1", "?2"));
         conn.query_row(&sql, params![sku, watermark], |r| r.get(0))
             .expect("sum")

@@ -8,6 +8,8 @@
 mod reader_pool;
 mod snapshot;
 
+#[cfg(test)]
+pub(crate) use reader_pool::register_all_filed;
 pub use reader_pool::{
     ReaderPool, ReaderPoolError, open_lookup_connection as reader_pool_connection,
 };

@@ -97,13 +97,7 @@ pub(crate) fn open_lookup_connection_with(
     all_filed: Arc<AtomicBool>,
 ) -> Result<Connection, super::StorageError> {
     let conn = super::open_reader(replica)?;
-    conn.create_scalar_function(
-        "relais_all_filed",
-        0,
-        FunctionFlags::SQLITE_UTF8,
-        move |_| Ok(all_filed.load(Ordering::Relaxed)),
-    )
-    .map_err(|source| super::StorageError::Open {
+    register_all_filed(&conn, all_filed).map_err(|source| super::StorageError::Open {
         path: replica.to_path_buf(),
         source,
     })?;
@@ -125,6 +119,20 @@ pub(crate) fn open_lookup_connection_with(
             source,
         })?;
     Ok(conn)
+}
+
+/// Define `relais_all_filed()` on `conn`, answering `all_filed` (see
+/// [`open_lookup_connection_with`]). Every connection that runs `outbox::movements_after` needs it.
+pub(crate) fn register_all_filed(
+    conn: &Connection,
+    all_filed: Arc<AtomicBool>,
+) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        "relais_all_filed",
+        0,
+        FunctionFlags::SQLITE_UTF8,
+        move |_| Ok(all_filed.load(Ordering::Relaxed)),
+    )
 }
 
 /// Upper bound of each reader's map of each file (`PRAGMA mmap_size`).
