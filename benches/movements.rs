@@ -13,7 +13,11 @@
 //!   and busy POS integrations. Run twice: saturated (submit whenever the window has room:
 //!   capacity) and paced at the goal rate (open loop, 50,000 events/s offered in total; the
 //!   time is taken from each event's scheduled submission, so a producer that falls behind
-//!   is charged for it).
+//!   is charged for it, and so is the pacer's own late wake-up, printed beside it). A paced
+//!   run meets the goal when 50,000/s were offered, at least 99 % of that was delivered (the
+//!   delivered rate includes the run's ramp and drain) and the p99 is within 5 ms.
+//!
+//! Every event carries a client key, as every fact from the API does (ADR 0015).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
@@ -36,6 +40,8 @@ const GOAL_EVENTS_PER_S: f64 = 50_000.0;
 const GOAL_P99_MS: f64 = 5.0;
 /// In-flight events per pipelined producer.
 const WINDOW: usize = 64;
+/// A paced run kept up when it delivered at least this share of the offered rate.
+const PACED_KEPT_UP: f64 = 0.99;
 
 fn settings() -> WriterSettings {
     WriterSettings {
@@ -115,6 +121,10 @@ struct RunStats {
     p50_ms: f64,
     p99_ms: f64,
     p999_ms: f64,
+    /// Paced runs: how late the harness's timer woke producers for their scheduled sends
+    /// (tokio's timer ticks each millisecond). Part of every time-to-durable above, since
+    /// those count from the scheduled time; reported so it is not mistaken for the writer.
+    pacer_late_ms: Option<(f64, f64)>,
 }
 
 /// One run: a fresh outbox, `producers` appending in a loop for `duration`.
@@ -200,6 +210,7 @@ fn run_once(dir: &Path, mode: Mode, producers: usize, duration: Duration) -> Run
         p50_ms: percentile_sorted(&all, 50.0) / 1e6,
         p99_ms: percentile_sorted(&all, 99.0) / 1e6,
         p999_ms: percentile_sorted(&all, 99.9) / 1e6,
+        pacer_late_ms: None,
     }
 }
 
@@ -221,7 +232,7 @@ fn run_pipelined(
         .build()
         .expect("tokio runtime");
     let started = Instant::now();
-    let latencies: Vec<Vec<u32>> = rt.block_on(async {
+    let per_producer: Vec<(Vec<u32>, Vec<u32>)> = rt.block_on(async {
         let tasks: Vec<_> = (0..producers)
             .map(|p| {
                 let h = handle.clone();
@@ -243,6 +254,7 @@ fn run_pipelined(
                         lat
                     });
                     let start = Instant::now();
+                    let mut late = Vec::with_capacity(if interval.is_some() { 1 << 16 } else { 0 });
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let due = interval.map(|every| start + every.mul_f64(i as f64));
@@ -255,6 +267,9 @@ fn run_pipelined(
                             .expect("window semaphore");
                         // Paced: from the scheduled time, so waiting for window room counts.
                         let t = due.unwrap_or_else(Instant::now);
+                        if let Some(due) = due {
+                            late.push(u32::try_from(due.elapsed().as_nanos()).unwrap_or(u32::MAX));
+                        }
                         let receipt = h.enqueue(request(p, i)).await.expect("enqueue");
                         to_collector
                             .send((t, receipt, permit))
@@ -262,7 +277,7 @@ fn run_pipelined(
                         i += 1;
                     }
                     drop(to_collector);
-                    collector.await.expect("collector task")
+                    (collector.await.expect("collector task"), late)
                 })
             })
             .collect();
@@ -278,6 +293,9 @@ fn run_pipelined(
     let depth = handle.stats().store_fact.depth;
     drop(handle);
     writer.join();
+    let (latencies, lateness): (Vec<Vec<u32>>, Vec<Vec<u32>>) = per_producer.into_iter().unzip();
+    let mut late: Vec<u32> = lateness.into_iter().flatten().collect();
+    late.sort_unstable();
     let mut all: Vec<u32> = latencies.into_iter().flatten().collect();
     assert_eq!(
         depth,
@@ -290,6 +308,12 @@ fn run_pipelined(
         p50_ms: percentile_sorted(&all, 50.0) / 1e6,
         p99_ms: percentile_sorted(&all, 99.0) / 1e6,
         p999_ms: percentile_sorted(&all, 99.9) / 1e6,
+        pacer_late_ms: (!late.is_empty()).then(|| {
+            (
+                percentile_sorted(&late, 50.0) / 1e6,
+                percentile_sorted(&late, 99.0) / 1e6,
+            )
+        }),
     }
 }
 
@@ -393,12 +417,15 @@ fn main() {
             let dir = scratch.sub(&format!("{name}{run}"));
             let s = run_pipelined(&dir, 16, WINDOW, *rate, duration);
             eprintln!(
-                "run {run}: {name} x16 (window {WINDOW}{}): {:.0} events/s, time-to-durable p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms",
+                "run {run}: {name} x16 (window {WINDOW}{}): {:.0} events/s, time-to-durable p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms{}",
                 rate.map_or(String::new(), |r| format!(", offered {r:.0}/s")),
                 s.events_per_s,
                 s.p50_ms,
                 s.p99_ms,
-                s.p999_ms
+                s.p999_ms,
+                s.pacer_late_ms.map_or(String::new(), |(p50, p99)| format!(
+                    " (of which the pacer's wake-up: p50 {p50:.2} ms p99 {p99:.2} ms)"
+                ))
             );
             stats.push(s);
             let _ = std::fs::remove_dir_all(&dir);
@@ -464,14 +491,29 @@ fn main() {
         let p50 = median(&stats.iter().map(|s| s.p50_ms).collect::<Vec<_>>());
         let p99 = median(&stats.iter().map(|s| s.p99_ms).collect::<Vec<_>>());
         let p999 = median(&stats.iter().map(|s| s.p999_ms).collect::<Vec<_>>());
-        let pass = eps >= GOAL_EVENTS_PER_S && p99 <= GOAL_P99_MS;
+        let late: Vec<(f64, f64)> = stats.iter().filter_map(|s| s.pacer_late_ms).collect();
+        let late_p50 =
+            (!late.is_empty()).then(|| median(&late.iter().map(|l| l.0).collect::<Vec<_>>()));
+        let late_p99 =
+            (!late.is_empty()).then(|| median(&late.iter().map(|l| l.1).collect::<Vec<_>>()));
+        let pass = match rate {
+            // Delivered counts the run's ramp and drain too, so it sits a hair under what was
+            // offered even when the writer kept up; a writer that did not keep up falls well
+            // short, and its queue shows in the p99.
+            Some(offered) => {
+                *offered >= GOAL_EVENTS_PER_S
+                    && eps >= offered * PACED_KEPT_UP
+                    && p99 <= GOAL_P99_MS
+            }
+            None => eps >= GOAL_EVENTS_PER_S && p99 <= GOAL_P99_MS,
+        };
         eprintln!(
             "{name} x16 (window {WINDOW}{}): {eps:.0} events/s ({:.1}x the single-row commit loop), p50 {p50:.2} ms p99 {p99:.2} ms p99.9 {p999:.2} ms (goal ≥ 50000/s and p99 ≤ 5 ms): {}",
             rate.map_or(String::new(), |r| format!(", offered {r:.0}/s")),
             eps / limit,
             pass_str(pass)
         );
-        let extra = serde_json::json!({"producers": 16, "mode": name, "loop": "pipelined", "window": WINDOW, "offered_per_s": rate, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "seconds_per_run": duration.as_secs_f64(), "load_avg_1m": load, "checkpoint_pages": checkpoint_pages()});
+        let extra = serde_json::json!({"producers": 16, "mode": name, "loop": "pipelined", "window": WINDOW, "offered_per_s": rate, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "pacer_late_p50_ms": late_p50, "pacer_late_p99_ms": late_p99, "seconds_per_run": duration.as_secs_f64(), "load_avg_1m": load, "checkpoint_pages": checkpoint_pages()});
         emit(
             "movements",
             &format!("events_per_s_{name}"),

@@ -532,7 +532,9 @@ fn acknowledged_appends_survive_sigkills_in_the_middle_of_checkpoints() {
         .prepare(
             "SELECT i.seq, (SELECT COUNT(*) FROM events e WHERE e.seq = i.seq), \
                     (SELECT COUNT(*) FROM stock_movements m WHERE m.seq = i.seq) \
-             FROM idempotency i WHERE i.client_key = ?1",
+             FROM (SELECT client_key, seq FROM idempotency \
+                   UNION ALL SELECT client_key, seq FROM unfiled_keys) i \
+             WHERE i.client_key = ?1",
         )
         .expect("prepare");
     for (key, seq) in &acked {

@@ -8,6 +8,7 @@
 
 mod checkpointer;
 pub mod delivery;
+mod keys;
 pub mod stats;
 
 /// Alarm raised when the broker refuses events (they become dead letters).
@@ -284,6 +285,17 @@ CREATE TABLE sku_movements (
 INSERT INTO sku_movements(sku, seq, delta) SELECT sku, seq, delta FROM stock_movements;
 INSERT INTO meta(key, value)
     VALUES ('sku_indexed_upto', (SELECT COALESCE(MAX(seq), 0) FROM stock_movements));
+"#,
+    r#"
+-- ADR 0015: a group appends its events' idempotency keys here, in seq order, instead of into
+-- `idempotency` (ordered by key: a leaf page of its own per event); the writer moves them
+-- there when it idles and, until then, finds them through a hash it keeps in memory.
+CREATE TABLE unfiled_keys (
+    seq        INTEGER PRIMARY KEY,
+    client_key TEXT NOT NULL,
+    id         BLOB NOT NULL,
+    answer     TEXT
+);
 "#,
 ];
 

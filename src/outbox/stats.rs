@@ -115,7 +115,8 @@ pub fn read(conn: &Connection) -> Result<OutboxStats, rusqlite::Error> {
         "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0),
                     COALESCE((SELECT MAX(seq) FROM stock_movements), 0),
                     COALESCE((SELECT MAX(seq) FROM loyalty_ops), 0),
-                    COALESCE((SELECT MAX(seq) FROM idempotency), 0))",
+                    COALESCE((SELECT MAX(seq) FROM idempotency), 0),
+                    COALESCE((SELECT MAX(seq) FROM unfiled_keys), 0))",
         [],
         |r| r.get(0),
     )?;

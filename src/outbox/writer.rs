@@ -7,6 +7,7 @@
 //! previous one ran, so throughput grows with the number of concurrent producers.
 
 use super::checkpointer::{self, Checkpointer};
+use super::keys::UnfiledKeys;
 use super::stats::{self, OutboxStats};
 use super::{AppendRequest, Appended, FactRefused, LocalEffect, OutboxError, RetentionClass};
 use crate::storage::{self, Durability};
@@ -62,9 +63,11 @@ const IDLE_FOLD_AFTER: Duration = Duration::from_millis(50);
 /// arriving meanwhile waits a few milliseconds at most.
 const FILE_CHUNK: i64 = 1024;
 
-/// Unfiled movements a burst may leave (in sequence numbers) before the writer files a chunk
-/// after every group even under load: lookups range-scan the unfiled tail, so this bounds
-/// their extra work (about 5 s of 50,000 events/s).
+/// Unfiled movements a burst may leave (in sequence numbers), and unfiled idempotency keys,
+/// before the writer files a chunk after every group even under load: lookups range-scan the
+/// unfiled tail, and the writer keeps 16 bytes per unfiled key in memory (ADR 0015: about
+/// 8 MiB at most, given back when they are filed), so this bounds both (about 5 s of 50,000
+/// events/s).
 const UNFILED_MAX: u64 = 262_144;
 
 /// Past the burst budget, the checkpointer runs another round each time this fraction of
@@ -181,6 +184,7 @@ impl OutboxWriter {
         let (sku_indexed_upto, movements_upto) =
             (sku_indexed_upto.max(0) as u64, movements_upto.max(0) as u64);
         let alarms = load_alarms(&conn).map_err(sql_err)?;
+        let keys = UnfiledKeys::load(&conn, UNFILED_MAX as usize).map_err(sql_err)?;
         let dead_letters = stats::dead_letters(&conn).map_err(sql_err)?;
         let shared = Arc::new(Mutex::new(Shared {
             stats: initial.clone(),
@@ -210,6 +214,7 @@ impl OutboxWriter {
             checkpointer,
             sku_indexed_upto,
             movements_upto,
+            keys,
         };
         let thread = std::thread::Builder::new()
             .name("outbox-writer".into())
@@ -416,6 +421,8 @@ struct WriterState {
     sku_indexed_upto: u64,
     /// The newest movement written (possibly by a group that then rolled back).
     movements_upto: u64,
+    /// Idempotency keys claimed but not yet moved into `idempotency` (ADR 0015).
+    keys: UnfiledKeys,
 }
 
 /// Free space changes slowly; statvfs once a second is plenty.
@@ -461,6 +468,9 @@ impl WriterState {
             if self.movements_upto.saturating_sub(self.sku_indexed_upto) >= UNFILED_MAX {
                 self.file_movements();
             }
+            if self.keys.len() as u64 >= UNFILED_MAX {
+                self.file_keys();
+            }
             self.checkpoint_if_due();
         }
         // All producers are gone. Stop the checkpointer first (a TRUNCATE would find its
@@ -481,7 +491,8 @@ impl WriterState {
         timer: Option<&tokio::runtime::Runtime>,
     ) -> Option<WriterCommand> {
         loop {
-            let Some(timer) = timer.filter(|_| self.unfiled() || self.idle_fold_pending()) else {
+            let Some(timer) = timer.filter(|_| self.unfiled_work() || self.idle_fold_pending())
+            else {
                 return receiver.blocking_recv();
             };
             // The timeout is made inside the runtime: its timer needs the runtime's context.
@@ -491,7 +502,7 @@ impl WriterState {
                 Ok(command) => return command,
                 Err(_idle) => {
                     // One chunk per transaction, and back to the channel between chunks.
-                    while self.unfiled() && self.file_movements() {
+                    while self.unfiled_work() && self.file_next_chunk() {
                         match receiver.try_recv() {
                             Ok(command) => return Some(command),
                             Err(mpsc::error::TryRecvError::Disconnected) => return None,
@@ -512,6 +523,33 @@ impl WriterState {
 
     fn unfiled(&self) -> bool {
         self.movements_upto > self.sku_indexed_upto
+    }
+
+    /// Movements to file by SKU, or idempotency keys to move into `idempotency`.
+    fn unfiled_work(&self) -> bool {
+        self.unfiled() || !self.keys.is_empty()
+    }
+
+    /// One chunk of deferred filing, movements first; false when it failed.
+    fn file_next_chunk(&mut self) -> bool {
+        if self.unfiled() {
+            self.file_movements()
+        } else {
+            self.file_keys()
+        }
+    }
+
+    /// Move the oldest `FILE_CHUNK` unfiled idempotency keys into `idempotency`. Returns false
+    /// when that failed (logged; retried at the next idle moment: replays are still found,
+    /// through `unfiled_keys`).
+    fn file_keys(&mut self) -> bool {
+        match self.keys.file_chunk(&mut self.conn, FILE_CHUNK) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "filing idempotency keys failed; retries are still recognised, retried when idle");
+                false
+            }
+        }
     }
 
     /// File the oldest unfiled movements (up to `FILE_CHUNK`) into `sku_movements` and move
@@ -830,6 +868,7 @@ impl WriterState {
             Err(e) => {
                 // Nothing of this group is on disk: rewind and tell every producer so.
                 self.next_seq = first_seq;
+                self.keys.forget_from(first_seq);
                 self.stats = before;
                 tracing::error!(error = %e, path = %self.path.display(), events = batch.len(),
                     "outbox commit failed; producers were told nothing was recorded");
@@ -853,16 +892,9 @@ impl WriterState {
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(batch.len());
         {
-            let mut find_key =
-                tx.prepare_cached("SELECT seq, id, answer FROM idempotency WHERE client_key = ?1")?;
             let mut insert_event = tx.prepare_cached(
                 "INSERT INTO events(seq, id, class, type, schema, boot, wall_ms, mono_ns, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            // INSERT OR IGNORE claims the key and detects a replay in one statement: the common
-            // case (a new key) costs no extra lookup.
-            let mut claim_key = tx.prepare_cached(
-                "INSERT OR IGNORE INTO idempotency(client_key, seq, id, answer) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut insert_movement = tx.prepare_cached(
                 "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -872,33 +904,31 @@ impl WriterState {
                 let seq = self.next_seq;
                 let id = Uuid::now_v7();
                 if let Some(key) = &request.client_key
-                    && claim_key.execute(params![
-                        key,
-                        seq as i64,
-                        id.as_bytes().as_slice(),
-                        request.answer_json
-                    ])? == 0
+                    && let Some(first) = self.keys.find(&tx, key)?
                 {
-                    let (seq, id, first_answer): (i64, Vec<u8>, Option<String>) =
-                        find_key.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
                     outcomes.push(Ok(Appended {
-                        id: Uuid::from_slice(&id).unwrap_or(Uuid::nil()),
-                        seq: seq as u64,
+                        id: Uuid::from_slice(&first.id).unwrap_or(Uuid::nil()),
+                        seq: first.seq as u64,
                         replayed: true,
-                        first_answer,
+                        first_answer: first.answer,
                     }));
                     continue;
                 }
                 // Checked here, on the single writer, against every fact committed before it
                 // (this group's included): a check in the handler could race another till.
+                // A refused fact claims no key, so a corrected retry can use it.
                 if let Some(refused) = check_guards(&tx, &request.effects)? {
-                    if let Some(key) = &request.client_key {
-                        // The key was claimed above; free it so a corrected retry can use it.
-                        tx.prepare_cached("DELETE FROM idempotency WHERE client_key = ?1")?
-                            .execute([key])?;
-                    }
                     outcomes.push(Err(OutboxError::Refused(refused)));
                     continue;
+                }
+                if let Some(key) = &request.client_key {
+                    self.keys.claim(
+                        &tx,
+                        key,
+                        seq,
+                        id.as_bytes(),
+                        request.answer_json.as_deref(),
+                    )?;
                 }
                 self.next_seq += 1;
                 let draft = &request.draft;
@@ -1420,6 +1450,96 @@ mod tests {
         drop(handle);
         writer.join();
         assert_eq!(filed_movements(&path), 3000);
+    }
+
+    fn count_rows(path: &Path, table: &str) -> i64 {
+        let conn = storage::open_reader(path).expect("reader");
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+
+    fn keyed(key: &str, answer: &str) -> AppendRequest {
+        let mut r = request(RetentionClass::StoreFact, Some(key));
+        r.answer_json = Some(answer.into());
+        r
+    }
+
+    #[test]
+    fn a_key_used_before_a_restart_gets_its_first_answer_after_it_both_before_and_after_filing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("outbox.db");
+        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
+        let burst = (0..500).map(|i| keyed(&format!("till-{i}"), &format!("{{\"n\":{i}}}")));
+        let first = handle.append_pipelined_blocking(burst).expect("burst");
+        drop(handle);
+        writer.join();
+        // A crash mid-burst leaves every key unfiled; whatever the writer filed goes back.
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute_batch(
+                "INSERT INTO unfiled_keys(seq, client_key, id, answer)
+                     SELECT seq, client_key, id, answer FROM idempotency;
+                 DELETE FROM idempotency;",
+            )
+            .expect("unfile");
+        assert_eq!(count_rows(&path, "unfiled_keys"), 500);
+
+        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("restart");
+        let again = handle
+            .append_blocking(keyed("till-123", "{\"n\":\"other\"}"))
+            .expect("retry after restart");
+        assert!(again.replayed, "the key survived the restart unfiled");
+        assert_eq!((again.id, again.seq), (first[123].id, first[123].seq));
+        assert_eq!(again.first_answer.as_deref(), Some("{\"n\":123}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count_rows(&path, "unfiled_keys") > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            count_rows(&path, "unfiled_keys"),
+            0,
+            "an idle writer files every key"
+        );
+        assert_eq!(count_rows(&path, "idempotency"), 500);
+        let filed = handle
+            .append_blocking(keyed("till-499", "{}"))
+            .expect("retry after filing");
+        assert!(filed.replayed);
+        assert_eq!(filed.seq, first[499].seq);
+        assert_eq!(filed.first_answer.as_deref(), Some("{\"n\":499}"));
+        let fresh = handle
+            .append_blocking(keyed("till-500", "{}"))
+            .expect("new key");
+        assert!(!fresh.replayed);
+        assert_eq!(handle.stats().store_fact.depth, 501);
+        drop(handle);
+        writer.join();
+        assert_eq!(movement_sum(&path), -501);
+    }
+
+    #[test]
+    fn the_same_key_twice_in_one_group_is_recorded_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("outbox.db");
+        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
+        let answers = handle
+            .append_pipelined_blocking([
+                keyed("twice", "1"),
+                keyed("other", "2"),
+                keyed("twice", "3"),
+            ])
+            .expect("appends");
+        assert!(!answers[0].replayed && !answers[1].replayed);
+        assert!(answers[2].replayed);
+        assert_eq!(answers[2].seq, answers[0].seq);
+        assert_eq!(answers[2].first_answer.as_deref(), Some("1"));
+        drop(handle);
+        writer.join();
+        assert_eq!(movement_sum(&path), -2);
+        assert_eq!(
+            count_rows(&path, "unfiled_keys") + count_rows(&path, "idempotency"),
+            2
+        );
     }
 
     #[test]
