@@ -11,12 +11,18 @@
 //! WAL-index header at the start of each database's `-shm` file (two copies of the 48-byte
 //! `WalIndexHdr`, https://www.sqlite.org/walformat.html#the_wal_index_file_format) before the
 //! committer releases its write lock and so before anyone is told of the commit. The
-//! connection reads both files' headers (one `pread` each) before every lookup and keeps its
+//! connection reads both files' headers before every lookup and keeps its
 //! transaction only if they are byte-for-byte what they were when the snapshot was taken;
 //! otherwise it ends the transaction and the lookup reads a fresh snapshot. A commit made by
 //! any connection of any process is therefore seen by every lookup that starts after it,
 //! exactly as without the kept transaction. A header read that fails or changes halfway only
 //! costs a fresh snapshot.
+//!
+//! The headers are read from a read-only shared mapping of each `-shm` file's first page, as
+//! SQLite reads them itself: two `pread`s were a tenth of a lookup. A file is mapped only once
+//! this connection has read through it (SQLite then holds its own mapping and the lock that
+//! stops any other connection from truncating the file), and only when it is long enough; until
+//! then, and whenever mapping fails, the header is read with `pread`.
 //!
 //! A kept snapshot pins the WAL frames it reads, so a checkpoint cannot restart the WAL
 //! behind it: the pool ends it after [`IDLE_RELEASE`] without a lookup, and a commit ends it
@@ -26,6 +32,7 @@ use rusqlite::Connection;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -36,6 +43,9 @@ pub const IDLE_RELEASE: Duration = Duration::from_millis(2);
 /// Both copies of the WAL-index header.
 const HEADER_BYTES: usize = 96;
 
+/// The header as the words it is compared in.
+type Header = [u64; HEADER_BYTES / 8];
+
 /// The replica as `main`, the outbox attached as `facts`, and the snapshot kept between
 /// lookups (module docs).
 pub struct LookupConnection {
@@ -43,7 +53,10 @@ pub struct LookupConnection {
     /// The `-shm` files of the replica and the outbox, opened on first use.
     shm: [ShmHeader; 2],
     /// The headers both files had when the kept snapshot was taken; `None` when none is kept.
-    kept: Option<[[u8; HEADER_BYTES]; 2]>,
+    kept: Option<[Header; 2]>,
+    /// A snapshot was taken through this connection, so SQLite has both `-shm` files open and
+    /// mapped: from then on they may be mapped here too (module docs).
+    read_through: bool,
     /// True only while the kept snapshot is known to hold no unfiled stock movement (read by
     /// the connection's `relais_all_filed()`; see `outbox::movements_after`).
     all_filed: Arc<AtomicBool>,
@@ -52,6 +65,67 @@ pub struct LookupConnection {
 struct ShmHeader {
     path: PathBuf,
     file: Option<File>,
+    map: Option<HeaderMap>,
+}
+
+/// A read-only shared mapping of the first page of a `-shm` file.
+struct HeaderMap {
+    start: NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+// The only `unsafe` in Relais (ADR 0016): mapping, reading and unmapping these 96 bytes.
+// SAFETY: the mapping is only read, through volatile loads, and unmapped once, in `drop`.
+#[allow(unsafe_code)]
+unsafe impl Send for HeaderMap {}
+
+#[allow(unsafe_code)]
+impl HeaderMap {
+    /// Map the header of `file`, which must hold at least `HEADER_BYTES` bytes.
+    fn new(file: &File) -> Option<HeaderMap> {
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        if len < HEADER_BYTES {
+            return None;
+        }
+        // SAFETY: a fresh read-only mapping chosen by the kernel, of bytes inside the file (its
+        // length checked above); nothing else in the process aliases it as a Rust reference.
+        let start = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                HEADER_BYTES,
+                rustix::mm::ProtFlags::READ,
+                rustix::mm::MapFlags::SHARED,
+                file,
+                0,
+            )
+        }
+        .ok()?;
+        Some(HeaderMap {
+            start: NonNull::new(start)?,
+            len: HEADER_BYTES,
+        })
+    }
+
+    fn read(&self) -> Header {
+        // Other processes write these bytes at any time: volatile word loads, like SQLite's
+        // own copy of them, and the acquire fence orders them before the snapshot's reads.
+        let words = self.start.as_ptr().cast::<u64>();
+        let mut header: Header = [0; HEADER_BYTES / 8];
+        for (i, word) in header.iter_mut().enumerate() {
+            // SAFETY: `i < 12` words = the 96 mapped bytes; the map is page-aligned.
+            *word = unsafe { std::ptr::read_volatile(words.add(i)) };
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        header
+    }
+}
+
+#[allow(unsafe_code)]
+impl Drop for HeaderMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped, once; no reference into it outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.start.as_ptr(), self.len) };
+    }
 }
 
 impl ShmHeader {
@@ -61,18 +135,38 @@ impl ShmHeader {
         ShmHeader {
             path: PathBuf::from(path),
             file: None,
+            map: None,
         }
     }
 
     /// The file's WAL-index header now, or `None` when it cannot be read (no `-shm` yet, a
-    /// short file): the caller then takes a fresh snapshot.
-    fn read(&mut self) -> Option<[u8; HEADER_BYTES]> {
+    /// short file): the caller then takes a fresh snapshot. `may_map`: SQLite has the file
+    /// open through this connection (module docs).
+    fn read(&mut self, may_map: bool) -> Option<Header> {
+        if let Some(map) = &self.map {
+            return Some(map.read());
+        }
         if self.file.is_none() {
             self.file = File::open(&self.path).ok();
         }
-        let mut header = [0u8; HEADER_BYTES];
-        match self.file.as_ref()?.read_exact_at(&mut header, 0) {
-            Ok(()) => Some(header),
+        let file = self.file.as_ref()?;
+        if may_map {
+            self.map = HeaderMap::new(file);
+            if let Some(map) = &self.map {
+                return Some(map.read());
+            }
+        }
+        let mut bytes = [0u8; HEADER_BYTES];
+        match file.read_exact_at(&mut bytes, 0) {
+            Ok(()) => {
+                let mut header: Header = [0; HEADER_BYTES / 8];
+                for (word, chunk) in header.iter_mut().zip(bytes.chunks_exact(8)) {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(chunk);
+                    *word = u64::from_ne_bytes(b);
+                }
+                Some(header)
+            }
             Err(_) => {
                 // Reopened next time, in case the file was replaced.
                 self.file = None;
@@ -95,6 +189,7 @@ impl LookupConnection {
             all_filed,
             shm: [ShmHeader::new(replica), ShmHeader::new(outbox)],
             kept: None,
+            read_through: false,
         })
     }
 
@@ -103,13 +198,16 @@ impl LookupConnection {
     /// handed out without one and each statement takes its own snapshot, as SQLite does by
     /// default.
     pub fn current(&mut self) -> &Connection {
-        let now = match (self.shm[0].read(), self.shm[1].read()) {
+        let may_map = self.read_through;
+        let now = match (self.shm[0].read(may_map), self.shm[1].read(may_map)) {
             (Some(replica), Some(outbox)) => Some([replica, outbox]),
             _ => None,
         };
         if let Some(kept) = &self.kept {
             // `is_autocommit` also catches a transaction SQLite rolled back after an error.
             if now.as_ref() == Some(kept) && !self.conn.is_autocommit() {
+                // The lookup that took this snapshot read both files through SQLite.
+                self.read_through = true;
                 return &self.conn;
             }
             self.release();
@@ -157,6 +255,12 @@ impl LookupConnection {
             tracing::debug!(error = %e, "ending the lookup snapshot failed; rolling back");
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+    }
+
+    /// Whether both `-shm` headers are read through a mapping (tests).
+    #[cfg(test)]
+    fn headers_mapped(&self) -> bool {
+        self.shm.iter().all(|shm| shm.map.is_some())
     }
 
     /// Whether a snapshot is kept (the pool releases it when idle).
@@ -227,6 +331,75 @@ pub(super) mod tests {
         let conn = reader.current();
         assert_eq!(count(conn, "facts.stock_movements"), 1);
         assert_eq!(count(conn, "products"), 1);
+    }
+
+    #[test]
+    fn a_commit_by_another_process_is_seen_by_the_next_lookup_through_the_mapped_headers() {
+        let f = files();
+        // Held open like the agent's writers: SQLite never truncates a `-shm` someone has open.
+        let _replica = open_writer(&f.replica, Durability::Rebuildable).unwrap();
+        let _outbox = open_writer(&f.outbox, Durability::StoreFacts).unwrap();
+        let mut reader = LookupConnection::open(&f.replica, &f.outbox).unwrap();
+        assert_eq!(count(reader.current(), "products"), 0);
+        assert_eq!(count(reader.current(), "products"), 0);
+        for round in 1..=12i64 {
+            let (file, sql) = if round % 2 == 0 {
+                (
+                    &f.replica,
+                    format!(
+                        "INSERT INTO products(gtin, sku, name) VALUES ({round}, 'S{round}', 'n');"
+                    ),
+                )
+            } else {
+                (
+                    &f.outbox,
+                    format!(
+                        "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms) \
+                         VALUES ({round}, 'A', -1, 'sale', 0);"
+                    ),
+                )
+            };
+            let out = std::process::Command::new("sqlite3")
+                .arg(file)
+                .arg(format!("PRAGMA busy_timeout=5000; {sql}"))
+                .output()
+                .expect("the sqlite3 CLI (scripts/test.sh installs it)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let conn = reader.current();
+            assert_eq!(count(conn, "products"), round / 2, "round {round}");
+            assert_eq!(
+                count(conn, "facts.stock_movements"),
+                (round + 1) / 2,
+                "round {round}"
+            );
+            assert!(
+                reader.headers_mapped(),
+                "round {round}: read through the maps"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_is_mapped_only_from_a_file_long_enough_to_hold_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x-shm");
+        std::fs::write(&path, [7u8; HEADER_BYTES - 1]).unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(
+            HeaderMap::new(&file).is_none(),
+            "short: read with pread instead"
+        );
+        let mut bytes = vec![0u8; 4096];
+        bytes[..8].copy_from_slice(&42u64.to_ne_bytes());
+        bytes[88..96].copy_from_slice(&9u64.to_ne_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let header = HeaderMap::new(&file).expect("mapped").read();
+        assert_eq!((header[0], header[11]), (42, 9));
     }
 
     #[test]
