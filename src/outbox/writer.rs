@@ -66,8 +66,8 @@ const FILE_CHUNK: i64 = 1024;
 /// Unfiled movements a burst may leave (in sequence numbers), and unfiled idempotency keys,
 /// before the writer files a chunk after every group even under load: lookups range-scan the
 /// unfiled tail, and the writer keeps 16 bytes per unfiled key in memory (ADR 0015: about
-/// 8 MiB at most, given back when they are filed), so this bounds both (about 5 s of 50,000
-/// events/s).
+/// 8.5 MiB for a burst, 17 MiB if keyed load goes on past this bound, given back when they are
+/// filed), so this bounds both (about 5 s of 50,000 events/s).
 const UNFILED_MAX: u64 = 262_144;
 
 /// Past the burst budget, the checkpointer runs another round each time this fraction of
