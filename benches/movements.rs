@@ -492,21 +492,20 @@ fn main() {
         let p99 = median(&stats.iter().map(|s| s.p99_ms).collect::<Vec<_>>());
         let p999 = median(&stats.iter().map(|s| s.p999_ms).collect::<Vec<_>>());
         let late: Vec<(f64, f64)> = stats.iter().filter_map(|s| s.pacer_late_ms).collect();
-        let late_p50 =
-            (!late.is_empty()).then(|| median(&late.iter().map(|l| l.0).collect::<Vec<_>>()));
-        let late_p99 =
-            (!late.is_empty()).then(|| median(&late.iter().map(|l| l.1).collect::<Vec<_>>()));
-        let pass = match rate {
+        let (late_p50, late_p99) = if late.is_empty() {
+            (None, None)
+        } else {
+            let (p50s, p99s): (Vec<f64>, Vec<f64>) = late.into_iter().unzip();
+            (Some(median(&p50s)), Some(median(&p99s)))
+        };
+        let rate_met = match rate {
             // Delivered counts the run's ramp and drain too, so it sits a hair under what was
             // offered even when the writer kept up; a writer that did not keep up falls well
             // short, and its queue shows in the p99.
-            Some(offered) => {
-                *offered >= GOAL_EVENTS_PER_S
-                    && eps >= offered * PACED_KEPT_UP
-                    && p99 <= GOAL_P99_MS
-            }
-            None => eps >= GOAL_EVENTS_PER_S && p99 <= GOAL_P99_MS,
+            Some(offered) => *offered >= GOAL_EVENTS_PER_S && eps >= offered * PACED_KEPT_UP,
+            None => eps >= GOAL_EVENTS_PER_S,
         };
+        let pass = rate_met && p99 <= GOAL_P99_MS;
         eprintln!(
             "{name} x16 (window {WINDOW}{}): {eps:.0} events/s ({:.1}x the single-row commit loop), p50 {p50:.2} ms p99 {p99:.2} ms p99.9 {p999:.2} ms (goal ≥ 50000/s and p99 ≤ 5 ms): {}",
             rate.map_or(String::new(), |r| format!(", offered {r:.0}/s")),

@@ -226,22 +226,16 @@ fn salvage_seq_floor(damaged: &Path) -> u64 {
                     })
                     .ok();
                 // Each table may be unreadable on its own in a damaged file: ask them one by one.
-                let max = [
-                    "events",
-                    "stock_movements",
-                    "loyalty_ops",
-                    "idempotency",
-                    "unfiled_keys",
-                ]
-                .iter()
-                .filter_map(|table| {
-                    conn.query_row(&format!("SELECT MAX(seq) FROM {table}"), [], |r| {
-                        r.get::<_, Option<i64>>(0)
+                let max = crate::outbox::SEQ_TABLES
+                    .iter()
+                    .filter_map(|table| {
+                        conn.query_row(&format!("SELECT MAX(seq) FROM {table}"), [], |r| {
+                            r.get::<_, Option<i64>>(0)
+                        })
+                        .ok()
+                        .flatten()
                     })
-                    .ok()
-                    .flatten()
-                })
-                .max();
+                    .max();
                 meta.into_iter().chain(max).max()
             });
     match readable {

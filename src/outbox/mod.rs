@@ -299,6 +299,16 @@ CREATE TABLE unfiled_keys (
 "#,
 ];
 
+/// The tables whose rows carry an event's `seq`: the newest `seq` ever used is the max over them
+/// and `meta.last_seq` (appends do not rewrite `meta`; see `stats::read`).
+pub(crate) const SEQ_TABLES: &[&str] = &[
+    "events",
+    "stock_movements",
+    "loyalty_ops",
+    "idempotency",
+    "unfiled_keys",
+];
+
 /// SQL for the sum of a SKU's local movements after a watermark, for readers with `outbox.db`
 /// attached as `facts`. `sku` and `watermark` are SQL expressions (columns or parameters).
 /// Movements up to `sku_indexed_upto` are found through `sku_movements`; the few after it

@@ -111,15 +111,12 @@ pub fn read(conn: &Connection) -> Result<OutboxStats, rusqlite::Error> {
     };
     // Appends do not rewrite `meta.last_seq` (one page less per commit): the newest seq is the
     // max over the rows that carry one, and meta covers rows deleted since.
-    let max_event: i64 = conn.query_row(
-        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM events), 0),
-                    COALESCE((SELECT MAX(seq) FROM stock_movements), 0),
-                    COALESCE((SELECT MAX(seq) FROM loyalty_ops), 0),
-                    COALESCE((SELECT MAX(seq) FROM idempotency), 0),
-                    COALESCE((SELECT MAX(seq) FROM unfiled_keys), 0))",
-        [],
-        |r| r.get(0),
-    )?;
+    let newest = super::SEQ_TABLES
+        .iter()
+        .map(|table| format!("COALESCE((SELECT MAX(seq) FROM {table}), 0)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let max_event: i64 = conn.query_row(&format!("SELECT MAX({newest})"), [], |r| r.get(0))?;
     out.last_seq = meta("last_seq")?.max(max_event.max(0) as u64);
     out.boot = meta("boot")?;
     Ok(out)

@@ -1399,12 +1399,6 @@ mod tests {
             .expect("sum")
     }
 
-    fn filed_movements(path: &Path) -> i64 {
-        let conn = storage::open_reader(path).expect("reader");
-        conn.query_row("SELECT COUNT(*) FROM sku_movements", [], |r| r.get(0))
-            .expect("count")
-    }
-
     fn meta_value(path: &Path, key: &str) -> i64 {
         let conn = storage::open_reader(path).expect("reader");
         conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -1449,7 +1443,7 @@ mod tests {
         assert_eq!(local_movements(&path, "SKU-1", last - 30), -10);
         drop(handle);
         writer.join();
-        assert_eq!(filed_movements(&path), 3000);
+        assert_eq!(count_rows(&path, "sku_movements"), 3000);
     }
 
     fn count_rows(path: &Path, table: &str) -> i64 {
@@ -1564,7 +1558,7 @@ mod tests {
         assert_eq!(meta_value(&path, "sku_indexed_upto"), 50);
         assert_eq!(local_movements(&path, "SKU-0", 0), -25);
         assert_eq!(local_movements(&path, "SKU-1", 40), -5);
-        assert_eq!(filed_movements(&path), 50);
+        assert_eq!(count_rows(&path, "sku_movements"), 50);
     }
 
     #[test]

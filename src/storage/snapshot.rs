@@ -71,7 +71,6 @@ struct ShmHeader {
 /// A read-only shared mapping of the first page of a `-shm` file.
 struct HeaderMap {
     start: NonNull<std::ffi::c_void>,
-    len: usize,
 }
 
 // The only `unsafe` in Relais (ADR 0016): mapping, reading and unmapping these 96 bytes.
@@ -102,7 +101,6 @@ impl HeaderMap {
         .ok()?;
         Some(HeaderMap {
             start: NonNull::new(start)?,
-            len: HEADER_BYTES,
         })
     }
 
@@ -124,7 +122,7 @@ impl HeaderMap {
 impl Drop for HeaderMap {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly what `new` mapped, once; no reference into it outlives `self`.
-        let _ = unsafe { rustix::mm::munmap(self.start.as_ptr(), self.len) };
+        let _ = unsafe { rustix::mm::munmap(self.start.as_ptr(), HEADER_BYTES) };
     }
 }
 
