@@ -139,8 +139,9 @@ Relais demo store is ready. Try, from another terminal:
   # the local API
   curl -s http://{addr}/v1/products/{ean13}
   curl -s http://{addr}/v1/customers/by-card/{card}
-  curl -s -X POST http://{addr}/v1/movements -H 'content-type: application/json' \
-       -d '{{"kind":"sale","gtin":"{ean13}","qty":1,"client_key":"till-1/receipt-1/line-1"}}'
+  # a ticket of two items (send it twice: the retry gets the first answer, nothing counted twice)
+  curl -s -X POST http://{addr}/v1/sales -H 'content-type: application/json' \
+       -d '{{"client_key":"till-1/r-1","receipt":"R-1","currency":"EUR","lines":[{{"code":"{ean13}","qty":1}},{{"code":"{promo}","qty":2}}]}}'
   curl -s http://{addr}/v1/health
 
   # what is waiting for central

@@ -49,12 +49,16 @@ pub fn tools_installed() -> Result<(), String> {
 
 /// A TCP port for vpcd: vpcd also opens `port + 1` for its second slot, so both must be free.
 pub fn free_vpcd_port() -> io::Result<u16> {
-    for _ in 0..20 {
+    // Every port tried stays bound until the end: released at once, the kernel tends to hand
+    // the same port out again, and a busy `port + 1` then fails every try.
+    let mut tried = Vec::new();
+    for _ in 0..64 {
         let first = TcpListener::bind(("0.0.0.0", 0))?;
         let port = first.local_addr()?.port();
         if port < u16::MAX && TcpListener::bind(("0.0.0.0", port + 1)).is_ok() {
             return Ok(port);
         }
+        tried.push(first);
     }
     Err(io::Error::other("no pair of free TCP ports for vpcd"))
 }
