@@ -1,0 +1,825 @@
+//! One store day: the real `relais run`, the tills posting a round at a time, the oracle
+//! judging every answer and then the stock and balances the round touched; in the fault
+//! scenario the agent is SIGKILLed at seeded moments and restarted on the same data dir.
+
+use crate::client::{Client, Outcome};
+use crate::common::Agent;
+use crate::generator::{Expect, Generator, Knobs, Op, reformatted};
+use crate::model::{Model, Recorded};
+use crate::report::{Mismatch, Report};
+use crate::shop::{self, Shop};
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// Where an operation stands while its attempts are judged.
+struct Track {
+    /// What the next answer must be.
+    expect: Expect,
+    /// An attempt before this one got no answer: it may have been recorded.
+    unknown: bool,
+    /// The agent said it recorded the fact (201, or the replay of an attempt that got no
+    /// answer).
+    applied: bool,
+    /// The first 2xx answer.
+    first: Option<Value>,
+    answered: bool,
+}
+
+/// The subset check: every member of `expected` is in `got` with the same value; a `null`
+/// expected member may also be absent. Arrays must have the same length. `None` = it holds.
+fn differs(expected: &Value, got: &Value, at: &str) -> Option<String> {
+    match expected {
+        Value::Object(members) => {
+            let Some(got) = got.as_object() else {
+                return Some(format!("{at}: expected an object, got {got}"));
+            };
+            members.iter().find_map(|(k, v)| {
+                let path = format!("{at}.{k}");
+                match got.get(k) {
+                    None if v.is_null() => None,
+                    None => Some(format!("{path}: missing (expected {v})")),
+                    Some(g) => differs(v, g, &path),
+                }
+            })
+        }
+        Value::Array(items) => {
+            let Some(got) = got.as_array() else {
+                return Some(format!("{at}: expected an array, got {got}"));
+            };
+            if got.len() != items.len() {
+                return Some(format!(
+                    "{at}: {} elements, expected {}",
+                    got.len(),
+                    items.len()
+                ));
+            }
+            items
+                .iter()
+                .zip(got)
+                .enumerate()
+                .find_map(|(i, (e, g))| differs(e, g, &format!("{at}[{i}]")))
+        }
+        other if other == got => None,
+        other => Some(format!("{at}: {got}, expected {other}")),
+    }
+}
+
+fn without_replayed(body: &Value) -> Value {
+    let mut body = body.clone();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("replayed");
+    }
+    body
+}
+
+/// `None` when the answer is what `expect` says (races are judged per round, not here).
+fn check(expect: &Expect, status: u16, body: &Value, after_unknown: bool) -> Option<String> {
+    match expect {
+        Expect::Created(fields) => {
+            let replay_ok = after_unknown && status == 200 && body["replayed"] == true;
+            if status != 201 && !replay_ok {
+                return Some(format!("status {status}"));
+            }
+            if status == 201 && body["replayed"] != false {
+                return Some("replayed is not false".to_owned());
+            }
+            if body["durable"] != true || body["seq"].as_u64().is_none() || !body["id"].is_string()
+            {
+                return Some("no durable/seq/id".to_owned());
+            }
+            differs(fields, body, "answer")
+        }
+        Expect::Replay(first) => {
+            if status != 200 || body["replayed"] != true {
+                return Some(format!("status {status}, replayed {}", body["replayed"]));
+            }
+            (without_replayed(first) != without_replayed(body))
+                .then(|| "not the first answer".to_owned())
+        }
+        Expect::Error {
+            status: want,
+            code,
+            field,
+            details,
+        } => {
+            if status != *want || body["error"]["code"] != code.as_str() {
+                return Some(format!("status {status}"));
+            }
+            if let Some(field) = field
+                && body["error"]["field"] != field.as_str()
+            {
+                return Some(format!("error.field {}", body["error"]["field"]));
+            }
+            if details.as_object().is_some_and(|d| d.is_empty()) {
+                return None;
+            }
+            differs(details, &body["error"]["details"], "error.details")
+        }
+        Expect::BurnRace { .. } | Expect::CollectRace { .. } => Some("race".to_owned()),
+    }
+}
+
+fn describe_expect(expect: &Expect, after_unknown: bool) -> String {
+    match expect {
+        Expect::Created(fields) if after_unknown => {
+            format!("201, or 200 replayed (the attempt without answer was recorded), ⊇ {fields}")
+        }
+        Expect::Created(fields) => format!("201 ⊇ {fields}"),
+        Expect::Replay(first) => format!("200 replayed:true, exactly the first answer {first}"),
+        Expect::Error {
+            status,
+            code,
+            field,
+            details,
+        } => format!(
+            "{status} {code}{}{}",
+            field
+                .as_ref()
+                .map(|f| format!(" field {f}"))
+                .unwrap_or_default(),
+            if details.as_object().is_some_and(|d| !d.is_empty()) {
+                format!(" details ⊇ {details}")
+            } else {
+                String::new()
+            }
+        ),
+        Expect::BurnRace {
+            successes,
+            balances,
+            refusal,
+            ..
+        } => format!(
+            "exactly {successes} × 201 (balance_after in {balances:?}), the others {}",
+            describe_expect(refusal, false)
+        ),
+        Expect::CollectRace { answer } => {
+            format!("exactly one 201 ⊇ {answer}, the others 409 already_collected")
+        }
+    }
+}
+
+fn expected_status(expect: &Expect) -> String {
+    match expect {
+        Expect::Created(_) => "201".to_owned(),
+        Expect::Replay(_) => "200 replay".to_owned(),
+        Expect::Error { status, code, .. } => format!("{status} {code}"),
+        Expect::BurnRace { .. } | Expect::CollectRace { .. } => "race".to_owned(),
+    }
+}
+
+fn got_status(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Answered { status, body } => {
+            let code = body["error"]["code"].as_str().unwrap_or_default();
+            let mut s = format!("{status}");
+            if body["replayed"] == true {
+                s.push_str(" replay");
+            }
+            if !code.is_empty() {
+                s.push(' ');
+                s.push_str(code);
+            }
+            s
+        }
+        Outcome::TimedOut => "timeout".to_owned(),
+        Outcome::Lost(_) => "no answer".to_owned(),
+    }
+}
+
+fn movements(n: usize) -> &'static str {
+    match n {
+        0 => "no stock movement",
+        1 => "1 stock movement",
+        _ => "≥2 stock movements",
+    }
+}
+
+pub struct Day<'a> {
+    seed: u64,
+    scenario: &'static str,
+    shop: &'a Shop,
+    knobs: &'a Knobs,
+    store: crate::common::Store,
+    agent: Option<Agent>,
+    base: String,
+    tills: Vec<Client>,
+    auditor: Client,
+    model: Model,
+    round: usize,
+    report: &'a mut Report,
+}
+
+impl<'a> Day<'a> {
+    fn mismatch(&mut self, group: String, request: String, expected: String, got: String) {
+        self.report.add(
+            group,
+            Mismatch {
+                seed: self.seed,
+                scenario: self.scenario,
+                round: self.round,
+                request,
+                expected,
+                got,
+            },
+        );
+    }
+
+    fn op_mismatch(&mut self, op: &Op, expect: &Expect, after_unknown: bool, outcome: &Outcome) {
+        let group = format!(
+            "{} ({}): expected {}, got {}",
+            op.label,
+            movements(op.effect.movements()),
+            expected_status(expect),
+            got_status(outcome)
+        );
+        let request = op.describe(&self.shop.tills);
+        let why = match outcome {
+            Outcome::Answered { status, body } => check(expect, *status, body, after_unknown)
+                .map(|w| format!(" [{w}]"))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        self.mismatch(
+            group,
+            request,
+            describe_expect(expect, after_unknown),
+            format!("{}{why}", outcome.describe()),
+        );
+    }
+
+    /// Judge one attempt of `op`; `deliberate`: the client gave up on purpose.
+    fn feed(&mut self, op: &Op, track: &mut Track, outcome: &Outcome, deliberate: bool, killed: bool) {
+        self.report.stats.requests += 1;
+        let (status, body) = match outcome {
+            Outcome::Answered { status, body } => (*status, body),
+            Outcome::TimedOut if deliberate => {
+                self.report.stats.timeouts_fired += 1;
+                track.unknown = true;
+                track.answered = false;
+                return;
+            }
+            _ => {
+                if !killed {
+                    self.op_mismatch(op, &track.expect.clone(), track.unknown, outcome);
+                }
+                track.unknown = true;
+                track.answered = false;
+                return;
+            }
+        };
+        track.answered = true;
+        let expect = track.expect.clone();
+        if check(&expect, status, body, track.unknown).is_some() {
+            self.op_mismatch(op, &expect, track.unknown, outcome);
+        }
+        // Follow what the agent says happened, so that one divergence is reported once.
+        let new_fact = status == 201
+            || (status == 200
+                && body["replayed"] == true
+                && track.unknown
+                && matches!(expect, Expect::Created(_)));
+        if new_fact && !track.applied {
+            track.applied = true;
+            self.note_fact(op, body);
+        }
+        if (200..300).contains(&status) {
+            if track.first.is_none() {
+                track.first = Some(body.clone());
+            }
+            track.expect = Expect::Replay(body.clone());
+        }
+        track.unknown = false;
+    }
+
+    /// A new fact: its seq and id were never seen before.
+    fn note_fact(&mut self, op: &Op, body: &Value) {
+        self.report.stats.facts_recorded += 1;
+        if op.effect.movements() >= 2 {
+            self.report.stats.multi_movement_facts += 1;
+        }
+        let seq = body["seq"].as_u64().unwrap_or(0);
+        let id = body["id"].as_str().unwrap_or_default().to_owned();
+        if !self.model.seqs.insert(seq) || !self.model.ids.insert(id) {
+            self.mismatch(
+                "a new fact's seq or id repeats an earlier fact's".to_owned(),
+                op.describe(&self.shop.tills),
+                "a seq and an id never answered before".to_owned(),
+                body.to_string(),
+            );
+        }
+    }
+
+    /// Record what the agent confirmed of `op`.
+    fn settle(&mut self, op: &Op, track: &Track) {
+        if track.applied {
+            self.model.apply(&op.effect);
+            if let (Some(scope), Some(first)) = (&op.scope, &track.first) {
+                self.model.record(
+                    scope.clone(),
+                    Recorded {
+                        path: op.path.clone(),
+                        body: op.body.clone(),
+                        answer: first.clone(),
+                        effect: op.effect.clone(),
+                    },
+                );
+            }
+        } else if track.answered
+            && track.first.is_none()
+            && let Some(scope) = &op.scope
+            && !self.model.keys.contains_key(scope)
+        {
+            self.model.unused_keys.push(scope.clone());
+        }
+    }
+
+    /// Send the round's operations at once, one thread per till; `kill`: SIGKILL the agent
+    /// this long after they start.
+    fn execute(&self, ops: &[Op], kill: Option<Duration>) -> Vec<Vec<Outcome>> {
+        let barrier = Barrier::new(ops.len() + usize::from(kill.is_some()));
+        let base = self.base.as_str();
+        let pid = self.agent.as_ref().map(Agent::pid);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = ops
+                .iter()
+                .map(|op| {
+                    let client = &self.tills[op.till];
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        let mut outcomes = Vec::with_capacity(2);
+                        if let Some(t) = op.first_timeout {
+                            outcomes.push(client.post(base, &op.path, &op.raw, Some(t)));
+                        }
+                        outcomes.push(client.post(base, &op.path, &op.raw, None));
+                        outcomes
+                    })
+                })
+                .collect();
+            if let (Some(delay), Some(pid)) = (kill, pid) {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    std::thread::sleep(delay);
+                    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                });
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("till thread"))
+                .collect()
+        })
+    }
+
+    fn restart(&mut self) -> bool {
+        drop(self.agent.take());
+        match Agent::try_start(&self.store.config) {
+            Ok(agent) => {
+                self.base = agent.base.clone();
+                self.agent = Some(agent);
+                true
+            }
+            Err(why) => {
+                self.mismatch(
+                    "the agent did not start again after SIGKILL".to_owned(),
+                    format!("relais run on {}", self.store.data_dir.display()),
+                    "it starts and answers".to_owned(),
+                    why,
+                );
+                false
+            }
+        }
+    }
+
+    /// Run one round; false when the day cannot go on.
+    fn play_round(&mut self, planner: &mut Generator<'_>, faults: bool) -> bool {
+        let kill = (faults && self.round > 0 && planner.rng().random_bool(0.15))
+            .then(|| Duration::from_micros(planner.rng().random_range(0..25_000)));
+        let ops = planner.round(&self.model, kill.is_none() && self.round >= 2);
+        self.report.stats.rounds += 1;
+        self.report.stats.operations += ops.len();
+        let racing = ops.iter().any(|op| op.expect.is_race());
+        if racing {
+            self.report.stats.contention_rounds += 1;
+        }
+        let outcomes = self.execute(&ops, kill);
+        let killed = kill.is_some();
+        let mut tracks = Vec::with_capacity(ops.len());
+        let mut race = Vec::new();
+        for (op, outcomes) in ops.iter().zip(&outcomes) {
+            if op.expect.is_race() {
+                race.push((op, outcomes.last().cloned().unwrap_or(Outcome::TimedOut)));
+                continue;
+            }
+            let mut track = Track {
+                expect: op.expect.clone(),
+                unknown: false,
+                applied: false,
+                first: None,
+                answered: false,
+            };
+            for (n, outcome) in outcomes.iter().enumerate() {
+                let deliberate = op.first_timeout.is_some() && n == 0;
+                self.feed(op, &mut track, outcome, deliberate, killed);
+            }
+            tracks.push((op, track));
+        }
+        if !race.is_empty() {
+            self.judge_race(&race);
+        }
+        let mut alive = true;
+        if killed {
+            self.report.stats.faults_injected += 1;
+            let before: BTreeSet<usize> = (0..self.model.recorded.len()).collect();
+            for (op, track) in &tracks {
+                if track.answered {
+                    self.settle(op, track);
+                }
+            }
+            alive = self.restart();
+            if alive {
+                // Requests without an answer: the same key again tells whether they applied.
+                for (op, track) in tracks.iter_mut().filter(|(_, t)| !t.answered) {
+                    self.report.stats.in_flight_at_kill += 1;
+                    let outcome = self.tills[op.till].post(&self.base, &op.path, &op.raw, None);
+                    let was_unknown = track.unknown;
+                    self.feed(op, track, &outcome, false, false);
+                    if was_unknown
+                        && matches!(&outcome, Outcome::Answered { status: 200, body } if body["replayed"] == true)
+                    {
+                        self.report.stats.in_flight_applied += 1;
+                    }
+                    self.settle(op, track);
+                }
+                let fresh: Vec<usize> = (0..self.model.recorded.len())
+                    .filter(|i| !before.contains(i))
+                    .collect();
+                self.replay_sample(planner, &fresh);
+                self.sweep();
+            }
+        } else {
+            for (op, track) in &tracks {
+                if !track.answered {
+                    // Already reported by `feed`; nothing is known of it.
+                    continue;
+                }
+                self.settle(op, track);
+            }
+            if tracks.iter().any(|(_, t)| !t.answered) && !self.agent_alive() {
+                return false;
+            }
+        }
+        if alive {
+            let mut products = BTreeSet::new();
+            let mut customers = BTreeSet::new();
+            for op in &ops {
+                products.extend(op.effect.stock.iter().map(|(p, _)| *p));
+                customers.extend(op.effect.points.iter().map(|(c, _)| *c));
+            }
+            self.check_stock(&products.into_iter().collect::<Vec<_>>());
+            self.check_balances(&customers.into_iter().collect::<Vec<_>>());
+        }
+        alive
+    }
+
+    fn agent_alive(&mut self) -> bool {
+        if let Outcome::Answered { status: 200, .. } = self.auditor.get(&self.base, "/v1/health/live")
+        {
+            return true;
+        }
+        let log = self.agent.as_ref().map(Agent::log_text).unwrap_or_default();
+        self.mismatch(
+            "the agent stopped answering".to_owned(),
+            "GET /v1/health/live".to_owned(),
+            "200".to_owned(),
+            format!("no answer; agent log:\n{log}"),
+        );
+        false
+    }
+
+    fn judge_race(&mut self, race: &[(&Op, Outcome)]) {
+        let Some((first_op, _)) = race.first() else {
+            return;
+        };
+        let expect = first_op.expect.clone();
+        let (successes, group) = match &expect {
+            Expect::BurnRace { successes, .. } => (*successes, "burn race"),
+            Expect::CollectRace { .. } => (1, "collect race"),
+            _ => return,
+        };
+        let mut won = 0;
+        let mut wrong = Vec::new();
+        for (op, outcome) in race {
+            self.report.stats.requests += 1;
+            let Outcome::Answered { status, body } = outcome else {
+                wrong.push((op, outcome.clone()));
+                continue;
+            };
+            if *status == 201 {
+                won += 1;
+                self.note_fact(op, body);
+                self.model.apply(&op.effect);
+                if let Some(scope) = &op.scope {
+                    self.model.record(
+                        scope.clone(),
+                        Recorded {
+                            path: op.path.clone(),
+                            body: op.body.clone(),
+                            answer: body.clone(),
+                            effect: op.effect.clone(),
+                        },
+                    );
+                }
+                let ok = match &expect {
+                    Expect::BurnRace {
+                        balances, answer, ..
+                    } => {
+                        check(&Expect::Created(answer.clone()), 201, body, false).is_none()
+                            && body["balance_after"]
+                                .as_i64()
+                                .is_some_and(|b| balances.contains(&b))
+                    }
+                    Expect::CollectRace { answer } => {
+                        check(&Expect::Created(answer.clone()), 201, body, false).is_none()
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    wrong.push((op, outcome.clone()));
+                }
+            } else {
+                let refusal = match &expect {
+                    Expect::BurnRace { refusal, .. } => (**refusal).clone(),
+                    _ => Expect::Error {
+                        status: 409,
+                        code: "already_collected".to_owned(),
+                        field: None,
+                        details: serde_json::json!({}),
+                    },
+                };
+                if check(&refusal, *status, body, false).is_some() {
+                    wrong.push((op, outcome.clone()));
+                }
+                if let Some(scope) = &op.scope
+                    && !self.model.keys.contains_key(scope)
+                {
+                    self.model.unused_keys.push(scope.clone());
+                }
+            }
+        }
+        if won != successes || !wrong.is_empty() {
+            let answers: Vec<String> = race
+                .iter()
+                .map(|(op, o)| format!("{}: {}", self.shop.tills[op.till].name, o.describe()))
+                .collect();
+            let mut request = first_op.describe(&self.shop.tills);
+            request.push_str(&format!(" (from {} tills at once)", race.len()));
+            self.mismatch(
+                format!(
+                    "{group} ({}): {won} succeeded, expected {successes}",
+                    movements(first_op.effect.movements())
+                ),
+                request,
+                describe_expect(&expect, false),
+                answers.join("\n             "),
+            );
+        }
+    }
+
+    /// After a restart: answered requests sent again get their first answer.
+    fn replay_sample(&mut self, planner: &mut Generator<'_>, fresh: &[usize]) {
+        let mut picks: Vec<usize> = fresh.to_vec();
+        let all: Vec<usize> = (0..self.model.recorded.len()).collect();
+        for _ in 0..12 {
+            if let Some(i) = all.choose(planner.rng()) {
+                picks.push(*i);
+            }
+        }
+        for i in picks {
+            let scope = self.model.recorded[i].clone();
+            let first = self.model.keys[&scope].clone();
+            let raw = if planner.rng().random_bool(0.5) {
+                reformatted(&first.body)
+            } else {
+                first.body.to_string()
+            };
+            self.report.stats.requests += 1;
+            self.report.stats.replays_after_restart += 1;
+            let outcome = self.tills[scope.till].post(&self.base, &first.path, &raw, None);
+            let expect = Expect::Replay(first.answer.clone());
+            let ok = matches!(&outcome, Outcome::Answered { status, body }
+                              if check(&expect, *status, body, false).is_none());
+            if !ok {
+                self.mismatch(
+                    format!(
+                        "an answered {} sent again after a restart: got {}",
+                        scope.route.short(),
+                        got_status(&outcome)
+                    ),
+                    format!(
+                        "{} POST {} {raw}",
+                        self.shop.tills[scope.till].name, first.path
+                    ),
+                    describe_expect(&expect, false),
+                    outcome.describe(),
+                );
+            }
+        }
+    }
+
+    /// GET in parallel from the auditor; `None` for a failed request.
+    fn lookups(&mut self, paths: &[String]) -> Vec<Outcome> {
+        self.report.stats.lookups += paths.len();
+        let base = self.base.as_str();
+        let auditor = &self.auditor;
+        let chunk = paths.len().div_ceil(4).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = paths
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|p| auditor.get(base, p))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("lookup thread"))
+                .collect()
+        })
+    }
+
+    fn check_stock(&mut self, products: &[usize]) {
+        let paths: Vec<String> = products
+            .iter()
+            .map(|p| format!("/v1/products/{}", self.shop.products[*p].gtin))
+            .collect();
+        let answers = self.lookups(&paths);
+        for ((&p, path), outcome) in products.iter().zip(&paths).zip(answers) {
+            let want = (
+                self.model.on_hand[p],
+                self.model.available(self.shop, p),
+            );
+            let got = match &outcome {
+                Outcome::Answered { status: 200, body } => body["stock"]["on_hand"]
+                    .as_i64()
+                    .zip(body["stock"]["available"].as_i64()),
+                _ => None,
+            };
+            if got == Some(want) {
+                continue;
+            }
+            let what = match got {
+                Some((on_hand, _)) if on_hand != want.0 => "on_hand",
+                Some(_) => "available",
+                None => "the lookup",
+            };
+            self.mismatch(
+                format!("stock of a SKU after a round: {what} differs"),
+                format!("GET {path} ({})", self.shop.products[p].sku),
+                format!("on_hand {}, available {}", want.0, want.1),
+                match got {
+                    Some((o, a)) => format!("on_hand {o}, available {a}"),
+                    None => outcome.describe(),
+                },
+            );
+            if let Some((on_hand, available)) = got {
+                // Take the agent's figures from here on: one divergence, one report.
+                self.model.on_hand[p] = on_hand;
+                let reserved = self.model.reserved(self.shop, p);
+                self.model.reserved_fix[p] += (on_hand - available) - reserved;
+            }
+        }
+    }
+
+    fn check_balances(&mut self, customers: &[usize]) {
+        let paths: Vec<String> = customers
+            .iter()
+            .map(|c| format!("/v1/customers/by-card/{}", self.shop.customers[*c].card))
+            .collect();
+        let answers = self.lookups(&paths);
+        for ((&c, path), outcome) in customers.iter().zip(&paths).zip(answers) {
+            let want = self.model.balance(self.shop, c);
+            let got = match &outcome {
+                Outcome::Answered { status: 200, body } => body["loyalty"]["balance"].as_i64(),
+                _ => None,
+            };
+            if got == Some(want) {
+                continue;
+            }
+            self.mismatch(
+                "a customer's balance after a round differs".to_owned(),
+                format!(
+                    "GET {} ({})",
+                    path.replace(&self.shop.customers[c].card, "<card>"),
+                    self.shop.customers[c].id
+                ),
+                format!("balance {want}"),
+                match got {
+                    Some(b) => format!("balance {b}"),
+                    None => outcome.describe(),
+                },
+            );
+            if let Some(b) = got {
+                self.model.balance_fix[c] += b - want;
+            }
+        }
+    }
+
+    fn check_pickups(&mut self) {
+        let paths: Vec<String> = self
+            .shop
+            .orders
+            .iter()
+            .map(|o| format!("/v1/pickups/{}", o.code))
+            .collect();
+        let answers = self.lookups(&paths);
+        for (o, (path, outcome)) in paths.iter().zip(answers).enumerate() {
+            let want = self.model.pickup_status(self.shop, o);
+            let got = match &outcome {
+                Outcome::Answered { status: 200, body } => body["status"].as_str().map(str::to_owned),
+                _ => None,
+            };
+            if got.as_deref() != Some(want) {
+                self.mismatch(
+                    "a pickup order's status at the end of the day differs".to_owned(),
+                    format!("GET {path} ({})", self.shop.orders[o].id),
+                    format!("status {want}"),
+                    outcome.describe(),
+                );
+            }
+        }
+    }
+
+    /// Every SKU and every customer.
+    fn sweep(&mut self) {
+        let products: Vec<usize> = (0..self.shop.products.len()).collect();
+        self.check_stock(&products);
+        let customers: Vec<usize> = (0..self.shop.customers.len()).collect();
+        self.check_balances(&customers);
+    }
+}
+
+/// One day from `seed`: `faults` kills the agent at seeded moments.
+pub fn run(seed: u64, knobs: &Knobs, rounds: usize, faults: bool, report: &mut Report) {
+    let started = Instant::now();
+    let shop = shop::generate(seed, knobs.tills, knobs.max_lines);
+    let store = shop::install(&shop);
+    let agent = Agent::start(&store.config);
+    let base = agent.base.clone();
+    let tills = shop.tills.iter().map(|t| Client::new(&t.token)).collect();
+    let auditor = Client::new(&shop.auditor.token);
+    report.stats.seeds.push(seed);
+    report.stats.days += 1;
+    let mut day = Day {
+        seed,
+        scenario: if faults { "faults" } else { "steady" },
+        shop: &shop,
+        knobs,
+        store,
+        agent: Some(agent),
+        base,
+        tills,
+        auditor,
+        model: Model::new(&shop),
+        round: 0,
+        report,
+    };
+    let salt = if faults { 0xfa17_5eed } else { 0 };
+    let mut planner = Generator::new(&shop, day.knobs, seed ^ salt);
+    // The store as imported: proves the oracle's reading of the snapshots.
+    day.sweep();
+    let mut finished = true;
+    for round in 0..rounds {
+        day.round = round;
+        if !day.play_round(&mut planner, faults) {
+            finished = false;
+            break;
+        }
+    }
+    if finished {
+        day.round = rounds;
+        day.sweep();
+        day.check_pickups();
+    }
+    if day.report.total > 0
+        && let Some(agent) = &day.agent
+    {
+        let log = agent.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(12).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        day.report.note(format!(
+            "agent log of seed {seed} ({}), last lines:\n  {}",
+            day.scenario,
+            tail.join("\n  ")
+        ));
+    }
+    day.report.stats.seconds += started.elapsed().as_secs_f64();
+}
