@@ -15,11 +15,12 @@
 //!   lines, hand-over lines, counted items); default 30
 //! - `RELAIS_STORE_DAY_KEYS`: `scoped` (default: a key belongs to a till and a route; the same key
 //!   with another body is 422 `idempotency_key_reused`) or `global` (leave those cases out)
+//! - `RELAIS_STORE_DAY_REPORT`: write every kept mismatch to `<this>.<scenario>.txt`
 //! - `RELAIS_STORE_DAY_SOAK_MINUTES`: how long `store_day_soak` runs (`scripts/soak-store-day.sh`)
 
-mod common;
 #[path = "store_day/client.rs"]
 mod client;
+mod common;
 #[path = "store_day/day.rs"]
 mod day;
 #[path = "store_day/generator.rs"]
@@ -85,6 +86,11 @@ fn knobs() -> Knobs {
 
 fn finish(report: &Report, name: &str, scenario: &str) {
     println!("{}", report.summary_line(name, scenario));
+    if let Some(path) = env("RELAIS_STORE_DAY_REPORT") {
+        let path = format!("{path}.{scenario}.txt");
+        std::fs::write(&path, report.failure(usize::MAX)).expect("write the report");
+        println!("store_day report: {path}");
+    }
     assert!(report.total == 0, "{}", report.failure(25));
 }
 
@@ -116,8 +122,8 @@ fn a_store_day_with_the_agent_killed_at_random_moments_loses_and_doubles_nothing
 #[ignore = "soak: run through scripts/soak-store-day.sh"]
 fn store_day_soak() {
     let knobs = knobs();
-    let minutes: f64 = env("RELAIS_STORE_DAY_SOAK_MINUTES")
-        .map_or(10.0, |v| v.trim().parse().expect("minutes"));
+    let minutes: f64 =
+        env("RELAIS_STORE_DAY_SOAK_MINUTES").map_or(10.0, |v| v.trim().parse().expect("minutes"));
     let rounds = env_number("RELAIS_STORE_DAY_ROUNDS", 150);
     let deadline = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
     let first: u64 = env("RELAIS_STORE_DAY_SEEDS")

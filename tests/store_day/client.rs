@@ -6,7 +6,10 @@ use std::time::Duration;
 /// What came back from one attempt.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    Answered { status: u16, body: Value },
+    Answered {
+        status: u16,
+        body: Value,
+    },
     /// The client gave up before the answer (the deliberate short timeout): unknown outcome.
     TimedOut,
     /// The connection failed or broke (the agent was killed): unknown outcome.

@@ -252,7 +252,14 @@ impl<'a> Day<'a> {
     }
 
     /// Judge one attempt of `op`; `deliberate`: the client gave up on purpose.
-    fn feed(&mut self, op: &Op, track: &mut Track, outcome: &Outcome, deliberate: bool, killed: bool) {
+    fn feed(
+        &mut self,
+        op: &Op,
+        track: &mut Track,
+        outcome: &Outcome,
+        deliberate: bool,
+        killed: bool,
+    ) {
         self.report.stats.requests += 1;
         let (status, body) = match outcome {
             Outcome::Answered { status, body } => (*status, body),
@@ -273,14 +280,18 @@ impl<'a> Day<'a> {
         };
         track.answered = true;
         let expect = track.expect.clone();
-        if check(&expect, status, body, track.unknown).is_some() {
+        let wrong = check(&expect, status, body, track.unknown).is_some();
+        if wrong {
             self.op_mismatch(op, &expect, track.unknown, outcome);
         }
-        // Follow what the agent says happened, so that one divergence is reported once.
+        // Follow what the agent says happened, so that one divergence is reported once: a
+        // replay after an attempt without answer is this fact only if it answers as this fact
+        // would (else it is somebody else's first answer).
         let new_fact = status == 201
             || (status == 200
                 && body["replayed"] == true
                 && track.unknown
+                && !wrong
                 && matches!(expect, Expect::Created(_)));
         if new_fact && !track.applied {
             track.applied = true;
@@ -292,7 +303,11 @@ impl<'a> Day<'a> {
             }
             track.expect = Expect::Replay(body.clone());
         }
-        track.unknown = false;
+        // "Nothing was recorded" speaks for this attempt only: one that got no answer may
+        // still be on its way to the writer, so the outcome stays unknown.
+        if status != 503 {
+            track.unknown = false;
+        }
     }
 
     /// A new fact: its seq and id were never seen before.
@@ -409,6 +424,19 @@ impl<'a> Day<'a> {
         }
         let outcomes = self.execute(&ops, kill);
         let killed = kill.is_some();
+        if std::env::var_os("RELAIS_STORE_DAY_TRACE").is_some() {
+            for (op, outcomes) in ops.iter().zip(&outcomes) {
+                let answers: Vec<String> = outcomes.iter().map(Outcome::describe).collect();
+                eprintln!(
+                    "store_day trace: seed {} round {}: {} -> {} (effect if recorded: {:?})",
+                    self.seed,
+                    self.round,
+                    op.describe(&self.shop.tills),
+                    answers.join(" | then | "),
+                    op.effect
+                );
+            }
+        }
         let mut tracks = Vec::with_capacity(ops.len());
         let mut race = Vec::new();
         for (op, outcomes) in ops.iter().zip(&outcomes) {
@@ -437,14 +465,14 @@ impl<'a> Day<'a> {
             self.report.stats.faults_injected += 1;
             let before: BTreeSet<usize> = (0..self.model.recorded.len()).collect();
             for (op, track) in &tracks {
-                if track.answered {
+                if track.answered && !track.unknown {
                     self.settle(op, track);
                 }
             }
             alive = self.restart();
             if alive {
                 // Requests without an answer: the same key again tells whether they applied.
-                for (op, track) in tracks.iter_mut().filter(|(_, t)| !t.answered) {
+                for (op, track) in tracks.iter_mut().filter(|(_, t)| !t.answered || t.unknown) {
                     self.report.stats.in_flight_at_kill += 1;
                     let outcome = self.tills[op.till].post(&self.base, &op.path, &op.raw, None);
                     let was_unknown = track.unknown;
@@ -463,6 +491,15 @@ impl<'a> Day<'a> {
                 self.sweep();
             }
         } else {
+            // A till retries a 503 that followed an attempt without answer: the answer to the
+            // same key then says whether that attempt was recorded after all.
+            for (op, track) in tracks.iter_mut() {
+                if track.answered && track.unknown {
+                    std::thread::sleep(Duration::from_millis(20));
+                    let outcome = self.tills[op.till].post(&self.base, &op.path, &op.raw, None);
+                    self.feed(op, track, &outcome, false, false);
+                }
+            }
             for (op, track) in &tracks {
                 if !track.answered {
                     // Already reported by `feed`; nothing is known of it.
@@ -488,7 +525,8 @@ impl<'a> Day<'a> {
     }
 
     fn agent_alive(&mut self) -> bool {
-        if let Outcome::Answered { status: 200, .. } = self.auditor.get(&self.base, "/v1/health/live")
+        if let Outcome::Answered { status: 200, .. } =
+            self.auditor.get(&self.base, "/v1/health/live")
         {
             return true;
         }
@@ -663,10 +701,7 @@ impl<'a> Day<'a> {
             .collect();
         let answers = self.lookups(&paths);
         for ((&p, path), outcome) in products.iter().zip(&paths).zip(answers) {
-            let want = (
-                self.model.on_hand[p],
-                self.model.available(self.shop, p),
-            );
+            let want = (self.model.on_hand[p], self.model.available(self.shop, p));
             let got = match &outcome {
                 Outcome::Answered { status: 200, body } => body["stock"]["on_hand"]
                     .as_i64()
@@ -744,7 +779,9 @@ impl<'a> Day<'a> {
         for (o, (path, outcome)) in paths.iter().zip(answers).enumerate() {
             let want = self.model.pickup_status(self.shop, o);
             let got = match &outcome {
-                Outcome::Answered { status: 200, body } => body["status"].as_str().map(str::to_owned),
+                Outcome::Answered { status: 200, body } => {
+                    body["status"].as_str().map(str::to_owned)
+                }
                 _ => None,
             };
             if got.as_deref() != Some(want) {

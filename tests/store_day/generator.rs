@@ -192,7 +192,8 @@ impl<'a> Generator<'a> {
             if slot.is_none() {
                 let mut op = self.normal(model, &mut locks, till);
                 if self.rng.random_bool(0.06) {
-                    op.first_timeout = Some(Duration::from_micros(self.rng.random_range(300..6000)));
+                    op.first_timeout =
+                        Some(Duration::from_micros(self.rng.random_range(300..6000)));
                 }
                 *slot = Some(op);
             }
@@ -413,7 +414,8 @@ impl<'a> Generator<'a> {
         let channel = match self.rng.random_range(0..100) {
             0..55 => None,
             55..65 => {
-                body["origin"] = json!({"channel": "store", "order_id": format!("R-{}", self.next_key)});
+                body["origin"] =
+                    json!({"channel": "store", "order_id": format!("R-{}", self.next_key)});
                 Some("store")
             }
             65..92 => {
@@ -444,9 +446,7 @@ impl<'a> Generator<'a> {
             Route::Return,
             "/v1/returns",
             body,
-            Expect::Created(
-                json!({"lines": answer, "cross_channel": cross, "restocked": restock}),
-            ),
+            Expect::Created(json!({"lines": answer, "cross_channel": cross, "restocked": restock})),
         );
         if restock {
             op.effect.stock = items
@@ -468,8 +468,7 @@ impl<'a> Generator<'a> {
             .filter(|o| {
                 let order = &shop.orders[*o];
                 let refused = !order.collectable() || model.collected[*o];
-                refused == want_refusal
-                    && order.live().all(|l| !locks.counted.contains(&l.product))
+                refused == want_refusal && order.live().all(|l| !locks.counted.contains(&l.product))
             })
             .collect();
         let order = *candidates.choose(&mut self.rng)?;
@@ -528,8 +527,10 @@ impl<'a> Generator<'a> {
             let (field, name) = self.name_item(Item::Known(p));
             counts.push(json!({field: name, "counted": counted}));
             let delta = counted - expected;
-            items.push(json!({"sku": shop.products[p].sku, "gtin": shop.products[p].gtin,
-                              "counted": counted, "expected": expected, "delta": delta}));
+            items.push(
+                json!({"sku": shop.products[p].sku, "gtin": shop.products[p].gtin,
+                              "counted": counted, "expected": expected, "delta": delta}),
+            );
             if apply && delta != 0 {
                 effect.stock.push((p, delta));
             }
@@ -775,9 +776,7 @@ impl<'a> Generator<'a> {
             1 => {
                 let n = self.rng.random_range(1..=4usize);
                 let bad = self.rng.random_range(0..n);
-                let qty = *[0i64, -3, 1_000_001]
-                    .choose(&mut self.rng)
-                    .unwrap_or(&0);
+                let qty = *[0i64, -3, 1_000_001].choose(&mut self.rng).unwrap_or(&0);
                 let lines: Vec<Value> = (0..n)
                     .map(|i| json!({"sku": sku, "qty": if i == bad { qty } else { 1 }}))
                     .collect();
@@ -809,9 +808,7 @@ impl<'a> Generator<'a> {
                 "no client_key",
             ),
             4 => {
-                let points = *[0i64, 10_000_001, -5]
-                    .choose(&mut self.rng)
-                    .unwrap_or(&0);
+                let points = *[0i64, 10_000_001, -5].choose(&mut self.rng).unwrap_or(&0);
                 let path = if route == Route::Earn {
                     "/v1/loyalty/earn"
                 } else {
@@ -993,7 +990,9 @@ fn burn_expectation(shop: &Shop, model: &Model, c: usize, points: i64) -> Expect
             json!({"allowed": model.cap_room(c).max(0), "requested": points}),
         )
     } else {
-        Expect::Created(json!({"customer_id": shop.customers[c].id, "points": -points,
-                               "balance_after": balance - points}))
+        Expect::Created(
+            json!({"customer_id": shop.customers[c].id, "points": -points,
+                               "balance_after": balance - points}),
+        )
     }
 }

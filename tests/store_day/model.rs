@@ -170,7 +170,10 @@ impl Model {
             "cancelled"
         } else if self.collected[order] || o.collected_by_central() {
             "collected"
-        } else if o.live().all(|l| l.status == crate::shop::LineStatus::Picked) {
+        } else if o
+            .live()
+            .all(|l| l.status == crate::shop::LineStatus::Picked)
+        {
             "ready"
         } else {
             "not_ready"

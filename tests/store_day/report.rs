@@ -5,8 +5,8 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Mismatches kept in full (the rest are only counted, per group).
-const KEPT: usize = 400;
+/// Mismatches kept in full per kind (the rest are only counted).
+const KEPT: usize = 25;
 
 pub struct Mismatch {
     pub seed: u64,
@@ -60,7 +60,7 @@ impl Report {
             .entry(group)
             .or_insert_with(|| (0, mismatch.got.clone()));
         entry.0 += 1;
-        if self.mismatches.len() < KEPT {
+        if entry.0 <= KEPT {
             self.mismatches.push(mismatch);
         }
     }
@@ -114,7 +114,11 @@ impl Report {
             }
             let _ = writeln!(out, "  {count:>6} × {group}\n           e.g. {example}");
         }
-        let _ = writeln!(out, "first {} mismatches:", first.min(self.mismatches.len()));
+        let _ = writeln!(
+            out,
+            "first {} mismatches:",
+            first.min(self.mismatches.len())
+        );
         for (n, m) in self.mismatches.iter().take(first).enumerate() {
             let _ = writeln!(
                 out,

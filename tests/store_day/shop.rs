@@ -153,13 +153,9 @@ pub fn generate(seed: u64, tills: usize, max_lines: usize) -> Shop {
                     50..70 => *[LineStatus::Open, LineStatus::Picked]
                         .choose(&mut rng)
                         .unwrap_or(&LineStatus::Open),
-                    70..85 => *[
-                        LineStatus::Picked,
-                        LineStatus::Cancelled,
-                        LineStatus::Open,
-                    ]
-                    .choose(&mut rng)
-                    .unwrap_or(&LineStatus::Picked),
+                    70..85 => *[LineStatus::Picked, LineStatus::Cancelled, LineStatus::Open]
+                        .choose(&mut rng)
+                        .unwrap_or(&LineStatus::Picked),
                     85..93 => LineStatus::Cancelled,
                     _ => LineStatus::Collected,
                 };
