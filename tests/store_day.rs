@@ -97,9 +97,9 @@ fn finish(report: &Report, name: &str, scenario: &str) {
 #[test]
 fn a_store_day_from_eight_tills_matches_the_oracle_at_every_step() {
     let knobs = knobs();
-    let rounds = env_number("RELAIS_STORE_DAY_ROUNDS", 40);
+    let rounds = env_number("RELAIS_STORE_DAY_ROUNDS", 60);
     let mut report = Report::default();
-    for seed in seeds(3, 1) {
+    for seed in seeds(4, 1) {
         day::run(seed, &knobs, rounds, false, &mut report);
     }
     finish(&report, "store_day", "steady");
@@ -108,9 +108,9 @@ fn a_store_day_from_eight_tills_matches_the_oracle_at_every_step() {
 #[test]
 fn a_store_day_with_the_agent_killed_at_random_moments_loses_and_doubles_nothing() {
     let knobs = knobs();
-    let rounds = env_number("RELAIS_STORE_DAY_ROUNDS", 40);
+    let rounds = env_number("RELAIS_STORE_DAY_ROUNDS", 60);
     let mut report = Report::default();
-    for seed in seeds(2, 101) {
+    for seed in seeds(3, 101) {
         day::run(seed, &knobs, rounds, true, &mut report);
     }
     finish(&report, "store_day", "faults");

@@ -210,6 +210,8 @@ pub struct Day<'a> {
     auditor: Client,
     model: Model,
     round: usize,
+    /// Correction of the expected outbox depth after a mismatch (reported once).
+    depth_fix: u64,
     report: &'a mut Report,
 }
 
@@ -331,7 +333,8 @@ impl<'a> Day<'a> {
     /// Record what the agent confirmed of `op`.
     fn settle(&mut self, op: &Op, track: &Track) {
         if track.applied {
-            self.model.apply(&op.effect);
+            let seq = track.first.as_ref().and_then(|a| a["seq"].as_u64());
+            self.model.apply(&op.effect, seq);
             if let (Some(scope), Some(first)) = (&op.scope, &track.first) {
                 self.model.record(
                     scope.clone(),
@@ -520,8 +523,37 @@ impl<'a> Day<'a> {
             }
             self.check_stock(&products.into_iter().collect::<Vec<_>>());
             self.check_balances(&customers.into_iter().collect::<Vec<_>>());
+            self.check_outbox();
         }
         alive
+    }
+
+    /// Every fact the agent confirmed is one store fact in the outbox, none lost, none twice
+    /// (no broker: nothing is delivered, so the depth counts them all).
+    fn check_outbox(&mut self) {
+        self.report.stats.lookups += 1;
+        let outcome = self.auditor.get(&self.base, "/v1/health");
+        let got = match &outcome {
+            Outcome::Answered { status: 200, body } => {
+                body["outbox"]["store_fact"]["depth"].as_u64()
+            }
+            _ => None,
+        };
+        let want = self.model.seqs.len() as u64 + self.depth_fix;
+        if got != Some(want) {
+            self.mismatch(
+                "store facts in the outbox differ from the facts the agent confirmed".to_owned(),
+                "GET /v1/health (outbox.store_fact.depth)".to_owned(),
+                format!("depth {want}"),
+                match got {
+                    Some(d) => format!("depth {d}"),
+                    None => outcome.describe(),
+                },
+            );
+            if let Some(d) = got {
+                self.depth_fix = (self.depth_fix + d).saturating_sub(want);
+            }
+        }
     }
 
     fn agent_alive(&mut self) -> bool {
@@ -561,7 +593,7 @@ impl<'a> Day<'a> {
             if *status == 201 {
                 won += 1;
                 self.note_fact(op, body);
-                self.model.apply(&op.effect);
+                self.model.apply(&op.effect, body["seq"].as_u64());
                 if let Some(scope) = &op.scope {
                     self.model.record(
                         scope.clone(),
@@ -777,18 +809,25 @@ impl<'a> Day<'a> {
             .collect();
         let answers = self.lookups(&paths);
         for (o, (path, outcome)) in paths.iter().zip(answers).enumerate() {
-            let want = self.model.pickup_status(self.shop, o);
+            let want = (
+                self.model.pickup_status(self.shop, o),
+                self.model.collected_seq[o],
+            );
             let got = match &outcome {
-                Outcome::Answered { status: 200, body } => {
-                    body["status"].as_str().map(str::to_owned)
-                }
+                Outcome::Answered { status: 200, body } => body["status"]
+                    .as_str()
+                    .map(|s| (s.to_owned(), body["collected_here"]["seq"].as_u64())),
                 _ => None,
             };
-            if got.as_deref() != Some(want) {
+            if got.as_ref().map(|(s, seq)| (s.as_str(), *seq)) != Some(want) {
                 self.mismatch(
                     "a pickup order's status at the end of the day differs".to_owned(),
                     format!("GET {path} ({})", self.shop.orders[o].id),
-                    format!("status {want}"),
+                    format!(
+                        "status {}, collected_here.seq {}",
+                        want.0,
+                        want.1.map_or("null".to_owned(), |s| s.to_string())
+                    ),
                     outcome.describe(),
                 );
             }
@@ -827,6 +866,7 @@ pub fn run(seed: u64, knobs: &Knobs, rounds: usize, faults: bool, report: &mut R
         auditor,
         model: Model::new(&shop),
         round: 0,
+        depth_fix: 0,
         report,
     };
     let salt = if faults { 0xfa17_5eed } else { 0 };

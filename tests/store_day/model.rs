@@ -78,6 +78,8 @@ pub struct Model {
     pub on_hand: Vec<i64>,
     /// Orders handed over here.
     pub collected: Vec<bool>,
+    /// The seq of the fact that handed each order over here.
+    pub collected_seq: Vec<Option<u64>>,
     pub earned: Vec<i64>,
     /// Points burned here (never confirmed by central in a day without a broker).
     pub burned: Vec<i64>,
@@ -101,6 +103,7 @@ impl Model {
         Model {
             on_hand: shop.products.iter().map(|p| p.baseline).collect(),
             collected: vec![false; shop.orders.len()],
+            collected_seq: vec![None; shop.orders.len()],
             earned: vec![0; shop.customers.len()],
             burned: vec![0; shop.customers.len()],
             balance_fix: vec![0; shop.customers.len()],
@@ -147,7 +150,8 @@ impl Model {
         }
     }
 
-    pub fn apply(&mut self, effect: &Effect) {
+    /// The effect of the fact the agent answered with `seq`.
+    pub fn apply(&mut self, effect: &Effect, seq: Option<u64>) {
         for (product, delta) in &effect.stock {
             self.on_hand[*product] += delta;
         }
@@ -160,6 +164,7 @@ impl Model {
         }
         if let Some(order) = effect.collect {
             self.collected[order] = true;
+            self.collected_seq[order] = seq;
         }
     }
 
