@@ -8,7 +8,9 @@
 //! seeded moments: nothing answered is lost, nothing applies twice, no answer changes.
 //!
 //! Knobs (environment):
-//! - `RELAIS_STORE_DAY_SEEDS`: a count (`5`: seeds 1..=5) or a list (`7,42`; `42,` is seed 42 only)
+//! - `RELAIS_STORE_DAY_SEEDS`: a count (`5`: five seeds from the test's first, 1 or 101) or a list
+//!   (`7,42`; `42,` is seed 42 only). A seed gives the same day on a correct agent, whichever
+//!   till wins a race and whenever a kill lands
 //! - `RELAIS_STORE_DAY_ROUNDS`: rounds per day (each till sends one operation per round)
 //! - `RELAIS_STORE_DAY_TILLS`: tills (default 8)
 //! - `RELAIS_STORE_DAY_MAX_LINES`: most stock movements one fact may carry (ticket and return

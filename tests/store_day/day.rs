@@ -5,7 +5,7 @@
 use crate::client::{Client, Outcome};
 use crate::common::Agent;
 use crate::generator::{Expect, Generator, Knobs, Op, reformatted};
-use crate::model::{Model, Recorded};
+use crate::model::{Model, Recorded, Scope};
 use crate::report::{Mismatch, Report};
 use crate::shop::{self, Shop};
 use rand::Rng;
@@ -211,7 +211,7 @@ pub struct Day<'a> {
     model: Model,
     round: usize,
     /// Correction of the expected outbox depth after a mismatch (reported once).
-    depth_fix: u64,
+    depth_fix: i64,
     report: &'a mut Report,
 }
 
@@ -344,6 +344,7 @@ impl<'a> Day<'a> {
                         answer: first.clone(),
                         effect: op.effect.clone(),
                     },
+                    false,
                 );
             }
         } else if track.answered
@@ -539,8 +540,8 @@ impl<'a> Day<'a> {
             }
             _ => None,
         };
-        let want = self.model.seqs.len() as u64 + self.depth_fix;
-        if got != Some(want) {
+        let want = self.model.seqs.len() as i64 + self.depth_fix;
+        if got.map(|d| d as i64) != Some(want) {
             self.mismatch(
                 "store facts in the outbox differ from the facts the agent confirmed".to_owned(),
                 "GET /v1/health (outbox.store_fact.depth)".to_owned(),
@@ -551,7 +552,7 @@ impl<'a> Day<'a> {
                 },
             );
             if let Some(d) = got {
-                self.depth_fix = (self.depth_fix + d).saturating_sub(want);
+                self.depth_fix += d as i64 - want;
             }
         }
     }
@@ -603,6 +604,7 @@ impl<'a> Day<'a> {
                             answer: body.clone(),
                             effect: op.effect.clone(),
                         },
+                        true,
                     );
                 }
                 let ok = match &expect {
@@ -635,11 +637,6 @@ impl<'a> Day<'a> {
                 if check(&refusal, *status, body, false).is_some() {
                     wrong.push((op, outcome.clone()));
                 }
-                if let Some(scope) = &op.scope
-                    && !self.model.keys.contains_key(scope)
-                {
-                    self.model.unused_keys.push(scope.clone());
-                }
             }
         }
         if won != successes || !wrong.is_empty() {
@@ -663,15 +660,21 @@ impl<'a> Day<'a> {
 
     /// After a restart: answered requests sent again get their first answer.
     fn replay_sample(&mut self, planner: &mut Generator<'_>, fresh: &[usize]) {
-        let mut picks: Vec<usize> = fresh.to_vec();
-        let all: Vec<usize> = (0..self.model.recorded.len()).collect();
+        let mut picks: Vec<Scope> = fresh
+            .iter()
+            .map(|i| self.model.recorded[*i].clone())
+            .collect();
         for _ in 0..12 {
-            if let Some(i) = all.choose(planner.rng()) {
-                picks.push(*i);
+            if let Some(scope) = self.model.recorded.choose(planner.rng()) {
+                picks.push(scope.clone());
             }
         }
-        for i in picks {
-            let scope = self.model.recorded[i].clone();
+        for _ in 0..2 {
+            if let Some(scope) = self.model.raced.choose(planner.rng()) {
+                picks.push(scope.clone());
+            }
+        }
+        for scope in picks {
             let first = self.model.keys[&scope].clone();
             let raw = if planner.rng().random_bool(0.5) {
                 reformatted(&first.body)

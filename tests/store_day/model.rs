@@ -91,6 +91,9 @@ pub struct Model {
     /// The scopes of `keys` in the order they were recorded (the generator picks from it:
     /// a hash map's order would differ from run to run).
     pub recorded: Vec<Scope>,
+    /// Keys of race winners: which till wins is up to the agent, so the generator never picks
+    /// them (a day stays the same day whoever wins); restarts replay them all the same.
+    pub raced: Vec<Scope>,
     /// Keys a till sent that the agent refused (400/404/409/422): unused, free to use again.
     pub unused_keys: Vec<Scope>,
     pub seqs: HashSet<u64>,
@@ -110,6 +113,7 @@ impl Model {
             reserved_fix: vec![0; shop.products.len()],
             keys: HashMap::new(),
             recorded: Vec::new(),
+            raced: Vec::new(),
             unused_keys: Vec::new(),
             seqs: HashSet::new(),
             ids: HashSet::new(),
@@ -143,9 +147,13 @@ impl Model {
     }
 
     /// Remember a key's first answer (once: a replay changes nothing).
-    pub fn record(&mut self, scope: Scope, recorded: Recorded) {
+    pub fn record(&mut self, scope: Scope, recorded: Recorded, raced: bool) {
         if !self.keys.contains_key(&scope) {
-            self.recorded.push(scope.clone());
+            if raced {
+                self.raced.push(scope.clone());
+            } else {
+                self.recorded.push(scope.clone());
+            }
             self.keys.insert(scope, recorded);
         }
     }
