@@ -18,6 +18,7 @@
 //! - `RELAIS_STORE_DAY_KEYS`: `scoped` (default: a key belongs to a till and a route; the same key
 //!   with another body is 422 `idempotency_key_reused`) or `global` (leave those cases out)
 //! - `RELAIS_STORE_DAY_REPORT`: write every kept mismatch to `<this>.<scenario>.txt`
+//! - `RELAIS_STORE_DAY_TRACE`: print every request of the day with its answers (stderr)
 //! - `RELAIS_STORE_DAY_SOAK_MINUTES`: how long `store_day_soak` runs (`scripts/soak-store-day.sh`)
 
 #[path = "store_day/client.rs"]

@@ -206,7 +206,7 @@ impl<'a> Generator<'a> {
         let pick = self.rng.random_range(0..100);
         let op = match pick {
             0..34 => Some(self.sale(locks, till)),
-            34..43 => Some(self.ret(locks, till)),
+            34..43 => Some(self.ret(model, locks, till)),
             43..50 => self.collect(model, locks, till),
             50..56 => self.count(model, locks, till),
             56..64 => self.earn(model, locks, till),
@@ -226,7 +226,7 @@ impl<'a> Generator<'a> {
     fn fresh(&mut self, model: &Model, locks: &mut Locks, till: usize, route: Route) -> Option<Op> {
         match route {
             Route::Sale => Some(self.sale(locks, till)),
-            Route::Return => Some(self.ret(locks, till)),
+            Route::Return => Some(self.ret(model, locks, till)),
             Route::Collect => self.collect(model, locks, till),
             Route::Count => self.count(model, locks, till),
             Route::Earn => self.earn(model, locks, till),
@@ -314,17 +314,9 @@ impl<'a> Generator<'a> {
         }
     }
 
-    /// `n` ticket lines: (request lines, lines the answer must show, items).
-    fn lines(
-        &mut self,
-        locks: &mut Locks,
-        n: usize,
-        priced: bool,
-    ) -> (Vec<Value>, Vec<Value>, Vec<(Item, i64)>) {
-        let price_mode = self.rng.random_range(0..10);
+    /// `n` items for a ticket: mostly known, some the replica does not know, some twice.
+    fn items(&mut self, locks: &mut Locks, n: usize) -> Vec<(Item, i64)> {
         let mut items: Vec<(Item, i64)> = Vec::with_capacity(n);
-        let mut request = Vec::with_capacity(n);
-        let mut answer = Vec::with_capacity(n);
         for i in 0..n {
             let item = if i > 0 && self.rng.random_bool(0.12) {
                 // The same item again in the same ticket: its own line, its own movement.
@@ -335,6 +327,18 @@ impl<'a> Generator<'a> {
                 Item::Known(self.movable(locks))
             };
             let qty = self.qty();
+            items.push((item, qty));
+        }
+        items
+    }
+
+    /// The lines of `items` as a till sends them (by SKU or barcode, prices when `priced`), and
+    /// as the answer must show them.
+    fn render(&mut self, items: &[(Item, i64)], priced: bool) -> (Vec<Value>, Vec<Value>) {
+        let price_mode = self.rng.random_range(0..10);
+        let mut request = Vec::with_capacity(items.len());
+        let mut answer = Vec::with_capacity(items.len());
+        for &(item, qty) in items {
             let price = match price_mode {
                 _ if !priced => None,
                 0..6 => Some(self.rng.random_range(0..=99_999i64)),
@@ -361,9 +365,73 @@ impl<'a> Generator<'a> {
             };
             answer.push(json!({"sku": sku, "gtin": gtin, "qty": qty,
                                "unit_price_minor": price, "stock_applied": matches!(item, Item::Known(_))}));
-            items.push((item, qty));
         }
-        (request, answer, items)
+        (request, answer)
+    }
+
+    /// Part of a ticket sold earlier (by any till): (items with the quantities returned, its
+    /// receipt).
+    fn sold(&mut self, model: &Model, locks: &mut Locks) -> Option<(Vec<(Item, i64)>, Value)> {
+        let sales: Vec<&Scope> = model
+            .recorded
+            .iter()
+            .filter(|s| s.route == Route::Sale)
+            .collect();
+        let sale = &model.keys[*sales.choose(&mut self.rng)?];
+        let mut items = Vec::new();
+        for line in sale.answer["lines"].as_array()? {
+            let item = match line["sku"].as_str() {
+                Some(sku) => Item::Known(self.shop.product_by_sku(sku)?),
+                None => Item::Unknown(self.shop.unknown_by_gtin(line["gtin"].as_str()?)?),
+            };
+            if let Item::Known(p) = item
+                && locks.counted.contains(&p)
+            {
+                continue;
+            }
+            if self.rng.random_bool(0.6) {
+                let qty = self.rng.random_range(1..=line["qty"].as_i64()?.max(1));
+                items.push((item, qty));
+            }
+        }
+        items.truncate(self.knobs.max_lines);
+        if items.is_empty() {
+            return None;
+        }
+        for (item, _) in &items {
+            if let Item::Known(p) = item {
+                locks.touched.insert(*p);
+            }
+        }
+        Some((items, sale.body["receipt"].clone()))
+    }
+
+    /// Part of a click-and-collect order handed over earlier, brought back to the store.
+    fn collected(&mut self, model: &Model, locks: &mut Locks) -> Option<(Vec<(Item, i64)>, usize)> {
+        let shop = self.shop;
+        let orders: Vec<usize> = (0..shop.orders.len())
+            .filter(|o| model.collected[*o] || shop.orders[*o].collected_by_central())
+            .collect();
+        let order = *orders.choose(&mut self.rng)?;
+        let mut items = Vec::new();
+        for line in shop.orders[order].live() {
+            if !locks.counted.contains(&line.product) && self.rng.random_bool(0.7) {
+                items.push((
+                    Item::Known(line.product),
+                    self.rng.random_range(1..=line.qty),
+                ));
+            }
+        }
+        items.truncate(self.knobs.max_lines);
+        if items.is_empty() {
+            return None;
+        }
+        for (item, _) in &items {
+            if let Item::Known(p) = item {
+                locks.touched.insert(*p);
+            }
+        }
+        Some((items, order))
     }
 
     // ---------------------------------------------------------------------------------------
@@ -371,7 +439,8 @@ impl<'a> Generator<'a> {
 
     fn sale(&mut self, locks: &mut Locks, till: usize) -> Op {
         let n = self.line_count(30);
-        let (request, answer, items) = self.lines(locks, n, true);
+        let items = self.items(locks, n);
+        let (request, answer) = self.render(&items, true);
         let total: Option<i64> = request
             .iter()
             .map(|l| {
@@ -405,30 +474,56 @@ impl<'a> Generator<'a> {
         op
     }
 
-    fn ret(&mut self, locks: &mut Locks, till: usize) -> Op {
-        let n = self.line_count(8);
-        let (request, mut answer, items) = self.lines(locks, n, false);
-        let restock = self.rng.random_bool(0.75);
+    fn ret(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Op {
+        let source = self.rng.random_range(0..100);
         let key = self.key(till, Route::Return);
-        let mut body = json!({"client_key": key, "lines": request});
-        let channel = match self.rng.random_range(0..100) {
-            0..55 => None,
-            55..65 => {
-                body["origin"] =
-                    json!({"channel": "store", "order_id": format!("R-{}", self.next_key)});
-                Some("store")
-            }
-            65..92 => {
-                body["origin"] =
-                    json!({"channel": "web", "order_id": format!("WEB-ONLINE-{}", self.next_key)});
-                Some("web")
-            }
-            _ => {
-                body["origin"] =
-                    json!({"channel": "app", "order_id": format!("APP-{}", self.next_key)});
-                Some("app")
-            }
+        let mut origin = None;
+        let mut receipt = Value::Null;
+        let from_sale = if source < 40 {
+            self.sold(model, locks)
+        } else {
+            None
         };
+        let from_order = if (40..60).contains(&source) {
+            self.collected(model, locks)
+        } else {
+            None
+        };
+        let items = if let Some((items, sold_on)) = from_sale {
+            // A store sale brought back: the receipt it was sold on, sometimes as its origin.
+            if self.rng.random_bool(0.5) {
+                origin = Some(json!({"channel": "store", "order_id": sold_on}));
+            } else {
+                receipt = sold_on;
+            }
+            items
+        } else if let Some((items, order)) = from_order {
+            // A web order collected here, returned in store: cross-channel.
+            origin = Some(json!({"channel": "web", "order_id": self.shop.orders[order].id}));
+            items
+        } else {
+            let n = self.line_count(8);
+            origin = match self.rng.random_range(0..100) {
+                0..60 => None,
+                60..92 => Some(
+                    json!({"channel": "web", "order_id": format!("WEB-ONLINE-{}", self.next_key)}),
+                ),
+                _ => Some(json!({"channel": "app", "order_id": format!("APP-{}", self.next_key)})),
+            };
+            self.items(locks, n)
+        };
+        let (request, mut answer) = self.render(&items, false);
+        let restock = self.rng.random_bool(0.75);
+        let mut body = json!({"client_key": key, "lines": request});
+        if let Some(origin) = &origin {
+            body["origin"] = origin.clone();
+        }
+        if !receipt.is_null() {
+            body["receipt"] = receipt;
+        }
+        let channel = origin
+            .as_ref()
+            .and_then(|o| o["channel"].as_str().map(str::to_owned));
         if !restock || self.rng.random_bool(0.3) {
             body["restock"] = json!(restock);
         }
@@ -440,7 +535,7 @@ impl<'a> Generator<'a> {
                 line["stock_applied"] = json!(false);
             }
         }
-        let cross = matches!(channel, Some("web") | Some("app"));
+        let cross = matches!(channel.as_deref(), Some("web") | Some("app"));
         let mut op = self.op(
             till,
             Route::Return,

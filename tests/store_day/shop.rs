@@ -7,6 +7,7 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
 pub const PRODUCTS: usize = 300;
@@ -98,6 +99,7 @@ pub struct Till {
 
 pub struct Shop {
     pub products: Vec<Product>,
+    by_sku: HashMap<String, usize>,
     pub unknown: Vec<String>,
     pub customers: Vec<Customer>,
     pub orders: Vec<Order>,
@@ -107,6 +109,16 @@ pub struct Shop {
     pub auditor: Till,
     /// Per product: (order, qty) of each reserving line.
     pub reservations: Vec<Vec<(usize, i64)>>,
+}
+
+impl Shop {
+    pub fn product_by_sku(&self, sku: &str) -> Option<usize> {
+        self.by_sku.get(sku).copied()
+    }
+
+    pub fn unknown_by_gtin(&self, gtin: &str) -> Option<usize> {
+        self.unknown.iter().position(|g| g == gtin)
+    }
 }
 
 fn token(rng: &mut StdRng) -> String {
@@ -129,6 +141,11 @@ pub fn generate(seed: u64, tills: usize, max_lines: usize) -> Shop {
                 rng.random_range(0..=400)
             },
         })
+        .collect();
+    let by_sku = products
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.sku.clone(), i))
         .collect();
     let unknown = (0..40).map(|i| gtin14(UNKNOWN_BASE + i * 13)).collect();
     let customers = (0..CUSTOMERS)
@@ -211,6 +228,7 @@ pub fn generate(seed: u64, tills: usize, max_lines: usize) -> Shop {
     };
     Shop {
         products,
+        by_sku,
         unknown,
         customers,
         orders,
