@@ -726,7 +726,9 @@ impl<'a> Generator<'a> {
         let room = model.cap_room(c);
         let fits = balance.min(room);
         let points = match self.rng.random_range(0..100) {
-            0..65 if fits >= 1 => self.rng.random_range(1..=fits.min(2_500)),
+            // Exactly what is left (of the balance, or of the cap): the boundary is allowed.
+            0..12 if fits >= 1 => fits,
+            12..65 if fits >= 1 => self.rng.random_range(1..=fits.min(2_500)),
             0..80 => balance + self.rng.random_range(1..=500),
             _ => room.max(0) + self.rng.random_range(1..=500),
         }
