@@ -24,9 +24,7 @@ mod common;
 
 use common::{Scratch, emit, median, pass_str, percentile_sorted};
 use relais::outbox::writer::WriterSettings;
-use relais::outbox::{
-    AppendRequest, EventDraft, LocalEffect, MovementKind, OutboxWriter, RetentionClass,
-};
+use relais::outbox::{AppendRequest, IdempotencyClaim, MovementKind, OutboxWriter, StoreFact};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -80,25 +78,18 @@ fn part(name: &str) -> bool {
         .unwrap_or(true)
 }
 
+/// A one-unit sale as a till's keyed `POST /v1/movements` hands it to the writer: settled by the
+/// domain rules, serialised and keyed on the writer thread.
 fn request(producer: usize, i: u64) -> AppendRequest {
     let sku = format!("SKU-{:07}", (producer as u64 * 7919 + i) % 1_000_000);
-    AppendRequest {
-        draft: EventDraft {
-            event_type: "stock.movement",
-            schema: 1,
-            class: RetentionClass::StoreFact,
-            payload_json: format!(
-                r#"{{"sku":"{sku}","delta":-1,"kind":"sale","till":"T{producer:02}","line":{i}}}"#
-            ),
-        },
-        effects: vec![LocalEffect::StockMovement {
-            sku,
-            delta: -1,
-            kind: MovementKind::Sale,
-        }],
-        client_key: Some(format!("bench-{producer}-{i}")),
-        answer_json: None,
-    }
+    AppendRequest::fact(StoreFact::stock_movement(MovementKind::Sale, &sku, 1)).with_key(
+        IdempotencyClaim::new(
+            &format!("T{producer:02}"),
+            "POST /v1/movements",
+            &format!("bench-{producer}-{i}"),
+            [0; 32],
+        ),
+    )
 }
 
 #[derive(Clone, Copy)]

@@ -11,7 +11,7 @@ mod broker;
 mod common;
 
 use common::{Scratch, emit, median, pass_str, runs, scale, scaled};
-use relais::outbox::{AppendRequest, EventDraft, LocalEffect, MovementKind, RetentionClass};
+use relais::outbox::{AppendRequest, MovementKind, StoreFact};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,20 +38,12 @@ fn seed(outbox: &Path, n: usize) {
     )
     .expect("outbox");
     handle
-        .append_pipelined_blocking((0..n).map(|i| AppendRequest {
-            draft: EventDraft {
-                event_type: "stock.movement",
-                schema: 1,
-                class: RetentionClass::StoreFact,
-                payload_json: payload(i),
-            },
-            effects: vec![LocalEffect::StockMovement {
-                sku: format!("SKU-{:06}", i % 50_000),
-                delta: -1,
-                kind: MovementKind::Sale,
-            }],
-            client_key: None,
-            answer_json: None,
+        .append_pipelined_blocking((0..n).map(|i| {
+            AppendRequest::fact(StoreFact::stock_movement(
+                MovementKind::Sale,
+                &format!("SKU-{:06}", i % 50_000),
+                1,
+            ))
         }))
         .expect("seed");
     drop(handle);

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod demo;
 pub mod devices;
 pub mod doctor;
+pub mod domain;
 pub mod fleet;
 pub mod logging;
 pub mod outbox;

@@ -110,17 +110,12 @@ async fn record(
     class: RetentionClass,
     payload: serde_json::Value,
 ) {
-    let request = AppendRequest {
-        draft: EventDraft {
-            event_type,
-            schema: 1,
-            class,
-            payload_json: payload.to_string(),
-        },
-        effects: Vec::new(),
-        client_key: None,
-        answer_json: None,
-    };
+    let request = AppendRequest::event(EventDraft {
+        event_type,
+        schema: 1,
+        class,
+        payload_json: payload.to_string(),
+    });
     // Queued in read order, but not awaited: nobody is told about a read after it is
     // recorded (the live stream already has it), so the next scan must not wait for this
     // one's fsync — the writer commits a burst of reads in one group instead.

@@ -224,23 +224,42 @@ fn a_customer_is_found_over_http_by_card_uid_with_or_without_separators() {
 }
 
 #[test]
-fn a_replayed_client_key_answers_with_the_recorded_movement_even_if_the_retry_body_differs() {
-    let (_store, _gtin, agent) = started();
-    let (status, first) = agent.post_movement(&json!({
-        "kind": "sale", "sku": SKU, "qty": 1, "client_key": "till-2/r-7/l-1"
-    }));
+fn a_retry_gets_the_first_answer_and_the_same_key_on_another_movement_is_refused_with_422() {
+    let (_store, gtin, agent) = started();
+    let sale = json!({"kind": "sale", "sku": SKU, "qty": 1, "client_key": "till-2/r-7/l-1"});
+    let (status, first) = agent.post_movement(&sale);
     assert_eq!(status, 201, "{first}");
     assert_eq!(first["stock_applied"], true);
-    // The retry names the item by a GTIN the replica does not know.
-    let (status, again) = agent.post_movement(&json!({
-        "kind": "sale", "gtin": gtin14(999_999_999_999), "qty": 1, "client_key": "till-2/r-7/l-1"
-    }));
+    // The same request again, its fields in another order: a retry.
+    let (status, again) = agent.post_raw(
+        "/v1/movements",
+        r#"{"client_key":"till-2/r-7/l-1","qty":1,"sku":"SKU-A1","kind":"sale"}"#
+            .replace("SKU-A1", SKU),
+    );
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["replayed"], true);
-    assert_eq!(again["seq"], first["seq"]);
-    // "A retry returns the first answer": the movement that counted was SKU with stock applied.
+    assert_eq!((&again["id"], &again["seq"]), (&first["id"], &first["seq"]));
     assert_eq!(again["sku"], SKU, "{again}");
-    assert_eq!(again["stock_applied"], true, "{again}");
+    // The key reused for a different movement: refused, and nothing is recorded.
+    let (status, reused) = agent.post_movement(&json!({
+        "kind": "sale", "gtin": gtin14(999_999_999_999), "qty": 1, "client_key": "till-2/r-7/l-1"
+    }));
+    assert_eq!(status, 422, "{reused}");
+    assert_eq!(
+        reused["error"]["code"], "idempotency_key_reused",
+        "{reused}"
+    );
+    assert_eq!(reused["error"]["details"]["first_seq"], first["seq"]);
+    let (_, product) = agent.get_json(&format!("/v1/products/{gtin}"));
+    let (status, next) = agent.post_movement(&json!({
+        "kind": "sale", "sku": SKU, "qty": 1, "client_key": "till-2/r-7/l-2"
+    }));
+    assert_eq!(status, 201, "{next}");
+    assert_eq!(
+        next["seq"].as_u64(),
+        first["seq"].as_u64().map(|s| s + 1),
+        "the refused request used no seq and recorded nothing: {product}"
+    );
 }
 
 #[test]

@@ -240,10 +240,7 @@ fn every_store_fact_retried_with_its_key_gets_the_first_answer_and_is_recorded_o
         let (status, first) = agent.post_json(path, &body);
         assert_eq!(status, 201, "{path}: {first}");
         assert_eq!(first["durable"], true, "{path}");
-        // The retry differs (as a confused till's might): the first answer still comes back.
-        if let Some(qty) = body.pointer_mut("/lines/0/qty") {
-            *qty = json!(5);
-        }
+        // The same request again: the first answer comes back.
         let (status, again) = agent.post_json(path, &body);
         assert_eq!(status, 200, "{path} retried: {again}");
         assert_eq!(again["replayed"], true, "{path}");
@@ -253,6 +250,17 @@ fn every_store_fact_retried_with_its_key_gets_the_first_answer_and_is_recorded_o
             again, expected,
             "{path}: the retry must get the first answer"
         );
+        // The key reused for a different request (as a confused till's might): refused.
+        match body.pointer_mut("/lines/0/qty") {
+            Some(qty) => *qty = json!(5),
+            None if path.contains("loyalty") => body["points"] = json!(11),
+            None if path.contains("cycle") => body["counts"][0]["counted"] = json!(8),
+            None if path.contains("movements") => body["qty"] = json!(4),
+            None => continue,
+        }
+        let (status, reused) = agent.post_json(path, &body);
+        assert_eq!(status, 422, "{path} reused: {reused}");
+        assert_eq!(error_code(&reused), "idempotency_key_reused", "{path}");
     }
     assert_eq!(
         store.outbox_events().len() - before,

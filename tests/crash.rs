@@ -410,6 +410,9 @@ fn a_sigterm_under_concurrent_load_exits_0_and_every_acknowledged_movement_is_in
 
 /// Set by the test below for its child process: the outbox the child writes to.
 const CHECKPOINT_CHILD_OUTBOX: &str = "RELAIS_TEST_CHECKPOINT_CHILD_OUTBOX";
+/// Whose keys the child claims, and where (keys are scoped to both).
+const CHECKPOINT_CHILD_CALLER: &str = "child";
+const CHECKPOINT_CHILD_ROUTE: &str = "POST /v1/movements";
 
 /// The child half of the checkpoint crash test (this same test binary, started as a process
 /// so that it can be SIGKILLed): four threads append movements through the real writer with a
@@ -418,9 +421,7 @@ const CHECKPOINT_CHILD_OUTBOX: &str = "RELAIS_TEST_CHECKPOINT_CHILD_OUTBOX";
 #[ignore = "started as a child process by acknowledged_appends_survive_sigkills_in_the_middle_of_checkpoints"]
 fn checkpoint_crash_child() {
     use relais::outbox::writer::WriterSettings;
-    use relais::outbox::{
-        AppendRequest, EventDraft, LocalEffect, MovementKind, OutboxWriter, RetentionClass,
-    };
+    use relais::outbox::{AppendRequest, IdempotencyClaim, MovementKind, OutboxWriter, StoreFact};
     use std::io::Write;
     let Some(path) = std::env::var_os(CHECKPOINT_CHILD_OUTBOX) else {
         return;
@@ -446,21 +447,19 @@ fn checkpoint_crash_child() {
                 for i in 0.. {
                     let key = format!("ck-{boot}-{t}-{i}");
                     let appended = handle
-                        .append_blocking(AppendRequest {
-                            draft: EventDraft {
-                                event_type: "stock.movement",
-                                schema: 1,
-                                class: RetentionClass::StoreFact,
-                                payload_json: format!(r#"{{"client_key":"{key}"}}"#),
-                            },
-                            effects: vec![LocalEffect::StockMovement {
-                                sku: format!("CK-{}", i % 500),
-                                delta: -1,
-                                kind: MovementKind::Sale,
-                            }],
-                            client_key: Some(key.clone()),
-                            answer_json: None,
-                        })
+                        .append_blocking(
+                            AppendRequest::fact(StoreFact::stock_movement(
+                                MovementKind::Sale,
+                                &format!("CK-{}", i % 500),
+                                1,
+                            ))
+                            .with_key(IdempotencyClaim::new(
+                                CHECKPOINT_CHILD_CALLER,
+                                CHECKPOINT_CHILD_ROUTE,
+                                &key,
+                                [0; 32],
+                            )),
+                        )
                         .expect("append");
                     let mut out = out.lock().expect("stdout");
                     writeln!(out, "ACK {key} {}", appended.seq).expect("write");
@@ -538,8 +537,10 @@ fn acknowledged_appends_survive_sigkills_in_the_middle_of_checkpoints() {
         )
         .expect("prepare");
     for (key, seq) in &acked {
+        let scoped =
+            relais::outbox::scoped_key(CHECKPOINT_CHILD_CALLER, CHECKPOINT_CHILD_ROUTE, key);
         let (stored, events, movements): (i64, i64, i64) = find
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row([scoped], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap_or_else(|e| panic!("{key} was acknowledged (seq {seq}) but is lost: {e}"));
         assert_eq!(stored as u64, *seq, "{key}");
         assert_eq!((events, movements), (1, 1), "{key}: event and movement");

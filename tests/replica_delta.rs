@@ -4,9 +4,7 @@
 use relais::cards::CardHasher;
 use relais::decode::gtin::Gtin14;
 use relais::outbox::writer::WriterSettings;
-use relais::outbox::{
-    AppendRequest, EventDraft, LocalEffect, MovementKind, OutboxWriter, RetentionClass,
-};
+use relais::outbox::{AppendRequest, MovementKind, OutboxWriter, StoreFact};
 use relais::replica::apply::{ApplierHandle, ApplyError, DeltaOutcome, ReplicaApplier};
 use relais::replica::delta::Delta;
 use relais::replica::lookup::{self, Answer};
@@ -774,18 +772,33 @@ fn outbox_settings() -> WriterSettings {
     }
 }
 
-fn store_fact(event_type: &'static str, effect: Option<LocalEffect>) -> AppendRequest {
-    AppendRequest {
-        draft: EventDraft {
-            event_type,
-            schema: 1,
-            class: RetentionClass::StoreFact,
-            payload_json: "{}".into(),
+/// A stock movement of `delta` units of `sku`.
+fn movement(sku: &str, delta: i64) -> AppendRequest {
+    let kind = if delta < 0 {
+        MovementKind::Sale
+    } else {
+        MovementKind::Receipt
+    };
+    AppendRequest::fact(StoreFact::stock_movement(kind, sku, delta.abs()))
+}
+
+/// A loyalty operation of `points` (signed) for `customer_id`, not guarded by any cap.
+fn loyalty(customer_id: &str, points: i64) -> AppendRequest {
+    AppendRequest::fact(StoreFact::Loyalty(relais::domain::LoyaltyOperation {
+        recorded: relais::domain::LoyaltyRecorded {
+            customer_id: customer_id.into(),
+            points,
+            receipt: None,
+            client_key: None,
+            by: "local".into(),
         },
-        effects: effect.into_iter().collect(),
-        client_key: None,
-        answer_json: None,
-    }
+        baseline: relais::domain::LoyaltyBaseline {
+            central_balance: 0,
+            watermark_seq: 0,
+        },
+        burn_cap: i64::MAX,
+        balance_after: None,
+    }))
 }
 
 #[test]
@@ -795,18 +808,9 @@ fn stock_on_hand_is_the_delta_baseline_plus_the_movements_after_its_watermark() 
     let deltas = [-1i64, -2, 10, -3, -4, 5];
     let mut seqs = Vec::new();
     for delta in deltas {
-        let effect = LocalEffect::StockMovement {
-            sku: "SKU-MILK".into(),
-            delta,
-            kind: if delta < 0 {
-                MovementKind::Sale
-            } else {
-                MovementKind::Receipt
-            },
-        };
         seqs.push(
             outbox
-                .append_blocking(store_fact("stock.movement", Some(effect)))
+                .append_blocking(movement("SKU-MILK", delta))
                 .unwrap()
                 .seq,
         );
@@ -851,16 +855,7 @@ fn stock_on_hand_is_the_delta_baseline_plus_the_movements_after_its_watermark() 
     assert_eq!((s.on_hand, s.local_movements_after_watermark), (105, 0));
 
     // A movement recorded after that baseline counts on top of it.
-    outbox
-        .append_blocking(store_fact(
-            "stock.movement",
-            Some(LocalEffect::StockMovement {
-                sku: "SKU-MILK".into(),
-                delta: -7,
-                kind: MovementKind::Sale,
-            }),
-        ))
-        .unwrap();
+    outbox.append_blocking(movement("SKU-MILK", -7)).unwrap();
     assert_eq!(stock().on_hand, 98);
     drop(outbox);
     writer.join();
@@ -874,17 +869,7 @@ fn the_loyalty_balance_is_the_delta_baseline_plus_the_local_operations_after_its
     let points = [50i64, -20, 30, 15, -5];
     let seqs: Vec<u64> = points
         .iter()
-        .map(|&points| {
-            let effect = LocalEffect::Loyalty {
-                customer_id: "C1".into(),
-                points,
-                guard: None,
-            };
-            outbox
-                .append_blocking(store_fact("loyalty.op", Some(effect)))
-                .unwrap()
-                .seq
-        })
+        .map(|&points| outbox.append_blocking(loyalty("C1", points)).unwrap().seq)
         .collect();
     drop(outbox);
     writer.join();

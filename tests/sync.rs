@@ -10,7 +10,7 @@ mod https;
 
 use broker::{Broker, BrokerOptions, Proxy};
 use common::{KillOnDrop, Settings, Store};
-use relais::outbox::{AppendRequest, EventDraft, LocalEffect, MovementKind, RetentionClass};
+use relais::outbox::{AppendRequest, MovementKind, StoreFact};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -48,22 +48,12 @@ fn seed_outbox(store: &Store, n: usize) -> HashSet<String> {
     };
     let (handle, writer) =
         relais::outbox::OutboxWriter::start(&store.outbox_db(), settings).expect("outbox");
-    let requests = (0..n).map(|i| AppendRequest {
-        draft: EventDraft {
-            event_type: "stock.movement",
-            schema: 1,
-            class: RetentionClass::StoreFact,
-            payload_json:
-                json!({"sku": format!("SKU-{}", i % 97), "delta": -1, "kind": "sale", "n": i})
-                    .to_string(),
-        },
-        effects: vec![LocalEffect::StockMovement {
-            sku: format!("SKU-{}", i % 97),
-            delta: -1,
-            kind: MovementKind::Sale,
-        }],
-        client_key: None,
-        answer_json: None,
+    let requests = (0..n).map(|i| {
+        AppendRequest::fact(StoreFact::stock_movement(
+            MovementKind::Sale,
+            &format!("SKU-{}", i % 97),
+            1,
+        ))
     });
     let appended = handle.append_pipelined_blocking(requests).expect("seed");
     drop(handle);

@@ -118,11 +118,30 @@ impl From<OutboxError> for ApiError {
                 e.to_string(),
             ),
             OutboxError::Refused(refused) => {
-                let mut err =
-                    ApiError::new(StatusCode::CONFLICT, refused.code(), refused.to_string());
+                let status = if refused.is_conflict() {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                let mut err = ApiError::new(status, refused.code(), refused.to_string());
                 err.details = serde_json::to_value(&refused).ok();
                 err
             }
+            OutboxError::KeyReused { seq, .. } => {
+                let mut err = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    e.to_string(),
+                );
+                err.field = Some("client_key".into());
+                err.details = Some(serde_json::json!({ "first_seq": seq }));
+                err
+            }
+            OutboxError::NotRecordable(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_recordable",
+                e.to_string(),
+            ),
             OutboxError::Commit(_) | OutboxError::Storage(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_recorded",
@@ -132,12 +151,11 @@ impl From<OutboxError> for ApiError {
     }
 }
 
-/// Parse a JSON body ourselves so that every failure (too large, not JSON, wrong field) comes
-/// back as our JSON error with the position and the field, not axum's plain text.
-pub fn parse_json<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let bytes = body.map_err(|rejection| {
+/// The body's bytes, or the error that says why there are none (413 past the limit). Bodies are
+/// parsed by us ([`parse_slice`]) so that every failure comes back as our JSON error with the
+/// position and the field, not axum's plain text.
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -148,8 +166,12 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
         } else {
             ApiError::new(status, "unreadable_body", rejection.body_text())
         }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    })
+}
+
+/// Parse JSON bytes into a request type; a 400 with the position otherwise.
+pub fn parse_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
         let mut err = ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",

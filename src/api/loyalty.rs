@@ -7,9 +7,10 @@
 //! being spent in two stores; online, central's loyalty stream confirms burns within seconds.
 
 use super::auth::Caller;
-use super::facts::{Fact, bounded_text, caller_name, idempotency_key, record};
-use super::{ApiError, ApiState, error};
-use crate::outbox::{BurnGuard, LocalEffect};
+use super::facts::{bounded_text, caller_name, in_range, record};
+use super::idempotency::{FactRequest, idempotency_key, route};
+use super::{ApiError, ApiState};
+use crate::domain::{LoyaltyBaseline, LoyaltyOperation, LoyaltyRecorded, StoreFact};
 use crate::replica::lookup::{self, Answer, CustomerAnswer};
 use crate::storage;
 use axum::body::Bytes;
@@ -18,7 +19,6 @@ use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Map, json};
 use std::sync::Arc;
 
 /// Far above any real basket's points; a larger figure is a client bug.
@@ -105,22 +105,24 @@ async fn operation(
     body: Result<Bytes, BytesRejection>,
     op: Operation,
 ) -> Result<Response, ApiError> {
-    let body: LoyaltyBody = error::parse_json(body)?;
+    let route = match op {
+        Operation::Earn => route::LOYALTY_EARN,
+        Operation::Burn => route::LOYALTY_BURN,
+    };
+    let request = FactRequest::<LoyaltyBody>::parse(route, &[], body)?;
+    let body = &request.body;
     let key = idempotency_key(&headers, body.client_key.as_deref(), true)?;
     bounded_text("receipt", &body.receipt, 64)?;
     bounded_text("customer_id", &body.customer_id, 64)?;
-    if !(1..=MAX_POINTS).contains(&body.points) {
-        return Err(ApiError::invalid(
-            "points",
-            format!(
-                "{}: must be 1 to {MAX_POINTS}; the endpoint gives the direction",
-                body.points
-            ),
-        ));
-    }
-    let who = match (body.card, body.customer_id) {
-        (Some(card), None) => CustomerRef::Card(card),
-        (None, Some(id)) => CustomerRef::Id(id),
+    in_range(
+        "points",
+        body.points,
+        1..=MAX_POINTS,
+        "points (the endpoint gives the direction)",
+    )?;
+    let who = match (&body.card, &body.customer_id) {
+        (Some(card), None) => CustomerRef::Card(card.clone()),
+        (None, Some(id)) => CustomerRef::Id(id.clone()),
         _ => {
             return Err(ApiError::invalid(
                 "card",
@@ -129,46 +131,28 @@ async fn operation(
         }
     };
     let customer = customer(&state, who).await?;
-    let (event_type, points, guard) = match op {
-        Operation::Earn => ("loyalty.earned", body.points, None),
-        Operation::Burn => (
-            "loyalty.burned",
-            -body.points,
-            Some(BurnGuard {
-                central_balance: customer.loyalty.central_balance,
-                watermark_seq: customer.loyalty.watermark_seq,
-                cap: state.tunables.offline_burn_cap(),
-            }),
-        ),
+    let points = match op {
+        Operation::Earn => body.points,
+        Operation::Burn => -body.points,
     };
-    // The event names the customer by central's id only: no card identifier, no name.
-    let payload = json!({
-        "customer_id": customer.customer_id,
-        "points": points,
-        "receipt": body.receipt,
-        "client_key": key,
-        "by": caller_name(&caller),
-    });
-    let mut answer = Map::new();
-    answer.insert("customer_id".into(), json!(customer.customer_id));
-    answer.insert("points".into(), json!(points));
-    // What the balance is once this operation counts; computed from the same figures the
-    // writer checks, so it is exact unless another till posted in between.
-    let balance_after = customer.loyalty.balance.saturating_add(points);
-    answer.insert("balance_after".into(), json!(balance_after));
-    record(
-        &state,
-        Fact {
-            event_type,
-            payload,
-            effects: vec![LocalEffect::Loyalty {
-                customer_id: customer.customer_id.clone(),
-                points,
-                guard,
-            }],
-            key,
-            answer,
+    let by = caller_name(&caller);
+    let claim = request.claim(&by, key.as_deref());
+    // The writer checks a burn against the balance and the cap, and computes the balance after
+    // the operation, against every operation committed before it (`domain`).
+    let fact = StoreFact::Loyalty(LoyaltyOperation {
+        recorded: LoyaltyRecorded {
+            customer_id: customer.customer_id,
+            points,
+            receipt: body.receipt.clone(),
+            client_key: key,
+            by,
         },
-    )
-    .await
+        baseline: LoyaltyBaseline {
+            central_balance: customer.loyalty.central_balance,
+            watermark_seq: customer.loyalty.watermark_seq,
+        },
+        burn_cap: state.tunables.offline_burn_cap(),
+        balance_after: None,
+    });
+    record(&state, fact, claim).await
 }

@@ -3,9 +3,11 @@
 //! means the fact is durable.
 
 pub mod auth;
+mod counts;
 mod error;
 mod events;
 mod facts;
+mod idempotency;
 mod loyalty;
 mod metrics;
 mod pickups;
@@ -99,7 +101,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         post(facts::post_movement),
         post(facts::post_sale),
         post(facts::post_return),
-        post(facts::post_cycle_count),
+        post(counts::post_cycle_count),
         post(loyalty::post_earn),
         post(loyalty::post_burn),
         get(pickups::get_pickup),

@@ -7,9 +7,10 @@
 //! not move; the writer refuses a second collection of the same order.
 
 use super::auth::Caller;
-use super::facts::{Fact, bounded_text, caller_name, idempotency_key, record};
-use super::{ApiError, ApiState, error};
-use crate::outbox::{LocalEffect, MovementKind};
+use super::facts::{bounded_text, caller_name, record};
+use super::idempotency::{FactRequest, idempotency_key, route};
+use super::{ApiError, ApiState};
+use crate::domain::{HandedOverLine, PickupCollected, StoreFact};
 use crate::replica::{Stream, lookup, stream_states};
 use crate::storage;
 use axum::body::Bytes;
@@ -19,7 +20,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, json};
 use std::sync::Arc;
 
 #[derive(Serialize, Clone)]
@@ -156,7 +156,7 @@ pub(super) async fn get_pickup(
     Ok(axum::Json(pickup).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CollectBody {
     #[serde(default)]
@@ -170,11 +170,9 @@ pub(super) async fn collect(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body: CollectBody = match &body {
-        Ok(bytes) if bytes.is_empty() => CollectBody::default(),
-        _ => error::parse_json(body)?,
-    };
-    let key = idempotency_key(&headers, body.client_key.as_deref(), true)?;
+    let request =
+        FactRequest::<CollectBody>::parse_or_empty(route::PICKUP_COLLECT, &[code.as_str()], body)?;
+    let key = idempotency_key(&headers, request.body.client_key.as_deref(), true)?;
     let pickup = load(&state, code).await?;
     // A retry of a collection that went through must get its first answer, so a collected
     // order is refused here only when the key is new; the writer checks again atomically.
@@ -200,43 +198,26 @@ pub(super) async fn collect(
     if let Some(refusal) = refusal {
         return Err(refusal);
     }
-    let handed_over: Vec<PickupLine> = pickup
+    let handed_over: Vec<HandedOverLine> = pickup
         .lines
-        .iter()
+        .into_iter()
         .filter(|l| l.status != "cancelled")
-        .cloned()
-        .collect();
-    let mut effects: Vec<LocalEffect> = handed_over
-        .iter()
-        .map(|l| LocalEffect::StockMovement {
-            sku: l.sku.clone(),
-            delta: -l.qty,
-            kind: MovementKind::Sale,
+        .map(|l| HandedOverLine {
+            line: l.line,
+            sku: l.sku,
+            qty: l.qty,
+            status: l.status,
         })
         .collect();
-    effects.push(LocalEffect::PickupCollected {
-        order_id: pickup.order_id.clone(),
+    let by = caller_name(&caller);
+    let claim = request.claim(&by, key.as_deref());
+    let fact = StoreFact::PickupCollected(PickupCollected {
+        order_id: pickup.order_id,
+        pickup_code: pickup.pickup_code,
+        lines: handed_over,
+        was_ready: pickup.status == PickupStatus::Ready,
+        client_key: key,
+        by,
     });
-    let payload = json!({
-        "order_id": pickup.order_id,
-        "pickup_code": pickup.pickup_code,
-        "lines": handed_over,
-        "was_ready": pickup.status == PickupStatus::Ready,
-        "client_key": key,
-        "by": caller_name(&caller),
-    });
-    let mut answer = Map::new();
-    answer.insert("order_id".into(), json!(pickup.order_id));
-    answer.insert("lines".into(), json!(handed_over));
-    record(
-        &state,
-        Fact {
-            event_type: "pickup.collected",
-            payload,
-            effects,
-            key,
-            answer,
-        },
-    )
-    .await
+    record(&state, fact, claim).await
 }

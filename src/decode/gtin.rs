@@ -105,6 +105,14 @@ impl serde::Serialize for Gtin14 {
     }
 }
 
+/// Events carry GTINs as 14-digit strings; central reads them back with the check verified.
+impl<'de> serde::Deserialize<'de> for Gtin14 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Gtin14, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Gtin14::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,11 @@
 //! truth between them; at start the memory is rebuilt from `unfiled_keys`, which is durable in
 //! the same transaction as its event. A hash only says where to look: the row is read back
 //! and its key compared, so a collision never replays somebody else's answer.
+//!
+//! Keys are scoped to their caller and route, and carry a fingerprint of the request (ADR
+//! 0017): the writer compares it to tell a retry from a different fact reusing the key.
 
+use super::IdempotencyClaim;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -22,7 +26,22 @@ pub(super) struct Claimed {
     pub seq: i64,
     pub id: Vec<u8>,
     pub answer: Option<String>,
+    /// `None`: scoped by the migration from an event still in the outbox, request unknown.
+    pub fingerprint: Option<Vec<u8>>,
 }
+
+impl Claimed {
+    /// Whether a request with `fingerprint` is a retry of the one that claimed the key.
+    pub fn same_request(&self, fingerprint: &[u8; 32]) -> bool {
+        self.fingerprint
+            .as_deref()
+            .is_none_or(|stored| stored == fingerprint || stored == UNSCOPED)
+    }
+}
+
+/// The fingerprint of a key recorded before keys were scoped, whose event was already
+/// delivered when the outbox was migrated: found by the raw key, replayed for any request.
+const UNSCOPED: &[u8] = &[0];
 
 /// Past this many unfiled keys a burst is on: the index is grown once to the most it may
 /// hold, so it is not rehashed again (a rehash of 200,000 entries stalls a group for ms).
@@ -38,6 +57,9 @@ pub(super) struct UnfiledKeys {
     by_hash: HashMap<u64, u64>,
     /// Keys whose hash another unfiled key already had (practically never: 2^-64 per pair).
     collided: HashMap<Box<str>, u64>,
+    /// Keys from before scoping are still stored (`meta.unscoped_keys`): a key not found in
+    /// its scoped form is looked up raw too.
+    unscoped: bool,
 }
 
 impl UnfiledKeys {
@@ -49,6 +71,14 @@ impl UnfiledKeys {
             hasher: RandomState::new(),
             by_hash: HashMap::new(),
             collided: HashMap::new(),
+            unscoped: conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'unscoped_keys'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .is_some_and(|n| n > 0),
         };
         let mut stmt = conn.prepare("SELECT seq, client_key FROM unfiled_keys ORDER BY seq")?;
         let mut rows = stmt.query([])?;
@@ -68,12 +98,28 @@ impl UnfiledKeys {
         self.len() == 0
     }
 
-    /// The first claim of `key`, unfiled (this group's included: `tx` sees its own rows) or filed.
+    /// The first claim of this key, unfiled (this group's included: `tx` sees its own rows) or
+    /// filed; for an outbox migrated from unscoped keys, also a claim of the raw key.
     pub(super) fn find(
         &self,
         tx: &Transaction<'_>,
-        key: &str,
+        claim: &IdempotencyClaim,
     ) -> rusqlite::Result<Option<Claimed>> {
+        if let Some(found) = self.find_stored(tx, &claim.scoped_key)? {
+            return Ok(Some(found));
+        }
+        if !self.unscoped {
+            return Ok(None);
+        }
+        let Some(raw) = claim.client_key() else {
+            return Ok(None);
+        };
+        Ok(self
+            .find_stored(tx, &raw)?
+            .filter(|c| c.fingerprint.as_deref() == Some(UNSCOPED)))
+    }
+
+    fn find_stored(&self, tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<Claimed>> {
         let seq = self
             .collided
             .get(key)
@@ -81,46 +127,59 @@ impl UnfiledKeys {
             .copied();
         if let Some(seq) = seq {
             let row = tx
-                .prepare_cached("SELECT client_key, id, answer FROM unfiled_keys WHERE seq = ?1")?
+                .prepare_cached(
+                    "SELECT client_key, id, answer, fingerprint FROM unfiled_keys WHERE seq = ?1",
+                )?
                 .query_row([seq as i64], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
-            if let Some((stored, id, answer)) = row
+            if let Some((stored, id, answer, fingerprint)) = row
                 && stored == key
             {
                 return Ok(Some(Claimed {
                     seq: seq as i64,
                     id,
                     answer,
+                    fingerprint,
                 }));
             }
         }
-        tx.prepare_cached("SELECT seq, id, answer FROM idempotency WHERE client_key = ?1")?
-            .query_row([key], |r| {
-                Ok(Claimed {
-                    seq: r.get(0)?,
-                    id: r.get(1)?,
-                    answer: r.get(2)?,
-                })
+        tx.prepare_cached(
+            "SELECT seq, id, answer, fingerprint FROM idempotency WHERE client_key = ?1",
+        )?
+        .query_row([key], |r| {
+            Ok(Claimed {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                answer: r.get(2)?,
+                fingerprint: r.get(3)?,
             })
-            .optional()
+        })
+        .optional()
     }
 
-    /// Record `key` as claimed by event `seq`, in the group's transaction.
-    pub(super) fn claim(
-        &mut self,
+    /// Record `claim` as made by event `seq`, in the fact's transaction. The writer calls
+    /// [`remember`](Self::remember) once the fact is settled for good.
+    pub(super) fn insert(
+        &self,
         tx: &Transaction<'_>,
-        key: &str,
+        claim: &IdempotencyClaim,
         seq: u64,
         id: &[u8],
         answer: Option<&str>,
     ) -> rusqlite::Result<()> {
         tx.prepare_cached(
-            "INSERT INTO unfiled_keys(seq, client_key, id, answer) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO unfiled_keys(seq, client_key, id, answer, fingerprint)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![seq as i64, key, id, answer])?;
-        self.remember(key, seq);
+        .execute(params![
+            seq as i64,
+            claim.scoped_key,
+            id,
+            answer,
+            claim.fingerprint.as_slice()
+        ])?;
         Ok(())
     }
 
@@ -150,8 +209,8 @@ impl UnfiledKeys {
         // OR IGNORE: a key is claimed once (checked on this thread), so a conflict cannot
         // happen; if it ever did, the first claim is the one to keep.
         tx.prepare_cached(
-            "INSERT OR IGNORE INTO idempotency(client_key, seq, id, answer)
-             SELECT client_key, seq, id, answer FROM unfiled_keys WHERE seq <= ?1",
+            "INSERT OR IGNORE INTO idempotency(client_key, seq, id, answer, fingerprint)
+             SELECT client_key, seq, id, answer, fingerprint FROM unfiled_keys WHERE seq <= ?1",
         )?
         .execute([upto])?;
         tx.prepare_cached("DELETE FROM unfiled_keys WHERE seq <= ?1")?
@@ -166,7 +225,8 @@ impl UnfiledKeys {
         Ok(rows.len())
     }
 
-    fn remember(&mut self, key: &str, seq: u64) {
+    /// Index `key` as claimed by event `seq` (its row is in this group's transaction).
+    pub(super) fn remember(&mut self, key: &str, seq: u64) {
         if self.by_hash.len() == BURST_ON_AT {
             self.by_hash.reserve(self.most.saturating_sub(BURST_ON_AT));
         }

@@ -6,6 +6,7 @@
 //! are not atomic, so putting the effect in `replica.db` could count a sale that was never sent,
 //! or send a sale that was never counted (see docs/adr/0002-store-facts-live-in-the-outbox.md).
 
+mod append;
 mod checkpointer;
 pub mod delivery;
 mod keys;
@@ -18,6 +19,7 @@ pub mod writer;
 pub use stats::{ClassStats, OutboxStats};
 pub use writer::{OutboxHandle, OutboxWriter};
 
+pub use crate::domain::{FactRefused, MovementKind, StoreFact};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -67,102 +69,77 @@ pub struct EventDraft {
     pub payload_json: String,
 }
 
-/// The kind of a stock movement. Sign rules live here so no caller gets them wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MovementKind {
-    Sale,
-    Return,
-    Receipt,
-    Adjustment,
+/// What a producer hands to the writer: a prepared event (telemetry, device facts: no local
+/// effect, payload serialised by the producer) or a store fact, whose rules the writer runs
+/// inside its transaction (`domain`), so what it checks and computes sees every fact before it.
+#[derive(Clone, Debug)]
+pub enum AppendBody {
+    Event(EventDraft),
+    Fact(Box<StoreFact>),
 }
 
-impl MovementKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            MovementKind::Sale => "sale",
-            MovementKind::Return => "return",
-            MovementKind::Receipt => "receipt",
-            MovementKind::Adjustment => "adjustment",
+/// A client's idempotency key, scoped to who sent it and where, with a fingerprint of what it
+/// asked for (docs/api.md, ADR 0017).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// `["<caller>","<route>","<key>"]`: one caller's key on one route. The JSON array form is
+    /// unambiguous whatever the three contain, and is what the migration from unscoped keys
+    /// builds with SQLite's `json_array`.
+    pub scoped_key: String,
+    /// SHA-256 of the request (route, path parameters, body without its key).
+    pub fingerprint: [u8; 32],
+}
+
+impl IdempotencyClaim {
+    pub fn new(caller: &str, route: &str, key: &str, fingerprint: [u8; 32]) -> IdempotencyClaim {
+        IdempotencyClaim {
+            scoped_key: scoped_key(caller, route, key),
+            fingerprint,
         }
+    }
+
+    /// The key as the client sent it (what an outbox from before scoped keys stored).
+    pub fn client_key(&self) -> Option<String> {
+        serde_json::from_str::<[String; 3]>(&self.scoped_key)
+            .ok()
+            .map(|[_, _, key]| key)
     }
 }
 
-/// The local effect committed in the same transaction as the event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LocalEffect {
-    StockMovement {
-        sku: String,
-        delta: i64,
-        kind: MovementKind,
-    },
-    /// Points earned (positive) or burned (negative) here, pending until central's loyalty
-    /// watermark passes this event's seq.
-    Loyalty {
-        customer_id: String,
-        points: i64,
-        /// Burns carry the balance they were checked against; the writer re-checks them with
-        /// every pending operation, so two tills cannot spend the same points at once.
-        guard: Option<BurnGuard>,
-    },
-    /// A click-and-collect order handed over: its reservations stop counting, and a second
-    /// collection of the same order is refused.
-    PickupCollected { order_id: String },
-}
-
-/// What a burn is checked against, read from the replica by the producer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BurnGuard {
-    /// Central's balance and the agent seq it already includes.
-    pub central_balance: i64,
-    pub watermark_seq: u64,
-    /// `loyalty.offline_burn_cap`.
-    pub cap: i64,
-}
-
-/// Why the writer refused one store fact (the rest of its group commits as usual).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
-pub enum FactRefused {
-    #[error(
-        "burning {requested} points would bring the points burned here and not yet confirmed by \
-         central to {would_be}, above loyalty.offline_burn_cap = {cap} (already pending: \
-         {pending_burned}). Burn at most {allowed} now, or wait until central confirms"
-    )]
-    BurnCapExceeded {
-        requested: i64,
-        pending_burned: i64,
-        would_be: i64,
-        cap: i64,
-        allowed: i64,
-    },
-    #[error("the balance is {balance} points; burning {requested} would make it negative")]
-    InsufficientPoints { balance: i64, requested: i64 },
-    #[error("order {order_id} was already collected here (event seq {seq})")]
-    AlreadyCollected { order_id: String, seq: u64 },
-}
-
-impl FactRefused {
-    /// Stable machine-readable code for API clients.
-    pub fn code(&self) -> &'static str {
-        match self {
-            FactRefused::BurnCapExceeded { .. } => "offline_burn_cap",
-            FactRefused::InsufficientPoints { .. } => "insufficient_points",
-            FactRefused::AlreadyCollected { .. } => "already_collected",
-        }
-    }
+/// `["caller","route","key"]`, byte for byte what SQLite's `json_array` writes.
+pub fn scoped_key(caller: &str, route: &str, key: &str) -> String {
+    serde_json::to_string(&[caller, route, key]).unwrap_or_default()
 }
 
 #[derive(Clone, Debug)]
 pub struct AppendRequest {
-    pub draft: EventDraft,
-    /// All committed in the event's transaction, or none of them.
-    pub effects: Vec<LocalEffect>,
-    /// Client-supplied idempotency key: a retry with the same key gets the first answer.
-    pub client_key: Option<String>,
-    /// With `client_key`: the answer the client got (JSON), kept with the key so that a retry
-    /// is answered with exactly the first answer.
-    pub answer_json: Option<String>,
+    pub body: AppendBody,
+    /// A retry with the same claim gets the first answer; the same key with another
+    /// fingerprint is refused (`OutboxError::KeyReused`).
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+impl AppendRequest {
+    /// A store fact, without an idempotency key.
+    pub fn fact(fact: StoreFact) -> AppendRequest {
+        AppendRequest {
+            body: AppendBody::Fact(Box::new(fact)),
+            idempotency: None,
+        }
+    }
+
+    /// A prepared event (telemetry, device facts), without an idempotency key.
+    pub fn event(draft: EventDraft) -> AppendRequest {
+        AppendRequest {
+            body: AppendBody::Event(draft),
+            idempotency: None,
+        }
+    }
+
+    pub fn with_key(mut self, claim: IdempotencyClaim) -> AppendRequest {
+        self.idempotency = Some(claim);
+        self
+    }
 }
 
 /// A durable append: the event is on disk when a producer receives this.
@@ -170,11 +147,13 @@ pub struct AppendRequest {
 pub struct Appended {
     pub id: Uuid,
     pub seq: u64,
-    /// True when `client_key` had been seen: nothing new was written.
+    /// True when the idempotency key had been seen: nothing new was written.
     pub replayed: bool,
-    /// On a replay, the answer recorded with the key the first time (if one was).
+    /// What the client is told about a store fact (JSON object): computed by the writer for a
+    /// new fact, the one recorded with the key the first time for a replay (`None` for keys
+    /// recorded before answers were kept, and for prepared events).
     #[serde(skip)]
-    pub first_answer: Option<String>,
+    pub answer: Option<String>,
 }
 
 /// The versioned event envelope, as stored and as sent to central.
@@ -209,6 +188,17 @@ pub enum OutboxError {
     Commit(String),
     #[error("refused: {0}")]
     Refused(#[from] FactRefused),
+    #[error(
+        "idempotency key {key:?} was already used by this caller on this route for a different \
+         request (event seq {seq}); nothing was recorded. Use a new key for a new fact, or \
+         resend the first request unchanged to get its answer"
+    )]
+    KeyReused { key: String, seq: u64 },
+    #[error(
+        "this fact cannot be recorded: {0}. Nothing was recorded; the other facts of its group \
+         were not affected"
+    )]
+    NotRecordable(String),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
 }
@@ -296,6 +286,83 @@ CREATE TABLE unfiled_keys (
     id         BLOB NOT NULL,
     answer     TEXT
 );
+"#,
+    r#"
+-- ADR 0017: a fact's effects are keyed per line, so a ticket of several items (the same item
+-- twice included) is one movement per line; keys are scoped to their caller and route, with a
+-- fingerprint of the request. Rows are appended in (seq, line) order, so the tables stay
+-- append-only at the right edge of their b-trees, as the rowid tables were.
+CREATE TABLE stock_movements_v5 (
+    seq      INTEGER NOT NULL,
+    line     INTEGER NOT NULL,
+    sku      TEXT NOT NULL,
+    delta    INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    wall_ms  INTEGER NOT NULL,
+    PRIMARY KEY (seq, line)
+) WITHOUT ROWID;
+INSERT INTO stock_movements_v5(seq, line, sku, delta, kind, wall_ms)
+    SELECT seq, 0, sku, delta, kind, wall_ms FROM stock_movements;
+DROP TABLE stock_movements;
+ALTER TABLE stock_movements_v5 RENAME TO stock_movements;
+
+CREATE TABLE sku_movements_v5 (
+    sku   TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    line  INTEGER NOT NULL,
+    delta INTEGER NOT NULL,
+    PRIMARY KEY (sku, seq, line)
+) WITHOUT ROWID;
+INSERT INTO sku_movements_v5(sku, seq, line, delta) SELECT sku, seq, 0, delta FROM sku_movements;
+DROP TABLE sku_movements;
+ALTER TABLE sku_movements_v5 RENAME TO sku_movements;
+
+CREATE TABLE loyalty_ops_v5 (
+    seq         INTEGER NOT NULL,
+    line        INTEGER NOT NULL,
+    customer_id TEXT NOT NULL,
+    points      INTEGER NOT NULL,
+    wall_ms     INTEGER NOT NULL,
+    PRIMARY KEY (seq, line)
+) WITHOUT ROWID;
+INSERT INTO loyalty_ops_v5(seq, line, customer_id, points, wall_ms)
+    SELECT seq, 0, customer_id, points, wall_ms FROM loyalty_ops;
+DROP TABLE loyalty_ops;
+ALTER TABLE loyalty_ops_v5 RENAME TO loyalty_ops;
+CREATE INDEX loyalty_ops_by_customer ON loyalty_ops(customer_id, seq);
+
+-- Keys: fingerprint NULL = scoped by this migration from the event still in the outbox (its
+-- request is unknown, so any body replays it); X'00' = an unscoped key whose event was already
+-- delivered, matched by the raw key for any caller (replay only) until retention drops it.
+ALTER TABLE unfiled_keys ADD COLUMN fingerprint BLOB;
+ALTER TABLE idempotency ADD COLUMN fingerprint BLOB;
+CREATE TEMP TABLE route_of(type TEXT PRIMARY KEY, route TEXT NOT NULL);
+INSERT INTO temp.route_of VALUES
+    ('stock.movement', 'POST /v1/movements'),
+    ('sale.recorded', 'POST /v1/sales'),
+    ('return.recorded', 'POST /v1/returns'),
+    ('stock.cycle_count', 'POST /v1/cycle-counts'),
+    ('loyalty.earned', 'POST /v1/loyalty/earn'),
+    ('loyalty.burned', 'POST /v1/loyalty/burn'),
+    ('pickup.collected', 'POST /v1/pickups/{code}/collect');
+UPDATE unfiled_keys SET fingerprint = X'00';
+UPDATE unfiled_keys SET client_key = (
+    SELECT json_array(COALESCE(json_extract(e.payload, '$.by'), 'local'), r.route, unfiled_keys.client_key)
+    FROM events e JOIN temp.route_of r ON r.type = e.type WHERE e.seq = unfiled_keys.seq),
+    fingerprint = NULL
+WHERE EXISTS (SELECT 1 FROM events e JOIN temp.route_of r ON r.type = e.type
+              WHERE e.seq = unfiled_keys.seq);
+UPDATE idempotency SET fingerprint = X'00';
+UPDATE idempotency SET client_key = (
+    SELECT json_array(COALESCE(json_extract(e.payload, '$.by'), 'local'), r.route, idempotency.client_key)
+    FROM events e JOIN temp.route_of r ON r.type = e.type WHERE e.seq = idempotency.seq),
+    fingerprint = NULL
+WHERE EXISTS (SELECT 1 FROM events e JOIN temp.route_of r ON r.type = e.type
+              WHERE e.seq = idempotency.seq);
+DROP TABLE temp.route_of;
+INSERT INTO meta(key, value) VALUES ('unscoped_keys',
+    (SELECT COUNT(*) FROM unfiled_keys WHERE fingerprint = X'00')
+    + (SELECT COUNT(*) FROM idempotency WHERE fingerprint = X'00'));
 "#,
 ];
 

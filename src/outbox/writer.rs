@@ -6,10 +6,11 @@
 //! Group commit is what makes this fast: one fsync covers every append that queued while the
 //! previous one ran, so throughput grows with the number of concurrent producers.
 
+use super::append::{Appender, GroupClock};
 use super::checkpointer::{self, Checkpointer};
 use super::keys::UnfiledKeys;
 use super::stats::{self, OutboxStats};
-use super::{AppendRequest, Appended, FactRefused, LocalEffect, OutboxError, RetentionClass};
+use super::{AppendBody, AppendRequest, Appended, OutboxError, RetentionClass};
 use crate::storage::{self, Durability};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 /// Tunables taken from the validated config.
 #[derive(Clone, Debug)]
@@ -203,18 +203,20 @@ impl OutboxWriter {
             path: path.to_path_buf(),
             data_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             settings,
-            next_seq: initial.last_seq + 1,
-            boot: initial.boot,
-            stats: initial,
+            appender: Appender {
+                next_seq: initial.last_seq + 1,
+                boot: initial.boot,
+                stats: initial,
+                keys,
+                sku_indexed_upto,
+                movements_upto,
+            },
             shared: Arc::clone(&shared),
             disk_checked_at: None,
             disk_low: None,
             deliveries: Vec::new(),
             appended: appended_tx,
             checkpointer,
-            sku_indexed_upto,
-            movements_upto,
-            keys,
         };
         let thread = std::thread::Builder::new()
             .name("outbox-writer".into())
@@ -405,9 +407,8 @@ struct WriterState {
     path: PathBuf,
     data_dir: PathBuf,
     settings: WriterSettings,
-    next_seq: u64,
-    boot: u64,
-    stats: OutboxStats,
+    /// Sequence, stats and keys: what a group's appends change besides the database.
+    appender: Appender,
     shared: Arc<Mutex<Shared>>,
     disk_checked_at: Option<Instant>,
     disk_low: Option<u64>,
@@ -417,12 +418,6 @@ struct WriterState {
     /// Folds the WAL into the database on its own thread; `None` when `checkpoint_pages` is 0
     /// (SQLite's auto-checkpoint then runs inside the commit, as before ADR 0011).
     checkpointer: Option<Checkpointer>,
-    /// Movements up to this seq are in `sku_movements` (`meta.sku_indexed_upto`).
-    sku_indexed_upto: u64,
-    /// The newest movement written (possibly by a group that then rolled back).
-    movements_upto: u64,
-    /// Idempotency keys claimed but not yet moved into `idempotency` (ADR 0015).
-    keys: UnfiledKeys,
 }
 
 /// Free space changes slowly; statvfs once a second is plenty.
@@ -465,10 +460,15 @@ impl WriterState {
             if !batch.is_empty() || !self.deliveries.is_empty() {
                 self.commit_group(&mut batch);
             }
-            if self.movements_upto.saturating_sub(self.sku_indexed_upto) >= UNFILED_MAX {
+            if self
+                .appender
+                .movements_upto
+                .saturating_sub(self.appender.sku_indexed_upto)
+                >= UNFILED_MAX
+            {
                 self.file_movements();
             }
-            if self.keys.len() as u64 >= UNFILED_MAX {
+            if self.appender.keys.len() as u64 >= UNFILED_MAX {
                 self.file_keys();
             }
             self.checkpoint_if_due();
@@ -522,12 +522,12 @@ impl WriterState {
     }
 
     fn unfiled(&self) -> bool {
-        self.movements_upto > self.sku_indexed_upto
+        self.appender.movements_upto > self.appender.sku_indexed_upto
     }
 
     /// Movements to file by SKU, or idempotency keys to move into `idempotency`.
     fn unfiled_work(&self) -> bool {
-        self.unfiled() || !self.keys.is_empty()
+        self.unfiled() || !self.appender.keys.is_empty()
     }
 
     /// One chunk of deferred filing, movements first; false when it failed.
@@ -543,7 +543,7 @@ impl WriterState {
     /// when that failed (logged; retried at the next idle moment: replays are still found,
     /// through `unfiled_keys`).
     fn file_keys(&mut self) -> bool {
-        match self.keys.file_chunk(&mut self.conn, FILE_CHUNK) {
+        match self.appender.keys.file_chunk(&mut self.conn, FILE_CHUNK) {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "filing idempotency keys failed; retries are still recognised, retried when idle");
@@ -557,7 +557,7 @@ impl WriterState {
     /// (logged; retried at the next idle moment: lookups stay exact meanwhile, the unfiled
     /// rows are range-scanned).
     fn file_movements(&mut self) -> bool {
-        let from = self.sku_indexed_upto as i64;
+        let from = self.appender.sku_indexed_upto as i64;
         let filed = (|| -> Result<Option<i64>, rusqlite::Error> {
             let tx = self.conn.transaction()?;
             let upto: Option<i64> = tx
@@ -570,8 +570,8 @@ impl WriterState {
                 return Ok(None);
             };
             tx.prepare_cached(
-                "INSERT INTO sku_movements(sku, seq, delta)
-                 SELECT sku, seq, delta FROM stock_movements WHERE seq > ?1 AND seq <= ?2",
+                "INSERT INTO sku_movements(sku, seq, line, delta)
+                 SELECT sku, seq, line, delta FROM stock_movements WHERE seq > ?1 AND seq <= ?2",
             )?
             .execute(params![from, upto])?;
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'sku_indexed_upto'")?
@@ -581,12 +581,12 @@ impl WriterState {
         })();
         match filed {
             Ok(Some(upto)) => {
-                self.sku_indexed_upto = upto as u64;
+                self.appender.sku_indexed_upto = upto as u64;
                 true
             }
             // Nothing after the watermark: the newest movement belonged to a rolled-back group.
             Ok(None) => {
-                self.movements_upto = self.sku_indexed_upto;
+                self.appender.movements_upto = self.appender.sku_indexed_upto;
                 true
             }
             Err(e) => {
@@ -615,7 +615,7 @@ impl WriterState {
     fn accept(&mut self, command: WriterCommand, batch: &mut Vec<Pending>) {
         match command {
             WriterCommand::Append { request, reply } => {
-                if request.draft.class == RetentionClass::Telemetry
+                if matches!(&request.body, AppendBody::Event(draft) if draft.class == RetentionClass::Telemetry)
                     && let Some(free_mb) = self.disk_low_now()
                 {
                     let _ = reply.send(Err(OutboxError::DiskLow {
@@ -719,10 +719,10 @@ impl WriterState {
             .and_then(|()| stats::read(&self.conn).map(|s| (s, stats::dead_letters(&self.conn))))
         {
             Ok((fresh, dead)) => {
-                self.stats.store_fact = fresh.store_fact;
-                self.stats.telemetry = fresh.telemetry;
+                self.appender.stats.store_fact = fresh.store_fact;
+                self.appender.stats.telemetry = fresh.telemetry;
                 if let Ok(mut shared) = self.shared.lock() {
-                    shared.stats = self.stats.clone();
+                    shared.stats = self.appender.stats.clone();
                     shared.dead_letters = dead.unwrap_or(0);
                 }
             }
@@ -739,15 +739,15 @@ impl WriterState {
             .execute("UPDATE events SET state = 0 WHERE state = 2", [])
             .map_err(|e| OutboxError::Commit(e.to_string()))?;
         let fresh = stats::read(&self.conn).map_err(|e| OutboxError::Commit(e.to_string()))?;
-        self.stats.store_fact = fresh.store_fact;
-        self.stats.telemetry = fresh.telemetry;
+        self.appender.stats.store_fact = fresh.store_fact;
+        self.appender.stats.telemetry = fresh.telemetry;
         if let Ok(mut shared) = self.shared.lock() {
-            shared.stats = self.stats.clone();
+            shared.stats = self.appender.stats.clone();
             shared.dead_letters = 0;
         }
         self.clear_alarm(crate::outbox::ALARM_UPLINK_REFUSED);
         // Wake the uplink: the requeued rows are new work for it.
-        self.appended.send_replace(self.stats.last_seq);
+        self.appended.send_replace(self.appender.stats.last_seq);
         Ok(requeued as u64)
     }
 
@@ -849,27 +849,29 @@ impl WriterState {
     }
 
     fn commit_group(&mut self, batch: &mut Vec<Pending>) {
-        let first_seq = self.next_seq;
-        let before = self.stats.clone();
+        let first_seq = self.appender.next_seq;
+        let before = self.appender.stats.clone();
         let deliveries = std::mem::take(&mut self.deliveries);
         match self.write_group(batch, &deliveries) {
             Ok(outcomes) => {
                 // Stats first, so a producer that reads them after its reply sees its own event.
                 if let Ok(mut shared) = self.shared.lock() {
-                    shared.stats = self.stats.clone();
+                    shared.stats = self.appender.stats.clone();
                 }
-                if !batch.is_empty() {
-                    self.appended.send_replace(self.next_seq - 1);
+                if self.appender.next_seq > first_seq {
+                    self.appended.send_replace(self.appender.next_seq - 1);
                 }
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = pending.reply.send(outcome);
                 }
             }
             Err(e) => {
-                // Nothing of this group is on disk: rewind and tell every producer so.
-                self.next_seq = first_seq;
-                self.keys.forget_from(first_seq);
-                self.stats = before;
+                // Nothing of this group is on disk: rewind and tell every producer so. The
+                // deliveries it carried are still to be deleted: the next group takes them.
+                self.appender.next_seq = first_seq;
+                self.appender.keys.forget_from(first_seq);
+                self.appender.stats = before;
+                self.deliveries.splice(0..0, deliveries);
                 tracing::error!(error = %e, path = %self.path.display(), events = batch.len(),
                     "outbox commit failed; producers were told nothing was recorded");
                 let message = e.to_string();
@@ -884,188 +886,34 @@ impl WriterState {
 
     fn write_group(
         &mut self,
-        batch: &[Pending],
+        batch: &mut [Pending],
         deliveries: &[[u64; 2]],
     ) -> Result<Vec<Result<Appended, OutboxError>>, rusqlite::Error> {
-        let wall_ms = storage::now_unix_ms();
-        let mono_ns = super::monotonic_ns();
+        let clock = GroupClock {
+            wall_ms: storage::now_unix_ms(),
+            mono_ns: super::monotonic_ns(),
+        };
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(batch.len());
-        {
-            let mut insert_event = tx.prepare_cached(
-                "INSERT INTO events(seq, id, class, type, schema, boot, wall_ms, mono_ns, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            let mut insert_movement = tx.prepare_cached(
-                "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for pending in batch {
-                let request = &pending.request;
-                let seq = self.next_seq;
-                let id = Uuid::now_v7();
-                if let Some(key) = &request.client_key
-                    && let Some(first) = self.keys.find(&tx, key)?
-                {
-                    outcomes.push(Ok(Appended {
-                        id: Uuid::from_slice(&first.id).unwrap_or(Uuid::nil()),
-                        seq: first.seq as u64,
-                        replayed: true,
-                        first_answer: first.answer,
-                    }));
-                    continue;
-                }
-                // Checked here, on the single writer, against every fact committed before it
-                // (this group's included): a check in the handler could race another till.
-                // A refused fact claims no key, so a corrected retry can use it.
-                if let Some(refused) = check_guards(&tx, &request.effects)? {
-                    outcomes.push(Err(OutboxError::Refused(refused)));
-                    continue;
-                }
-                if let Some(key) = &request.client_key {
-                    self.keys.claim(
-                        &tx,
-                        key,
-                        seq,
-                        id.as_bytes(),
-                        request.answer_json.as_deref(),
-                    )?;
-                }
-                self.next_seq += 1;
-                let draft = &request.draft;
-                insert_event.execute(params![
-                    seq as i64,
-                    id.as_bytes().as_slice(),
-                    draft.class.code(),
-                    draft.event_type,
-                    draft.schema,
-                    self.boot as i64,
-                    wall_ms,
-                    mono_ns as i64,
-                    draft.payload_json,
-                ])?;
-                for effect in &request.effects {
-                    match effect {
-                        LocalEffect::StockMovement { sku, delta, kind } => {
-                            insert_movement.execute(params![
-                                seq as i64,
-                                sku,
-                                delta,
-                                kind.name(),
-                                wall_ms
-                            ])?;
-                            // Filed by SKU later (`file_movements`); if this group rolls back
-                            // the next filing finds nothing and catches up.
-                            self.movements_upto = seq;
-                        }
-                        LocalEffect::Loyalty {
-                            customer_id,
-                            points,
-                            ..
-                        } => {
-                            tx.prepare_cached(
-                                "INSERT INTO loyalty_ops(seq, customer_id, points, wall_ms) \
-                                 VALUES (?1, ?2, ?3, ?4)",
-                            )?
-                            .execute(params![
-                                seq as i64,
-                                customer_id,
-                                points,
-                                wall_ms
-                            ])?;
-                        }
-                        LocalEffect::PickupCollected { order_id } => {
-                            tx.prepare_cached(
-                                "INSERT INTO collected_orders(order_id, seq, wall_ms) \
-                                 VALUES (?1, ?2, ?3)",
-                            )?
-                            .execute(params![order_id, seq as i64, wall_ms])?;
-                        }
-                    }
-                }
-                self.stats.record_append(
-                    draft.class,
-                    draft.payload_json.len() as u64,
-                    wall_ms,
-                    seq,
-                );
-                outcomes.push(Ok(Appended {
-                    id,
-                    seq,
-                    replayed: false,
-                    first_answer: None,
-                }));
-            }
+        for pending in batch.iter_mut() {
+            outcomes.push(self.appender.append(&tx, &mut pending.request, clock)?);
         }
+        let last_seq = self.appender.next_seq - 1;
         // `meta.last_seq` is not rewritten here: the rows just inserted carry their seq, and
         // restart takes the max over them. It must be raised before any delete that could
         // remove the newest row (quota trimming below, delivery), so a seq is never reused.
         trim_telemetry(
             &tx,
-            &mut self.stats,
+            &mut self.appender.stats,
             self.settings.telemetry_quota_rows,
-            self.next_seq - 1,
+            last_seq,
         )?;
         if !deliveries.is_empty() {
-            delete_delivered(&tx, &mut self.stats, deliveries, self.next_seq - 1)?;
+            delete_delivered(&tx, &mut self.appender.stats, deliveries, last_seq)?;
         }
         tx.commit()?;
         Ok(outcomes)
     }
-}
-
-/// The first guard among `effects` that refuses, if any.
-fn check_guards(
-    tx: &rusqlite::Transaction<'_>,
-    effects: &[LocalEffect],
-) -> Result<Option<FactRefused>, rusqlite::Error> {
-    for effect in effects {
-        match effect {
-            LocalEffect::Loyalty {
-                customer_id,
-                points,
-                guard: Some(guard),
-            } if *points < 0 => {
-                let (pending, pending_burned): (i64, i64) = tx
-                    .prepare_cached(
-                        "SELECT COALESCE(SUM(points), 0), \
-                                COALESCE(SUM(CASE WHEN points < 0 THEN -points ELSE 0 END), 0) \
-                         FROM loyalty_ops WHERE customer_id = ?1 AND seq > ?2",
-                    )?
-                    .query_row(params![customer_id, guard.watermark_seq as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?;
-                let requested = points.saturating_neg();
-                let balance = guard.central_balance.saturating_add(pending);
-                if balance < requested {
-                    return Ok(Some(FactRefused::InsufficientPoints { balance, requested }));
-                }
-                let would_be = pending_burned.saturating_add(requested);
-                if would_be > guard.cap {
-                    return Ok(Some(FactRefused::BurnCapExceeded {
-                        requested,
-                        pending_burned,
-                        would_be,
-                        cap: guard.cap,
-                        allowed: guard.cap.saturating_sub(pending_burned).max(0),
-                    }));
-                }
-            }
-            LocalEffect::PickupCollected { order_id } => {
-                let seq: Option<i64> = tx
-                    .prepare_cached("SELECT seq FROM collected_orders WHERE order_id = ?1")?
-                    .query_row([order_id], |r| r.get(0))
-                    .optional()?;
-                if let Some(seq) = seq {
-                    return Ok(Some(FactRefused::AlreadyCollected {
-                        order_id: order_id.clone(),
-                        seq: seq as u64,
-                    }));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(None)
 }
 
 /// Keep telemetry within its quota by dropping the oldest rows, in the same transaction as
@@ -1178,514 +1026,5 @@ fn load_alarms(conn: &Connection) -> Result<Vec<Alarm>, rusqlite::Error> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::outbox::{EventDraft, MovementKind};
-
-    fn settings() -> WriterSettings {
-        WriterSettings {
-            group_commit_max: 64,
-            telemetry_quota_rows: 1000,
-            low_free_mb: 0,
-            seq_floor: 0,
-            checkpoint_pages: DEFAULT_CHECKPOINT_PAGES,
-        }
-    }
-
-    fn request(class: RetentionClass, key: Option<&str>) -> AppendRequest {
-        AppendRequest {
-            draft: EventDraft {
-                event_type: "test.event",
-                schema: 1,
-                class,
-                payload_json: r#"{"n":1}"#.into(),
-            },
-            effects: (class == RetentionClass::StoreFact)
-                .then(|| LocalEffect::StockMovement {
-                    sku: "SKU-1".into(),
-                    delta: -1,
-                    kind: MovementKind::Sale,
-                })
-                .into_iter()
-                .collect(),
-            client_key: key.map(str::to_string),
-            answer_json: None,
-        }
-    }
-
-    fn movement_sum(path: &Path) -> i64 {
-        let conn = storage::open_reader(path).expect("reader");
-        conn.query_row(
-            "SELECT COALESCE(SUM(delta), 0) FROM stock_movements",
-            [],
-            |r| r.get(0),
-        )
-        .expect("sum")
-    }
-
-    #[test]
-    fn sequence_numbers_continue_across_a_restart_and_the_boot_counter_grows() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
-        let first: Vec<u64> = (0..5)
-            .map(|_| {
-                handle
-                    .append_blocking(request(RetentionClass::StoreFact, None))
-                    .expect("append")
-                    .seq
-            })
-            .collect();
-        assert_eq!(first, vec![1, 2, 3, 4, 5]);
-        let boot1 = handle.stats().boot;
-        drop(handle);
-        writer.join();
-        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("restart");
-        let next = handle
-            .append_blocking(request(RetentionClass::StoreFact, None))
-            .expect("append");
-        assert_eq!(next.seq, 6);
-        assert_eq!(handle.stats().boot, boot1 + 1);
-        drop(handle);
-        writer.join();
-        assert_eq!(movement_sum(&path), -6);
-    }
-
-    #[test]
-    fn a_repeated_client_key_returns_the_first_answer_and_writes_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
-        let a = handle
-            .append_blocking(request(RetentionClass::StoreFact, Some("k")))
-            .expect("first");
-        let b = handle
-            .append_blocking(request(RetentionClass::StoreFact, Some("k")))
-            .expect("retry");
-        assert!(!a.replayed);
-        assert!(b.replayed);
-        assert_eq!((a.id, a.seq), (b.id, b.seq));
-        assert_eq!(handle.stats().store_fact.depth, 1);
-        drop(handle);
-        writer.join();
-        assert_eq!(movement_sum(&path), -1);
-    }
-
-    #[test]
-    fn telemetry_beyond_its_quota_drops_the_oldest_and_never_a_store_fact() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let mut s = settings();
-        s.telemetry_quota_rows = 10;
-        let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
-        for _ in 0..3 {
-            handle
-                .append_blocking(request(RetentionClass::StoreFact, None))
-                .expect("fact");
-        }
-        for _ in 0..25 {
-            handle
-                .append_blocking(request(RetentionClass::Telemetry, None))
-                .expect("telemetry");
-        }
-        let stats = handle.stats();
-        assert_eq!(stats.telemetry.depth, 10);
-        assert_eq!(stats.telemetry.dropped, 15);
-        assert_eq!(stats.store_fact.depth, 3);
-        drop(handle);
-        writer.join();
-        let conn = storage::open_reader(&path).expect("reader");
-        let oldest_telemetry: i64 = conn
-            .query_row("SELECT MIN(seq) FROM events WHERE class = 1", [], |r| {
-                r.get(0)
-            })
-            .expect("min");
-        assert_eq!(
-            oldest_telemetry,
-            3 + 15 + 1,
-            "the 15 oldest telemetry events were dropped"
-        );
-        assert_eq!(stats::read(&conn).expect("stats").store_fact.depth, 3);
-    }
-
-    #[test]
-    fn below_the_disk_watermark_telemetry_is_refused_but_store_facts_are_recorded() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let mut s = settings();
-        s.low_free_mb = 1 << 40; // more than any disk has: always below the watermark
-        let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
-        let refused = handle.append_blocking(request(RetentionClass::Telemetry, None));
-        assert!(
-            matches!(refused, Err(OutboxError::DiskLow { .. })),
-            "{refused:?}"
-        );
-        assert!(
-            handle
-                .append_blocking(request(RetentionClass::StoreFact, None))
-                .is_ok()
-        );
-        assert!(handle.alarms().iter().any(|a| a.code == "disk_low"));
-        drop(handle);
-        writer.join();
-    }
-
-    #[test]
-    fn a_seq_floor_lifts_the_next_sequence_number() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let mut s = settings();
-        s.seq_floor = 5000;
-        let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
-        let a = handle
-            .append_blocking(request(RetentionClass::StoreFact, None))
-            .expect("append");
-        assert_eq!(a.seq, 5001);
-        drop(handle);
-        writer.join();
-    }
-
-    #[test]
-    fn concurrent_producers_each_get_a_distinct_durable_sequence_number() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
-        let threads: Vec<_> = (0..16)
-            .map(|t| {
-                let h = handle.clone();
-                std::thread::spawn(move || {
-                    (0..50)
-                        .map(|i| {
-                            let key = format!("{t}-{i}");
-                            h.append_blocking(request(RetentionClass::StoreFact, Some(&key)))
-                                .map(|a| a.seq)
-                        })
-                        .collect::<Result<Vec<u64>, _>>()
-                })
-            })
-            .collect();
-        let mut seqs: Vec<u64> = threads
-            .into_iter()
-            .flat_map(|t| t.join().expect("thread").expect("appends"))
-            .collect();
-        seqs.sort_unstable();
-        seqs.dedup();
-        assert_eq!(seqs.len(), 800);
-        assert_eq!(seqs.last().copied(), Some(800));
-        drop(handle);
-        writer.join();
-        assert_eq!(movement_sum(&path), -800);
-    }
-
-    /// Names of this process's threads, from procfs.
-    #[cfg(target_os = "linux")]
-    fn thread_names() -> Vec<String> {
-        std::fs::read_dir("/proc/self/task")
-            .expect("procfs")
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .map(|name| name.trim().to_string())
-            .collect()
-    }
-
-    /// A SKU's movements after `watermark` as a lookup sums them (outbox attached as `facts`).
-    fn local_movements(path: &Path, sku: &str, watermark: i64) -> i64 {
-        let conn = Connection::open_in_memory().expect("memory");
-        conn.execute("ATTACH ?1 AS facts", [path.to_string_lossy()])
-            .expect("attach");
-        // As a connection that does not know whether its snapshot has unfiled movements.
-        crate::storage::register_all_filed(&conn, Default::default()).expect("function");
-        let sql = format!("SELECT {}", crate::outbox::movements_after("?1", "?2"));
-        conn.query_row(&sql, params![sku, watermark], |r| r.get(0))
-            .expect("sum")
-    }
-
-    fn meta_value(path: &Path, key: &str) -> i64 {
-        let conn = storage::open_reader(path).expect("reader");
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .expect("meta")
-    }
-
-    #[test]
-    fn movements_are_filed_by_sku_when_the_writer_idles_and_lookups_count_them_the_same_before_and_after()
-     {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
-        let burst = (0..3000).map(|i| {
-            let key = format!("m-{i}");
-            let mut r = request(RetentionClass::StoreFact, Some(&key));
-            r.effects = vec![LocalEffect::StockMovement {
-                sku: format!("SKU-{}", i % 3),
-                delta: if i % 3 == 2 { 5 } else { -1 },
-                kind: MovementKind::Sale,
-            }];
-            r
-        });
-        let appended = handle.append_pipelined_blocking(burst).expect("appends");
-        let last = appended.last().map_or(0, |a| a.seq) as i64;
-        // Right after the burst most of it is not filed yet; the sum is exact anyway.
-        assert!(meta_value(&path, "sku_indexed_upto") < last);
-        assert_eq!(local_movements(&path, "SKU-0", 0), -1000);
-        assert_eq!(local_movements(&path, "SKU-2", 0), 5000);
-        // Past a watermark only the later movements count.
-        assert_eq!(local_movements(&path, "SKU-1", last - 30), -10);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while meta_value(&path, "sku_indexed_upto") < last && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(
-            meta_value(&path, "sku_indexed_upto"),
-            last,
-            "an idle writer files every movement"
-        );
-        assert_eq!(local_movements(&path, "SKU-0", 0), -1000);
-        assert_eq!(local_movements(&path, "SKU-2", 0), 5000);
-        assert_eq!(local_movements(&path, "SKU-1", last - 30), -10);
-        drop(handle);
-        writer.join();
-        assert_eq!(count_rows(&path, "sku_movements"), 3000);
-    }
-
-    fn count_rows(path: &Path, table: &str) -> i64 {
-        let conn = storage::open_reader(path).expect("reader");
-        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-            .expect("count")
-    }
-
-    fn keyed(key: &str, answer: &str) -> AppendRequest {
-        let mut r = request(RetentionClass::StoreFact, Some(key));
-        r.answer_json = Some(answer.into());
-        r
-    }
-
-    #[test]
-    fn a_key_used_before_a_restart_gets_its_first_answer_after_it_both_before_and_after_filing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
-        let burst = (0..500).map(|i| keyed(&format!("till-{i}"), &format!("{{\"n\":{i}}}")));
-        let first = handle.append_pipelined_blocking(burst).expect("burst");
-        drop(handle);
-        writer.join();
-        // A crash mid-burst leaves every key unfiled; whatever the writer filed goes back.
-        rusqlite::Connection::open(&path)
-            .expect("open")
-            .execute_batch(
-                "INSERT INTO unfiled_keys(seq, client_key, id, answer)
-                     SELECT seq, client_key, id, answer FROM idempotency;
-                 DELETE FROM idempotency;",
-            )
-            .expect("unfile");
-        assert_eq!(count_rows(&path, "unfiled_keys"), 500);
-
-        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("restart");
-        let again = handle
-            .append_blocking(keyed("till-123", "{\"n\":\"other\"}"))
-            .expect("retry after restart");
-        assert!(again.replayed, "the key survived the restart unfiled");
-        assert_eq!((again.id, again.seq), (first[123].id, first[123].seq));
-        assert_eq!(again.first_answer.as_deref(), Some("{\"n\":123}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while count_rows(&path, "unfiled_keys") > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(
-            count_rows(&path, "unfiled_keys"),
-            0,
-            "an idle writer files every key"
-        );
-        assert_eq!(count_rows(&path, "idempotency"), 500);
-        let filed = handle
-            .append_blocking(keyed("till-499", "{}"))
-            .expect("retry after filing");
-        assert!(filed.replayed);
-        assert_eq!(filed.seq, first[499].seq);
-        assert_eq!(filed.first_answer.as_deref(), Some("{\"n\":499}"));
-        let fresh = handle
-            .append_blocking(keyed("till-500", "{}"))
-            .expect("new key");
-        assert!(!fresh.replayed);
-        assert_eq!(handle.stats().store_fact.depth, 501);
-        drop(handle);
-        writer.join();
-        assert_eq!(movement_sum(&path), -501);
-    }
-
-    #[test]
-    fn the_same_key_twice_in_one_group_is_recorded_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
-        let answers = handle
-            .append_pipelined_blocking([
-                keyed("twice", "1"),
-                keyed("other", "2"),
-                keyed("twice", "3"),
-            ])
-            .expect("appends");
-        assert!(!answers[0].replayed && !answers[1].replayed);
-        assert!(answers[2].replayed);
-        assert_eq!(answers[2].seq, answers[0].seq);
-        assert_eq!(answers[2].first_answer.as_deref(), Some("1"));
-        drop(handle);
-        writer.join();
-        assert_eq!(movement_sum(&path), -2);
-        assert_eq!(
-            count_rows(&path, "unfiled_keys") + count_rows(&path, "idempotency"),
-            2
-        );
-    }
-
-    #[test]
-    fn an_outbox_from_before_the_sku_table_is_migrated_with_every_movement_filed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        {
-            let mut conn = storage::open_writer(&path, Durability::StoreFacts).expect("open");
-            storage::migrate(&mut conn, &path, &crate::outbox::MIGRATIONS[..2]).expect("v2");
-            for seq in 1..=50_i64 {
-                conn.execute(
-                    "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms)
-                     VALUES (?1, ?2, -1, 'sale', 0)",
-                    params![seq, format!("SKU-{}", seq % 2)],
-                )
-                .expect("movement");
-            }
-        }
-        let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
-        drop(handle);
-        writer.join();
-        assert_eq!(meta_value(&path, "sku_indexed_upto"), 50);
-        assert_eq!(local_movements(&path, "SKU-0", 0), -25);
-        assert_eq!(local_movements(&path, "SKU-1", 40), -5);
-        assert_eq!(count_rows(&path, "sku_movements"), 50);
-    }
-
-    #[test]
-    fn a_burst_is_left_in_the_wal_until_the_writer_idles_then_folded_in_and_the_wal_shrinks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let wal = dir.path().join("outbox.db-wal");
-        let mut s = settings();
-        s.checkpoint_pages = 64;
-        let limit = u64::from(s.checkpoint_pages) * 1024;
-        let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
-        let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-        let main_before = len(&path);
-        // One burst: several times `checkpoint_pages` of WAL, under the burst budget.
-        let burst = (0..600).map(|i| {
-            let key = format!("burst-{i}");
-            let mut r = request(RetentionClass::StoreFact, Some(&key));
-            r.effects = vec![LocalEffect::StockMovement {
-                sku: format!("SKU-{:05}", (i * 7919) % 10_000),
-                delta: -1,
-                kind: MovementKind::Sale,
-            }];
-            r
-        });
-        handle.append_pipelined_blocking(burst).expect("appends");
-        let wal_after_burst = len(&wal);
-        assert!(
-            wal_after_burst > 2 * limit,
-            "the burst wrote {wal_after_burst} bytes of WAL, expected well past {limit}"
-        );
-        // Idle: the checkpointer copies the burst into outbox.db.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while len(&path) <= main_before && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(
-            len(&path) > main_before,
-            "outbox.db stayed {main_before} bytes: an idle writer did not have the WAL folded in"
-        );
-        // The next commit rewinds the WAL, and the size limit cuts the file back.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut n = 0;
-        while len(&wal) > limit + 16 * 1048 && Instant::now() < deadline {
-            let key = format!("after-{n}");
-            handle
-                .append_blocking(request(RetentionClass::StoreFact, Some(&key)))
-                .expect("append");
-            n += 1;
-            std::thread::sleep(Duration::from_millis(60));
-        }
-        assert!(
-            len(&wal) <= limit + 16 * 1048,
-            "the WAL stayed {} bytes after the fold (was {wal_after_burst})",
-            len(&wal)
-        );
-        drop(handle);
-        writer.join();
-        assert_eq!(movement_sum(&path), -600 - n);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn the_checkpointer_thread_folds_the_wal_into_the_database_and_keeps_it_bounded_under_load() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("outbox.db");
-        let wal = dir.path().join("outbox.db-wal");
-        let mut s = settings();
-        s.checkpoint_pages = 64;
-        let hard = u64::from(s.checkpoint_pages * (BURST_FACTOR + CHECKPOINT_HARD_EXTRA));
-        let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
-        // A new thread names itself once it runs, so its name may show a moment after start.
-        // Linux keeps the first 15 bytes of a thread's name.
-        let named = |deadline: Instant| loop {
-            if thread_names()
-                .iter()
-                .any(|n| n == &"outbox-checkpointer"[..15])
-            {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        assert!(
-            named(Instant::now() + Duration::from_secs(10)),
-            "a checkpoint_pages > 0 writer runs its checkpointer thread"
-        );
-        let mut largest_wal = 0;
-        for round in 0..40 {
-            let requests = (0..250).map(|i| {
-                let key = format!("{round}-{i}");
-                let mut r = request(RetentionClass::StoreFact, Some(&key));
-                // Spread the movements over many SKUs so each group dirties many index pages.
-                r.effects = vec![LocalEffect::StockMovement {
-                    sku: format!("SKU-{:05}", (i * 7919 + round * 31) % 10_000),
-                    delta: -1,
-                    kind: MovementKind::Sale,
-                }];
-                r
-            });
-            handle.append_pipelined_blocking(requests).expect("appends");
-            largest_wal = largest_wal.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
-        }
-        // While the writer still runs (no shutdown TRUNCATE yet) the database file holds the
-        // appends: only checkpoints copy pages there.
-        let main_len = std::fs::metadata(&path).expect("outbox.db").len();
-        // 10,000 appends write tens of MB of WAL frames; a WAL that was never rewound would
-        // hold them all. Bounded: twice the hard limit plus one group of 64 events.
-        let frame = 24 + 1024;
-        let bound = (2 * hard + 64 * 16) * frame;
-        assert!(
-            largest_wal <= bound,
-            "the WAL reached {largest_wal} bytes, over its bound of {bound}"
-        );
-        // A fresh outbox.db is its schema: a few pages.
-        assert!(
-            main_len > 256 * 1024,
-            "outbox.db is {main_len} bytes: the WAL was not folded in while the writer ran"
-        );
-        drop(handle);
-        writer.join();
-        assert_eq!(movement_sum(&path), -10_000);
-        assert_eq!(
-            std::fs::metadata(&wal).map_or(0, |m| m.len()),
-            0,
-            "TRUNCATE at shutdown"
-        );
-    }
-}
+#[path = "writer_tests.rs"]
+mod tests;

@@ -321,8 +321,8 @@ pub(super) mod tests {
 
         outbox
             .execute(
-                "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms) \
-                 VALUES (1, 'A', -1, 'sale', 0)",
+                "INSERT INTO stock_movements(seq, line, sku, delta, kind, wall_ms) \
+                 VALUES (1, 0, 'A', -1, 'sale', 0)",
                 [],
             )
             .unwrap();
@@ -352,8 +352,8 @@ pub(super) mod tests {
                 (
                     &f.outbox,
                     format!(
-                        "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms) \
-                         VALUES ({round}, 'A', -1, 'sale', 0);"
+                        "INSERT INTO stock_movements(seq, line, sku, delta, kind, wall_ms) \
+                         VALUES ({round}, 0, 'A', -1, 'sale', 0);"
                     ),
                 )
             };
@@ -418,8 +418,8 @@ pub(super) mod tests {
         let movement = |seq: i64| {
             outbox
                 .execute(
-                    "INSERT INTO stock_movements(seq, sku, delta, kind, wall_ms) \
-                     VALUES (?1, 'A', -1, 'sale', 0)",
+                    "INSERT INTO stock_movements(seq, line, sku, delta, kind, wall_ms) \
+                     VALUES (?1, 0, 'A', -1, 'sale', 0)",
                     [seq],
                 )
                 .unwrap();
@@ -429,7 +429,7 @@ pub(super) mod tests {
         assert_eq!(ask(&mut reader), (false, -1), "unfiled: scanned");
         outbox
             .execute_batch(
-                "INSERT INTO sku_movements(sku, seq, delta) VALUES ('A', 1, -1);
+                "INSERT INTO sku_movements(sku, seq, line, delta) VALUES ('A', 1, 0, -1);
                  UPDATE meta SET value = 1 WHERE key = 'sku_indexed_upto';",
             )
             .unwrap();

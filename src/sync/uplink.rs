@@ -306,17 +306,12 @@ mod tests {
     use crate::outbox::{AppendRequest, EventDraft, OutboxWriter};
 
     fn request(class: RetentionClass) -> AppendRequest {
-        AppendRequest {
-            draft: EventDraft {
-                event_type: "test.event",
-                schema: 1,
-                class,
-                payload_json: r#"{"n":1}"#.into(),
-            },
-            effects: Vec::new(),
-            client_key: None,
-            answer_json: None,
-        }
+        AppendRequest::event(EventDraft {
+            event_type: "test.event",
+            schema: 1,
+            class,
+            payload_json: r#"{"n":1}"#.into(),
+        })
     }
 
     async fn append(handle: &OutboxHandle, class: RetentionClass, n: usize) {

@@ -1,0 +1,496 @@
+//! The rules of store facts: what a sale, a return, a hand-over, a cycle count or a loyalty
+//! operation does to stock and points, and the checks against earlier facts.
+//!
+//! These are plain functions over a [`Ledger`], the read side of the outbox writer's open
+//! transaction: the writer calls [`StoreFact::settle`] for each fact of a group, in `seq`
+//! order, so every check and every computed figure (a count's `expected`, a burn's balance)
+//! sees every fact committed before it, this group's included — never a reader's snapshot that
+//! another till could change before the commit. [`StoreFact::effects`] then says what the
+//! fact does, from its payload alone, so central can compute exactly the same effects from
+//! the event it receives. Storage mechanics (SQL, keys, group commit) stay in `outbox/`; HTTP
+//! stays in `api/`.
+
+pub mod facts;
+
+pub use facts::{
+    Channel, CountSource, CountedItem, CycleCountRecorded, FactLine, HandedOverLine, IgnoredTag,
+    LoyaltyRecorded, MovementKind, PickupCollected, ReturnOrigin, ReturnRecorded, SaleRecorded,
+    StockMovementRecorded,
+};
+
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// A store fact as a producer hands it to the outbox writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreFact {
+    Movement(StockMovementRecorded),
+    Sale(SaleRecorded),
+    Return(ReturnRecorded),
+    CycleCount(CycleCount),
+    Loyalty(LoyaltyOperation),
+    PickupCollected(PickupCollected),
+}
+
+/// Central's stock figure for a SKU and the agent seq it already includes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StockBaseline {
+    pub on_hand: i64,
+    pub watermark_seq: u64,
+}
+
+/// A cycle count before the writer settles it: the items as counted, each with central's
+/// baseline as a reader saw it (a baseline and its watermark are one consistent pair, whatever
+/// changed since; the local movements after it are summed on the writer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CycleCount {
+    pub recorded: CycleCountRecorded,
+    /// One per item of `recorded.items`, in order.
+    pub baselines: Vec<Option<StockBaseline>>,
+}
+
+/// Central's loyalty figure for a customer and the agent seq it already includes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoyaltyBaseline {
+    pub central_balance: i64,
+    pub watermark_seq: u64,
+}
+
+/// A loyalty earn (points > 0) or burn (points < 0).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoyaltyOperation {
+    pub recorded: LoyaltyRecorded,
+    pub baseline: LoyaltyBaseline,
+    /// `loyalty.offline_burn_cap`, checked for burns.
+    pub burn_cap: i64,
+    /// The balance once this operation counts: settled on the writer.
+    pub balance_after: Option<i64>,
+}
+
+/// Points of a customer recorded here after central's watermark.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingPoints {
+    /// Σ earned − Σ burned.
+    pub net: i64,
+    /// Σ burned (positive).
+    pub burned: i64,
+}
+
+/// What the rules read: the facts committed before the one being settled.
+pub trait Ledger {
+    type Error;
+    /// Σ of a SKU's local movements with seq > `watermark_seq`.
+    fn movements_after(&mut self, sku: &str, watermark_seq: u64) -> Result<i64, Self::Error>;
+    /// A customer's local loyalty operations with seq > `watermark_seq`.
+    fn pending_points(
+        &mut self,
+        customer_id: &str,
+        watermark_seq: u64,
+    ) -> Result<PendingPoints, Self::Error>;
+    /// The seq of the fact that handed this order over here, if one did.
+    fn collected_at(&mut self, order_id: &str) -> Result<Option<u64>, Self::Error>;
+}
+
+/// Why a fact was not settled.
+#[derive(Debug)]
+pub enum Unsettled<E> {
+    /// The fact breaks a rule: refused alone, nothing recorded.
+    Refused(FactRefused),
+    /// The ledger could not be read.
+    Ledger(E),
+}
+
+impl<E> From<FactRefused> for Unsettled<E> {
+    fn from(refused: FactRefused) -> Self {
+        Unsettled::Refused(refused)
+    }
+}
+
+/// Why the rules refused one store fact (the rest of its group commits as usual).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum FactRefused {
+    #[error(
+        "burning {requested} points would bring the points burned here and not yet confirmed by \
+         central to {would_be}, above loyalty.offline_burn_cap = {cap} (already pending: \
+         {pending_burned}). Burn at most {allowed} now, or wait until central confirms"
+    )]
+    BurnCapExceeded {
+        requested: i64,
+        pending_burned: i64,
+        would_be: i64,
+        cap: i64,
+        allowed: i64,
+    },
+    #[error("the balance is {balance} points; burning {requested} would make it negative")]
+    InsufficientPoints { balance: i64, requested: i64 },
+    #[error("order {order_id} was already collected here (event seq {seq})")]
+    AlreadyCollected { order_id: String, seq: u64 },
+    #[error("{what} is out of range: {why}")]
+    OutOfRange { what: String, why: String },
+}
+
+impl FactRefused {
+    /// Stable machine-readable code for API clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FactRefused::BurnCapExceeded { .. } => "offline_burn_cap",
+            FactRefused::InsufficientPoints { .. } => "insufficient_points",
+            FactRefused::AlreadyCollected { .. } => "already_collected",
+            FactRefused::OutOfRange { .. } => "out_of_range",
+        }
+    }
+
+    /// A conflict with earlier facts (retry later may work) rather than a fact that can never
+    /// be recorded as it is.
+    pub fn is_conflict(&self) -> bool {
+        !matches!(self, FactRefused::OutOfRange { .. })
+    }
+}
+
+/// A local effect of a fact, committed in the fact's transaction. `line` numbers the effects
+/// of one kind within the fact (the fact's line for movements).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect<'a> {
+    Movement {
+        line: u32,
+        sku: &'a str,
+        delta: i64,
+        kind: MovementKind,
+    },
+    /// Points earned (positive) or burned (negative) here, pending until central's loyalty
+    /// watermark passes the fact's seq.
+    Loyalty {
+        line: u32,
+        customer_id: &'a str,
+        points: i64,
+    },
+    /// A click-and-collect order handed over: its reservations stop counting, and a second
+    /// hand-over of the same order is refused.
+    OrderCollected { order_id: &'a str },
+}
+
+fn out_of_range(what: impl Into<String>, why: impl Into<String>) -> FactRefused {
+    FactRefused::OutOfRange {
+        what: what.into(),
+        why: why.into(),
+    }
+}
+
+impl StoreFact {
+    /// A movement of a SKU the replica knows, as a back office posts it (bulk loads,
+    /// benchmarks, tests). For an adjustment `qty` is the signed change.
+    pub fn stock_movement(kind: MovementKind, sku: &str, qty: i64) -> StoreFact {
+        StoreFact::Movement(StockMovementRecorded {
+            kind,
+            sku: Some(sku.to_owned()),
+            gtin: None,
+            qty,
+            delta: kind.delta(qty).unwrap_or(0),
+            client_key: None,
+            note: None,
+            stock_applied: true,
+            by: "local".to_owned(),
+        })
+    }
+
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            StoreFact::Movement(_) => "stock.movement",
+            StoreFact::Sale(_) => "sale.recorded",
+            StoreFact::Return(_) => "return.recorded",
+            StoreFact::CycleCount(_) => "stock.cycle_count",
+            StoreFact::Loyalty(op) if op.recorded.points < 0 => "loyalty.burned",
+            StoreFact::Loyalty(_) => "loyalty.earned",
+            StoreFact::PickupCollected(_) => "pickup.collected",
+        }
+    }
+
+    /// Check the fact against every fact before it and compute what depends on them, as the
+    /// fact that gets `seq`. Reads only: a refused fact has written nothing.
+    pub fn settle<L: Ledger>(
+        &mut self,
+        ledger: &mut L,
+        seq: u64,
+    ) -> Result<(), Unsettled<L::Error>> {
+        match self {
+            StoreFact::CycleCount(count) => settle_count(ledger, seq, count),
+            StoreFact::Loyalty(op) => settle_loyalty(ledger, op),
+            StoreFact::PickupCollected(pickup) => {
+                match ledger
+                    .collected_at(&pickup.order_id)
+                    .map_err(Unsettled::Ledger)?
+                {
+                    Some(seq) => Err(FactRefused::AlreadyCollected {
+                        order_id: pickup.order_id.clone(),
+                        seq,
+                    }
+                    .into()),
+                    None => Ok(()),
+                }
+            }
+            StoreFact::Movement(_) | StoreFact::Sale(_) | StoreFact::Return(_) => Ok(()),
+        }
+    }
+
+    /// What the fact does to local stock and points, from its payload alone (settled).
+    pub fn effects(&self) -> Vec<Effect<'_>> {
+        fn movement(
+            line: usize,
+            sku: &Option<String>,
+            delta: i64,
+            kind: MovementKind,
+        ) -> Option<Effect<'_>> {
+            Some(Effect::Movement {
+                line: u32::try_from(line).ok()?,
+                sku: sku.as_deref()?,
+                delta,
+                kind,
+            })
+        }
+        fn lines(lines: &[FactLine], kind: MovementKind) -> Vec<Effect<'_>> {
+            lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.stock_applied)
+                .filter_map(|(i, l)| movement(i, &l.sku, kind.delta(l.qty)?, kind))
+                .collect()
+        }
+        match self {
+            StoreFact::Movement(m) if m.stock_applied => {
+                movement(0, &m.sku, m.delta, m.kind).into_iter().collect()
+            }
+            StoreFact::Movement(_) => Vec::new(),
+            StoreFact::Sale(sale) => lines(&sale.lines, MovementKind::Sale),
+            StoreFact::Return(ret) if ret.restocked => lines(&ret.lines, MovementKind::Return),
+            StoreFact::Return(_) => Vec::new(),
+            StoreFact::CycleCount(count) if count.recorded.applied => count
+                .recorded
+                .items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| {
+                    let delta = item.delta.unwrap_or(item.counted);
+                    (delta != 0)
+                        .then(|| movement(i, &item.sku, delta, MovementKind::Adjustment))
+                        .flatten()
+                })
+                .collect(),
+            StoreFact::CycleCount(_) => Vec::new(),
+            StoreFact::Loyalty(op) => vec![Effect::Loyalty {
+                line: 0,
+                customer_id: &op.recorded.customer_id,
+                points: op.recorded.points,
+            }],
+            StoreFact::PickupCollected(pickup) => {
+                let mut effects: Vec<Effect<'_>> = pickup
+                    .lines
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| {
+                        Some(Effect::Movement {
+                            line: u32::try_from(i).ok()?,
+                            sku: &l.sku,
+                            delta: MovementKind::Sale.delta(l.qty)?,
+                            kind: MovementKind::Sale,
+                        })
+                    })
+                    .collect();
+                effects.push(Effect::OrderCollected {
+                    order_id: &pickup.order_id,
+                });
+                effects
+            }
+        }
+    }
+
+    /// The event's payload (JSON), once settled.
+    pub fn payload_json(&self) -> serde_json::Result<String> {
+        match self {
+            StoreFact::Movement(m) => serde_json::to_string(m),
+            StoreFact::Sale(sale) => serde_json::to_string(sale),
+            StoreFact::Return(ret) => serde_json::to_string(ret),
+            StoreFact::CycleCount(count) => serde_json::to_string(&count.recorded),
+            StoreFact::Loyalty(op) => serde_json::to_string(&op.recorded),
+            StoreFact::PickupCollected(pickup) => serde_json::to_string(pickup),
+        }
+    }
+
+    /// What the client is told besides the envelope's id and seq (a JSON object), once
+    /// settled. Kept with the idempotency key, so a retry gets exactly this.
+    pub fn answer_json(&self) -> serde_json::Result<String> {
+        match self {
+            StoreFact::Movement(m) => serde_json::to_string(&MovementAnswer {
+                sku: &m.sku,
+                stock_applied: m.stock_applied,
+            }),
+            StoreFact::Sale(sale) => serde_json::to_string(&SaleAnswer {
+                lines: &sale.lines,
+                total_minor: sale.total_minor,
+            }),
+            StoreFact::Return(ret) => serde_json::to_string(&ReturnAnswer {
+                lines: &ret.lines,
+                cross_channel: ret.cross_channel,
+                restocked: ret.restocked,
+            }),
+            StoreFact::CycleCount(count) => serde_json::to_string(&CountAnswer {
+                items: &count.recorded.items,
+                ignored_tags: &count.recorded.ignored_tags,
+                adjustments: self
+                    .effects()
+                    .iter()
+                    .filter(|e| matches!(e, Effect::Movement { .. }))
+                    .count(),
+                as_of_seq: count.recorded.as_of_seq,
+            }),
+            StoreFact::Loyalty(op) => serde_json::to_string(&LoyaltyAnswer {
+                customer_id: &op.recorded.customer_id,
+                points: op.recorded.points,
+                balance_after: op.balance_after,
+            }),
+            StoreFact::PickupCollected(pickup) => serde_json::to_string(&PickupAnswer {
+                order_id: &pickup.order_id,
+                lines: &pickup.lines,
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MovementAnswer<'a> {
+    sku: &'a Option<String>,
+    stock_applied: bool,
+}
+
+#[derive(Serialize)]
+struct SaleAnswer<'a> {
+    lines: &'a [FactLine],
+    total_minor: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct ReturnAnswer<'a> {
+    lines: &'a [FactLine],
+    cross_channel: bool,
+    restocked: bool,
+}
+
+#[derive(Serialize)]
+struct CountAnswer<'a> {
+    items: &'a [CountedItem],
+    ignored_tags: &'a [IgnoredTag],
+    adjustments: usize,
+    as_of_seq: u64,
+}
+
+#[derive(Serialize)]
+struct LoyaltyAnswer<'a> {
+    customer_id: &'a str,
+    points: i64,
+    balance_after: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct PickupAnswer<'a> {
+    order_id: &'a str,
+    lines: &'a [HandedOverLine],
+}
+
+/// Sum the lines naming the same SKU (a count sheet may list an item on two shelves; two GTINs
+/// may be one SKU), then compute each SKU's expected on-hand as of `seq`.
+fn settle_count<L: Ledger>(
+    ledger: &mut L,
+    seq: u64,
+    count: &mut CycleCount,
+) -> Result<(), Unsettled<L::Error>> {
+    let items = std::mem::take(&mut count.recorded.items);
+    let baselines = std::mem::take(&mut count.baselines);
+    let mut merged: Vec<(CountedItem, Option<StockBaseline>)> = Vec::with_capacity(items.len());
+    let mut by_sku: HashMap<String, usize> = HashMap::new();
+    for (item, baseline) in items
+        .into_iter()
+        .zip(baselines.into_iter().chain(std::iter::repeat(None)))
+    {
+        if let Some(sku) = &item.sku
+            && let Some(&at) = by_sku.get(sku)
+        {
+            let total = &mut merged[at].0.counted;
+            *total = total
+                .checked_add(item.counted)
+                .ok_or_else(|| out_of_range(format!("the count of {sku}"), "overflows"))?;
+            continue;
+        }
+        if let Some(sku) = &item.sku {
+            by_sku.insert(sku.clone(), merged.len());
+        }
+        merged.push((item, baseline));
+    }
+    for (item, baseline) in &mut merged {
+        let Some(sku) = &item.sku else { continue };
+        let watermark = baseline.map_or(0, |b| b.watermark_seq);
+        let local = ledger
+            .movements_after(sku, watermark)
+            .map_err(Unsettled::Ledger)?;
+        let expected = match baseline {
+            Some(b) => Some(b.on_hand.checked_add(local).ok_or_else(|| {
+                out_of_range(format!("the expected on-hand of {sku}"), "overflows")
+            })?),
+            None if local != 0 => Some(local),
+            None => None,
+        };
+        item.expected = expected;
+        item.delta = match expected {
+            Some(e) => Some(item.counted.checked_sub(e).ok_or_else(|| {
+                out_of_range(format!("the count difference of {sku}"), "overflows")
+            })?),
+            None => None,
+        };
+        item.watermark_seq = baseline.map(|b| b.watermark_seq);
+    }
+    count.recorded.items = merged.into_iter().map(|(item, _)| item).collect();
+    count.recorded.as_of_seq = seq.saturating_sub(1);
+    Ok(())
+}
+
+/// A burn may not take the balance below zero, nor the points burned here and not yet
+/// confirmed by central past the offline cap (what a store cut off from central can lose to the
+/// same points being spent elsewhere). Checked against every operation before it, so two tills
+/// cannot spend the same points.
+fn settle_loyalty<L: Ledger>(
+    ledger: &mut L,
+    op: &mut LoyaltyOperation,
+) -> Result<(), Unsettled<L::Error>> {
+    let customer = &op.recorded.customer_id;
+    let pending = ledger
+        .pending_points(customer, op.baseline.watermark_seq)
+        .map_err(Unsettled::Ledger)?;
+    let overflow = || out_of_range(format!("the balance of {customer}"), "overflows");
+    let balance = op
+        .baseline
+        .central_balance
+        .checked_add(pending.net)
+        .ok_or_else(overflow)?;
+    let points = op.recorded.points;
+    if points < 0 {
+        let requested = points.checked_neg().ok_or_else(overflow)?;
+        if balance < requested {
+            return Err(FactRefused::InsufficientPoints { balance, requested }.into());
+        }
+        let would_be = pending.burned.checked_add(requested).ok_or_else(overflow)?;
+        if would_be > op.burn_cap {
+            return Err(FactRefused::BurnCapExceeded {
+                requested,
+                pending_burned: pending.burned,
+                would_be,
+                cap: op.burn_cap,
+                allowed: op.burn_cap.saturating_sub(pending.burned).max(0),
+            }
+            .into());
+        }
+    }
+    op.balance_after = Some(balance.checked_add(points).ok_or_else(overflow)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
