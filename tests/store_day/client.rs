@@ -54,14 +54,34 @@ impl Client {
         }
     }
 
+    /// Send `op` (its key in the body or in the header, as it says).
+    pub fn post(
+        &self,
+        base: &str,
+        op: &crate::generator::Op,
+        timeout: Option<Duration>,
+    ) -> Outcome {
+        self.post_raw(base, &op.path, &op.raw, op.header_key.as_deref(), timeout)
+    }
+
     /// POST `raw` to `base + path`, giving up after `timeout` when set.
-    pub fn post(&self, base: &str, path: &str, raw: &str, timeout: Option<Duration>) -> Outcome {
+    pub fn post_raw(
+        &self,
+        base: &str,
+        path: &str,
+        raw: &str,
+        key_header: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Outcome {
         let mut request = self
             .http
             .post(format!("{base}{path}"))
             .bearer_auth(&self.token)
             .header("content-type", "application/json")
             .body(raw.to_owned());
+        if let Some(key) = key_header {
+            request = request.header("idempotency-key", key);
+        }
         if let Some(t) = timeout {
             request = request.timeout(t);
         }

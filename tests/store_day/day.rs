@@ -5,12 +5,12 @@
 use crate::client::{Client, Outcome};
 use crate::common::Agent;
 use crate::generator::{Expect, Generator, Knobs, Op, reformatted};
-use crate::model::{Model, Recorded, Scope};
+use crate::model::{Effect, Model, Recorded, Scope};
 use crate::report::{Mismatch, Report};
 use crate::shop::{self, Shop};
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -119,7 +119,9 @@ fn check(expect: &Expect, status: u16, body: &Value, after_unknown: bool) -> Opt
             }
             differs(details, &body["error"]["details"], "error.details")
         }
-        Expect::BurnRace { .. } | Expect::CollectRace { .. } => Some("race".to_owned()),
+        Expect::LoyaltyRace { .. } | Expect::CollectRace { .. } | Expect::CountRace { .. } => {
+            Some("race".to_owned())
+        }
     }
 }
 
@@ -147,15 +149,18 @@ fn describe_expect(expect: &Expect, after_unknown: bool) -> String {
                 String::new()
             }
         ),
-        Expect::BurnRace {
-            successes,
-            balances,
-            refusal,
-            ..
+        Expect::LoyaltyRace {
+            successes, refusal, ..
         } => format!(
-            "exactly {successes} × 201 (balance_after in {balances:?}), the others {}",
-            describe_expect(refusal, false)
+            "exactly {successes} × 201, each allowed and with its balance_after in seq order{}",
+            refusal
+                .as_ref()
+                .map(|r| format!(", the others {}", describe_expect(r, false)))
+                .unwrap_or_default()
         ),
+        Expect::CountRace { .. } => {
+            "201, expected = on-hand before + the round's facts with a smaller seq".to_owned()
+        }
         Expect::CollectRace { answer } => {
             format!("exactly one 201 ⊇ {answer}, the others 409 already_collected")
         }
@@ -167,7 +172,9 @@ fn expected_status(expect: &Expect) -> String {
         Expect::Created(_) => "201".to_owned(),
         Expect::Replay(_) => "200 replay".to_owned(),
         Expect::Error { status, code, .. } => format!("{status} {code}"),
-        Expect::BurnRace { .. } | Expect::CollectRace { .. } => "race".to_owned(),
+        Expect::LoyaltyRace { .. } | Expect::CollectRace { .. } | Expect::CountRace { .. } => {
+            "race".to_owned()
+        }
     }
 }
 
@@ -282,9 +289,21 @@ impl<'a> Day<'a> {
         };
         track.answered = true;
         let expect = track.expect.clone();
-        let wrong = check(&expect, status, body, track.unknown).is_some();
+        let mut wrong = check(&expect, status, body, track.unknown).is_some();
         if wrong {
             self.op_mismatch(op, &expect, track.unknown, outcome);
+        } else if status == 201
+            && op.path == "/v1/cycle-counts"
+            && body["as_of_seq"].as_u64() != body["seq"].as_u64().map(|s| s - 1)
+        {
+            // A count's `expected` includes every fact up to the one before it.
+            wrong = true;
+            self.mismatch(
+                "a count's as_of_seq is not its seq − 1".to_owned(),
+                op.describe(&self.shop.tills),
+                "as_of_seq = seq − 1".to_owned(),
+                outcome.describe(),
+            );
         }
         // Follow what the agent says happened, so that one divergence is reported once: a
         // replay after an attempt without answer is this fact only if it answers as this fact
@@ -372,9 +391,9 @@ impl<'a> Day<'a> {
                         barrier.wait();
                         let mut outcomes = Vec::with_capacity(2);
                         if let Some(t) = op.first_timeout {
-                            outcomes.push(client.post(base, &op.path, &op.raw, Some(t)));
+                            outcomes.push(client.post(base, op, Some(t)));
                         }
-                        outcomes.push(client.post(base, &op.path, &op.raw, None));
+                        outcomes.push(client.post(base, op, None));
                         outcomes
                     })
                 })
@@ -443,7 +462,13 @@ impl<'a> Day<'a> {
         }
         let mut tracks = Vec::with_capacity(ops.len());
         let mut race = Vec::new();
+        let mut count_race = None;
         for (op, outcomes) in ops.iter().zip(&outcomes) {
+            if let Expect::CountRace { before } = &op.expect {
+                let outcome = outcomes.last().cloned().unwrap_or(Outcome::TimedOut);
+                count_race = Some((op, outcome, before));
+                continue;
+            }
             if op.expect.is_race() {
                 race.push((op, outcomes.last().cloned().unwrap_or(Outcome::TimedOut)));
                 continue;
@@ -478,7 +503,7 @@ impl<'a> Day<'a> {
                 // Requests without an answer: the same key again tells whether they applied.
                 for (op, track) in tracks.iter_mut().filter(|(_, t)| !t.answered || t.unknown) {
                     self.report.stats.in_flight_at_kill += 1;
-                    let outcome = self.tills[op.till].post(&self.base, &op.path, &op.raw, None);
+                    let outcome = self.tills[op.till].post(&self.base, op, None);
                     let was_unknown = track.unknown;
                     self.feed(op, track, &outcome, false, false);
                     if was_unknown
@@ -500,7 +525,7 @@ impl<'a> Day<'a> {
             for (op, track) in tracks.iter_mut() {
                 if track.answered && track.unknown {
                     std::thread::sleep(Duration::from_millis(20));
-                    let outcome = self.tills[op.till].post(&self.base, &op.path, &op.raw, None);
+                    let outcome = self.tills[op.till].post(&self.base, op, None);
                     self.feed(op, track, &outcome, false, false);
                 }
             }
@@ -510,6 +535,14 @@ impl<'a> Day<'a> {
                     continue;
                 }
                 self.settle(op, track);
+            }
+            if let Some((op, outcome, before)) = count_race {
+                let facts: Vec<(u64, &Effect)> = tracks
+                    .iter()
+                    .filter(|(_, t)| t.applied)
+                    .filter_map(|(op, t)| Some((t.first.as_ref()?["seq"].as_u64()?, &op.effect)))
+                    .collect();
+                self.judge_count_race(op, &outcome, before, &facts);
             }
             if tracks.iter().any(|(_, t)| !t.answered) && !self.agent_alive() {
                 return false;
@@ -573,88 +606,213 @@ impl<'a> Day<'a> {
         false
     }
 
+    /// A race: how many won is order-independent; the answers' seqs give the order the
+    /// writer took them in, and in that order each winner must have been allowed.
     fn judge_race(&mut self, race: &[(&Op, Outcome)]) {
         let Some((first_op, _)) = race.first() else {
             return;
         };
         let expect = first_op.expect.clone();
-        let (successes, group) = match &expect {
-            Expect::BurnRace { successes, .. } => (*successes, "burn race"),
-            Expect::CollectRace { .. } => (1, "collect race"),
+        let successes = match &expect {
+            Expect::LoyaltyRace { successes, .. } => *successes,
+            Expect::CollectRace { .. } => 1,
             _ => return,
         };
-        let mut won = 0;
         let mut wrong = Vec::new();
+        let mut won: Vec<(&Op, Value)> = Vec::new();
         for (op, outcome) in race {
             self.report.stats.requests += 1;
-            let Outcome::Answered { status, body } = outcome else {
-                wrong.push((op, outcome.clone()));
-                continue;
-            };
-            if *status == 201 {
-                won += 1;
-                self.note_fact(op, body);
-                self.model.apply(&op.effect, body["seq"].as_u64());
-                if let Some(scope) = &op.scope {
-                    self.model.record(
-                        scope.clone(),
-                        Recorded {
+            let till = &self.shop.tills[op.till].name;
+            match outcome {
+                Outcome::Answered { status: 201, body } => {
+                    self.note_fact(op, body);
+                    let seq = body["seq"].as_u64();
+                    self.model.apply(&op.effect, seq);
+                    if let Some(scope) = &op.scope {
+                        let recorded = Recorded {
                             path: op.path.clone(),
                             body: op.body.clone(),
                             answer: body.clone(),
                             effect: op.effect.clone(),
-                        },
-                        true,
-                    );
-                }
-                let ok = match &expect {
-                    Expect::BurnRace {
-                        balances, answer, ..
-                    } => {
-                        check(&Expect::Created(answer.clone()), 201, body, false).is_none()
-                            && body["balance_after"]
-                                .as_i64()
-                                .is_some_and(|b| balances.contains(&b))
+                        };
+                        self.model.record(scope.clone(), recorded, true);
                     }
-                    Expect::CollectRace { answer } => {
-                        check(&Expect::Created(answer.clone()), 201, body, false).is_none()
+                    won.push((op, body.clone()));
+                }
+                Outcome::Answered { status, body } => {
+                    let refusal = match &expect {
+                        Expect::LoyaltyRace { refusal, .. } => refusal.as_deref().cloned(),
+                        _ => Some(Expect::Error {
+                            status: 409,
+                            code: "already_collected".to_owned(),
+                            field: None,
+                            details: json!({}),
+                        }),
+                    };
+                    match refusal {
+                        Some(r) if check(&r, *status, body, false).is_none() => {}
+                        Some(r) => wrong.push(format!(
+                            "{till} was refused, but not with {}",
+                            describe_expect(&r, false)
+                        )),
+                        None => wrong.push(format!("{till} was refused: nothing had to be")),
                     }
-                    _ => false,
-                };
-                if !ok {
-                    wrong.push((op, outcome.clone()));
                 }
-            } else {
-                let refusal = match &expect {
-                    Expect::BurnRace { refusal, .. } => (**refusal).clone(),
-                    _ => Expect::Error {
-                        status: 409,
-                        code: "already_collected".to_owned(),
-                        field: None,
-                        details: serde_json::json!({}),
-                    },
-                };
-                if check(&refusal, *status, body, false).is_some() {
-                    wrong.push((op, outcome.clone()));
-                }
+                _ => wrong.push(format!("{till} got no answer")),
             }
         }
-        if won != successes || !wrong.is_empty() {
+        won.sort_by_key(|(_, body)| body["seq"].as_u64());
+        match &expect {
+            Expect::LoyaltyRace {
+                customer,
+                balance,
+                burned,
+                cap,
+                ..
+            } => {
+                let (mut balance, mut burned) = (*balance, *burned);
+                for (op, body) in &won {
+                    let till = &self.shop.tills[op.till].name;
+                    let points = op.effect.points.map_or(0, |(_, p)| p);
+                    if points < 0 && (balance < -points || burned - points > *cap) {
+                        wrong.push(format!(
+                            "{till}'s burn of {} (seq {}) was allowed with a balance of {balance} and {burned} of {cap} burned",
+                            -points, body["seq"]
+                        ));
+                    }
+                    balance += points;
+                    burned += (-points).max(0);
+                    let answer = json!({"customer_id": self.shop.customers[*customer].id,
+                                        "points": points, "balance_after": balance});
+                    if let Some(why) = check(&Expect::Created(answer), 201, body, false) {
+                        wrong.push(format!("{till} (seq {}) in seq order: {why}", body["seq"]));
+                    }
+                }
+            }
+            Expect::CollectRace { answer } => {
+                for (op, body) in &won {
+                    if let Some(why) = check(&Expect::Created(answer.clone()), 201, body, false) {
+                        wrong.push(format!("{}: {why}", self.shop.tills[op.till].name));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if won.len() != successes || !wrong.is_empty() {
             let answers: Vec<String> = race
                 .iter()
                 .map(|(op, o)| format!("{}: {}", self.shop.tills[op.till].name, o.describe()))
                 .collect();
-            let mut request = first_op.describe(&self.shop.tills);
-            request.push_str(&format!(" (from {} tills at once)", race.len()));
-            self.mismatch(
+            let group = if won.len() != successes {
                 format!(
-                    "{group} ({}): {won} succeeded, expected {successes}",
-                    movements(first_op.effect.movements())
+                    "{} ({}): {} succeeded, expected {successes}",
+                    first_op.label,
+                    movements(first_op.effect.movements()),
+                    won.len()
+                )
+            } else {
+                format!("{}: an answer differs from the seq order", first_op.label)
+            };
+            self.mismatch(
+                group,
+                format!(
+                    "{} (and {} other tills at once)",
+                    first_op.describe(&self.shop.tills),
+                    race.len() - 1
                 ),
-                request,
-                describe_expect(&expect, false),
+                format!("{}; {}", describe_expect(&expect, false), wrong.join("; ")),
                 answers.join("\n             "),
             );
+        }
+    }
+
+    /// A count while other tills moved the counted items: the facts with a smaller seq are in
+    /// its `expected`, the others come on top of the count.
+    fn judge_count_race(
+        &mut self,
+        op: &Op,
+        outcome: &Outcome,
+        before: &[(usize, i64, i64)],
+        facts: &[(u64, &Effect)],
+    ) {
+        self.report.stats.requests += 1;
+        let seq = match outcome {
+            Outcome::Answered { status: 201, body } => body["seq"].as_u64().unwrap_or(0),
+            _ => 0,
+        };
+        let mut items = Vec::with_capacity(before.len());
+        let mut effect = Effect::default();
+        for &(p, on_hand, counted) in before {
+            let earlier: i64 = facts
+                .iter()
+                .filter(|(s, _)| *s < seq)
+                .flat_map(|(_, e)| e.stock.iter())
+                .filter(|(q, _)| *q == p)
+                .map(|(_, d)| d)
+                .sum();
+            let expected = on_hand + earlier;
+            let delta = counted - expected;
+            let product = &self.shop.products[p];
+            items.push(
+                json!({"sku": product.sku, "gtin": product.gtin, "counted": counted,
+                              "expected": expected, "delta": delta, "watermark_seq": 0}),
+            );
+            if delta != 0 {
+                effect.stock.push((p, delta));
+            }
+        }
+        let expect = Expect::Created(json!({"items": items, "ignored_tags": [],
+                                            "adjustments": effect.stock.len(),
+                                            "as_of_seq": seq.saturating_sub(1)}));
+        if let Outcome::Answered { status, body } = outcome
+            && check(&expect, *status, body, false).is_none()
+        {
+            self.note_fact(op, body);
+            self.model.apply(&effect, Some(seq));
+            if let Some(scope) = &op.scope {
+                let recorded = Recorded {
+                    path: op.path.clone(),
+                    body: op.body.clone(),
+                    answer: body.clone(),
+                    effect,
+                };
+                self.model.record(scope.clone(), recorded, true);
+            }
+            return;
+        }
+        let others: Vec<String> = facts
+            .iter()
+            .filter(|(_, e)| {
+                e.stock
+                    .iter()
+                    .any(|(q, _)| before.iter().any(|b| b.0 == *q))
+            })
+            .map(|(s, e)| format!("seq {s}: {:?}", e.stock))
+            .collect();
+        self.op_mismatch(op, &expect, false, outcome);
+        self.report.note(format!(
+            "count race of seed {} round {}: facts of the round on the counted items: {}",
+            self.seed,
+            self.round,
+            others.join(", ")
+        ));
+        if let Outcome::Answered { status: 201, body } = outcome {
+            // Follow the agent: its count, whatever it said, set on-hand as it answered.
+            self.note_fact(op, body);
+            let applied = Effect {
+                stock: body["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| {
+                        let p = self.shop.product_by_sku(i["sku"].as_str()?)?;
+                        Some((p, i["delta"].as_i64()?))
+                    })
+                    .filter(|(_, d)| *d != 0)
+                    .collect(),
+                ..Default::default()
+            };
+            self.model.apply(&applied, Some(seq));
         }
     }
 
@@ -683,7 +841,8 @@ impl<'a> Day<'a> {
             };
             self.report.stats.requests += 1;
             self.report.stats.replays_after_restart += 1;
-            let outcome = self.tills[scope.till].post(&self.base, &first.path, &raw, None);
+            let outcome =
+                self.tills[scope.till].post_raw(&self.base, &first.path, &raw, None, None);
             let expect = Expect::Replay(first.answer.clone());
             let ok = matches!(&outcome, Outcome::Answered { status, body }
                               if check(&expect, *status, body, false).is_none());

@@ -31,14 +31,22 @@ pub enum Expect {
         field: Option<String>,
         details: Value,
     },
-    /// One of N tills burning `points` each from one balance at the same moment: exactly
-    /// `successes` get 201 (balance_after one of `balances`), the others `refusal`.
-    BurnRace {
+    /// Tills earning and burning points of one customer at the same moment. The writer takes
+    /// them in some order, which the answers' seqs tell: in that order each success is allowed
+    /// and its `balance_after` is the balance after it. Exactly `successes` succeed; the
+    /// others get `refusal` (a burn race: every till burns the same points).
+    LoyaltyRace {
+        customer: usize,
+        balance: i64,
+        burned: i64,
+        cap: i64,
         successes: usize,
-        balances: Vec<i64>,
-        answer: Value,
-        refusal: Box<Expect>,
+        refusal: Option<Box<Expect>>,
     },
+    /// A count while other tills sell and return the counted items: `expected` is on-hand
+    /// before the round plus every fact of the round with a smaller seq (`before`: product,
+    /// on-hand before the round, counted).
+    CountRace { before: Vec<(usize, i64, i64)> },
     /// One of K tills handing over one order: exactly one 201 with `answer`, the others 409.
     CollectRace { answer: Value },
 }
@@ -53,8 +61,12 @@ impl Expect {
         }
     }
 
+    /// Judged with the other operations of its race, not alone.
     pub fn is_race(&self) -> bool {
-        matches!(self, Expect::BurnRace { .. } | Expect::CollectRace { .. })
+        matches!(
+            self,
+            Expect::LoyaltyRace { .. } | Expect::CollectRace { .. } | Expect::CountRace { .. }
+        )
     }
 }
 
@@ -69,6 +81,8 @@ pub struct Op {
     pub raw: String,
     /// The key's scope, when the request carries one.
     pub scope: Option<Scope>,
+    /// The key sent as an `Idempotency-Key` header instead of in the body.
+    pub header_key: Option<String>,
     pub expect: Expect,
     /// What the fact does if the agent records it.
     pub effect: Effect,
@@ -85,10 +99,23 @@ impl Op {
             raw.truncate(700);
             raw.push('…');
         }
+        let header = self
+            .header_key
+            .as_ref()
+            .map(|k| format!("(Idempotency-Key: {k}) "))
+            .unwrap_or_default();
         format!(
-            "{} [{}] POST {} {}",
+            "{} [{}] POST {} {header}{}",
             tills[self.till].name, self.label, self.path, raw
         )
+    }
+
+    /// Send the key as an `Idempotency-Key` header, the body without it.
+    pub fn key_in_header(&mut self) {
+        if let Some(key) = self.body["client_key"].as_str() {
+            self.header_key = Some(key.to_owned());
+            self.raw = without_key(&self.body).to_string();
+        }
     }
 }
 
@@ -109,6 +136,8 @@ struct Locks {
     touched: HashSet<usize>,
     customers: HashSet<usize>,
     orders: HashSet<usize>,
+    /// Products counted in a count race: the other tills sell and return them on purpose.
+    raced: Vec<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -176,24 +205,33 @@ impl<'a> Generator<'a> {
         let mut locks = Locks::default();
         let tills = self.knobs.tills;
         let mut ops: Vec<Option<Op>> = vec![None; tills];
-        if allow_race && self.rng.random_bool(0.08) {
-            if self.rng.random_bool(0.5) {
-                if let Some(race) = self.burn_race(model, &mut locks) {
-                    return race;
-                }
-            } else if let Some(race) = self.collect_race(model, &mut locks) {
-                for op in race {
-                    let till = op.till;
-                    ops[till] = Some(op);
-                }
+        let mut racing = false;
+        if allow_race && self.rng.random_bool(0.1) {
+            let race = match self.rng.random_range(0..4) {
+                0 => self.burn_race(model, &mut locks),
+                1 => self.loyalty_race(model, &mut locks),
+                2 => self.collect_race(model, &mut locks),
+                _ => self.count_race(model, &mut locks),
+            };
+            for op in race.into_iter().flatten() {
+                racing = true;
+                let till = op.till;
+                ops[till] = Some(op);
             }
         }
         for (till, slot) in ops.iter_mut().enumerate() {
             if slot.is_none() {
                 let mut op = self.normal(model, &mut locks, till);
-                if self.rng.random_bool(0.06) {
+                // A race is judged by the seqs of every fact of its round: all answered.
+                if !racing && self.rng.random_bool(0.06) {
                     op.first_timeout =
                         Some(Duration::from_micros(self.rng.random_range(300..6000)));
+                }
+                if op.scope.is_some()
+                    && !op.label.starts_with("invalid")
+                    && self.rng.random_bool(0.08)
+                {
+                    op.key_in_header();
                 }
                 *slot = Some(op);
             }
@@ -246,6 +284,7 @@ impl<'a> Generator<'a> {
             raw: body.to_string(),
             body,
             scope,
+            header_key: None,
             expect,
             effect: Effect::default(),
             first_timeout: None,
@@ -269,6 +308,10 @@ impl<'a> Generator<'a> {
 
     /// A product no count reads this round (which this op will then move).
     fn movable(&mut self, locks: &mut Locks) -> usize {
+        if !locks.raced.is_empty() && self.rng.random_bool(0.3) {
+            let i = self.rng.random_range(0..locks.raced.len());
+            return locks.raced[i];
+        }
         loop {
             let p = self.rng.random_range(0..self.shop.products.len());
             if !locks.counted.contains(&p) {
@@ -619,12 +662,22 @@ impl<'a> Generator<'a> {
             } else {
                 (expected + self.rng.random_range(-6..=6)).max(0)
             };
-            let (field, name) = self.name_item(Item::Known(p));
-            counts.push(json!({field: name, "counted": counted}));
+            if counted >= 2 && self.rng.random_bool(0.15) {
+                // The item on two shelves: two lines, summed into one item.
+                let first = self.rng.random_range(1..counted);
+                for part in [first, counted - first] {
+                    let (field, name) = self.name_item(Item::Known(p));
+                    counts.push(json!({field: name, "counted": part}));
+                }
+            } else {
+                let (field, name) = self.name_item(Item::Known(p));
+                counts.push(json!({field: name, "counted": counted}));
+            }
             let delta = counted - expected;
             items.push(
                 json!({"sku": shop.products[p].sku, "gtin": shop.products[p].gtin,
-                              "counted": counted, "expected": expected, "delta": delta}),
+                              "counted": counted, "expected": expected, "delta": delta,
+                              "watermark_seq": 0}),
             );
             if apply && delta != 0 {
                 effect.stock.push((p, delta));
@@ -756,7 +809,7 @@ impl<'a> Generator<'a> {
         } else {
             first.body.to_string()
         };
-        Some(Op {
+        let mut op = Op {
             till,
             path: first.path.clone(),
             body: first.body.clone(),
@@ -766,25 +819,35 @@ impl<'a> Generator<'a> {
             first_timeout: None,
             label: format!("retry of {}", scope.route.short()),
             scope: Some(scope),
-        })
+            header_key: None,
+        };
+        // The key in the header this time: the same request all the same.
+        if self.rng.random_bool(0.25) {
+            op.key_in_header();
+        }
+        Some(op)
     }
 
-    /// The key of an answered request with another body: 422, nothing recorded.
+    /// The key of an answered request with another request (another body, or another pickup
+    /// code): 422 naming the fact that holds the key, nothing recorded.
     fn new_body(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Option<Op> {
-        let own: Vec<&Scope> = model
-            .recorded
-            .iter()
-            .filter(|s| s.till == till && s.route != Route::Collect)
-            .collect();
+        let own: Vec<&Scope> = model.recorded.iter().filter(|s| s.till == till).collect();
         let scope = (*own.choose(&mut self.rng)?).clone();
         let op = self.fresh(model, locks, till, scope.route)?;
+        let first = &model.keys[&scope];
         if !matches!(op.expect, Expect::Created(_))
-            || without_key(&op.body) == without_key(&model.keys[&scope].body)
+            || (op.path == first.path && without_key(&op.body) == without_key(&first.body))
         {
             return None;
         }
-        let mut op = Self::with_key(op, &scope.key, "same key, another body");
-        op.expect = Expect::error(422, "idempotency_key_reused", None, json!({}));
+        let first_seq = first.answer["seq"].clone();
+        let mut op = Self::with_key(op, &scope.key, "same key, another request");
+        op.expect = Expect::error(
+            422,
+            "idempotency_key_reused",
+            Some("client_key"),
+            json!({"first_seq": first_seq}),
+        );
         Some(op)
     }
 
@@ -793,7 +856,7 @@ impl<'a> Generator<'a> {
         let theirs: Vec<&Scope> = model
             .recorded
             .iter()
-            .filter(|s| s.till != till && s.route != Route::Collect)
+            .filter(|s| s.till != till)
             .filter(|s| {
                 !model.keys.contains_key(&Scope {
                     till,
@@ -847,7 +910,7 @@ impl<'a> Generator<'a> {
         let p = self.rng.random_range(0..shop.products.len());
         let sku = shop.products[p].sku.clone();
         let c = self.rng.random_range(0..shop.customers.len());
-        let kind = self.rng.random_range(0..10);
+        let kind = self.rng.random_range(0..12);
         let route = match kind {
             0..4 => Route::Sale,
             4 => {
@@ -860,6 +923,8 @@ impl<'a> Generator<'a> {
             5 => Route::Count,
             6 | 9 => Route::Return,
             7 => Route::Burn,
+            10 => Route::Sale,
+            11 => Route::Count,
             _ => Route::Collect,
         };
         let key = self.key(till, route);
@@ -943,6 +1008,25 @@ impl<'a> Generator<'a> {
                 Expect::error(404, "not_found", None, json!({})),
                 "unknown pickup code",
             ),
+            10 => (
+                "/v1/sales".to_owned(),
+                json!({"client_key": key, "lines": [
+                    {"sku": sku, "qty": 1, "unit_price_minor": 5},
+                    {"sku": sku, "qty": 1, "unit_price_minor": 1_000_000_001i64}]}),
+                Expect::error(
+                    400,
+                    "invalid_field",
+                    Some("lines[1].unit_price_minor"),
+                    json!({}),
+                ),
+                "price out of range",
+            ),
+            11 => (
+                "/v1/cycle-counts".to_owned(),
+                json!({"client_key": key, "counts": [{"sku": sku, "counted": 1_000_001}]}),
+                Expect::error(400, "invalid_field", Some("counts[0].counted"), json!({})),
+                "count out of range",
+            ),
             _ => (
                 "/v1/returns".to_owned(),
                 json!({"client_key": key, "lines": [{"sku": sku, "qty": 1, "colour": "red"}]}),
@@ -987,31 +1071,99 @@ impl<'a> Generator<'a> {
                 json!({"allowed": (room - after).max(0), "requested": points}),
             )
         };
-        let balances = (1..=successes as i64)
-            .map(|j| balance - j * points)
-            .collect();
-        let answer = json!({"customer_id": shop.customers[c].id, "points": -points});
+        let expect = Expect::LoyaltyRace {
+            customer: c,
+            balance,
+            burned: model.burned[c],
+            cap: model.cap,
+            successes,
+            refusal: Some(Box::new(refusal)),
+        };
         let ops = (0..tills)
             .map(|till| {
                 let body = self.loyalty_body(till, Route::Burn, c, points);
-                let mut op = self.op(
-                    till,
-                    Route::Burn,
-                    "/v1/loyalty/burn",
-                    body,
-                    Expect::BurnRace {
-                        successes,
-                        balances: Vec::clone(&balances),
-                        answer: answer.clone(),
-                        refusal: Box::new(refusal.clone()),
-                    },
-                );
+                let mut op = self.op(till, Route::Burn, "/v1/loyalty/burn", body, expect.clone());
                 op.effect.points = Some((c, -points));
                 op.label = "burn race".to_owned();
                 op
             })
             .collect();
         Some(ops)
+    }
+
+    /// Every till earns or burns points of one customer at the same moment, the burns within
+    /// what the balance and the cap allow whatever the order: all succeed.
+    fn loyalty_race(&mut self, model: &Model, locks: &mut Locks) -> Option<Vec<Op>> {
+        let shop = self.shop;
+        let tills = self.knobs.tills;
+        let c = (0..20)
+            .map(|_| self.rng.random_range(0..shop.customers.len()))
+            .find(|c| model.balance(shop, *c).min(model.cap_room(*c)) >= tills as i64)?;
+        locks.customers.insert(c);
+        let mut budget = model.balance(shop, c).min(model.cap_room(c));
+        let expect = Expect::LoyaltyRace {
+            customer: c,
+            balance: model.balance(shop, c),
+            burned: model.burned[c],
+            cap: model.cap,
+            successes: tills,
+            refusal: None,
+        };
+        let ops = (0..tills)
+            .map(|till| {
+                let burn = budget >= 1 && self.rng.random_bool(0.5);
+                let (route, path, points) = if burn {
+                    let p = self.rng.random_range(1..=(budget / 2).max(1));
+                    budget -= p;
+                    (Route::Burn, "/v1/loyalty/burn", p)
+                } else {
+                    (
+                        Route::Earn,
+                        "/v1/loyalty/earn",
+                        self.rng.random_range(1..=2_000),
+                    )
+                };
+                let body = self.loyalty_body(till, route, c, points);
+                let mut op = self.op(till, route, path, body, expect.clone());
+                op.effect.points = Some((c, if burn { -points } else { points }));
+                op.label = "earn and burn race".to_owned();
+                op
+            })
+            .collect();
+        Some(ops)
+    }
+
+    /// One till counts items while the others sell and return them.
+    fn count_race(&mut self, model: &Model, locks: &mut Locks) -> Option<Vec<Op>> {
+        let shop = self.shop;
+        let till = self.rng.random_range(0..self.knobs.tills);
+        let k = self.rng.random_range(1..=4usize).min(self.knobs.max_lines);
+        let mut before: Vec<(usize, i64, i64)> = Vec::with_capacity(k);
+        let mut counts = Vec::with_capacity(k);
+        while before.len() < k {
+            let p = self.rng.random_range(0..shop.products.len());
+            if before.iter().any(|(q, _, _)| *q == p) {
+                continue;
+            }
+            let on_hand = model.on_hand[p];
+            let counted = (on_hand + self.rng.random_range(-5..=5)).max(0);
+            let (field, name) = self.name_item(Item::Known(p));
+            counts.push(json!({field: name, "counted": counted}));
+            before.push((p, on_hand, counted));
+            locks.touched.insert(p);
+            locks.raced.push(p);
+        }
+        let key = self.key(till, Route::Count);
+        let body = json!({"client_key": key, "counts": counts, "zone": "stock room"});
+        let mut op = self.op(
+            till,
+            Route::Count,
+            "/v1/cycle-counts",
+            body,
+            Expect::CountRace { before },
+        );
+        op.label = "count race".to_owned();
+        Some(vec![op])
     }
 
     /// Several tills hand over the same order at the same moment.
