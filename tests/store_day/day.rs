@@ -219,6 +219,8 @@ pub struct Day<'a> {
     round: usize,
     /// Correction of the expected outbox depth after a mismatch (reported once).
     depth_fix: i64,
+    /// How long a round's requests usually take (a moving average).
+    round_time: Duration,
     report: &'a mut Report,
 }
 
@@ -436,8 +438,12 @@ impl<'a> Day<'a> {
 
     /// Run one round; false when the day cannot go on.
     fn play_round(&mut self, planner: &mut Generator<'_>, faults: bool) -> bool {
-        let kill = (faults && self.round > 0 && planner.rng().random_bool(0.15))
-            .then(|| Duration::from_micros(planner.rng().random_range(0..25_000)));
+        // The kill lands anywhere from the round's start to a little after its usual end (a
+        // debug agent answers a round in tens of ms, a release one in a few).
+        let kill = (faults && self.round > 0 && planner.rng().random_bool(0.15)).then(|| {
+            self.round_time
+                .mul_f64(planner.rng().random_range(0.0..1.3))
+        });
         let ops = planner.round(&self.model, kill.is_none() && self.round >= 2);
         self.report.stats.rounds += 1;
         self.report.stats.operations += ops.len();
@@ -445,7 +451,11 @@ impl<'a> Day<'a> {
         if racing {
             self.report.stats.contention_rounds += 1;
         }
+        let started = Instant::now();
         let outcomes = self.execute(&ops, kill);
+        if kill.is_none() {
+            self.round_time = (self.round_time * 7 + started.elapsed()) / 8;
+        }
         let killed = kill.is_some();
         if std::env::var_os("RELAIS_STORE_DAY_TRACE").is_some() {
             for (op, outcomes) in ops.iter().zip(&outcomes) {
@@ -1029,6 +1039,7 @@ pub fn run(seed: u64, knobs: &Knobs, rounds: usize, faults: bool, report: &mut R
         model: Model::new(&shop),
         round: 0,
         depth_fix: 0,
+        round_time: Duration::from_millis(20),
         report,
     };
     let salt = if faults { 0xfa17_5eed } else { 0 };
