@@ -5,8 +5,11 @@
 //! Stock changes add up whatever the order, so tills share SKUs freely, except that a SKU being
 //! counted is touched by nothing else in that round (a count's `expected` is on-hand when it
 //! is recorded). A customer and a pickup order are used by one till per round — except in the
-//! deliberate contention rounds, whose outcome counts are order-independent (N tills burn from
-//! one balance, K tills hand over one order).
+//! deliberate contention rounds: N tills burn the same points from one balance (how many win
+//! does not depend on the order), tills earn and burn from one balance within what it allows
+//! (all win), K tills hand over one order (one wins), one till counts items the others sell
+//! and return. The answers' seqs then give the order the writer took, and each answer must be
+//! the one that order implies (`balance_after`, a count's `expected`).
 
 use crate::model::{Effect, Model, Route, Scope};
 use crate::shop::{LineStatus, Shop};
