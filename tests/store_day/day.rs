@@ -296,7 +296,7 @@ impl<'a> Day<'a> {
             self.op_mismatch(op, &expect, track.unknown, outcome);
         } else if status == 201
             && op.path == "/v1/cycle-counts"
-            && body["as_of_seq"].as_u64() != body["seq"].as_u64().map(|s| s - 1)
+            && body["as_of_seq"].as_u64() != body["seq"].as_u64().and_then(|s| s.checked_sub(1))
         {
             // A count's `expected` includes every fact up to the one before it.
             wrong = true;
@@ -439,10 +439,16 @@ impl<'a> Day<'a> {
     /// Run one round; false when the day cannot go on.
     fn play_round(&mut self, planner: &mut Generator<'_>, faults: bool) -> bool {
         // The kill lands anywhere from the round's start to a little after its usual end (a
-        // debug agent answers a round in tens of ms, a release one in a few).
+        // debug agent answers a round in tens of ms, a release one in a few), or now and then
+        // later, once the writer idles: while it files keys and movements, or checkpoints.
         let kill = (faults && self.round > 0 && planner.rng().random_bool(0.15)).then(|| {
-            self.round_time
-                .mul_f64(planner.rng().random_range(0.0..1.3))
+            let rng = planner.rng();
+            let factor = if rng.random_bool(0.8) {
+                rng.random_range(0.0..1.3)
+            } else {
+                rng.random_range(1.3..8.0)
+            };
+            self.round_time.mul_f64(factor)
         });
         let ops = planner.round(&self.model, kill.is_none() && self.round >= 2);
         self.report.stats.rounds += 1;
