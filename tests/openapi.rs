@@ -23,10 +23,11 @@ const CAN_CONFLICT: [(&str, &str); 3] = [
 ];
 
 /// The error schemas every error response is built on.
-const ERROR_SCHEMAS: [&str; 3] = [
+const ERROR_SCHEMAS: [&str; 4] = [
     "#/components/schemas/Error",
     "#/components/schemas/NotFoundError",
     "#/components/schemas/RefusalError",
+    "#/components/schemas/UnprocessableError",
 ];
 
 fn document() -> Value {
