@@ -1,0 +1,195 @@
+//! The oracle's own picture of the store: what on-hand, available and each balance must be
+//! after the facts the agent confirmed, and which idempotency keys hold which first answer.
+//! Written from the rules in docs/api.md and the brief, never from the agent's code or files.
+
+use crate::shop::Shop;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Route {
+    Sale,
+    Return,
+    Collect,
+    Count,
+    Earn,
+    Burn,
+}
+
+impl Route {
+    pub const ALL: [Route; 6] = [
+        Route::Sale,
+        Route::Return,
+        Route::Collect,
+        Route::Count,
+        Route::Earn,
+        Route::Burn,
+    ];
+
+    pub fn short(self) -> &'static str {
+        match self {
+            Route::Sale => "sale",
+            Route::Return => "return",
+            Route::Collect => "collect",
+            Route::Count => "count",
+            Route::Earn => "earn",
+            Route::Burn => "burn",
+        }
+    }
+}
+
+/// What a fact does to the store once recorded.
+#[derive(Clone, Default, Debug)]
+pub struct Effect {
+    /// (product, signed on-hand change), one per stock movement.
+    pub stock: Vec<(usize, i64)>,
+    /// (customer, signed points).
+    pub points: Option<(usize, i64)>,
+    /// An order handed over here: its reservations no longer count.
+    pub collect: Option<usize>,
+}
+
+impl Effect {
+    pub fn movements(&self) -> usize {
+        self.stock.len()
+    }
+}
+
+/// An idempotency key's scope (target semantics): the caller's token name and the route.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Scope {
+    pub till: usize,
+    pub route: Route,
+    pub key: String,
+}
+
+/// A fact the agent confirmed, as the first answer gave it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub path: String,
+    /// The request body (with its `client_key`).
+    pub body: Value,
+    /// The whole first answer.
+    pub answer: Value,
+    pub effect: Effect,
+}
+
+pub struct Model {
+    pub on_hand: Vec<i64>,
+    /// Orders handed over here.
+    pub collected: Vec<bool>,
+    /// The seq of the fact that handed each order over here.
+    pub collected_seq: Vec<Option<u64>>,
+    pub earned: Vec<i64>,
+    /// Points burned here (never confirmed by central in a day without a broker).
+    pub burned: Vec<i64>,
+    /// Correction after a balance mismatch, so one divergence is reported once.
+    pub balance_fix: Vec<i64>,
+    /// Correction of `reserved` after an `available` mismatch.
+    pub reserved_fix: Vec<i64>,
+    pub keys: HashMap<Scope, Recorded>,
+    /// The scopes of `keys` in the order they were recorded (the generator picks from it:
+    /// a hash map's order would differ from run to run).
+    pub recorded: Vec<Scope>,
+    /// Keys of race winners: which till wins is up to the agent, so the generator never picks
+    /// them (a day stays the same day whoever wins); restarts replay them all the same.
+    pub raced: Vec<Scope>,
+    /// Keys a till sent that the agent refused (400/404/409/422): unused, free to use again.
+    pub unused_keys: Vec<Scope>,
+    pub seqs: HashSet<u64>,
+    pub ids: HashSet<String>,
+    pub cap: i64,
+}
+
+impl Model {
+    pub fn new(shop: &Shop) -> Model {
+        Model {
+            on_hand: shop.products.iter().map(|p| p.baseline).collect(),
+            collected: vec![false; shop.orders.len()],
+            collected_seq: vec![None; shop.orders.len()],
+            earned: vec![0; shop.customers.len()],
+            burned: vec![0; shop.customers.len()],
+            balance_fix: vec![0; shop.customers.len()],
+            reserved_fix: vec![0; shop.products.len()],
+            keys: HashMap::new(),
+            recorded: Vec::new(),
+            raced: Vec::new(),
+            unused_keys: Vec::new(),
+            seqs: HashSet::new(),
+            ids: HashSet::new(),
+            cap: shop.cap,
+        }
+    }
+
+    /// Σ qty of `open` and `picked` lines of orders not handed over here.
+    pub fn reserved(&self, shop: &Shop, product: usize) -> i64 {
+        shop.reservations[product]
+            .iter()
+            .filter(|(order, _)| !self.collected[*order])
+            .map(|(_, qty)| qty)
+            .sum::<i64>()
+            + self.reserved_fix[product]
+    }
+
+    pub fn available(&self, shop: &Shop, product: usize) -> i64 {
+        self.on_hand[product] - self.reserved(shop, product)
+    }
+
+    /// Central's balance + Σ local earn − Σ local burn.
+    pub fn balance(&self, shop: &Shop, customer: usize) -> i64 {
+        shop.customers[customer].central_balance + self.earned[customer] - self.burned[customer]
+            + self.balance_fix[customer]
+    }
+
+    /// Points that may still be burned here before the offline cap.
+    pub fn cap_room(&self, customer: usize) -> i64 {
+        self.cap - self.burned[customer]
+    }
+
+    /// Remember a key's first answer (once: a replay changes nothing).
+    pub fn record(&mut self, scope: Scope, recorded: Recorded, raced: bool) {
+        if !self.keys.contains_key(&scope) {
+            if raced {
+                self.raced.push(scope.clone());
+            } else {
+                self.recorded.push(scope.clone());
+            }
+            self.keys.insert(scope, recorded);
+        }
+    }
+
+    /// The effect of the fact the agent answered with `seq`.
+    pub fn apply(&mut self, effect: &Effect, seq: Option<u64>) {
+        for (product, delta) in &effect.stock {
+            self.on_hand[*product] += delta;
+        }
+        if let Some((customer, points)) = effect.points {
+            if points >= 0 {
+                self.earned[customer] += points;
+            } else {
+                self.burned[customer] -= points;
+            }
+        }
+        if let Some(order) = effect.collect {
+            self.collected[order] = true;
+            self.collected_seq[order] = seq;
+        }
+    }
+
+    /// The pickup status `GET /v1/pickups/{code}` must show.
+    pub fn pickup_status(&self, shop: &Shop, order: usize) -> &'static str {
+        let o = &shop.orders[order];
+        if o.all_cancelled() {
+            "cancelled"
+        } else if self.collected[order] || o.collected_by_central() {
+            "collected"
+        } else if o
+            .live()
+            .all(|l| l.status == crate::shop::LineStatus::Picked)
+        {
+            "ready"
+        } else {
+            "not_ready"
+        }
+    }
+}
