@@ -15,15 +15,16 @@
 //! key), measured on the same agent in the same run, interleaved with the tickets.
 //!
 //! **Client.** The tills are this bench's own HTTP/1.1 client: two threads (like `wrk -t2`),
-//! each a current-thread tokio runtime driving 16 connections, building each request (a fresh
-//! body and key) just before sending it and recording per request its start time, latency and
-//! status. `wrk` was tried first: its per-request formatting is cheap, but it cannot say *when*
-//! a request was sent, and the busy-Saturday goal is about the requests sent while a snapshot
-//! import and an uplink drain are both in progress, a window known only once it is over. Client
-//! CPU measured on the 2-core VM (2026-11-25, 32 connections, same agent, same tickets):
-//! `wrk -t2 -c32` with the ticket body built per request in Lua (`wrk.format` in `request()`)
-//! took 14.7 µs per ticket, this client 12.9 µs (movements: 11.9 / 11.3 µs); the bench prints
-//! the client's CPU per request (`client_cpu_us_per_request`) in every line.
+//! each a current-thread tokio runtime driving 16 keep-alive connections, building each request
+//! (a fresh body and key) just before sending it and recording per request its start time,
+//! latency and status. Why not `wrk`: it can build a fresh body per request (`wrk.format` in
+//! `request()`), but it only reports a histogram for the whole run, and the busy-Saturday goal
+//! is about the requests sent while an import and a drain are both in progress, a window known
+//! only once it is over; and it costs more CPU. Measured on the 2-core VM on 2026-12-07 (load
+//! average 11 from other work), against the same agent and store: `wrk -t2 -c32` with the
+//! 5-line ticket built in Lua per request took 16–19 µs of CPU per ticket and 12–14 µs per
+//! movement (`/usr/bin/time`, two 8 s runs each); this client, minutes before, 12.1 µs and
+//! 9.2 µs. Every line prints the client's CPU per request (`client_cpu_us_per_request`).
 //!
 //! **Quiet store** (one agent per run, no broker): tickets for `T` seconds and movements for
 //! `T` seconds (10 s at scale 1.0, 1 s minimum), order alternating between runs, each after its
@@ -50,6 +51,14 @@
 //! facts ÷ connect → drained) are compared with the same drain and import on a third agent
 //! with no tills, in the same run. At the end every fact must reach central's sink: the seeded
 //! ones plus every ticket answered 201.
+//!
+//! Read the busy figures with Little's law in mind: 32 tills in a closed loop keep 32 tickets
+//! in flight, so their mean latency is 32 ÷ tickets/s, and the tickets/s is whatever CPU the
+//! import, the drain, `relaisctl ingest` and Mosquitto leave on the box. Each sync run also
+//! prints, to tell queueing from a stall: the cores used by the agent, the ingest and the bench
+//! while both were in progress (from /proc at each poll), a price check beside the tills
+//! (`GET /v1/products/{gtin}` every 10 ms on its own connection: the readers alone), and where
+//! the slowest tickets were on the run's timeline.
 //!
 //! Scale (`RELAIS_BENCH_SCALE`): products, GTIN pool, snapshot rows, seeded facts and durations.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -743,6 +752,8 @@ struct Timeline {
     /// Events acknowledged by central when the seeded ones were drained (seeded + live).
     delivered_at_drained: u64,
     polls: usize,
+    /// The slowest `/v1/health` answer while polling (ms): the timeline's resolution.
+    slowest_poll_ms: f64,
 }
 
 impl Timeline {
@@ -765,7 +776,95 @@ impl Timeline {
     }
 }
 
+/// A price check beside the tills: `GET /v1/products/{gtin}` every 10 ms on its own
+/// connection (a lookup only reads, on the agent's reader threads), with its latency: tells a
+/// stall of the readers from one of the outbox writer.
+struct LookupProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(f64, f64)>>,
+}
+
+impl LookupProbe {
+    fn start(agent: &Agent, token: &str, gtins: Arc<Vec<String>>, epoch: Instant) -> LookupProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let url = agent.url("/v1/products/");
+        let token = token.to_string();
+        let thread = std::thread::spawn(move || {
+            let http = client();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while !flag.load(Ordering::Relaxed) {
+                i = (i + 1) % gtins.len();
+                let started = Instant::now();
+                let ok = http
+                    .get(format!("{url}{}", gtins[i]))
+                    .bearer_auth(&token)
+                    .send()
+                    .is_ok_and(|r| r.status().is_success());
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                out.push((
+                    started.saturating_duration_since(epoch).as_secs_f64(),
+                    if ok { ms } else { f64::INFINITY },
+                ));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            out
+        });
+        LookupProbe { stop, thread }
+    }
+
+    fn finish(self) -> Vec<(f64, f64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("lookup probe")
+    }
+}
+
+/// The slowest probe started in `[from, to)`: (latency ms, start s).
+fn slowest_of(probes: &[(f64, f64)], from: f64, to: f64) -> (f64, f64) {
+    probes.iter().filter(|(t, _)| *t >= from && *t < to).fold(
+        (f64::NAN, f64::NAN),
+        |worst, &(t, ms)| {
+            if worst.0.is_nan() || ms > worst.0 {
+                (ms, t)
+            } else {
+                worst
+            }
+        },
+    )
+}
+
+/// CPU seconds used so far by the agent, `relaisctl ingest` and this bench process (the
+/// tills' client and the HTTPS server), sampled at each health poll.
+#[derive(Clone, Copy, Debug)]
+struct CpuSample {
+    at: f64,
+    agent: f64,
+    ingest: f64,
+    bench: f64,
+}
+
+/// Cores used by (agent, ingest, bench) between the first sample at or after `from` and the
+/// last one at or before `to`.
+fn cores(samples: &[CpuSample], from: f64, to: f64) -> (f64, f64, f64) {
+    let first = samples.iter().find(|s| s.at >= from);
+    let last = samples.iter().rev().find(|s| s.at <= to);
+    match (first, last) {
+        (Some(a), Some(b)) if b.at > a.at => {
+            let dt = b.at - a.at;
+            (
+                (b.agent - a.agent) / dt,
+                (b.ingest - a.ingest) / dt,
+                (b.bench - a.bench) / dt,
+            )
+        }
+        _ => (f64::NAN, f64::NAN, f64::NAN),
+    }
+}
+
 struct SyncRun {
+    lookups: Vec<(f64, f64)>,
+    cpu: Vec<CpuSample>,
     timeline: Timeline,
     /// The tills' load (busy run only).
     load: Option<LoadOut>,
@@ -802,6 +901,8 @@ fn sync_run(setup: &Setup, run: usize, with_tills: bool) -> SyncRun {
 
     let epoch = setup.load.epoch;
     let at = |i: Instant| i.saturating_duration_since(epoch).as_secs_f64();
+    let lookups = LookupProbe::start(&agent, &token, Arc::clone(&setup.load.gtins), epoch);
+    let mut cpu = Vec::new();
     let load_start = at(Instant::now());
     let load = with_tills.then(|| {
         let load = Load::start(&setup.load, Kind::Ticket, format!("r{run}b"), &agent, None);
@@ -828,8 +929,16 @@ fn sync_run(setup: &Setup, run: usize, with_tills: bool) -> SyncRun {
             Instant::now() < deadline,
             "{name} run {run}: drain or import not done in 600 s: {t:?}"
         );
+        let asked = Instant::now();
         let h = health(&http, &agent, &token);
+        t.slowest_poll_ms = t.slowest_poll_ms.max(asked.elapsed().as_secs_f64() * 1e3);
         let now = at(Instant::now());
+        cpu.push(CpuSample {
+            at: now,
+            agent: agent.cpu_seconds(),
+            ingest: agent::cpu_seconds(ingest.id()),
+            bench: agent::cpu_seconds(std::process::id()),
+        });
         t.polls += 1;
         let log = setup.server.requests();
         if !connected && h["sync"]["connected"] == true {
@@ -901,6 +1010,7 @@ fn sync_run(setup: &Setup, run: usize, with_tills: bool) -> SyncRun {
         std::thread::sleep(setup.durations.tail);
         load.finish()
     });
+    let lookups = lookups.finish();
     // Every fact reaches central: wait for the live tickets' deliveries.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -930,11 +1040,38 @@ fn sync_run(setup: &Setup, run: usize, with_tills: bool) -> SyncRun {
         .as_ref()
         .map_or(0, |l| l.samples.iter().filter(|s| s.status == 201).count());
     SyncRun {
+        lookups,
+        cpu,
         timeline: t,
         load,
         sink_events: sink_events.max(0) as u64,
         expected_in_sink: setup.seeded + created as u64,
     }
+}
+
+/// Where the slowest tickets of a busy run were, against its timeline (seconds from the
+/// refetch's start): what a reader needs to tell queueing from a stall.
+fn slowest(samples: &[Sample], t: &Timeline) -> String {
+    let mut worst: Vec<&Sample> = samples.iter().filter(|s| s.status != 0).collect();
+    worst.sort_by_key(|s| std::cmp::Reverse(s.latency_us));
+    let rel = |s: f64| s - t.refetch;
+    let mut out = format!(
+        "timeline from the refetch: link up {:+.2} s, downloaded {:+.2} s, drained {:+.2} s, \
+         imported {:+.2} s; slowest tickets (sent at, latency):",
+        rel(t.connected),
+        rel(t.downloaded),
+        rel(t.drained_seen),
+        rel(t.imported_seen)
+    );
+    for s in worst.iter().take(5) {
+        let _ = write!(
+            out,
+            " {:+.2} s {:.0} ms;",
+            rel(s.start_us as f64 / 1e6),
+            f64::from(s.latency_us) / 1e3
+        );
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1134,7 +1271,7 @@ fn main() {
             eprintln!(
                 "  run {run} {who}: drain {} facts in {:.2} s ({:.0}/s; {} acknowledged by then), \
                  import {} rows in {:.2} s (download {:.2} s), both in progress for {:.2} s; \
-                 {} health polls; sink {} / {} expected",
+                 {} health polls (slowest {:.0} ms); sink {} / {} expected",
                 setup.seeded,
                 t.drain_s(),
                 setup.seeded as f64 / t.drain_s(),
@@ -1144,8 +1281,20 @@ fn main() {
                 t.downloaded - t.refetch,
                 t.both().1 - t.both().0,
                 t.polls,
+                t.slowest_poll_ms,
                 r.sink_events,
                 r.expected_in_sink
+            );
+            let (bf, bt) = t.both();
+            let (agent_cores, ingest_cores, bench_cores) = cores(&r.cpu, bf, bt);
+            let (lookup_ms, lookup_at) = slowest_of(&r.lookups, t.connected, t.any().1);
+            let (lead_lookup_ms, _) = slowest_of(&r.lookups, 0.0, t.hup);
+            eprintln!(
+                "  run {run} {who}: while both were in progress, cores used: agent {agent_cores:.2}, \
+                 ingest {ingest_cores:.2}, bench (tills + HTTPS server) {bench_cores:.2}; slowest \
+                 price check {lookup_ms:.1} ms at {:+.2} s from the refetch (before the link came \
+                 up: {lead_lookup_ms:.1} ms)",
+                lookup_at - t.refetch
             );
             if let Some(load) = &r.load {
                 let us = |s: f64| (s * 1e6).max(0.0) as u64;
@@ -1176,6 +1325,7 @@ fn main() {
                         LINES
                     )
                 );
+                eprintln!("  run {run} {}", slowest(&load.samples, t));
                 for e in load.errors.iter().take(3) {
                     eprintln!("    error: {e}");
                 }
