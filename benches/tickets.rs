@@ -687,7 +687,7 @@ fn quiet_run(setup: &Setup, run: usize) -> Quiet {
     let dir = fresh_data_dir(setup, &format!("run{run}-quiet"));
     let (agent, _) = start_agent(setup, &dir, &format!("bench-store/tickets-{run}-quiet"));
     agent.wait_healthy(&client(), Some(&setup.load.tokens[0]));
-    let tickets_first = run % 2 == 0;
+    let tickets_first = run.is_multiple_of(2);
     let mut tickets = None;
     let mut movements = None;
     for step in 0..2 {
@@ -1259,7 +1259,7 @@ fn main() {
         eprintln!("run {run}: load average {:.2}", common::load_average());
         quiet.push(quiet_run(&setup, run));
         // The busy and the untilled sync runs alternate in order.
-        let order = if run % 2 == 0 {
+        let order = if run.is_multiple_of(2) {
             [true, false]
         } else {
             [false, true]
