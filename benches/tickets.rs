@@ -56,9 +56,11 @@
 //! in flight, so their mean latency is 32 ÷ tickets/s, and the tickets/s is whatever CPU the
 //! import, the drain, `relaisctl ingest` and Mosquitto leave on the box. Each sync run also
 //! prints, to tell queueing from a stall: the cores used by the agent, the ingest and the bench
-//! while both were in progress (from /proc at each poll), a price check beside the tills
-//! (`GET /v1/products/{gtin}` every 10 ms on its own connection: the readers alone), and where
-//! the slowest tickets were on the run's timeline.
+//! while both were in progress (from /proc at each poll) and where the slowest tickets were on
+//! the run's timeline. (No price checks run beside the tills: while tickets flow, a product
+//! lookup range-scans the movements not yet filed by SKU, tens of milliseconds of a reader
+//! thread each, so even one every 10 ms halved the tickets/s and would skew the comparison
+//! with the quiet store, which has none.)
 //!
 //! Scale (`RELAIS_BENCH_SCALE`): products, GTIN pool, snapshot rows, seeded facts and durations.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -776,64 +778,6 @@ impl Timeline {
     }
 }
 
-/// A price check beside the tills: `GET /v1/products/{gtin}` every 10 ms on its own
-/// connection (a lookup only reads, on the agent's reader threads), with its latency: tells a
-/// stall of the readers from one of the outbox writer.
-struct LookupProbe {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<(f64, f64)>>,
-}
-
-impl LookupProbe {
-    fn start(agent: &Agent, token: &str, gtins: Arc<Vec<String>>, epoch: Instant) -> LookupProbe {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let url = agent.url("/v1/products/");
-        let token = token.to_string();
-        let thread = std::thread::spawn(move || {
-            let http = client();
-            let mut out = Vec::new();
-            let mut i = 0;
-            while !flag.load(Ordering::Relaxed) {
-                i = (i + 1) % gtins.len();
-                let started = Instant::now();
-                let ok = http
-                    .get(format!("{url}{}", gtins[i]))
-                    .bearer_auth(&token)
-                    .send()
-                    .is_ok_and(|r| r.status().is_success());
-                let ms = started.elapsed().as_secs_f64() * 1e3;
-                out.push((
-                    started.saturating_duration_since(epoch).as_secs_f64(),
-                    if ok { ms } else { f64::INFINITY },
-                ));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            out
-        });
-        LookupProbe { stop, thread }
-    }
-
-    fn finish(self) -> Vec<(f64, f64)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("lookup probe")
-    }
-}
-
-/// The slowest probe started in `[from, to)`: (latency ms, start s).
-fn slowest_of(probes: &[(f64, f64)], from: f64, to: f64) -> (f64, f64) {
-    probes.iter().filter(|(t, _)| *t >= from && *t < to).fold(
-        (f64::NAN, f64::NAN),
-        |worst, &(t, ms)| {
-            if worst.0.is_nan() || ms > worst.0 {
-                (ms, t)
-            } else {
-                worst
-            }
-        },
-    )
-}
-
 /// CPU seconds used so far by the agent, `relaisctl ingest` and this bench process (the
 /// tills' client and the HTTPS server), sampled at each health poll.
 #[derive(Clone, Copy, Debug)]
@@ -863,7 +807,6 @@ fn cores(samples: &[CpuSample], from: f64, to: f64) -> (f64, f64, f64) {
 }
 
 struct SyncRun {
-    lookups: Vec<(f64, f64)>,
     cpu: Vec<CpuSample>,
     timeline: Timeline,
     /// The tills' load (busy run only).
@@ -901,7 +844,6 @@ fn sync_run(setup: &Setup, run: usize, with_tills: bool) -> SyncRun {
 
     let epoch = setup.load.epoch;
     let at = |i: Instant| i.saturating_duration_since(epoch).as_secs_f64();
-    let lookups = LookupProbe::start(&agent, &token, Arc::clone(&setup.load.gtins), epoch);
     let mut cpu = Vec::new();
     let load_start = at(Instant::now());
     let load = with_tills.then(|| {
@@ -1010,7 +952,6 @@ fn sync_run(setup: &Setup, run: usize, with_tills: bool) -> SyncRun {
         std::thread::sleep(setup.durations.tail);
         load.finish()
     });
-    let lookups = lookups.finish();
     // Every fact reaches central: wait for the live tickets' deliveries.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -1040,7 +981,6 @@ fn sync_run(setup: &Setup, run: usize, with_tills: bool) -> SyncRun {
         .as_ref()
         .map_or(0, |l| l.samples.iter().filter(|s| s.status == 201).count());
     SyncRun {
-        lookups,
         cpu,
         timeline: t,
         load,
@@ -1287,14 +1227,9 @@ fn main() {
             );
             let (bf, bt) = t.both();
             let (agent_cores, ingest_cores, bench_cores) = cores(&r.cpu, bf, bt);
-            let (lookup_ms, lookup_at) = slowest_of(&r.lookups, t.connected, t.any().1);
-            let (lead_lookup_ms, _) = slowest_of(&r.lookups, 0.0, t.hup);
             eprintln!(
                 "  run {run} {who}: while both were in progress, cores used: agent {agent_cores:.2}, \
-                 ingest {ingest_cores:.2}, bench (tills + HTTPS server) {bench_cores:.2}; slowest \
-                 price check {lookup_ms:.1} ms at {:+.2} s from the refetch (before the link came \
-                 up: {lead_lookup_ms:.1} ms)",
-                lookup_at - t.refetch
+                 ingest {ingest_cores:.2}, bench (tills + HTTPS server) {bench_cores:.2}"
             );
             if let Some(load) = &r.load {
                 let us = |s: f64| (s * 1e6).max(0.0) as u64;
