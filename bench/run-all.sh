@@ -2,7 +2,7 @@
 # Run every Relais benchmark in sequence. Machine-readable results (one JSON object per
 # measurement) go to stdout; human-readable progress and figures go to stderr.
 #
-#   bench/run-all.sh                          # full scale (1M rows), ~10 minutes on 2 cores
+#   bench/run-all.sh                          # full scale (1M rows), ~12 minutes on 2 cores
 #   RELAIS_BENCH_SCALE=0.02 bench/run-all.sh  # CI smoke run, ~1 minute
 #   bench/run-all.sh lookup movements         # only some benches
 #
