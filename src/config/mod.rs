@@ -170,6 +170,10 @@ pub struct SyncConfig {
     pub batch_max_bytes: usize,
     pub inflight_batches: usize,
     pub reconnect_max: Duration,
+    /// A published message without PUBACK this long after it left ends the connection.
+    pub puback_timeout: Duration,
+    /// A write to the broker that accepts no byte this long ends the connection.
+    pub write_timeout: Duration,
     pub snapshot_url: Option<String>,
 }
 
@@ -274,6 +278,8 @@ impl SyncConfig {
             batch_max_bytes: defaults::BATCH_MAX_BYTES.0 as usize,
             inflight_batches: defaults::INFLIGHT_BATCHES.0 as usize,
             reconnect_max: defaults::RECONNECT_MAX,
+            puback_timeout: defaults::PUBACK_TIMEOUT,
+            write_timeout: defaults::WRITE_TIMEOUT,
             snapshot_url: None,
         }
     }

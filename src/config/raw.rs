@@ -111,5 +111,7 @@ pub(crate) struct RawSync {
     pub batch_max_bytes: Field<i64>,
     pub inflight_batches: Field<i64>,
     pub reconnect_max: Field<String>,
+    pub puback_timeout: Field<String>,
+    pub write_timeout: Field<String>,
     pub snapshot_url: Field<String>,
 }

@@ -678,6 +678,24 @@ fn validate_sync(
             std::time::Duration::from_secs(3600),
         ),
     );
+    let puback_timeout = c.duration(
+        "sync.puback_timeout",
+        &raw.puback_timeout,
+        defaults::PUBACK_TIMEOUT,
+        (
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(3600),
+        ),
+    );
+    let write_timeout = c.duration(
+        "sync.write_timeout",
+        &raw.write_timeout,
+        defaults::WRITE_TIMEOUT,
+        (
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(3600),
+        ),
+    );
     let ack = match &raw.ack {
         None => AckMode::Puback,
         Some(v) => match v.get_ref().as_str() {
@@ -742,6 +760,8 @@ fn validate_sync(
         batch_max_bytes,
         inflight_batches,
         reconnect_max,
+        puback_timeout,
+        write_timeout,
         snapshot_url,
     }
 }
