@@ -277,7 +277,10 @@ fn a_username_the_broker_acl_does_not_cover_fails_the_acl_check() {
     let acl = finding(&report, "acl");
     assert_eq!(acl["status"], "fail", "{acl:#}");
     assert!(
-        acl["detail"].as_str().unwrap().contains("NotAuthorized"),
+        acl["detail"]
+            .as_str()
+            .unwrap()
+            .contains("PUBACK 0x87 Not authorized"),
         "{acl:#}"
     );
     let fix = acl["fix"].as_str().unwrap();

@@ -87,7 +87,10 @@ fn assert_delivered_exactly_once(broker: &ScriptedBroker, agent: &Agent, ids: &H
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "acknowledged more than once: {twice:?}");
     let got: HashSet<String> = acked.into_iter().collect();
-    assert!(got == *ids, "the acknowledged ids are exactly the seeded ones");
+    assert!(
+        got == *ids,
+        "the acknowledged ids are exactly the seeded ones"
+    );
     assert_eq!(broker.violations(), Vec::<String>::new(), "limits broken");
 }
 
@@ -130,7 +133,10 @@ fn batches_fit_a_128_kib_packet_limit_with_their_envelope_and_the_limits_show_in
             .map(|p| p.size)
             .collect()
     });
-    assert!(sizes.len() >= 6, "3000 facts need several batches: {sizes:?}");
+    assert!(
+        sizes.len() >= 6,
+        "3000 facts need several batches: {sizes:?}"
+    );
     assert!(sizes.iter().all(|s| *s <= 131_072), "{sizes:?}");
     assert!(
         sizes.iter().any(|s| *s > 100_000),
@@ -246,7 +252,11 @@ fn an_event_larger_than_the_broker_packet_limit_is_dead_lettered_with_an_alarm_n
     // nothing is retried either; the bare online state fits and went out.
     assert_eq!(broker.violations(), Vec::<String>::new());
     assert_eq!(
-        broker.record(|r| r.publishes.iter().filter(|p| p.topic.ends_with("/evt")).count()),
+        broker.record(|r| r
+            .publishes
+            .iter()
+            .filter(|p| p.topic.ends_with("/evt"))
+            .count()),
         0
     );
     let states = broker.states();
@@ -296,7 +306,7 @@ fn a_broker_that_stops_reading_is_noticed_by_the_write_timeout_and_delivery_resu
 
 #[test]
 fn withheld_pubacks_close_the_link_after_the_puback_timeout_and_health_says_stalled_until_they_flow()
-{
+ {
     let broker = ScriptedBroker::start(Script {
         withhold_pubacks: true,
         ..Script::default()
@@ -321,7 +331,10 @@ fn withheld_pubacks_close_the_link_after_the_puback_timeout_and_health_says_stal
     assert!(agent.log_text().contains("acknowledges none"));
     // The agent closed the silent connection itself, with a reason.
     assert!(
-        broker.record(|r| r.client_disconnects.iter().any(|(_, code, _)| *code == 0x80)),
+        broker.record(|r| r
+            .client_disconnects
+            .iter()
+            .any(|(_, code, _)| *code == 0x80)),
         "DISCONNECT 0x80 from the agent"
     );
     broker.set(|s| s.withhold_pubacks = false);
@@ -371,7 +384,7 @@ fn unusable_then_fixed(script: Script, reason: &str, fix: impl FnOnce(&mut Scrip
 
 #[test]
 fn receive_maximum_0_is_reported_as_a_protocol_error_with_growing_backoff_until_the_broker_is_fixed()
-{
+ {
     unusable_then_fixed(
         Script {
             receive_maximum: Some(0),
@@ -452,7 +465,11 @@ fn transient_refusals_are_retried_with_backoff_and_never_dead_lettered() {
         attempts[1] - attempts[0] >= Duration::from_millis(400),
         "not resent at once: {attempts:?}"
     );
-    assert_eq!(broker.connections(), 1, "a refusal is not a reason to reconnect");
+    assert_eq!(
+        broker.connections(),
+        1,
+        "a refusal is not a reason to reconnect"
+    );
     assert!(agent.log_text().contains("0x97 Quota exceeded"));
 }
 
@@ -616,12 +633,9 @@ fn every_server_disconnect_form_ends_the_session_and_delivery_resumes() {
             agent.log_text().contains(words)
         });
         broker.set(|s| s.disconnect_after_evt = None);
-        wait_until(
-            "a new session",
-            Duration::from_secs(20),
-            &agent,
-            || broker.connections() > before && depth(&agent) == 0,
-        );
+        wait_until("a new session", Duration::from_secs(20), &agent, || {
+            broker.connections() > before && depth(&agent) == 0
+        });
     }
     assert_delivered_exactly_once(&broker, &agent, &ids);
 }
@@ -665,8 +679,14 @@ fn a_clean_shutdown_publishes_the_offline_state_then_disconnects_with_0x00() {
     assert!(retain);
     assert_eq!(disconnects.len(), 1, "{disconnects:?}");
     let (_, reason, disconnected_at) = disconnects[0];
-    assert_eq!(reason, 0x00, "normal disconnection: the broker drops the Will");
-    assert!(at <= disconnected_at, "the offline state goes before DISCONNECT");
+    assert_eq!(
+        reason, 0x00,
+        "normal disconnection: the broker drops the Will"
+    );
+    assert!(
+        at <= disconnected_at,
+        "the offline state goes before DISCONNECT"
+    );
 }
 
 #[test]

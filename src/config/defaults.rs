@@ -192,6 +192,12 @@ pub(crate) const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         section: "sync",
+        key: "client_id",
+        kind: "a string",
+        example: "\"store-0042.relais\"",
+    },
+    KeySpec {
+        section: "sync",
         key: "password_file",
         kind: "a string (file path)",
         example: "\"/etc/relais/broker.password\"",

@@ -23,6 +23,7 @@ pub const LOCAL_ONLY: &[&str] = &[
     "api.token_file",
     "customers.card_hash_key_file",
     "sync.username",
+    "sync.client_id",
     "sync.password_file",
     "sync.ca_file",
     "sync.client_cert_file",

@@ -158,6 +158,8 @@ pub struct SyncConfig {
     pub broker: Option<BrokerUrl>,
     /// MQTT username; the agent id when absent (the broker ACL keys on it).
     pub username: Option<String>,
+    /// MQTT client id; the agent id when absent. For brokers that refuse a '/' in client ids.
+    pub client_id: Option<String>,
     pub password_file: Option<PathBuf>,
     /// Pinned CA for the broker and the snapshot server; the system roots when absent.
     pub ca_file: Option<PathBuf>,
@@ -267,6 +269,7 @@ impl SyncConfig {
         SyncConfig {
             broker: None,
             username: None,
+            client_id: None,
             password_file: None,
             ca_file: None,
             client_cert_file: None,

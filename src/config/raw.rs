@@ -100,6 +100,7 @@ pub(crate) struct RawFleet {
 pub(crate) struct RawSync {
     pub broker: Field<String>,
     pub username: Field<String>,
+    pub client_id: Field<String>,
     pub password_file: Field<String>,
     pub ca_file: Field<String>,
     pub client_cert_file: Field<String>,

@@ -118,6 +118,7 @@ fn sync_toml(s: &crate::config::SyncConfig) -> String {
     let mut out = String::from("\n[sync]\n");
     out.push_str(&opt("broker", s.broker.as_ref().map(|b| b.to_string())));
     out.push_str(&opt("username", s.username.clone()));
+    out.push_str(&opt("client_id", s.client_id.clone()));
     out.push_str(&opt_path("password_file", &s.password_file));
     out.push_str(&opt_path("ca_file", &s.ca_file));
     out.push_str(&opt_path("client_cert_file", &s.client_cert_file));

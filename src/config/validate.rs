@@ -631,6 +631,22 @@ fn validate_sync(
             Some(name.clone())
         }
     });
+    let client_id = raw.client_id.as_ref().and_then(|v| {
+        let id = v.get_ref();
+        if id.is_empty() || id.len() > 128 || id.contains(['+', '#']) {
+            c.report(
+                "sync.client_id",
+                v,
+                "not a usable MQTT client id".to_owned(),
+                "use 1-128 characters without + or # (e.g. the agent id with '.' for '/'), or \
+                 remove the key to use the agent id"
+                    .to_owned(),
+            );
+            None
+        } else {
+            Some(id.clone())
+        }
+    });
     let password_file = c.path("sync.password_file", &raw.password_file, base);
     let ca_file = c.path("sync.ca_file", &raw.ca_file, base);
     let client_cert_file = c.path("sync.client_cert_file", &raw.client_cert_file, base);
@@ -749,6 +765,7 @@ fn validate_sync(
     SyncConfig {
         broker,
         username,
+        client_id,
         password_file,
         ca_file,
         client_cert_file,

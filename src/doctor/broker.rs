@@ -47,7 +47,10 @@ pub(super) async fn check(config: &Config) -> (Finding, Finding, Finding) {
             "fix the broker check first",
         )
     };
-    let client_id = format!("{agent_id}-doctor");
+    let client_id = format!(
+        "{}-doctor",
+        config.sync.client_id.as_deref().unwrap_or(&agent_id)
+    );
     let mut options =
         match crate::sync::session::link_options(&config.sync, &agent_id, &client_id, None) {
             Ok(options) => options,

@@ -155,7 +155,8 @@ async fn connect_once(
         payload: serde_json::to_vec(&AgentState::offline(&ctx.agent_id)).unwrap_or_default(),
         retain: learned.retain,
     };
-    let options = match link_options(&ctx.config, &ctx.agent_id, &ctx.agent_id, Some(will)) {
+    let client_id = ctx.config.client_id.as_deref().unwrap_or(&ctx.agent_id);
+    let options = match link_options(&ctx.config, &ctx.agent_id, client_id, Some(will)) {
         Ok(options) => options,
         Err(e) => return (e.into(), false),
     };
@@ -203,10 +204,11 @@ async fn connect_once(
         limits = %limits.summary(),
         "connected to the broker"
     );
+    let client_id = ctx.config.client_id.as_deref().unwrap_or(&ctx.agent_id);
     if let Some(assigned) = &limits.assigned_client_id
-        && assigned != &ctx.agent_id
+        && assigned != client_id
     {
-        tracing::warn!(assigned = %assigned, agent = %ctx.agent_id, "the broker assigned another client id: a replacement box with this agent id will not take this session over");
+        tracing::warn!(assigned = %assigned, client_id = %client_id, "the broker assigned another client id: a replacement box with this agent id will not take this session over");
     }
     ctx.shared.set_limits(Some(limits.clone()));
     let hard_bytes = limits

@@ -322,15 +322,18 @@ impl Conn {
     fn linger(&mut self) {
         let _ = self.stream.flush();
         let _ = self.stream.shutdown(Shutdown::Write);
-        let _ = self.stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = self
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(200)));
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut buf = [0u8; 16384];
         while Instant::now() < deadline {
             match self.stream.read(&mut buf) {
                 Ok(0) => return,
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(_) => return,
             }
         }
@@ -457,7 +460,12 @@ impl Conn {
                 // Released when the script no longer asks for it, or the test ends.
                 loop {
                     std::thread::sleep(Duration::from_millis(50));
-                    let still = self.script.lock().expect("script").stop_reading_after.is_some();
+                    let still = self
+                        .script
+                        .lock()
+                        .expect("script")
+                        .stop_reading_after
+                        .is_some();
                     if !still || self.stop.load(Ordering::Relaxed) {
                         return;
                     }
@@ -498,7 +506,9 @@ impl Conn {
                 if let Some(alias) = props.alias {
                     let max = a.topic_alias_maximum.unwrap_or(0);
                     if alias == 0 || alias > max {
-                        self.violation(format!("topic alias {alias} over the announced maximum {max}"));
+                        self.violation(format!(
+                            "topic alias {alias} over the announced maximum {max}"
+                        ));
                         self.disconnect(0x94);
                         return Ok(false);
                     }
@@ -516,12 +526,16 @@ impl Conn {
                     }
                 }
                 if retain && a.retain_available == Some(false) {
-                    self.violation(format!("a retained PUBLISH to {topic} without Retain Available"));
+                    self.violation(format!(
+                        "a retained PUBLISH to {topic} without Retain Available"
+                    ));
                     self.disconnect(0x9A);
                     return Ok(false);
                 }
                 if qos > a.maximum_qos.unwrap_or(2) {
-                    self.violation(format!("a QoS {qos} PUBLISH over the announced Maximum QoS"));
+                    self.violation(format!(
+                        "a QoS {qos} PUBLISH over the announced Maximum QoS"
+                    ));
                     self.disconnect(0x9B);
                     return Ok(false);
                 }
@@ -561,16 +575,20 @@ impl Conn {
                 } else {
                     Some(0)
                 };
-                self.record.lock().expect("record").publishes.push(Received {
-                    conn: self.index,
-                    at: Instant::now(),
-                    topic: topic.clone(),
-                    retain,
-                    qos,
-                    payload,
-                    puback: reason,
-                    size,
-                });
+                self.record
+                    .lock()
+                    .expect("record")
+                    .publishes
+                    .push(Received {
+                        conn: self.index,
+                        at: Instant::now(),
+                        topic: topic.clone(),
+                        retain,
+                        qos,
+                        payload,
+                        puback: reason,
+                        size,
+                    });
                 if let Some(reason) = reason {
                     let [hi, lo] = pkid.to_be_bytes();
                     let packet = if reason == 0 {
@@ -580,9 +598,9 @@ impl Conn {
                     };
                     match script.puback_delay {
                         Some(delay) => {
-                            let _ = self
-                                .delayed_acks()
-                                .send((Instant::now() + delay, pkid, packet));
+                            let _ =
+                                self.delayed_acks()
+                                    .send((Instant::now() + delay, pkid, packet));
                         }
                         None => {
                             self.unacked.lock().expect("unacked").remove(&pkid);
@@ -627,7 +645,9 @@ impl Conn {
             }
             4 => {
                 // PUBACK for something we sent: we send only QoS 0, so none is expected.
-                self.violation("a PUBACK from the client for a message the broker never sent".into());
+                self.violation(
+                    "a PUBACK from the client for a message the broker never sent".into(),
+                );
                 Ok(true)
             }
             12 => {
