@@ -667,8 +667,7 @@ fn a_clean_shutdown_publishes_the_offline_state_then_disconnects_with_0x00() {
         let state = r
             .publishes
             .iter()
-            .filter(|p| p.topic.ends_with("/state"))
-            .last()
+            .rfind(|p| p.topic.ends_with("/state"))
             .map(|p| (p.payload.clone(), p.retain, p.at))
             .unwrap();
         (state, r.client_disconnects.clone())
