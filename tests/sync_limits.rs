@@ -312,6 +312,17 @@ fn withheld_pubacks_close_the_link_after_the_puback_timeout_and_health_says_stal
         ..Script::default()
     });
     let store = store_for(&broker, FAST);
+    // A fixed API port, so the doctor finds the running agent where the config says it is.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let config = std::fs::read_to_string(&store.config).unwrap();
+    std::fs::write(
+        &store.config,
+        config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
     let ids = seed(&store, 200);
     let agent = store.start();
     wait_until(
@@ -336,6 +347,23 @@ fn withheld_pubacks_close_the_link_after_the_puback_timeout_and_health_says_stal
             .iter()
             .any(|(_, code, _)| *code == 0x80)),
         "DISCONNECT 0x80 from the agent"
+    );
+    // The doctor proves it with its own QoS 1 probe, and relays what the running agent says.
+    let acl = doctor_finding(&store, "acl");
+    assert!(
+        acl["detail"]
+            .as_str()
+            .unwrap()
+            .contains("acknowledges none"),
+        "{acl:#}"
+    );
+    let running = doctor_finding(&store, "agent");
+    assert!(
+        running["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no PUBACK within 2 s"),
+        "{running:#}"
     );
     broker.set(|s| s.withhold_pubacks = false);
     assert_delivered_exactly_once(&broker, &agent, &ids);
