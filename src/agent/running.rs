@@ -5,7 +5,7 @@
 //! reader pool, the data directory lock — is opened once before and is never touched here, so a
 //! reload or a replayed remote document cannot tear it down.
 
-use crate::api::{ApiTokens, Gate, GateCell, TokenFileError};
+use crate::api::{ApiTokens, BrowserPolicy, Gate, GateCell, TokenFileError};
 use crate::config::Config;
 use crate::config::live::{ConfigInEffect, Tunables};
 use crate::devices::EventSink;
@@ -82,6 +82,7 @@ fn gate_of(config: &Config) -> Result<Gate, TokenFileError> {
         tokens,
         config.api.rate_limit_per_client,
         config.api.rate_limit_burst,
+        BrowserPolicy::new(&config.api.allowed_hosts, &config.api.allowed_origins),
     ))
 }
 
@@ -144,6 +145,13 @@ impl Running {
             defer!(agent, "agent");
             defer!(api.listen, "api.listen");
             defer!(api.max_body_bytes, "api.max_body_bytes");
+            defer!(api.max_connections, "api.max_connections");
+            defer!(
+                api.max_connections_per_client,
+                "api.max_connections_per_client"
+            );
+            defer!(api.max_streams, "api.max_streams");
+            defer!(api.header_read_timeout, "api.header_read_timeout");
             defer!(replica.readers, "replica.readers");
             defer!(outbox, "outbox");
             defer!(disk, "disk");

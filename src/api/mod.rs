@@ -7,14 +7,17 @@ mod counts;
 mod error;
 mod events;
 mod facts;
+mod guard;
 mod idempotency;
 mod loyalty;
 mod metrics;
 mod pickups;
+pub mod server;
 mod status_page;
 
 pub use auth::{ApiTokens, Gate, GateCell, TokenFileError};
 pub use error::ApiError;
+pub use guard::BrowserPolicy;
 
 use crate::cards::CardHasher;
 use crate::outbox::OutboxHandle;
@@ -47,6 +50,33 @@ pub struct ApiState {
     pub sync: Arc<crate::sync::SyncShared>,
     /// Flips to true when the agent shuts down: long-lived streams end so the HTTP server can.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// One place per open live stream (`api.max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
+}
+
+/// The body of a live stream: it ends when the agent starts shutting down, and holds one of
+/// `api.max_streams` places while open, so status pages left open (or a peer opening streams
+/// in a loop) cannot pile up. Over the limit: 503 `too_many_streams`.
+pub(crate) fn live_body<S>(state: &ApiState, stream: S) -> Result<axum::body::Body, ApiError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let place = Arc::clone(&state.streams)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                "too many live streams are open (api.max_streams): close a status page or a \
+                 watcher, then retry",
+            )
+        })?;
+    let stream = until_shutdown(stream, state.shutdown.clone()).map(move |chunk| {
+        let _held = &place;
+        chunk
+    });
+    Ok(axum::body::Body::from_stream(stream))
 }
 
 /// Ends `stream` when the agent starts shutting down.
@@ -138,6 +168,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         .merge(status_page::routes())
         .fallback(not_found.layer(from_fn_with_state(unmatched, metrics::track)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(from_fn_with_state(Arc::clone(&gate), guard::browser_guard))
         .layer(from_fn_with_state(gate, auth::rate_limit))
         .with_state(state)
 }
@@ -244,7 +275,7 @@ fn answer_response<T: Serialize>(answer: Answer<T>) -> Response {
 /// `GET /v1/devices/live`: decoded reads and device status changes as they happen, one JSON
 /// object per line (NDJSON), for `relais devices watch` and POS software. A subscriber that
 /// falls behind loses the oldest reads, never blocks the devices.
-async fn live_reads(State(state): State<Arc<ApiState>>) -> Response {
+async fn live_reads(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let receiver = state.reads.live.subscribe();
     let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
         let line = match rx.recv().await {
@@ -261,11 +292,11 @@ async fn live_reads(State(state): State<Arc<ApiState>>) -> Response {
         };
         Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx))
     });
-    (
+    Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::from_stream(until_shutdown(stream, state.shutdown.clone())),
+        live_body(&state, stream)?,
     )
-        .into_response()
+        .into_response())
 }
 
 /// `DELETE /v1/alarms/{code}`: the operator has dealt with it (204), or no such alarm (404).
