@@ -599,7 +599,8 @@ fn a_server_keep_alive_override_paces_the_pings_and_an_unanswered_one_ends_the_l
     );
     let closed_after = closed - last_packet;
     assert!(
-        closed_after <= Duration::from_millis(3800),
+        // 3 s, plus the agent's 250 ms check interval and a loaded CI machine's scheduling.
+        closed_after <= Duration::from_millis(4500),
         "dead link noticed after {closed_after:?}"
     );
     assert!(
