@@ -58,39 +58,21 @@ fn wait_port(port: u16, what: &str) {
     }
 }
 
-/// Mosquitto with extra lines in its configuration.
+/// The tests' Mosquitto (tests/common/broker.rs: the contract's ACL) with extra lines in its
+/// configuration.
 fn mosquitto(name: &'static str, extra: &str) -> Option<RealBroker> {
     if !broker::available() {
         eprintln!("mosquitto is not installed (scripts/test.sh installs it); skipping");
         return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let port = broker::free_port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 1000000\n{extra}\nlog_dest stderr\nlog_type error\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(broker::MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let child = KillOnDrop(child);
-    wait_port(port, "mosquitto");
+    let mosquitto = broker::Broker::start_with(broker::BrokerOptions::default(), extra);
     Some(RealBroker {
         name,
-        port,
+        port: mosquitto.port,
         agent_sync: String::new(),
         central_args: Vec::new(),
-        stop: Some(Box::new(move || drop(child))),
-        _dir: dir,
+        stop: Some(Box::new(move || drop(mosquitto))),
+        _dir: tempfile::tempdir().unwrap(),
     })
 }
 
