@@ -144,7 +144,10 @@ pub(super) fn running(config: &Config) -> Finding {
                 "{state}: {}",
                 sync["last_error"].as_str().unwrap_or("no reason recorded")
             )),
-            _ => None,
+            Some(state) => sync["last_error"]
+                .as_str()
+                .map(|e| format!("{state} (last session: {e})")),
+            None => None,
         },
         _ => None,
     };

@@ -99,11 +99,12 @@ pub enum LinkState {
     Connecting,
     /// Connected, and the broker acknowledges what the agent publishes.
     Delivering,
-    /// The last connection was closed because the broker stopped acknowledging or reading
-    /// (PUBACK timeout, write stall, unanswered PINGREQ); `last_error` says which.
+    /// A connection was closed because the broker stopped acknowledging or reading (PUBACK
+    /// timeout, write stall, unanswered PINGREQ), and no session delivered since (reconnects
+    /// keep this state); `last_error` says which.
     Stalled,
-    /// The broker refused the connection or announced limits the agent cannot work with;
-    /// `last_error` says which and what to change.
+    /// The broker refused the connection or announced limits the agent cannot work with, and no
+    /// session delivered since; `last_error` says which and what to change.
     Refused,
 }
 

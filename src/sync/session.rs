@@ -117,7 +117,14 @@ pub async fn run(ctx: SessionContext, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() {
             return;
         }
-        ctx.shared.set_link(LinkState::Connecting);
+        // A stalled or refused link stays so in health while the next attempts run: it says
+        // what the operator must look at until a session delivers again.
+        if !matches!(
+            ctx.shared.link_state(),
+            LinkState::Stalled | LinkState::Refused
+        ) {
+            ctx.shared.set_link(LinkState::Connecting);
+        }
         let (end, delivered) = connect_once(&ctx, &topics, &mut learned, &mut shutdown).await;
         if let SessionEnd::Shutdown = end {
             ctx.shared.set_link(LinkState::Disconnected);
