@@ -207,7 +207,9 @@ async fn connect_once(
             return (e.into(), false);
         }
     };
-    learned.retain &= limits.retain_available;
+    // What this CONNACK says wins over what an earlier connection taught: a broker may gain
+    // retained messages (only a refusal during this session takes them away again).
+    learned.retain = limits.retain_available;
     tracing::info!(
         broker = ?ctx.config.broker.as_ref().map(ToString::to_string),
         limits = %limits.summary(),

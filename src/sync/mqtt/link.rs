@@ -378,6 +378,7 @@ async fn write_stalling<W: AsyncWrite + Unpin>(
     bytes: &[u8],
     stall: Duration,
     clock: &Clock,
+    counted: bool,
 ) -> Result<(), Closed> {
     let mut offset = 0;
     clock.writing_since.store(clock.now(), Ordering::Relaxed);
@@ -392,7 +393,10 @@ async fn write_stalling<W: AsyncWrite + Unpin>(
             Ok(Ok(n)) => n,
         };
         offset += n;
-        clock.written.fetch_add(n as u64, Ordering::Relaxed);
+        // Only the session's packets count: its offsets know nothing of our PINGREQs.
+        if counted {
+            clock.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
         clock.writing_since.store(clock.now(), Ordering::Relaxed);
     }
     match tokio::time::timeout(stall, stream.flush()).await {
@@ -419,24 +423,32 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     loop {
         // §3.1.2.10: a control packet at least every keep-alive; 0 means never.
         let ping_at = (!keep_alive.is_zero()).then(|| last_write + keep_alive);
+        // Some(message or end of the queue), or None: time for a PINGREQ.
         let next = tokio::select! {
-            next = out.recv() => next,
+            next = out.recv() => Some(next),
             _ = async {
                 match ping_at {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
                     None => std::future::pending().await,
                 }
             } => {
-                clock.ping_sent.store(clock.now(), Ordering::Relaxed);
-                Some(Out::Packet(codec::encode_pingreq()))
+                // An outstanding PINGREQ keeps its time: a second one must not push the
+                // deadline of the first (with a 1 s keep-alive the next comes before it).
+                let outstanding = clock.ping_sent.load(Ordering::Relaxed)
+                    > clock.last_incoming.load(Ordering::Relaxed);
+                if !outstanding {
+                    clock.ping_sent.store(clock.now(), Ordering::Relaxed);
+                }
+                None
             }
         };
-        let (bytes, close) = match next {
-            Some(Out::Packet(b)) => (b, false),
-            Some(Out::Close(b)) => (b, true),
-            None => return,
+        let (bytes, close, counted) = match next {
+            Some(Some(Out::Packet(b))) => (b, false, true),
+            Some(Some(Out::Close(b))) => (b, true, false),
+            Some(None) => return,
+            None => (codec::encode_pingreq(), false, false),
         };
-        if let Err(why) = write_stalling(&mut stream, &bytes, stall, &clock).await {
+        if let Err(why) = write_stalling(&mut stream, &bytes, stall, &clock, counted).await {
             let _ = events.try_send(LinkEvent::Closed(why));
             return;
         }
@@ -445,5 +457,104 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             let _ = tokio::time::timeout(stall, stream.shutdown()).await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn options(port: u16, keep_alive: u16) -> LinkOptions {
+        LinkOptions {
+            host: "127.0.0.1".into(),
+            port,
+            tls: None,
+            connect: Connect {
+                client_id: "t".into(),
+                keep_alive,
+                username: None,
+                password: None,
+                will: None,
+                receive_maximum: 8,
+                maximum_packet_size: 1 << 20,
+            },
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_millis(500),
+        }
+    }
+
+    /// A peer that reads CONNECT, answers CONNACK with `props`, then reads (or not) forever.
+    async fn peer(props: &'static [u8], keep_reading: bool) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let mut connack = vec![0x20, (3 + props.len()) as u8, 0, 0, props.len() as u8];
+            connack.extend_from_slice(props);
+            s.write_all(&connack).await.unwrap();
+            loop {
+                if keep_reading {
+                    if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_reported_as_a_write_stall() {
+        let port = peer(&[], false).await;
+        let (mut link, _) = Link::connect(options(port, 60)).await.unwrap();
+        let big = Bytes::from(vec![0u8; 1 << 20]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(why) = link.liveness() {
+                assert!(why.contains("accepted no byte"), "{why}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "no stall noticed");
+            if link.has_room() {
+                let _ = link.send(big.clone()).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_pingreq_after_the_server_keep_alive_ends_the_link_within_one_and_a_half()
+    {
+        // Server Keep Alive 1 s overrides the 60 s asked for; the peer reads but never answers.
+        let port = peer(&[0x13, 0, 1], true).await;
+        let started = Instant::now();
+        let (link, connack) = Link::connect(options(port, 60)).await.unwrap();
+        assert_eq!(
+            connack.properties.u16(codec::prop::SERVER_KEEP_ALIVE),
+            Some(1)
+        );
+        assert_eq!(link.keep_alive(), Duration::from_secs(1));
+        loop {
+            if let Some(why) = link.liveness() {
+                assert!(why.contains("no answer to PINGREQ"), "{why}");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_millis(3000),
+            "{took:?}"
+        );
+        assert_eq!(
+            link.written(),
+            0,
+            "a PINGREQ is not one of the session's bytes"
+        );
     }
 }
