@@ -3,10 +3,17 @@
 //! (see its README for where each file comes from). The vectors are not part of this
 //! repository; when the directory is missing the test passes after saying so.
 //!
-//! Runs the real binary (`relais decode --batch FILE`) over every `*.jsonl` file, scores each
-//! output line against the record's expected verdict and fields, prints a score per file, and
-//! fails if the total drops below the floor (set just under the score reached when written;
-//! deviations are explained in docs/decode-conformance.md).
+//! Runs the real binary (`relais decode --batch FILE --relax-associations`) over every `*.jsonl`
+//! file, scores each output line against the record's expected verdict and fields, prints a
+//! score per file, and fails if the total drops below the floor (set just under the score
+//! reached when written; deviations are explained in docs/decode-conformance.md).
+//!
+//! The shared vectors are scored within the check their source made (their README: `expected`
+//! holds "within the check the source made"): the scan vectors come from biip, a parser that does
+//! not apply GS1's mandatory associations, and most of them are single fields, so GS1's `req=`
+//! rules are relaxed for them. Everything else — fields, exclusions, Digital Link structure —
+//! is checked as GS1's reference engine does by default. The second test scores the decoders,
+//! with GS1's defaults, against cases built from GS1's Syntax Dictionary itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,11 +25,12 @@ use serde_json::Value;
 /// this test was written, so any regression fails. Files not listed only count in the total.
 const FILE_FLOORS: &[(&str, f64)] = &[
     ("epc_cases.jsonl", 100.0),
-    ("gs1_linter_cases.jsonl", 99.6),
-    ("gs1_scan_cases.jsonl", 97.5),
-    ("gtin_prefix_country_cases.jsonl", 93.5),
+    ("gs1_linter_cases.jsonl", 99.85),
+    ("gs1_scan_cases.jsonl", 96.1),
+    ("gtin_prefix_country_cases.jsonl", 93.6),
 ];
-const FLOOR_PERCENT: f64 = 99.4;
+/// 6273/6305 when written (99.49 %; 6271/6305 before the decoders followed GS1's dictionary).
+const FLOOR_PERCENT: f64 = 99.48;
 
 fn testdata_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata")
@@ -81,7 +89,7 @@ fn decoders_meet_the_conformance_floor_on_the_external_vectors() {
             .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
             .collect();
         let output = Command::new(env!("CARGO_BIN_EXE_relais"))
-            .args(["decode", "--batch"])
+            .args(["decode", "--relax-associations", "--batch"])
             .arg(&file)
             .output();
         let Ok(output) = output else {
@@ -112,7 +120,7 @@ fn decoders_meet_the_conformance_floor_on_the_external_vectors() {
             100.0 * pass as f64 / records.len() as f64
         };
         println!(
-            "conformance {name}: {pass}/{} ({percent:.1}%)",
+            "conformance {name}: {pass}/{} ({percent:.2}%)",
             records.len()
         );
         for f in failures.iter().take(40) {
@@ -131,7 +139,7 @@ fn decoders_meet_the_conformance_floor_on_the_external_vectors() {
     } else {
         100.0 * total_pass as f64 / total as f64
     };
-    println!("conformance total: {total_pass}/{total} ({percent:.1}%)");
+    println!("conformance total: {total_pass}/{total} ({percent:.2}%)");
     assert!(
         below_floor.is_empty(),
         "conformance below floor: {below_floor:?}"
