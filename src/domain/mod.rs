@@ -206,6 +206,16 @@ impl StoreFact {
         }
     }
 
+    /// Whether [`settle`](Self::settle) fills in part of the payload (a count's `expected`).
+    pub fn settling_changes_payload(&self) -> bool {
+        matches!(self, StoreFact::CycleCount(_))
+    }
+
+    /// Whether [`settle`](Self::settle) fills in part of the answer (a balance after).
+    pub fn settling_changes_answer(&self) -> bool {
+        matches!(self, StoreFact::CycleCount(_) | StoreFact::Loyalty(_))
+    }
+
     /// Check the fact against every fact before it and compute what depends on them, as the
     /// fact that gets `seq`. Reads only: a refused fact has written nothing.
     pub fn settle<L: Ledger>(

@@ -158,7 +158,8 @@ impl Appender {
                 std::borrow::Cow::Borrowed(draft.payload_json.as_str()),
                 None,
             ),
-            AppendBody::Fact(fact) => {
+            AppendBody::Fact(draft) => {
+                let fact = &mut draft.fact;
                 // Checked here, on the single writer, against every fact committed before it
                 // (this group's included): a check in the handler could race another till.
                 let mut ledger = TxLedger {
@@ -170,8 +171,15 @@ impl Appender {
                     moved_stock |= matches!(effect, Effect::Movement { .. });
                     write_effect(tx, seq, clock.wall_ms, &effect)?;
                 }
-                let payload = fact.payload_json().map_err(FactFailure::Encode)?;
-                let answer = fact.answer_json().map_err(FactFailure::Encode)?;
+                // What the producer could not serialise before settling, serialised now.
+                let payload = match draft.payload_json.take() {
+                    Some(json) => json,
+                    None => fact.payload_json().map_err(FactFailure::Encode)?,
+                };
+                let answer = match draft.answer_json.take() {
+                    Some(json) => json,
+                    None => fact.answer_json().map_err(FactFailure::Encode)?,
+                };
                 (
                     fact.event_type(),
                     1,

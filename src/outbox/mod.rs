@@ -75,7 +75,34 @@ pub struct EventDraft {
 #[derive(Clone, Debug)]
 pub enum AppendBody {
     Event(EventDraft),
-    Fact(Box<StoreFact>),
+    Fact(Box<FactDraft>),
+}
+
+/// A store fact on its way to the writer, with the JSON that settling it cannot change already
+/// serialised by the producer: the writer's time is every till's (one thread commits for all),
+/// a producer's runs beside it (ADR 0017).
+#[derive(Clone, Debug)]
+pub struct FactDraft {
+    pub fact: StoreFact,
+    pub(crate) payload_json: Option<String>,
+    pub(crate) answer_json: Option<String>,
+}
+
+impl FactDraft {
+    pub fn new(fact: StoreFact) -> FactDraft {
+        // A serialisation error here is left for the writer, which reports it for this fact.
+        let payload_json = (!fact.settling_changes_payload())
+            .then(|| fact.payload_json().ok())
+            .flatten();
+        let answer_json = (!fact.settling_changes_answer())
+            .then(|| fact.answer_json().ok())
+            .flatten();
+        FactDraft {
+            fact,
+            payload_json,
+            answer_json,
+        }
+    }
 }
 
 /// A client's idempotency key, scoped to who sent it and where, with a fingerprint of what it
@@ -123,7 +150,7 @@ impl AppendRequest {
     /// A store fact, without an idempotency key.
     pub fn fact(fact: StoreFact) -> AppendRequest {
         AppendRequest {
-            body: AppendBody::Fact(Box::new(fact)),
+            body: AppendBody::Fact(Box::new(FactDraft::new(fact))),
             idempotency: None,
         }
     }
