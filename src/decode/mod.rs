@@ -16,6 +16,7 @@ pub mod gtin;
 pub mod iso;
 pub mod lint;
 pub mod retail;
+pub mod typed;
 pub mod uid;
 
 use serde::Serialize;
