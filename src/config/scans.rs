@@ -177,6 +177,29 @@ impl ScansConfig {
         }
     }
 
+    /// The same rules with one more `[[scans.cards]]` prefix pattern (how `relais demo`
+    /// recognises its customers' cards).
+    pub fn with_card_prefix(
+        &self,
+        name: &str,
+        prefix: &str,
+        length: usize,
+    ) -> Result<ScansConfig, Vec<ConfigProblem>> {
+        let mut table = self.source.clone();
+        let mut card = toml::Table::new();
+        card.insert("name".into(), name.into());
+        card.insert("prefix".into(), prefix.into());
+        card.insert("length".into(), toml::Value::Integer(length as i64));
+        match table
+            .entry("cards")
+            .or_insert_with(|| toml::Value::Array(Vec::new()))
+        {
+            toml::Value::Array(cards) => cards.push(toml::Value::Table(card)),
+            other => *other = toml::Value::Array(vec![toml::Value::Table(card)]),
+        }
+        ScansConfig::from_table(table)
+    }
+
     pub(crate) fn to_toml(&self) -> String {
         if self.source.is_empty() {
             return "\n[scans]\n# defaults: rcn_region = \"fr\", currency = \"EUR\", no loyalty-card \

@@ -55,25 +55,36 @@ pub struct Charge {
     pub source: &'static str,
 }
 
-/// The `scan` object of a product answer and of a live scan.
+/// The `scan` object of a product answer and of a live scan. Fields that do not apply to a
+/// scan are left out (a plain EAN-13 has only `kind`, `symbology`, `ais: []` and `today`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScanFacts {
     pub kind: BarcodeKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub symbology: Option<&'static str>,
     pub ais: Vec<TypedAi>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
     /// AI (17), as an ISO date.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expiry_date: Option<String>,
     /// The expiry date is before today (the item must not be sold).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expired: Option<bool>,
     /// AI (15), as an ISO date.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub best_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub best_before_passed: Option<bool>,
     /// AI (310n) or a scale label's weight, in kg with its decimals.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub net_weight_kg: Option<String>,
     /// A restricted-circulation number read with the store's layouts (a scale label).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub variable_measure: Option<RcnReading>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub price_to_charge: Option<Charge>,
     /// The store's date the dates above are judged against.
     pub today: String,
