@@ -628,7 +628,7 @@ fn dictionary_cases() -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
                 }
             }
             for q in alternative {
-                let (Some(key), Some(qv)) = (d.link(&[ai.clone()], &BTreeSet::new()), d.value(q))
+                let (Some(key), Some(qv)) = (d.link(std::slice::from_ref(ai), &BTreeSet::new()), d.value(q))
                 else {
                     continue;
                 };
