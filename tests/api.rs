@@ -333,3 +333,140 @@ fn a_product_imported_by_another_process_is_found_by_the_next_lookup_while_a_til
     let found = busy.join().expect("busy client");
     assert!(found > 0, "the busy client never got an answer");
 }
+
+/// A request as a browser page would make it: raw headers, no helpers.
+fn browser_request(
+    agent: &Agent,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let mut request = agent.http.request(method, agent.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.body(body.to_owned()).send().expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[test]
+fn a_web_page_posting_a_sale_as_text_plain_from_another_origin_records_nothing() {
+    let (_store, _gtin, agent) = started();
+    let sale = json!({"client_key": "csrf-1", "lines": [{"sku": SKU, "qty": 1}]}).to_string();
+    // What a cross-site form or a "simple" fetch sends.
+    let (status, body) = browser_request(
+        &agent,
+        reqwest::Method::POST,
+        "/v1/sales",
+        &[
+            ("content-type", "text/plain"),
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        &sale,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(error_code(&body), "cross_origin");
+    // Even with the origin stripped (a privacy extension), text/plain is not JSON.
+    let (status, body) = browser_request(
+        &agent,
+        reqwest::Method::POST,
+        "/v1/sales",
+        &[("content-type", "text/plain")],
+        &sale,
+    );
+    assert_eq!(status, 415, "{body}");
+    assert_eq!(error_code(&body), "unsupported_media_type");
+    // A page on another port of the same box is another site too.
+    let (status, _) = browser_request(
+        &agent,
+        reqwest::Method::POST,
+        "/v1/sales",
+        &[
+            ("content-type", "application/json"),
+            ("origin", "http://127.0.0.1:3000"),
+        ],
+        &sale,
+    );
+    assert_eq!(status, 403);
+    assert_eq!(agent.health()["outbox"]["store_fact"]["depth"], 0);
+}
+
+#[test]
+fn a_page_that_rebinds_its_own_name_to_the_agent_reads_nothing() {
+    let (_store, _gtin, agent) = started();
+    let port = agent.addr.rsplit_once(':').map(|(_, p)| p).unwrap_or("0");
+    let rebound = format!("rebind.evil.example:{port}");
+    for path in ["/v1/health", "/v1/products/04006381333931", "/"] {
+        let (status, body) = browser_request(
+            &agent,
+            reqwest::Method::GET,
+            path,
+            &[("host", &rebound)],
+            "",
+        );
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(error_code(&body), "host_not_allowed", "{path}");
+    }
+}
+
+#[test]
+fn the_status_page_and_a_name_listed_in_allowed_hosts_keep_working() {
+    let (store, _gtin) = store_with_a_product_and(Settings {
+        api: "allowed_hosts = [\"relais-till-agent\"]\nallowed_origins = [\"https://pos.store.example\"]".into(),
+        ..Settings::default()
+    });
+    let agent = store.start();
+    let port = agent
+        .addr
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .unwrap_or("0")
+        .to_owned();
+    let own = format!("http://{}", agent.addr);
+    // The page, navigated to from a link on another site, and its own same-origin requests.
+    let (status, _) = browser_request(
+        &agent,
+        reqwest::Method::GET,
+        "/",
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "navigate"),
+        ],
+        "",
+    );
+    assert_eq!(status, 200);
+    let (status, body) = browser_request(
+        &agent,
+        reqwest::Method::DELETE,
+        "/v1/alarms/disk_low",
+        &[("origin", &own), ("sec-fetch-site", "same-origin")],
+        "",
+    );
+    assert_eq!(status, 404, "reached the handler: {body}");
+    let (status, _) = browser_request(
+        &agent,
+        reqwest::Method::GET,
+        "/v1/health",
+        &[("host", &format!("relais-till-agent:{port}"))],
+        "",
+    );
+    assert_eq!(status, 200);
+    let (status, body) = browser_request(
+        &agent,
+        reqwest::Method::POST,
+        "/v1/movements",
+        &[
+            ("content-type", "application/json"),
+            ("origin", "https://pos.store.example"),
+        ],
+        &json!({"kind": "receipt", "sku": SKU, "qty": 1, "client_key": "web-pos-1"}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+}

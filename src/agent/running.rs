@@ -5,7 +5,7 @@
 //! reader pool, the data directory lock — is opened once before and is never touched here, so a
 //! reload or a replayed remote document cannot tear it down.
 
-use crate::api::{ApiTokens, Gate, GateCell, TokenFileError};
+use crate::api::{ApiTokens, BrowserPolicy, Gate, GateCell, TokenFileError};
 use crate::config::Config;
 use crate::config::live::{ConfigInEffect, Tunables};
 use crate::devices::EventSink;
@@ -82,6 +82,7 @@ fn gate_of(config: &Config) -> Result<Gate, TokenFileError> {
         tokens,
         config.api.rate_limit_per_client,
         config.api.rate_limit_burst,
+        BrowserPolicy::new(&config.api.allowed_hosts, &config.api.allowed_origins),
     ))
 }
 

@@ -168,6 +168,8 @@ pub struct Gate {
     /// `None`: auth off (only allowed on loopback; the config refuses it otherwise).
     pub tokens: Option<ApiTokens>,
     pub limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Which hosts and browser origins may reach the API (`guard`).
+    pub browser: super::guard::BrowserPolicy,
 }
 
 impl Gate {
@@ -179,15 +181,25 @@ impl Gate {
                 entries: Vec::new(),
             }),
             limiter: None,
+            browser: Default::default(),
         }
     }
 
-    pub fn new(tokens: Option<ApiTokens>, per_second: u32, burst: u32) -> Gate {
+    pub fn new(
+        tokens: Option<ApiTokens>,
+        per_second: u32,
+        burst: u32,
+        browser: super::guard::BrowserPolicy,
+    ) -> Gate {
         let limiter = NonZeroU32::new(per_second).map(|rate| {
             let burst = NonZeroU32::new(burst).unwrap_or(rate);
             DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
-        Gate { tokens, limiter }
+        Gate {
+            tokens,
+            limiter,
+            browser,
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod counts;
 mod error;
 mod events;
 mod facts;
+mod guard;
 mod idempotency;
 mod loyalty;
 mod metrics;
@@ -15,6 +16,7 @@ mod status_page;
 
 pub use auth::{ApiTokens, Gate, GateCell, TokenFileError};
 pub use error::ApiError;
+pub use guard::BrowserPolicy;
 
 use crate::cards::CardHasher;
 use crate::outbox::OutboxHandle;
@@ -138,6 +140,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         .merge(status_page::routes())
         .fallback(not_found.layer(from_fn_with_state(unmatched, metrics::track)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(from_fn_with_state(Arc::clone(&gate), guard::browser_guard))
         .layer(from_fn_with_state(gate, auth::rate_limit))
         .with_state(state)
 }

@@ -122,6 +122,18 @@ pub(crate) const KEYS: &[KeySpec] = &[
         example: "2000",
     },
     KeySpec {
+        section: "api",
+        key: "allowed_hosts",
+        kind: "an array of host names",
+        example: "[\"relais-store-42\"]",
+    },
+    KeySpec {
+        section: "api",
+        key: "allowed_origins",
+        kind: "an array of origins (scheme://host[:port])",
+        example: "[\"https://pos.store42.example\"]",
+    },
+    KeySpec {
         section: "replica",
         key: "stale_after",
         kind: "a duration string",

@@ -21,6 +21,8 @@ pub const LOCAL_ONLY: &[&str] = &[
     "agent.data_dir",
     "api.listen",
     "api.token_file",
+    "api.allowed_hosts",
+    "api.allowed_origins",
     "customers.card_hash_key_file",
     "sync.username",
     "sync.password_file",

@@ -114,6 +114,12 @@ pub struct ApiConfig {
     /// Requests per second per client address; 0 = unlimited.
     pub rate_limit_per_client: u32,
     pub rate_limit_burst: u32,
+    /// Host names (besides IP literals, `localhost` and this box's own name) a request's
+    /// `Host` may carry: a till that reaches the agent by name. Lower case, no port.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`) besides the agent's own that may send
+    /// requests: a web POS served from another address. Lower case.
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[loyalty]`: what the store may do with points while central cannot confirm.
@@ -332,6 +338,8 @@ impl Config {
                 token_file: None,
                 rate_limit_per_client: defaults::RATE_LIMIT_PER_CLIENT.0 as u32,
                 rate_limit_burst: defaults::RATE_LIMIT_BURST.0 as u32,
+                allowed_hosts: Vec::new(),
+                allowed_origins: Vec::new(),
             },
             loyalty: LoyaltyConfig {
                 offline_burn_cap: defaults::OFFLINE_BURN_CAP.0,

@@ -49,6 +49,8 @@ pub(crate) struct RawApi {
     pub token_file: Field<String>,
     pub rate_limit_per_client: Field<i64>,
     pub rate_limit_burst: Field<i64>,
+    pub allowed_hosts: Field<Vec<String>>,
+    pub allowed_origins: Field<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,6 +21,8 @@ listen = {listen}
 max_body_bytes = {max_body_bytes}
 {token_file}rate_limit_per_client = {rate_limit_per_client}
 rate_limit_burst = {rate_limit_burst}
+allowed_hosts = {allowed_hosts}
+allowed_origins = {allowed_origins}
 
 [replica]
 stale_after = {stale_after}
@@ -53,6 +55,8 @@ format = {format}
         },
         rate_limit_per_client = c.api.rate_limit_per_client,
         rate_limit_burst = c.api.rate_limit_burst,
+        allowed_hosts = strings(&c.api.allowed_hosts),
+        allowed_origins = strings(&c.api.allowed_origins),
         offline_burn_cap = c.loyalty.offline_burn_cap,
         stale_after = string(&duration(c.replica.stale_after)),
         readers = c.replica.readers,
@@ -76,6 +80,12 @@ format = {format}
     out.push_str(&c.devices.to_toml());
     out.push_str(&c.scans.to_toml());
     out
+}
+
+/// A TOML array of strings.
+fn strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| string(s)).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// Quoted and escaped by toml itself so odd characters survive the round trip.

@@ -234,6 +234,29 @@ impl Checker<'_> {
             .unwrap_or_else(|_| unreachable_default())
     }
 
+    /// A list of strings, each checked by `parse` (its normal form, or what is wrong and how
+    /// to write it instead).
+    fn list(
+        &mut self,
+        key: &str,
+        field: &Field<Vec<String>>,
+        parse: fn(&str) -> Result<String, (String, String)>,
+    ) -> Vec<String> {
+        let Some(v) = field else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(v.get_ref().len());
+        for item in v.get_ref() {
+            match parse(item) {
+                Ok(normal) => out.push(normal),
+                Err((message, fix)) => {
+                    self.report(key, v, format!("{item:?}: {message}"), fix);
+                }
+            }
+        }
+        out
+    }
+
     fn path(&mut self, key: &str, field: &Field<String>, base: &Path) -> Option<PathBuf> {
         let v = field.as_ref()?;
         if v.get_ref().is_empty() {
@@ -246,6 +269,60 @@ impl Checker<'_> {
             return None;
         }
         Some(resolve(base, Path::new(v.get_ref())))
+    }
+}
+
+/// A host name as a `Host` header carries it (no port), in lower case.
+fn host_name(text: &str) -> Result<String, (String, String)> {
+    let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(name)
+    } else {
+        Err((
+            "not a host name".to_owned(),
+            "give names such as \"relais-store-42\" or \"till-agent.store42.example\", \
+             without scheme, port or path (IP addresses are always accepted)"
+                .to_owned(),
+        ))
+    }
+}
+
+/// A browser origin, `scheme://host[:port]`, in lower case.
+fn browser_origin(text: &str) -> Result<String, (String, String)> {
+    let fix = || {
+        "write origins as a browser sends them, e.g. \"https://pos.store42.example\" or \
+         \"http://192.168.1.20:8080\": scheme, host and port only"
+            .to_owned()
+    };
+    let lower = text.trim().to_ascii_lowercase();
+    let Some((scheme, rest)) = lower.split_once("://") else {
+        return Err(("no scheme".to_owned(), fix()));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(("the scheme must be http or https".to_owned(), fix()));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    let host_ok = (host.starts_with('[') && host.ends_with(']'))
+        || host.parse::<std::net::Ipv4Addr>().is_ok()
+        || host_name(host).is_ok();
+    if port_ok && host_ok && !rest.contains('/') {
+        Ok(lower)
+    } else {
+        Err(("not an origin".to_owned(), fix()))
     }
 }
 
@@ -422,6 +499,8 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         &api.rate_limit_burst,
         defaults::RATE_LIMIT_BURST,
     );
+    let allowed_hosts = c.list("api.allowed_hosts", &api.allowed_hosts, host_name);
+    let allowed_origins = c.list("api.allowed_origins", &api.allowed_origins, browser_origin);
     let offline_burn_cap = c.int(
         "loyalty.offline_burn_cap",
         &loyalty.offline_burn_cap,
@@ -542,6 +621,8 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
             token_file,
             rate_limit_per_client,
             rate_limit_burst,
+            allowed_hosts,
+            allowed_origins,
         },
         loyalty: LoyaltyConfig { offline_burn_cap },
         replica: ReplicaConfig {
