@@ -309,7 +309,7 @@ async fn scan(ctx: &ReadContext, device: &DeviceId, data: String, at_ms: i64) {
         publish(ctx, device, at_ms, "scan", withheld_scan_detail());
         if ctx.record_scans {
             let payload = serde_json::json!({"device": device, "data": null,
-                "withheld": "possible_card_number", "found": false});
+                "withheld": "possible_card_number", "valid": decoded.is_ok(), "found": false});
             record(ctx, "device.scan", RetentionClass::Telemetry, payload).await;
         }
         return;
