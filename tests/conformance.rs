@@ -628,8 +628,10 @@ fn dictionary_cases() -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
                 }
             }
             for q in alternative {
-                let (Some(key), Some(qv)) = (d.link(std::slice::from_ref(ai), &BTreeSet::new()), d.value(q))
-                else {
+                let (Some(key), Some(qv)) = (
+                    d.link(std::slice::from_ref(ai), &BTreeSet::new()),
+                    d.value(q),
+                ) else {
                     continue;
                 };
                 let rule = if d.line(q).attribute {

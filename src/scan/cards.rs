@@ -90,29 +90,27 @@ pub fn recognise(patterns: &[CardPattern], data: &str) -> Option<ScannedCard> {
 
 /// Whether a scan that matched no card pattern and no product is withheld as a possible card
 /// number. Two shapes are:
-/// 1. 8 to 19 digits (ISO/IEC 7812 card number lengths) that are neither GS1 element strings nor
-///    a valid GTIN under a prefix GS1 assigned to a country, to books or to coupons:
-///    restricted-circulation and
-///    store-internal numbers (prefixes 02, 04, 2x, 0000000) are what loyalty cards use, and a
-///    misread GTIN is nothing anyone needs back;
+/// 1. 8 to 19 digits (ISO/IEC 7812 card number lengths), unless they are GS1 element strings or
+///    have a GTIN's length (8, 12, 13, 14) and a prefix GS1 assigned to a country, to books or
+///    to coupons — a product the replica does not know, or a misread one, which the technician
+///    needs to see. Restricted-circulation and store-internal prefixes (02, 04, 2x, 0000000),
+///    unassigned prefixes and other lengths are what loyalty cards use;
 /// 2. anything that decoded as no GS1 data at all (text, a URL) holding a run of 8 or more
 ///    digits, as wallet QR codes do.
 ///
-/// GS1 data (element strings, Digital Link) and valid GTINs of real products stay recorded:
-/// they identify products, not people.
+/// GS1 data (element strings, Digital Link) and GTINs of real products stay recorded: they
+/// identify products, not people.
 pub fn looks_like_card_number(data: &str, decoded: &Result<BarcodeDecode, BarcodeError>) -> bool {
-    use crate::decode::retail::PrefixUse;
+    use crate::decode::retail::{PrefixUse, prefix_use_digits};
     let payload = payload(data.trim());
     let all_digits = !payload.is_empty() && payload.bytes().all(|b| b.is_ascii_digit());
     if all_digits && (8..=19).contains(&payload.len()) {
-        let product_like = decoded.as_ref().is_ok_and(|d| {
-            !d.elements.is_empty()
-                || matches!(
-                    d.prefix,
-                    Some(PrefixUse::Country(_) | PrefixUse::Bookland | PrefixUse::Coupon)
-                )
-        });
-        return !product_like;
+        let element_strings = decoded.as_ref().is_ok_and(|d| !d.elements.is_empty());
+        let product_prefix = matches!(
+            prefix_use_digits(payload),
+            Some(PrefixUse::Country(_) | PrefixUse::Bookland | PrefixUse::Coupon)
+        );
+        return !(element_strings || product_prefix);
     }
     let gs1_data = decoded
         .as_ref()
@@ -194,8 +192,10 @@ mod tests {
         assert!(looks("6037991234567890"));
         assert!(looks("]Q1https://wallet.example.net/pass/123456789012"));
         assert!(looks("9250000000017"));
-        // A GTIN of a real product (not in the replica), a GS1 message, short codes: recorded.
+        // A GTIN of a real product (not in the replica) or a misread one, a GS1 message, short
+        // codes: recorded.
         assert!(!looks("4006381333931"));
+        assert!(!looks("4006381333932"));
         assert!(!looks("]C10109506000134352"));
         assert!(!looks("https://id.gs1.org/01/09506000134352"));
         assert!(!looks("1234"));
