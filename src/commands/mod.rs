@@ -241,12 +241,21 @@ fn print_scan(scan: &relais::scan::ScanFacts) {
     if let Some(kg) = &scan.net_weight_kg {
         println!("weight   {kg} kg");
     }
-    let flag = |passed: Option<bool>| if passed == Some(true) { "  PASSED" } else { "" };
     if let Some(date) = &scan.expiry_date {
-        println!("expiry   {date}{}", flag(scan.expired));
+        let flag = if scan.expired == Some(true) {
+            "  EXPIRED: do not sell"
+        } else {
+            ""
+        };
+        println!("expiry   {date}{flag}");
     }
     if let Some(date) = &scan.best_before {
-        println!("best before {date}{}", flag(scan.best_before_passed));
+        let flag = if scan.best_before_passed == Some(true) {
+            "  passed"
+        } else {
+            ""
+        };
+        println!("best before {date}{flag}");
     }
     for (label, value) in [("lot", &scan.lot), ("serial", &scan.serial)] {
         if let Some(v) = value {
