@@ -345,10 +345,16 @@ fn decode_auto(data: &str, opts: &DecodeOptions) -> Result<BarcodeDecode, Barcod
             gs1::parse_unbracketed(unbracketed, &opts.gs1)?,
         ));
     }
-    // Element strings with alphanumeric values (`10ABC`) are the last plausible reading.
-    gs1::parse_unbracketed(data, &opts.gs1)
-        .map(|e| BarcodeDecode::with_elements(BarcodeKind::ElementString, e))
-        .map_err(|_| BarcodeError::Unrecognised(data.to_string()))
+    // Element strings with alphanumeric values (`10ABC`) are the last plausible reading. Fields
+    // that do not parse mean it is something else; fields that parse but break a message rule
+    // (a lone lot) are GS1 data, and the rule is the answer.
+    let elements = gs1::split_unbracketed(data, &opts.gs1)
+        .map_err(|_| BarcodeError::Unrecognised(data.to_string()))?;
+    gs1::rules::check_message(&elements, &opts.gs1)?;
+    Ok(BarcodeDecode::with_elements(
+        BarcodeKind::ElementString,
+        elements,
+    ))
 }
 
 /// A run of digits: a GTIN if its length and check digit say so, a UPC-E if six digits, an
@@ -528,6 +534,19 @@ mod tests {
         assert_eq!(d.map(|d| d.kind), Ok(BarcodeKind::ElementString));
         let d = decode_barcode("\u{1d}010950600013435210LOT1\u{1d}17260101");
         assert_eq!(d.map(|d| d.elements.len()), Ok(3));
+    }
+
+    #[test]
+    fn a_typed_lone_lot_is_refused_for_gs1_s_rule_not_as_unrecognised() {
+        let err = decode_barcode("10ABC");
+        assert!(
+            matches!(&err, Err(e) if e.rule() == "req" && e.ai() == Some("10")),
+            "{err:?}"
+        );
+        assert!(matches!(
+            decode_barcode("hello world"),
+            Err(BarcodeError::Unrecognised(_))
+        ));
     }
 
     #[test]
