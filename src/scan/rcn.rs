@@ -184,18 +184,6 @@ impl RcnReading {
     }
 }
 
-fn decimal(digits: &str, decimals: u32) -> String {
-    let decimals = decimals as usize;
-    if decimals == 0 {
-        let trimmed = digits.trim_start_matches('0');
-        return if trimmed.is_empty() { "0" } else { trimmed }.to_string();
-    }
-    let padded = format!("{digits:0>width$}", width = decimals + 1);
-    let (int, frac) = padded.split_at(padded.len() - decimals);
-    let int = int.trim_start_matches('0');
-    format!("{}.{frac}", if int.is_empty() { "0" } else { int })
-}
-
 fn value_check(value: &[u8]) -> Option<u8> {
     match value.len() {
         4 => Some(four_digit_price_check(&value.try_into().ok()?)),
@@ -243,7 +231,7 @@ pub fn read(
     Some(Ok(RcnReading {
         layout: format!("{}:{}", layout.source, layout.pattern),
         measure: layout.measure,
-        value: decimal(&digits_text, layout.decimals),
+        value: crate::decode::gs1::with_decimal_point(&digits_text, layout.decimals as usize),
         digits: digits_text,
         decimals: layout.decimals,
         item_gtin: Gtin14::parse(&text).ok()?,

@@ -448,18 +448,20 @@ pub fn decimal_value(ai: &str, value: &str) -> Option<String> {
     } else {
         value
     };
-    if decimals == 0 || decimals > 9 {
-        return Some(amount.trim_start_matches('0').to_string())
-            .map(|s| if s.is_empty() { "0".into() } else { s });
+    Some(with_decimal_point(amount, decimals))
+}
+
+/// `digits` with the last `decimals` of them after a decimal point and no leading zeros:
+/// `("001250", 3)` is `1.250`, `("0042", 0)` is `42`.
+pub fn with_decimal_point(digits: &str, decimals: usize) -> String {
+    if decimals == 0 {
+        let int = digits.trim_start_matches('0');
+        return if int.is_empty() { "0" } else { int }.to_string();
     }
-    let padded = format!("{amount:0>width$}", width = decimals + 1);
+    let padded = format!("{digits:0>width$}", width = decimals + 1);
     let (int, frac) = padded.split_at(padded.len() - decimals);
     let int = int.trim_start_matches('0');
-    Some(format!(
-        "{}.{}",
-        if int.is_empty() { "0" } else { int },
-        frac
-    ))
+    format!("{}.{frac}", if int.is_empty() { "0" } else { int })
 }
 
 #[cfg(test)]
