@@ -112,12 +112,60 @@ impl DigitalLinkError {
     }
 }
 
-const URI_CHARACTERS: &str =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%";
+/// The characters of a URI (RFC 3986): letters, digits and `-._~:/?#[]@!$&'()*+,;=%`. A match,
+/// not a search through a list: it runs for every character of every link scanned.
+fn is_uri_character(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '-' | '.'
+                | '_'
+                | '~'
+                | ':'
+                | '/'
+                | '?'
+                | '#'
+                | '['
+                | ']'
+                | '@'
+                | '!'
+                | '$'
+                | '&'
+                | '\''
+                | '('
+                | ')'
+                | '*'
+                | '+'
+                | ','
+                | ';'
+                | '='
+                | '%'
+        )
+}
 
 /// URI characters that cannot appear in a domain (RFC 3986 reg-name, ports and IPv6 brackets
 /// aside).
-const BAD_DOMAIN_CHARACTERS: &str = "_~?#@!$&'()*+,;=%";
+fn is_bad_domain_character(c: char) -> bool {
+    matches!(
+        c,
+        '_' | '~'
+            | '?'
+            | '#'
+            | '@'
+            | '!'
+            | '$'
+            | '&'
+            | '\''
+            | '('
+            | ')'
+            | '*'
+            | '+'
+            | ','
+            | ';'
+            | '='
+            | '%'
+    )
+}
 
 pub fn looks_like_uri(input: &str) -> bool {
     let lower = input.get(..8).unwrap_or(input).to_ascii_lowercase();
@@ -154,21 +202,39 @@ fn percent_decode(s: &str, query: bool) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Whether `qualifiers` appear in `alternative` in the same order.
+fn in_order(qualifiers: &[&str], alternative: &[&str]) -> bool {
+    let mut remaining = alternative.iter();
+    qualifiers
+        .iter()
+        .all(|q| remaining.any(|allowed| allowed == q))
+}
+
 /// Whether `path` (primary key first) is one of the key's qualifier sequences: its qualifiers
 /// an ordered subsequence of one alternative.
 fn is_key_qualifier_sequence(path: &[&str]) -> bool {
     let Some((key, qualifiers)) = path.split_first() else {
         return false;
     };
-    let Some(alternatives) = gs1::lookup(key).and_then(|e| e.dl_key.as_ref()) else {
+    gs1::lookup(key)
+        .and_then(|e| e.dl_key.as_ref())
+        .is_some_and(|alternatives| alternatives.iter().any(|a| in_order(qualifiers, a)))
+}
+
+/// Whether `ai`, inserted somewhere after the key of a valid `path`, would still make a valid
+/// path: some alternative holds it and the path's qualifiers in their order (it then has a
+/// place among them).
+fn fits_in_path(path: &[&str], ai: &str) -> bool {
+    let Some((key, qualifiers)) = path.split_first() else {
         return false;
     };
-    alternatives.iter().any(|alternative| {
-        let mut remaining = alternative.iter();
-        qualifiers
-            .iter()
-            .all(|q| remaining.any(|allowed| allowed == q))
-    })
+    gs1::lookup(key)
+        .and_then(|e| e.dl_key.as_ref())
+        .is_some_and(|alternatives| {
+            alternatives
+                .iter()
+                .any(|a| a.contains(&ai) && in_order(qualifiers, a))
+        })
 }
 
 fn describe_qualifiers(key: &str) -> String {
@@ -219,11 +285,7 @@ fn element(ai: &str, raw: &str, query: bool) -> Result<Element, DigitalLinkError
 /// Parse a Digital Link URI into its AIs (key, qualifiers, then query attributes in order)
 /// and check it as GS1's reference engine does by default.
 pub fn parse(uri: &str, opts: &ParseOptions) -> Result<Vec<Element>, DigitalLinkError> {
-    if let Some((position, found)) = uri
-        .chars()
-        .enumerate()
-        .find(|(_, c)| !URI_CHARACTERS.contains(*c))
-    {
+    if let Some((position, found)) = uri.chars().enumerate().find(|(_, c)| !is_uri_character(*c)) {
         return Err(DigitalLinkError::IllegalCharacter { position, found });
     }
     let rest = ["https://", "HTTPS://", "http://", "HTTP://"]
@@ -241,7 +303,7 @@ pub fn parse(uri: &str, opts: &ParseOptions) -> Result<Vec<Element>, DigitalLink
         return Err(DigitalLinkError::NoDomain);
     };
     let (domain, after_domain) = rest.split_at(slash);
-    if let Some(found) = domain.chars().find(|c| BAD_DOMAIN_CHARACTERS.contains(*c)) {
+    if let Some(found) = domain.chars().find(|c| is_bad_domain_character(*c)) {
         return Err(DigitalLinkError::BadDomain { found });
     }
     let without_fragment = after_domain.split('#').next().unwrap_or_default();
@@ -314,12 +376,7 @@ pub fn parse(uri: &str, opts: &ParseOptions) -> Result<Vec<Element>, DigitalLink
             });
         }
         // Would the attribute have made a valid path somewhere after the key?
-        let fits_in_path = (1..=path_ais.len()).any(|at| {
-            let mut trial = path_ais.clone();
-            trial.insert(at, &attribute.ai);
-            is_key_qualifier_sequence(&trial)
-        });
-        if fits_in_path {
+        if fits_in_path(&path_ais, &attribute.ai) {
             return Err(DigitalLinkError::BelongsInPath {
                 ai: attribute.ai.clone(),
                 key: key.to_string(),
