@@ -152,7 +152,7 @@ impl ScansConfig {
                 Err(why) => problems.push(problem(
                     key("pattern"),
                     Some(format!("{:?}", l.pattern)),
-                    why,
+                    why.to_string(),
                     "write 12 characters: the two-digit prefix (20-29), then I for item \
                      digits, V for value digits and at most one C for the value's check digit, \
                      e.g. \"28IIIICVVVVV\""

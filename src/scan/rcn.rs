@@ -39,6 +39,29 @@ impl Measure {
     }
 }
 
+/// Why a layout pattern cannot be read (`[[scans.rcn_layouts]]`, reported with its key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("has {0} characters; a layout covers the 12 digits before the GTIN-13 check digit")]
+    Length(usize),
+    #[error("must start with the two-digit restricted-circulation prefix, 20 to 29")]
+    Prefix,
+    #[error(
+        "has {0:?} after the prefix; only I (item), V (value) and C (value check digit) are allowed"
+    )]
+    Character(char),
+    #[error("has no V (value) digits")]
+    NoValue,
+    #[error("must keep its V (value) digits together")]
+    SplitValue,
+    #[error("has more than one C (value check digit)")]
+    TwoChecks,
+    #[error("has a C (value check digit), which GS1 defines for 4- or 5-digit values only")]
+    CheckLength,
+    #[error("has {digits} value digits, fewer than its {decimals} decimals")]
+    Decimals { digits: usize, decimals: u32 },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RcnLayout {
     /// Where the layout comes from: `de`, `fr` or `config`.
@@ -58,50 +81,40 @@ impl RcnLayout {
         pattern: &str,
         measure: Measure,
         decimals: u32,
-    ) -> Result<RcnLayout, String> {
-        let bytes = pattern.as_bytes();
-        if bytes.len() != 12 {
-            return Err(format!(
-                "has {} characters; a layout covers the 12 digits before the GTIN-13 check digit",
-                bytes.len()
-            ));
+    ) -> Result<RcnLayout, LayoutError> {
+        let length = pattern.chars().count();
+        if length != 12 {
+            return Err(LayoutError::Length(length));
         }
         let prefix: String = pattern.chars().take_while(char::is_ascii_digit).collect();
         if prefix.len() != 2 || !prefix.starts_with('2') {
-            return Err(
-                "must start with the two-digit restricted-circulation prefix, 20 to 29".into(),
-            );
+            return Err(LayoutError::Prefix);
         }
         let rest = pattern.get(2..).unwrap_or_default();
         if let Some(bad) = rest.chars().find(|c| !matches!(c, 'I' | 'V' | 'C')) {
-            return Err(format!(
-                "has {bad:?} after the prefix; only I (item), V (value) and C (value check digit) are allowed"
-            ));
+            return Err(LayoutError::Character(bad));
         }
-        let first = pattern.find('V').ok_or("has no V (value) digits")?;
+        let first = pattern.find('V').ok_or(LayoutError::NoValue)?;
         let last = pattern.rfind('V').unwrap_or(first);
         let value = first..last + 1;
         if pattern
             .get(value.clone())
             .is_some_and(|v| v.contains(['I', 'C']))
         {
-            return Err("must keep its V (value) digits together".into());
+            return Err(LayoutError::SplitValue);
         }
         let check = pattern.find('C');
         if pattern.matches('C').count() > 1 {
-            return Err("has more than one C (value check digit)".into());
+            return Err(LayoutError::TwoChecks);
         }
         if check.is_some() && !matches!(value.len(), 4 | 5) {
-            return Err(
-                "has a C (value check digit), which GS1 defines for 4- or 5-digit values only"
-                    .into(),
-            );
+            return Err(LayoutError::CheckLength);
         }
         if decimals as usize > value.len() {
-            return Err(format!(
-                "has {} value digits, fewer than its {decimals} decimals",
-                value.len()
-            ));
+            return Err(LayoutError::Decimals {
+                digits: value.len(),
+                decimals,
+            });
         }
         Ok(RcnLayout {
             source,
@@ -282,7 +295,11 @@ mod tests {
 
     #[test]
     fn a_pattern_that_cannot_be_read_is_refused_with_the_reason() {
-        let bad = |p: &str, d| RcnLayout::new("config", p, Measure::Price, d).err();
+        let bad = |p: &str, d| {
+            RcnLayout::new("config", p, Measure::Price, d)
+                .err()
+                .map(|e| e.to_string())
+        };
         assert!(bad("21IIIIIVVVV", 2).is_some_and(|e| e.contains("12 digits")));
         assert!(bad("41IIIIIVVVVV", 2).is_some_and(|e| e.contains("20 to 29")));
         assert!(bad("21IIIIVVVXVV", 2).is_some_and(|e| e.contains("'X'")));
