@@ -2,7 +2,7 @@
 # Run every Relais benchmark in sequence. Machine-readable results (one JSON object per
 # measurement) go to stdout; human-readable progress and figures go to stderr.
 #
-#   bench/run-all.sh                          # full scale (1M rows), ~10 minutes on 2 cores
+#   bench/run-all.sh                          # full scale (1M rows), ~12 minutes on 2 cores
 #   RELAIS_BENCH_SCALE=0.02 bench/run-all.sh  # CI smoke run, ~1 minute
 #   bench/run-all.sh lookup movements         # only some benches
 #
@@ -16,11 +16,11 @@ cd "$(dirname "$0")/.."
 
 benches=("$@")
 if [ ${#benches[@]} -eq 0 ]; then
-    benches=(import lookup movements footprint scan_latency rfid decode delta_apply snapshot sync_drain http_lookup sse_fanout fleet_push)
+    benches=(import lookup movements footprint scan_latency rfid decode delta_apply snapshot sync_drain http_lookup tickets sse_fanout fleet_push)
 fi
 
 if ! command -v mosquitto_pub >/dev/null 2>&1; then
-    echo "run-all: the sync_drain and fleet_push benches need mosquitto (and mosquitto_pub) (apt-get install mosquitto mosquitto-clients)" >&2
+    echo "run-all: the sync_drain, tickets and fleet_push benches need mosquitto (and mosquitto_pub) (apt-get install mosquitto mosquitto-clients)" >&2
     exit 1
 fi
 # wrk: the http_lookup bench's load generator; installed when missing (sudo only if not root).

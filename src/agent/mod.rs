@@ -351,6 +351,7 @@ pub async fn run(
         started,
         sync: Arc::clone(&sync),
         shutdown: streams_stopped,
+        streams: Arc::new(tokio::sync::Semaphore::new(config.api.max_streams)),
     });
     let app = api::router(state, config.api.max_body_bytes, Arc::clone(&gate));
 
@@ -394,14 +395,14 @@ pub async fn run(
         crate::service::stopping();
         let _ = stop_streams.send(true);
     };
-    // The peer address feeds the per-client rate limit.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(AgentError::Serve)?;
+    let limits = api::server::ServeLimits {
+        max_connections: config.api.max_connections,
+        max_connections_per_client: config.api.max_connections_per_client,
+        header_read_timeout: config.api.header_read_timeout,
+    };
+    api::server::serve(listener, app, limits, shutdown)
+        .await
+        .map_err(AgentError::Serve)?;
     tracing::info!("shutting down: stopping devices and sync, then draining the outbox writer");
     let _ = stop_control.send(true);
     if let Ok(running) = control.await {

@@ -145,6 +145,13 @@ impl Running {
             defer!(agent, "agent");
             defer!(api.listen, "api.listen");
             defer!(api.max_body_bytes, "api.max_body_bytes");
+            defer!(api.max_connections, "api.max_connections");
+            defer!(
+                api.max_connections_per_client,
+                "api.max_connections_per_client"
+            );
+            defer!(api.max_streams, "api.max_streams");
+            defer!(api.header_read_timeout, "api.header_read_timeout");
             defer!(replica.readers, "replica.readers");
             defer!(outbox, "outbox");
             defer!(disk, "disk");

@@ -7,7 +7,7 @@
 
 use super::{ApiError, ApiState};
 use crate::reads::PublishedRead;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -158,10 +158,7 @@ pub async fn events(
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        Body::from_stream(super::until_shutdown(
-            opening.chain(reads),
-            state.shutdown.clone(),
-        )),
+        super::live_body(&state, opening.chain(reads))?,
     )
         .into_response())
 }

@@ -12,6 +12,7 @@ mod idempotency;
 mod loyalty;
 mod metrics;
 mod pickups;
+pub mod server;
 mod status_page;
 
 pub use auth::{ApiTokens, Gate, GateCell, TokenFileError};
@@ -49,6 +50,33 @@ pub struct ApiState {
     pub sync: Arc<crate::sync::SyncShared>,
     /// Flips to true when the agent shuts down: long-lived streams end so the HTTP server can.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// One place per open live stream (`api.max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
+}
+
+/// The body of a live stream: it ends when the agent starts shutting down, and holds one of
+/// `api.max_streams` places while open, so status pages left open (or a peer opening streams
+/// in a loop) cannot pile up. Over the limit: 503 `too_many_streams`.
+pub(crate) fn live_body<S>(state: &ApiState, stream: S) -> Result<axum::body::Body, ApiError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let place = Arc::clone(&state.streams)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                "too many live streams are open (api.max_streams): close a status page or a \
+                 watcher, then retry",
+            )
+        })?;
+    let stream = until_shutdown(stream, state.shutdown.clone()).map(move |chunk| {
+        let _held = &place;
+        chunk
+    });
+    Ok(axum::body::Body::from_stream(stream))
 }
 
 /// Ends `stream` when the agent starts shutting down.
@@ -260,7 +288,7 @@ fn answer_response<T: Serialize>(answer: Answer<T>) -> Response {
 /// `GET /v1/devices/live`: decoded reads and device status changes as they happen, one JSON
 /// object per line (NDJSON), for `relais devices watch` and POS software. A subscriber that
 /// falls behind loses the oldest reads, never blocks the devices.
-async fn live_reads(State(state): State<Arc<ApiState>>) -> Response {
+async fn live_reads(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let receiver = state.reads.live.subscribe();
     let stream = futures_util::stream::unfold(receiver, |mut rx| async move {
         let line = match rx.recv().await {
@@ -277,11 +305,11 @@ async fn live_reads(State(state): State<Arc<ApiState>>) -> Response {
         };
         Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx))
     });
-    (
+    Ok((
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::from_stream(until_shutdown(stream, state.shutdown.clone())),
+        live_body(&state, stream)?,
     )
-        .into_response()
+        .into_response())
 }
 
 /// `DELETE /v1/alarms/{code}`: the operator has dealt with it (204), or no such alarm (404).

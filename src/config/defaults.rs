@@ -21,6 +21,18 @@ pub(crate) const MAX_BODY_BYTES: (i64, i64, i64) = (65_536, 1_024, 16_777_216);
 /// low enough that one till stuck in a retry loop cannot starve the others. 0 turns it off.
 pub(crate) const RATE_LIMIT_PER_CLIENT: (i64, i64, i64) = (1_000, 0, 1_000_000);
 pub(crate) const RATE_LIMIT_BURST: (i64, i64, i64) = (2_000, 1, 1_000_000);
+/// Open connections in all: below the unit's `LimitNOFILE=4096` with room for the databases,
+/// devices and the broker, so a flood is answered 503 instead of exhausting descriptors.
+pub(crate) const MAX_CONNECTIONS: (i64, i64, i64) = (1_024, 16, 60_000);
+/// Open connections from one address: a till keeps a handful; one peer cannot take them all.
+pub(crate) const MAX_CONNECTIONS_PER_CLIENT: (i64, i64, i64) = (64, 1, 60_000);
+/// Live streams (`/v1/events`, `/v1/devices/live`) open at once: status pages and POS screens.
+pub(crate) const MAX_STREAMS: (i64, i64, i64) = (256, 1, 4_096);
+/// How long a client may take to send a request's headers, and how long an idle keep-alive
+/// connection is kept; a whole request (its body included) gets 4× this.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(300));
 /// Points a customer may burn here that central has not confirmed yet (see docs/config.md).
 pub(crate) const OFFLINE_BURN_CAP: (i64, i64, i64) = (1_000, 0, 1_000_000_000);
 
@@ -120,6 +132,30 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "rate_limit_burst",
         kind: "an integer",
         example: "2000",
+    },
+    KeySpec {
+        section: "api",
+        key: "max_connections",
+        kind: "an integer",
+        example: "1024",
+    },
+    KeySpec {
+        section: "api",
+        key: "max_connections_per_client",
+        kind: "an integer",
+        example: "64",
+    },
+    KeySpec {
+        section: "api",
+        key: "max_streams",
+        kind: "an integer",
+        example: "256",
+    },
+    KeySpec {
+        section: "api",
+        key: "header_read_timeout",
+        kind: "a duration string",
+        example: "\"10s\"",
     },
     KeySpec {
         section: "api",

@@ -114,6 +114,13 @@ pub struct ApiConfig {
     /// Requests per second per client address; 0 = unlimited.
     pub rate_limit_per_client: u32,
     pub rate_limit_burst: u32,
+    /// Connections open at once, in all and from one address; over either: 503 and close.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// Live streams (SSE, NDJSON) open at once.
+    pub max_streams: usize,
+    /// Time to send a request's headers; also the idle keep-alive time.
+    pub header_read_timeout: Duration,
     /// Host names (besides IP literals, `localhost` and this box's own name) a request's
     /// `Host` may carry: a till that reaches the agent by name. Lower case, no port.
     pub allowed_hosts: Vec<String>,
@@ -338,6 +345,10 @@ impl Config {
                 token_file: None,
                 rate_limit_per_client: defaults::RATE_LIMIT_PER_CLIENT.0 as u32,
                 rate_limit_burst: defaults::RATE_LIMIT_BURST.0 as u32,
+                max_connections: defaults::MAX_CONNECTIONS.0 as usize,
+                max_connections_per_client: defaults::MAX_CONNECTIONS_PER_CLIENT.0 as usize,
+                max_streams: defaults::MAX_STREAMS.0 as usize,
+                header_read_timeout: defaults::HEADER_READ_TIMEOUT,
                 allowed_hosts: Vec::new(),
                 allowed_origins: Vec::new(),
             },

@@ -49,6 +49,10 @@ pub(crate) struct RawApi {
     pub token_file: Field<String>,
     pub rate_limit_per_client: Field<i64>,
     pub rate_limit_burst: Field<i64>,
+    pub max_connections: Field<i64>,
+    pub max_connections_per_client: Field<i64>,
+    pub max_streams: Field<i64>,
+    pub header_read_timeout: Field<String>,
     pub allowed_hosts: Field<Vec<String>>,
     pub allowed_origins: Field<Vec<String>>,
 }

@@ -21,6 +21,10 @@ listen = {listen}
 max_body_bytes = {max_body_bytes}
 {token_file}rate_limit_per_client = {rate_limit_per_client}
 rate_limit_burst = {rate_limit_burst}
+max_connections = {max_connections}
+max_connections_per_client = {max_connections_per_client}
+max_streams = {max_streams}
+header_read_timeout = {header_read_timeout}
 allowed_hosts = {allowed_hosts}
 allowed_origins = {allowed_origins}
 
@@ -55,6 +59,10 @@ format = {format}
         },
         rate_limit_per_client = c.api.rate_limit_per_client,
         rate_limit_burst = c.api.rate_limit_burst,
+        max_connections = c.api.max_connections,
+        max_connections_per_client = c.api.max_connections_per_client,
+        max_streams = c.api.max_streams,
+        header_read_timeout = string(&duration(c.api.header_read_timeout)),
         allowed_hosts = strings(&c.api.allowed_hosts),
         allowed_origins = strings(&c.api.allowed_origins),
         offline_burn_cap = c.loyalty.offline_burn_cap,

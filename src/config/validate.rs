@@ -499,6 +499,23 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         &api.rate_limit_burst,
         defaults::RATE_LIMIT_BURST,
     );
+    let max_connections = c.int(
+        "api.max_connections",
+        &api.max_connections,
+        defaults::MAX_CONNECTIONS,
+    );
+    let max_connections_per_client = c.int(
+        "api.max_connections_per_client",
+        &api.max_connections_per_client,
+        defaults::MAX_CONNECTIONS_PER_CLIENT,
+    );
+    let max_streams = c.int("api.max_streams", &api.max_streams, defaults::MAX_STREAMS);
+    let header_read_timeout = c.duration(
+        "api.header_read_timeout",
+        &api.header_read_timeout,
+        defaults::HEADER_READ_TIMEOUT,
+        defaults::HEADER_READ_TIMEOUT_RANGE,
+    );
     let allowed_hosts = c.list("api.allowed_hosts", &api.allowed_hosts, host_name);
     let allowed_origins = c.list("api.allowed_origins", &api.allowed_origins, browser_origin);
     let offline_burn_cap = c.int(
@@ -621,6 +638,10 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
             token_file,
             rate_limit_per_client,
             rate_limit_burst,
+            max_connections,
+            max_connections_per_client,
+            max_streams,
+            header_read_timeout,
             allowed_hosts,
             allowed_origins,
         },

@@ -25,6 +25,8 @@ pub(super) struct Appender {
     pub sku_indexed_upto: u64,
     /// The newest movement written (possibly by a group that then rolled back).
     pub movements_upto: u64,
+    /// Movement rows after `sku_indexed_upto`: what a lookup range-scans.
+    pub unfiled_rows: u64,
 }
 
 /// Why one fact was not written.
@@ -114,10 +116,11 @@ impl Appender {
                 if let Some(claim) = &request.idempotency {
                     self.keys.remember(&claim.scoped_key, seq);
                 }
-                if written.moved_stock {
+                if written.movements > 0 {
                     // Filed by SKU later (`file_movements`); if this group rolls back the next
                     // filing finds nothing and catches up.
                     self.movements_upto = seq;
+                    self.unfiled_rows += written.movements;
                 }
                 self.stats
                     .record_append(written.class, written.bytes, clock.wall_ms, seq);
@@ -149,7 +152,7 @@ impl Appender {
         id: Uuid,
         clock: GroupClock,
     ) -> Result<Written, FactFailure> {
-        let mut moved_stock = false;
+        let mut movements = 0;
         let (event_type, schema, class, payload, answer) = match &mut request.body {
             AppendBody::Event(draft) => (
                 draft.event_type,
@@ -168,7 +171,7 @@ impl Appender {
                 };
                 fact.settle(&mut ledger, seq)?;
                 for effect in fact.effects() {
-                    moved_stock |= matches!(effect, Effect::Movement { .. });
+                    movements += u64::from(matches!(effect, Effect::Movement { .. }));
                     write_effect(tx, seq, clock.wall_ms, &effect)?;
                 }
                 // What the producer could not serialise before settling, serialised now.
@@ -213,7 +216,7 @@ impl Appender {
             class,
             bytes: payload.len() as u64,
             answer,
-            moved_stock,
+            movements,
         })
     }
 }
@@ -222,7 +225,8 @@ struct Written {
     class: RetentionClass,
     bytes: u64,
     answer: Option<String>,
-    moved_stock: bool,
+    /// Stock movement rows written.
+    movements: u64,
 }
 
 /// The first answer for a retry, or the refusal of a different request reusing the key.

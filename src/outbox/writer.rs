@@ -63,12 +63,24 @@ const IDLE_FOLD_AFTER: Duration = Duration::from_millis(50);
 /// arriving meanwhile waits a few milliseconds at most.
 const FILE_CHUNK: i64 = 1024;
 
-/// Unfiled movements a burst may leave (in sequence numbers), and unfiled idempotency keys,
-/// before the writer files a chunk after every group even under load: lookups range-scan the
-/// unfiled tail, and the writer keeps 16 bytes per unfiled key in memory (ADR 0015: about
-/// 8.5 MiB for a burst, 17 MiB if keyed load goes on past this bound, given back when they are
-/// filed), so this bounds both (about 5 s of 50,000 events/s).
+/// Delivered events one group deletes at most: the rest wait for the next groups. An uplink draining a backlog acknowledges tens of thousands of events between two
+/// groups; deleting them all in one group held its tills' sales for 0.3–1 s (the tickets
+/// bench, busy Saturday). Groups run back to back while deliveries wait, so a drain still
+/// deletes far faster than central acknowledges.
+const DELETES_PER_GROUP: u64 = 2048;
+
+/// Unfiled idempotency keys before the writer files a chunk after every group even under load:
+/// the writer keeps 16 bytes per unfiled key in memory (ADR 0015: about 8.5 MiB for a burst,
+/// 17 MiB if keyed load goes on past this bound, given back when they are filed), about 5 s of
+/// 50,000 events/s.
 const UNFILED_MAX: u64 = 262_144;
+
+/// Unfiled movement rows before the writer files a chunk after every group even under load:
+/// every stock figure (a lookup, a count) range-scans them, so this bounds its cost (about
+/// 1 ms). Counted in rows, not seqs: a ticket is a movement per line. A quarter million rows
+/// (the bound before multi-line facts, in seqs) made a price check take 27 ms while 32 tills
+/// sold 5-line tickets (the tickets bench).
+const UNFILED_ROWS_MAX: u64 = 32_768;
 
 /// Past the burst budget, the checkpointer runs another round each time this fraction of
 /// `checkpoint_pages` (2 MiB by default) is uncopied: rounds then stay short, and when the
@@ -173,16 +185,27 @@ impl OutboxWriter {
             .map_err(sql_err)?;
         }
         let initial = stats::read(&conn).map_err(sql_err)?;
-        let (sku_indexed_upto, movements_upto) = conn
+        let (sku_indexed_upto, movements_upto, unfiled_rows) = conn
             .query_row(
                 "SELECT (SELECT value FROM meta WHERE key = 'sku_indexed_upto'),
-                        (SELECT COALESCE(MAX(seq), 0) FROM stock_movements)",
+                        (SELECT COALESCE(MAX(seq), 0) FROM stock_movements),
+                        (SELECT COUNT(*) FROM stock_movements WHERE seq >
+                            (SELECT value FROM meta WHERE key = 'sku_indexed_upto'))",
                 [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
             )
             .map_err(sql_err)?;
-        let (sku_indexed_upto, movements_upto) =
-            (sku_indexed_upto.max(0) as u64, movements_upto.max(0) as u64);
+        let (sku_indexed_upto, movements_upto, unfiled_rows) = (
+            sku_indexed_upto.max(0) as u64,
+            movements_upto.max(0) as u64,
+            unfiled_rows.max(0) as u64,
+        );
         let alarms = load_alarms(&conn).map_err(sql_err)?;
         let keys = UnfiledKeys::load(&conn, UNFILED_MAX as usize).map_err(sql_err)?;
         let dead_letters = stats::dead_letters(&conn).map_err(sql_err)?;
@@ -210,11 +233,12 @@ impl OutboxWriter {
                 keys,
                 sku_indexed_upto,
                 movements_upto,
+                unfiled_rows,
             },
             shared: Arc::clone(&shared),
             disk_checked_at: None,
             disk_low: None,
-            deliveries: Vec::new(),
+            deliveries: Default::default(),
             appended: appended_tx,
             checkpointer,
         };
@@ -397,6 +421,10 @@ impl OutboxHandle {
     }
 }
 
+/// What each request of a committed group was answered, and the delivered ranges its delete
+/// budget left for the next group.
+type GroupOutcome = (Vec<Result<Appended, OutboxError>>, Vec<[u64; 2]>);
+
 struct Pending {
     request: AppendRequest,
     reply: oneshot::Sender<Result<Appended, OutboxError>>,
@@ -413,7 +441,7 @@ struct WriterState {
     disk_checked_at: Option<Instant>,
     disk_low: Option<u64>,
     /// Delivered ranges waiting for the next transaction.
-    deliveries: Vec<[u64; 2]>,
+    deliveries: std::collections::VecDeque<[u64; 2]>,
     appended: tokio::sync::watch::Sender<u64>,
     /// Folds the WAL into the database on its own thread; `None` when `checkpoint_pages` is 0
     /// (SQLite's auto-checkpoint then runs inside the commit, as before ADR 0011).
@@ -448,8 +476,22 @@ impl WriterState {
             .build()
             .ok();
         let mut batch: Vec<Pending> = Vec::with_capacity(self.settings.group_commit_max);
-        while let Some(first) = self.next_command(&mut receiver, timer.as_ref()) {
-            self.accept(first, &mut batch);
+        loop {
+            // Deliveries still to delete make a group of their own when nothing else comes.
+            let first = if self.deliveries.is_empty() {
+                self.next_command(&mut receiver, timer.as_ref())
+            } else {
+                match receiver.try_recv() {
+                    Ok(command) => Some(command),
+                    Err(mpsc::error::TryRecvError::Empty) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            };
+            match first {
+                Some(first) => self.accept(first, &mut batch),
+                None if self.deliveries.is_empty() => break,
+                None => {}
+            }
             // Everything that queued while the last fsync ran joins this group.
             while batch.len() < self.settings.group_commit_max {
                 match receiver.try_recv() {
@@ -460,12 +502,7 @@ impl WriterState {
             if !batch.is_empty() || !self.deliveries.is_empty() {
                 self.commit_group(&mut batch);
             }
-            if self
-                .appender
-                .movements_upto
-                .saturating_sub(self.appender.sku_indexed_upto)
-                >= UNFILED_MAX
-            {
+            if self.appender.unfiled_rows >= UNFILED_ROWS_MAX {
                 self.file_movements();
             }
             if self.appender.keys.len() as u64 >= UNFILED_MAX {
@@ -558,7 +595,7 @@ impl WriterState {
     /// rows are range-scanned).
     fn file_movements(&mut self) -> bool {
         let from = self.appender.sku_indexed_upto as i64;
-        let filed = (|| -> Result<Option<i64>, rusqlite::Error> {
+        let filed = (|| -> Result<Option<(i64, usize)>, rusqlite::Error> {
             let tx = self.conn.transaction()?;
             let upto: Option<i64> = tx
                 .prepare_cached(
@@ -569,24 +606,28 @@ impl WriterState {
             let Some(upto) = upto else {
                 return Ok(None);
             };
-            tx.prepare_cached(
-                "INSERT INTO sku_movements(sku, seq, line, delta)
-                 SELECT sku, seq, line, delta FROM stock_movements WHERE seq > ?1 AND seq <= ?2",
-            )?
-            .execute(params![from, upto])?;
+            let rows = tx
+                .prepare_cached(
+                    "INSERT INTO sku_movements(sku, seq, line, delta)
+                     SELECT sku, seq, line, delta FROM stock_movements
+                     WHERE seq > ?1 AND seq <= ?2",
+                )?
+                .execute(params![from, upto])?;
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'sku_indexed_upto'")?
                 .execute([upto])?;
             tx.commit()?;
-            Ok(Some(upto))
+            Ok(Some((upto, rows)))
         })();
         match filed {
-            Ok(Some(upto)) => {
+            Ok(Some((upto, rows))) => {
                 self.appender.sku_indexed_upto = upto as u64;
+                self.appender.unfiled_rows = self.appender.unfiled_rows.saturating_sub(rows as u64);
                 true
             }
             // Nothing after the watermark: the newest movement belonged to a rolled-back group.
             Ok(None) => {
                 self.appender.movements_upto = self.appender.sku_indexed_upto;
+                self.appender.unfiled_rows = 0;
                 true
             }
             Err(e) => {
@@ -851,9 +892,14 @@ impl WriterState {
     fn commit_group(&mut self, batch: &mut Vec<Pending>) {
         let first_seq = self.appender.next_seq;
         let before = self.appender.stats.clone();
-        let deliveries = std::mem::take(&mut self.deliveries);
+        let unfiled_before = self.appender.unfiled_rows;
+        let deliveries: Vec<[u64; 2]> = self.deliveries.drain(..).collect();
         match self.write_group(batch, &deliveries) {
-            Ok(outcomes) => {
+            Ok((outcomes, left)) => {
+                // What this group's delete budget did not reach, first in line for the next.
+                for range in left.into_iter().rev() {
+                    self.deliveries.push_front(range);
+                }
                 // Stats first, so a producer that reads them after its reply sees its own event.
                 if let Ok(mut shared) = self.shared.lock() {
                     shared.stats = self.appender.stats.clone();
@@ -871,7 +917,10 @@ impl WriterState {
                 self.appender.next_seq = first_seq;
                 self.appender.keys.forget_from(first_seq);
                 self.appender.stats = before;
-                self.deliveries.splice(0..0, deliveries);
+                self.appender.unfiled_rows = unfiled_before;
+                for range in deliveries.into_iter().rev() {
+                    self.deliveries.push_front(range);
+                }
                 tracing::error!(error = %e, path = %self.path.display(), events = batch.len(),
                     "outbox commit failed; producers were told nothing was recorded");
                 let message = e.to_string();
@@ -888,7 +937,7 @@ impl WriterState {
         &mut self,
         batch: &mut [Pending],
         deliveries: &[[u64; 2]],
-    ) -> Result<Vec<Result<Appended, OutboxError>>, rusqlite::Error> {
+    ) -> Result<GroupOutcome, rusqlite::Error> {
         let clock = GroupClock {
             wall_ms: storage::now_unix_ms(),
             mono_ns: super::monotonic_ns(),
@@ -908,11 +957,13 @@ impl WriterState {
             self.settings.telemetry_quota_rows,
             last_seq,
         )?;
-        if !deliveries.is_empty() {
-            delete_delivered(&tx, &mut self.appender.stats, deliveries, last_seq)?;
-        }
+        let left = if deliveries.is_empty() {
+            Vec::new()
+        } else {
+            delete_delivered(&tx, &mut self.appender.stats, deliveries, last_seq)?
+        };
         tx.commit()?;
-        Ok(outcomes)
+        Ok((outcomes, left))
     }
 }
 
@@ -960,14 +1011,15 @@ fn trim_telemetry(
     Ok(())
 }
 
-/// Delete delivered events and keep the stats exact. Dead letters (state 2) are not touched:
-/// a late PUBACK must not silently erase what an operator still has to look at.
+/// Delete delivered events, at most `DELETES_PER_GROUP` of them, and keep the stats exact;
+/// returns the ranges (or their tails) left for the next group. Dead letters (state 2) are not
+/// touched: a late PUBACK must not silently erase what an operator still has to look at.
 fn delete_delivered(
     tx: &rusqlite::Transaction<'_>,
     stats: &mut OutboxStats,
     ranges: &[[u64; 2]],
     last_seq: u64,
-) -> Result<(), rusqlite::Error> {
+) -> Result<Vec<[u64; 2]>, rusqlite::Error> {
     tx.execute(
         "UPDATE meta SET value = MAX(value, ?1) WHERE key = 'last_seq'",
         [last_seq as i64],
@@ -978,9 +1030,39 @@ fn delete_delivered(
     )?;
     let mut delete =
         tx.prepare_cached("DELETE FROM events WHERE seq BETWEEN ?1 AND ?2 AND state = 0")?;
+    // The seq of the `?3`-th deliverable event of a range (the last one when it holds fewer),
+    // and how many that is.
+    let mut reach = tx.prepare_cached(
+        "SELECT MAX(seq), COUNT(*) FROM
+           (SELECT seq FROM events WHERE seq BETWEEN ?1 AND ?2 AND state = 0 ORDER BY seq LIMIT ?3)",
+    )?;
     let mut touched = [false; 2];
-    for [first, last] in ranges {
-        let (first, last) = (*first as i64, (*last).min(i64::MAX as u64) as i64);
+    let mut budget = DELETES_PER_GROUP;
+    let mut left = Vec::new();
+    // Seqs past the newest ever assigned hold nothing: a range is cut there.
+    for &[first, last] in ranges {
+        let last = last.min(last_seq);
+        if first > last {
+            continue;
+        }
+        if budget == 0 {
+            left.push([first, last]);
+            continue;
+        }
+        let (first, last) = (first as i64, last.min(i64::MAX as u64) as i64);
+        let (upto, n): (Option<i64>, i64) = reach
+            .query_row(params![first, last, budget as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let n = n.max(0) as u64;
+        let last = match upto {
+            Some(upto) if n >= budget && upto < last => {
+                left.push([upto as u64 + 1, last as u64]);
+                upto
+            }
+            _ => last,
+        };
+        budget = budget.saturating_sub(n);
         let mut rows = count.query(params![first, last])?;
         while let Some(row) = rows.next()? {
             let Some(class) = RetentionClass::from_code(row.get(0)?) else {
@@ -1009,7 +1091,7 @@ fn delete_delivered(
             stats.set_oldest(class, oldest);
         }
     }
-    Ok(())
+    Ok(left)
 }
 
 fn load_alarms(conn: &Connection) -> Result<Vec<Alarm>, rusqlite::Error> {

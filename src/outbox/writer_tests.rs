@@ -775,3 +775,70 @@ fn an_outbox_from_before_scoped_keys_and_line_movements_is_migrated_keeping_ever
     assert_eq!(local_movements(&path, "A", 0), -4, "1 + 2 before, 1 after");
     assert_eq!(count_rows(&path, "loyalty_ops"), 1);
 }
+
+#[test]
+fn a_delivery_of_thousands_is_deleted_a_few_thousand_per_group_and_a_range_past_the_newest_seq_ends()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
+    let n = 3 * DELETES_PER_GROUP + 100;
+    let appended = handle
+        .append_pipelined_blocking((0..n).map(|_| request(RetentionClass::StoreFact, None)))
+        .expect("appends");
+    let last = appended.last().map_or(0, |a| a.seq);
+    // Central acknowledges all of it, and more than was ever sent.
+    handle
+        .sender
+        .blocking_send(WriterCommand::Delivered {
+            ranges: vec![[1, u64::MAX]],
+        })
+        .expect("delivered");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while handle.stats().store_fact.depth > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        handle.stats().store_fact.depth,
+        0,
+        "every delivered event deleted"
+    );
+    // The writer is free again: a new fact is recorded after the last seq.
+    let next = handle
+        .append_blocking(request(RetentionClass::StoreFact, None))
+        .expect("append");
+    assert_eq!(next.seq, last + 1);
+    drop(handle);
+    writer.join();
+    assert_eq!(count_rows(&path, "events"), 1);
+}
+
+#[test]
+fn under_sustained_load_the_unfiled_movements_stay_bounded_in_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let (handle, writer) = OutboxWriter::start(&path, settings()).expect("start");
+    // Five-line tickets, pipelined: the writer never idles for IDLE_FOLD_AFTER.
+    let tickets = 2 * UNFILED_ROWS_MAX / 5;
+    let lines = [("A", 1), ("B", 1), ("C", 1), ("D", 1), ("E", 1)];
+    handle
+        .append_pipelined_blocking((0..tickets).map(|_| ticket(&lines)))
+        .expect("tickets");
+    let conn = storage::open_reader(&path).expect("reader");
+    let unfiled: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM stock_movements
+             WHERE seq > (SELECT value FROM meta WHERE key = 'sku_indexed_upto')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("unfiled");
+    assert!(
+        (unfiled as u64) < UNFILED_ROWS_MAX + FILE_CHUNK as u64 + 64 * 5,
+        "{unfiled} unfiled rows after {} written",
+        tickets * 5
+    );
+    drop(handle);
+    writer.join();
+    assert_eq!(local_movements(&path, "A", 0), -(tickets as i64));
+}
