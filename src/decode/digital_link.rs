@@ -112,17 +112,59 @@ impl DigitalLinkError {
     }
 }
 
-/// The characters of a URI (RFC 3986): letters, digits and `-._~:/?#[]@!$&'()*+,;=%`. It runs
-/// for every character of every link scanned: letters and digits, nearly all of them, are
-/// answered without searching the punctuation.
+/// The characters of a URI (RFC 3986): letters, digits and `-._~:/?#[]@!$&'()*+,;=%`. A match,
+/// not a search through a list: it runs for every character of every link scanned.
 fn is_uri_character(c: char) -> bool {
-    c.is_ascii_alphanumeric() || (c.is_ascii() && b"-._~:/?#[]@!$&'()*+,;=%".contains(&(c as u8)))
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '-' | '.'
+                | '_'
+                | '~'
+                | ':'
+                | '/'
+                | '?'
+                | '#'
+                | '['
+                | ']'
+                | '@'
+                | '!'
+                | '$'
+                | '&'
+                | '\''
+                | '('
+                | ')'
+                | '*'
+                | '+'
+                | ','
+                | ';'
+                | '='
+                | '%'
+        )
 }
 
 /// URI characters that cannot appear in a domain (RFC 3986 reg-name, ports and IPv6 brackets
 /// aside).
 fn is_bad_domain_character(c: char) -> bool {
-    c.is_ascii() && b"_~?#@!$&'()*+,;=%".contains(&(c as u8))
+    matches!(
+        c,
+        '_' | '~'
+            | '?'
+            | '#'
+            | '@'
+            | '!'
+            | '$'
+            | '&'
+            | '\''
+            | '('
+            | ')'
+            | '*'
+            | '+'
+            | ','
+            | ';'
+            | '='
+            | '%'
+    )
 }
 
 pub fn looks_like_uri(input: &str) -> bool {
