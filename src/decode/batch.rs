@@ -153,7 +153,7 @@ fn options_of(record: &Map<String, Value>, base: &DecodeOptions) -> Result<Decod
         return Ok(opts);
     };
     if let Some(seps) = options.get("separator_chars") {
-        opts.gs1.separators = separators(seps)?;
+        opts.gs1.separators = separators(seps)?.into();
     }
     if let Some(verify) = options
         .get("gs1_element_strings_verify_date")

@@ -168,8 +168,12 @@ fn is_bad_domain_character(c: char) -> bool {
 }
 
 pub fn looks_like_uri(input: &str) -> bool {
-    let lower = input.get(..8).unwrap_or(input).to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
+    let starts = |scheme: &str| {
+        input
+            .get(..scheme.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+    };
+    starts("http://") || starts("https://")
 }
 
 /// Percent-decoding as GS1's engine does it: `%` and two hex digits is a byte, a `%` without

@@ -160,7 +160,7 @@ fn implied_decimal_ais_render_with_their_decimal_point() {
 #[test]
 fn a_separator_other_than_gs_can_be_configured() {
     let opts = ParseOptions {
-        separators: vec!['|', GS],
+        separators: vec!['|', GS].into(),
         ..field_opts()
     };
     let got =
