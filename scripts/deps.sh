@@ -23,3 +23,19 @@ ensure_rust() {
   echo "relais: cargo not found. Install rustup (https://rustup.rs); rust-toolchain.toml pins 1.95.0." >&2
   exit 1
 }
+
+# rumqttd, a second MQTT 5.0 broker implementation for tests/interop.rs (docs/contract.md §10).
+# Built once per machine into ~/.cache (a debug build: about two minutes on two cores, then
+# nothing); without --locked, as its own lock pins a `metrics` release today's rustc refuses.
+RUMQTTD_VERSION=0.20.0
+ensure_rumqttd() {
+  local root="$HOME/.cache/relais-tools/rumqttd-$RUMQTTD_VERSION"
+  [ -x "$root/bin/rumqttd" ] && return 0
+  echo "==> building rumqttd $RUMQTTD_VERSION for the interop tests (once per machine)"
+  local build
+  build=$(mktemp -d)
+  CARGO_TARGET_DIR="$build" cargo install --quiet --debug rumqttd --version "$RUMQTTD_VERSION" \
+    --no-default-features --root "$root" \
+    || echo "rumqttd did not build: tests/interop.rs skips it" >&2
+  rm -rf "$build"
+}

@@ -8,7 +8,9 @@ ensure_rust
 # sqlite3: the import benchmark's limit; pcscd + vsmartcard-vpcd: real PC/SC tests with a virtual reader.
 # mosquitto: a real broker per sync test; mosquitto-clients: the drain benchmark's limit.
 # systemd: systemd-analyze verify/security of the unit; procps: /bin/kill for its ExecReload.
-ensure_packages sqlite3 pcscd vsmartcard-vpcd mosquitto mosquitto-clients systemd procps chromium
+# ejabberd and rumqttd: the other MQTT 5.0 brokers of the interop tests (docs/contract.md §10).
+ensure_packages sqlite3 pcscd vsmartcard-vpcd mosquitto mosquitto-clients systemd procps chromium ejabberd
+ensure_rumqttd
 
 mkdir -p target
 log=target/test-output.txt

@@ -323,7 +323,13 @@ fn a_config_that_cuts_the_agent_off_its_broker_is_rolled_back_by_the_agent() {
     );
     let health = agent.health();
     assert_eq!(health["config"]["remote_version"], Value::Null, "{health}");
-    assert_eq!(health["sync"]["connected"], true, "{health}");
+    // `connected` means the broker acknowledged something of this session (ADR 0018): the
+    // report can reach the watcher a moment before its PUBACK reaches the agent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while agent.health()["sync"]["connected"] != true {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.health());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // The retained v3 comes again at every connect; it is not applied again.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(agent.health()["config"]["remote_version"], Value::Null);
@@ -481,4 +487,52 @@ fn the_retained_document_replayed_at_a_reconnect_changes_nothing_and_loses_no_ev
             .as_u64()
             .unwrap_or(0);
     assert!(recorded >= 2, "{recorded}");
+}
+
+#[test]
+fn an_older_signed_config_replayed_after_the_known_good_document_is_lost_is_refused() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let ops = Ops::new();
+    let store = store(&broker, &ops);
+    let agent = store.start();
+    let reports = Watch::start(&broker, "cfg/reported");
+    // Central's v5, then v8 (retained: each replaces the one before on the broker).
+    for (version, cap) in [(5, 50), (8, 80)] {
+        publish(
+            &broker,
+            "cfg/desired",
+            &ops.config(version, &format!("[loyalty]\noffline_burn_cap = {cap}\n")),
+            true,
+        );
+        let report = reports.wait("the report", Duration::from_secs(20), report_for(version));
+        assert_eq!(report["status"], "applied", "{report}");
+    }
+    agent.terminate();
+    // The known-good document is lost (or expired, or its key unpinned): only the floor is left.
+    std::fs::remove_file(store.data_dir.join("fleet/config.json")).expect("known-good v8");
+    // An attacker with access to the broker (or a stale retained message) replays the old v5.
+    publish(
+        &broker,
+        "cfg/desired",
+        &ops.config(5, "[loyalty]\noffline_burn_cap = 50\n"),
+        true,
+    );
+    let reports = Watch::start(&broker, "cfg/reported");
+    let agent = store.start();
+    let report = reports.wait(
+        "the refusal of the replayed v5",
+        Duration::from_secs(20),
+        |v| v["version"] == 5 && v["status"] == "rejected",
+    );
+    assert!(
+        report["reasons"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("older than version 8"),
+        "{report}"
+    );
+    assert_ne!(agent.health()["config"]["remote_version"], 5);
 }

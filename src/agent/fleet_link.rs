@@ -4,8 +4,10 @@
 //!
 //! On disk, under `<data_dir>/fleet/`: `config.json` is the **known-good** remote document (the
 //! one startup uses), `pending.json` the one on probation, `state.json` the highest version rolled
-//! back (so the retained document that caused it is not applied again at the next connect) and
-//! the last command version (so a command cannot be replayed).
+//! back (so the retained document that caused it is not applied again at the next connect), the
+//! highest version ever applied (the downgrade floor: it holds even when the known-good document
+//! expired, its key was unpinned or the file was lost, so an older retained document can never
+//! come back) and the last command version (so a command cannot be replayed).
 
 use super::running::Running;
 use super::{config_text, in_effect_of, origin_of};
@@ -30,6 +32,12 @@ struct LinkState {
     /// The highest command version executed: anything at or below is a replay.
     #[serde(default)]
     last_command: u64,
+    /// The highest remote config version ever applied here: anything below is a downgrade.
+    #[serde(default)]
+    highest_applied: u64,
+    /// The highest version refused for being below that floor (for the operator).
+    #[serde(default)]
+    highest_refused_as_old: u64,
 }
 
 fn fleet_dir(config: &Config) -> PathBuf {
@@ -118,8 +126,13 @@ impl FleetLink {
         };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut state = load_state(&dir);
+        // An agent from before the floor was kept: the known-good document is the floor.
+        state.highest_applied = state
+            .highest_applied
+            .max(remote.as_ref().map_or(0, |r| r.version));
         FleetLink {
-            state: load_state(&dir),
+            state,
             agent,
             dir,
             remote,
@@ -215,6 +228,7 @@ impl FleetLink {
         };
         let version = verified.version;
         let current = self.remote.as_ref().map_or(0, |r| r.version);
+        let floor = self.state.highest_applied.max(current);
         if version == current
             || self
                 .probation
@@ -224,13 +238,17 @@ impl FleetLink {
             // The retained document again, at a reconnect: nothing to do.
             return None;
         }
-        if version < current {
+        if version < floor {
+            if version > self.state.highest_refused_as_old {
+                self.state.highest_refused_as_old = version;
+                self.save_state();
+            }
             return reject(
                 self,
                 running,
                 version,
                 format!(
-                    "version {version} is older than version {current} in effect: a downgrade is refused; sign the old settings with a new version"
+                    "version {version} is older than version {floor} applied on this agent: a downgrade is refused; sign the old settings with a new version"
                 ),
             );
         }
@@ -288,6 +306,12 @@ impl FleetLink {
                 );
                 return None;
             }
+        }
+        // The floor is on disk before anything else records this version: a crash after this
+        // point can only make the agent refuse this version again, never accept an older one.
+        if version > self.state.highest_applied {
+            self.state.highest_applied = version;
+            self.save_state();
         }
         let previous = self.remote.replace(layer.clone());
         if let Err(e) = write(&self.dir, PENDING, bytes) {

@@ -248,7 +248,9 @@ impl Running {
             let _ = run.session.await;
             run.downlink_task.abort();
             let _ = run.downlink_task.await;
-            self.parts.sync.set_connected(false);
+            self.parts
+                .sync
+                .set_link(crate::sync::LinkState::Disconnected);
         }
     }
 

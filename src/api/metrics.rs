@@ -338,9 +338,24 @@ pub async fn metrics(
     out.single(
         "relais_sync_connected",
         "gauge",
-        "1 while the broker connection is up.",
+        "1 while the broker acknowledges what the agent publishes (health sync.link = delivering).",
         bool_value(sync.connected),
     );
+    out.single(
+        "relais_sync_stalled",
+        "gauge",
+        "1 when the last connection was closed because the broker stopped acknowledging or reading.",
+        bool_value(sync.link == crate::sync::LinkState::Stalled),
+    );
+    // Absent until the first PUBACK: an age of "never" has no honest number.
+    if let Some(age) = sync.last_puback_age_s {
+        out.single(
+            "relais_sync_last_puback_age_seconds",
+            "gauge",
+            "Seconds since the broker last acknowledged a message with success.",
+            age,
+        );
+    }
     out.single(
         "relais_sync_delivered_total",
         "counter",

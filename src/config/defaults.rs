@@ -51,6 +51,10 @@ pub(crate) const LOG_LEVEL: &str = "info";
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(60);
+/// Longer than a full window takes on a slow store uplink (8 × 512 KiB at 2 Mbit/s ≈ 17 s),
+/// short enough that a broker withholding PUBACKs is noticed within a minute (ADR 0018).
+pub(crate) const PUBACK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const BATCH_MAX_EVENTS: (i64, i64, i64) = (1_000, 1, 10_000);
 // The contract caps a message at 4 MiB (brokers drop larger ones, and a dropped publish comes
 // back with a PUBACK code rumqttc cannot read): a batch must fit with room to spare.
@@ -237,6 +241,12 @@ pub(crate) const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         section: "sync",
+        key: "client_id",
+        kind: "a string",
+        example: "\"store-0042.relais\"",
+    },
+    KeySpec {
+        section: "sync",
         key: "password_file",
         kind: "a string (file path)",
         example: "\"/etc/relais/broker.password\"",
@@ -281,13 +291,13 @@ pub(crate) const KEYS: &[KeySpec] = &[
         section: "sync",
         key: "batch_max_events",
         kind: "an integer",
-        example: "500",
+        example: "1000",
     },
     KeySpec {
         section: "sync",
         key: "batch_max_bytes",
         kind: "an integer",
-        example: "262144",
+        example: "524288",
     },
     KeySpec {
         section: "sync",
@@ -300,6 +310,18 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "reconnect_max",
         kind: "a duration string",
         example: "\"60s\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "puback_timeout",
+        kind: "a duration string",
+        example: "\"30s\"",
+    },
+    KeySpec {
+        section: "sync",
+        key: "write_timeout",
+        kind: "a duration string",
+        example: "\"30s\"",
     },
     KeySpec {
         section: "sync",

@@ -25,6 +25,7 @@ pub const LOCAL_ONLY: &[&str] = &[
     "api.allowed_origins",
     "customers.card_hash_key_file",
     "sync.username",
+    "sync.client_id",
     "sync.password_file",
     "sync.ca_file",
     "sync.client_cert_file",

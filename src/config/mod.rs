@@ -175,6 +175,8 @@ pub struct SyncConfig {
     pub broker: Option<BrokerUrl>,
     /// MQTT username; the agent id when absent (the broker ACL keys on it).
     pub username: Option<String>,
+    /// MQTT client id; the agent id when absent. For brokers that refuse a '/' in client ids.
+    pub client_id: Option<String>,
     pub password_file: Option<PathBuf>,
     /// Pinned CA for the broker and the snapshot server; the system roots when absent.
     pub ca_file: Option<PathBuf>,
@@ -187,6 +189,10 @@ pub struct SyncConfig {
     pub batch_max_bytes: usize,
     pub inflight_batches: usize,
     pub reconnect_max: Duration,
+    /// A published message without PUBACK this long after it left ends the connection.
+    pub puback_timeout: Duration,
+    /// A write to the broker that accepts no byte this long ends the connection.
+    pub write_timeout: Duration,
     pub snapshot_url: Option<String>,
 }
 
@@ -280,6 +286,7 @@ impl SyncConfig {
         SyncConfig {
             broker: None,
             username: None,
+            client_id: None,
             password_file: None,
             ca_file: None,
             client_cert_file: None,
@@ -291,6 +298,8 @@ impl SyncConfig {
             batch_max_bytes: defaults::BATCH_MAX_BYTES.0 as usize,
             inflight_batches: defaults::INFLIGHT_BATCHES.0 as usize,
             reconnect_max: defaults::RECONNECT_MAX,
+            puback_timeout: defaults::PUBACK_TIMEOUT,
+            write_timeout: defaults::WRITE_TIMEOUT,
             snapshot_url: None,
         }
     }

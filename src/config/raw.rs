@@ -108,6 +108,7 @@ pub(crate) struct RawFleet {
 pub(crate) struct RawSync {
     pub broker: Field<String>,
     pub username: Field<String>,
+    pub client_id: Field<String>,
     pub password_file: Field<String>,
     pub ca_file: Field<String>,
     pub client_cert_file: Field<String>,
@@ -119,5 +120,7 @@ pub(crate) struct RawSync {
     pub batch_max_bytes: Field<i64>,
     pub inflight_batches: Field<i64>,
     pub reconnect_max: Field<String>,
+    pub puback_timeout: Field<String>,
+    pub write_timeout: Field<String>,
     pub snapshot_url: Field<String>,
 }

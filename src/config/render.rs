@@ -137,13 +137,14 @@ fn sync_toml(s: &crate::config::SyncConfig) -> String {
     let mut out = String::from("\n[sync]\n");
     out.push_str(&opt("broker", s.broker.as_ref().map(|b| b.to_string())));
     out.push_str(&opt("username", s.username.clone()));
+    out.push_str(&opt("client_id", s.client_id.clone()));
     out.push_str(&opt_path("password_file", &s.password_file));
     out.push_str(&opt_path("ca_file", &s.ca_file));
     out.push_str(&opt_path("client_cert_file", &s.client_cert_file));
     out.push_str(&opt_path("client_key_file", &s.client_key_file));
     out.push_str(&format!(
         "keep_alive = {}\nack = {}\nack_timeout = {}\nbatch_max_events = {}\nbatch_max_bytes = {}\n\
-         inflight_batches = {}\nreconnect_max = {}\n",
+         inflight_batches = {}\nreconnect_max = {}\npuback_timeout = {}\nwrite_timeout = {}\n",
         string(&duration(s.keep_alive)),
         string(s.ack.as_str()),
         string(&duration(s.ack_timeout)),
@@ -151,6 +152,8 @@ fn sync_toml(s: &crate::config::SyncConfig) -> String {
         s.batch_max_bytes,
         s.inflight_batches,
         string(&duration(s.reconnect_max)),
+        string(&duration(s.puback_timeout)),
+        string(&duration(s.write_timeout)),
     ));
     out.push_str(&opt("snapshot_url", s.snapshot_url.clone()));
     out

@@ -135,23 +135,47 @@ pub(super) fn running(config: &Config) -> Finding {
                 .collect()
         })
         .unwrap_or_default();
+    let sync = &health["sync"];
+    // The agent's own words for a link that does not deliver (ADR 0018): what ended its last
+    // session and what to do.
+    let link_problem = match (sync["configured"].as_bool(), sync["connected"].as_bool()) {
+        (Some(true), Some(false)) => match sync["link"].as_str() {
+            Some(state @ ("stalled" | "refused")) => Some(format!(
+                "{state}: {}",
+                sync["last_error"].as_str().unwrap_or("no reason recorded")
+            )),
+            Some(state) => sync["last_error"]
+                .as_str()
+                .map(|e| format!("{state} (last session: {e})")),
+            None => None,
+        },
+        _ => None,
+    };
     let summary = format!(
         "running on {addr}: version {}, up {}, health {}, broker {}, {} store fact(s) waiting",
         health["version"].as_str().unwrap_or("?"),
         super::age(health["uptime_s"].as_f64().unwrap_or(0.0)),
         health["status"].as_str().unwrap_or("?"),
-        match (
-            health["sync"]["configured"].as_bool(),
-            health["sync"]["connected"].as_bool()
-        ) {
-            (Some(false), _) => "offline (not configured)",
-            (_, Some(true)) => "connected",
-            _ => "not connected",
+        match (sync["configured"].as_bool(), sync["connected"].as_bool()) {
+            (Some(false), _) => "offline (not configured)".to_string(),
+            (_, Some(true)) => "delivering".to_string(),
+            _ => match &link_problem {
+                Some(problem) => problem.clone(),
+                None => "not connected".to_string(),
+            },
         },
         health["outbox"]["store_fact"]["depth"]
             .as_u64()
             .unwrap_or(0),
     );
+    if link_problem.is_some() {
+        return Finding::warn(
+            CHECK,
+            summary,
+            "the broker takes the agent's connection but does not let it deliver: see the broker \
+             and broker_limits checks and the broker's log; store facts stay queued meanwhile",
+        );
+    }
     if health["status"] == "ok" {
         return Finding::pass(CHECK, summary);
     }

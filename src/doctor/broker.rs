@@ -1,8 +1,10 @@
-//! The link to central, proved for real: an MQTT v5 connection with the agent's own TLS and
-//! credentials (`sync::session::broker_options`), then the ACL — a subscription to the agent's
-//! `cfg/desired` and a QoS 1 message to its own harmless `doctor` topic that must be accepted
-//! (PUBACK) *and* delivered back (mosquitto grants every subscription and enforces read access
-//! only on delivery, so the echo is the only proof the agent may read its own topics).
+//! The link to central, proved for real: an MQTT v5 connection with the agent's own TLS,
+//! credentials and client (`sync::session::link_options`, `sync::mqtt`), the broker's limits
+//! from CONNACK judged as the agent would use them, then the ACL — a subscription to the
+//! agent's `cfg/desired` and a QoS 1 message to its own harmless `doctor` topic that must be
+//! accepted (PUBACK) *and* delivered back (mosquitto grants every subscription and enforces
+//! read access only on delivery, so the echo is the only proof the agent may read its own
+//! topics).
 //!
 //! The client id is `{agent id}-doctor`: with the agent's own id, the broker would end the
 //! running agent's session (MQTT session takeover).
@@ -10,23 +12,24 @@
 use super::Finding;
 use crate::config::Config;
 use crate::sync::SyncError;
+use crate::sync::limits::{BrokerLimits, LimitsError};
+use crate::sync::mqtt::codec::{self, Incoming};
+use crate::sync::mqtt::link::{Link, LinkError, LinkEvent};
 use crate::sync::wire::Topics;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason, SubscribeReasonCode};
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop};
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 const ACL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// (broker finding, acl finding).
-pub(super) async fn check(config: &Config) -> (Finding, Finding) {
+/// (broker finding, limits finding, acl finding).
+pub(super) async fn check(config: &Config) -> (Finding, Finding, Finding) {
     let Some(broker) = &config.sync.broker else {
         return (
             Finding::pass(
                 "broker",
                 "not configured (offline): store facts are kept and delivered once sync.broker is set",
             ),
+            Finding::pass("broker_limits", "not configured (offline)"),
             Finding::pass("acl", "not configured (offline)"),
         );
     };
@@ -37,31 +40,29 @@ pub(super) async fn check(config: &Config) -> (Finding, Finding) {
         .username
         .clone()
         .unwrap_or_else(|| agent_id.clone());
-    let not_checked = || {
+    let not_checked = |what: &str| {
         Finding::warn(
-            "acl",
+            what,
             "not checked: no broker connection",
             "fix the broker check first",
         )
     };
-    let client_id = format!("{agent_id}-doctor");
+    let client_id = format!(
+        "{}-doctor",
+        config.sync.client_id.as_deref().unwrap_or(&agent_id)
+    );
     let mut options =
-        match crate::sync::session::broker_options(&config.sync, &agent_id, &client_id) {
+        match crate::sync::session::link_options(&config.sync, &agent_id, &client_id, None) {
             Ok(options) => options,
-            Err(e) => return (setup_failure(&url, &e), not_checked()),
-        };
-    options.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
-    let (client, mut events) = AsyncClient::new(options, 16);
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), async {
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
-                Ok(_) => continue,
-                Err(e) => return Err(e),
+            Err(e) => {
+                return (
+                    setup_failure(&url, &e),
+                    not_checked("broker_limits"),
+                    not_checked("acl"),
+                );
             }
-        }
-    })
-    .await;
+        };
+    options.connect_timeout = CONNECT_TIMEOUT;
     let how = if broker.tls {
         match (&config.sync.client_cert_file, &config.sync.password_file) {
             (Some(_), _) => "TLS with the client certificate",
@@ -71,39 +72,108 @@ pub(super) async fn check(config: &Config) -> (Finding, Finding) {
     } else {
         "plain MQTT (no TLS)"
     };
-    let link = match connected {
-        Ok(Ok(())) => Finding::pass(
-            "broker",
-            format!("connected to {url} over {how} (username {username}, client id {client_id})"),
-        ),
-        Ok(Err(e)) => {
+    let requested_keep_alive = options.connect.keep_alive;
+    let (mut link, connack) = match Link::connect(options).await {
+        Ok(connected) => connected,
+        Err(e) => {
             return (
                 connection_failure(&url, broker.tls, &username, &e),
-                not_checked(),
-            );
-        }
-        Err(_) => {
-            return (
-                Finding::fail(
-                    "broker",
-                    format!(
-                        "{url}: no CONNACK within {} s",
-                        CONNECT_TIMEOUT.as_secs() + 1
-                    ),
-                    reach_fix(&url),
-                ),
-                not_checked(),
+                not_checked("broker_limits"),
+                not_checked("acl"),
             );
         }
     };
-    let acl = acl(&client, &mut events, &agent_id, &username).await;
-    let _ = client.disconnect().await;
-    // Let the DISCONNECT go out; the broker would otherwise log a lost connection.
-    let _ = tokio::time::timeout(Duration::from_millis(300), async {
-        while events.poll().await.is_ok() {}
-    })
-    .await;
-    (link, acl)
+    if connack.reason >= 0x80 {
+        return (
+            refused(&url, &username, connack.reason),
+            not_checked("broker_limits"),
+            not_checked("acl"),
+        );
+    }
+    let link_ok = Finding::pass(
+        "broker",
+        format!("connected to {url} over {how} (username {username}, client id {client_id})"),
+    );
+    let evt_len = Topics::new(&agent_id).evt().len();
+    let limits =
+        match BrokerLimits::from_connack(&connack, requested_keep_alive, &config.sync, evt_len) {
+            Ok(limits) => limits,
+            Err(e) => {
+                link.disconnect(e.disconnect_reason(), Duration::from_millis(300))
+                    .await;
+                return (link_ok, limits_failure(&e), not_checked("acl"));
+            }
+        };
+    let limits_finding = judge_limits(&limits, &config.sync);
+    let acl = acl(&mut link, &agent_id, &username, &limits).await;
+    link.disconnect(0x00, Duration::from_millis(300)).await;
+    (link_ok, limits_finding, acl)
+}
+
+fn limits_failure(e: &LimitsError) -> Finding {
+    let fix = match e {
+        LimitsError::QosZeroOnly => "allow QoS 1 for the agents' client ids on the broker",
+        _ => "fix the broker's configuration (it breaks MQTT 5.0 in CONNACK)",
+    };
+    Finding::fail("broker_limits", e.to_string(), fix)
+}
+
+/// The limits as the agent will use them: a warning where they cost something.
+fn judge_limits(limits: &BrokerLimits, config: &crate::config::SyncConfig) -> Finding {
+    let summary = limits.summary();
+    let mut costs = Vec::new();
+    if limits.batch_max_bytes < config.batch_max_bytes {
+        costs.push(format!(
+            "batches are cut to {} B by the broker's maximum packet size (sync.batch_max_bytes is {}); a single event larger than that is parked as a dead letter (alarm uplink_too_large)",
+            limits.batch_max_bytes, config.batch_max_bytes
+        ));
+    }
+    if !limits.retain_available {
+        costs.push(
+            "no retained messages: state and cfg/reported are published without retain, and central must keep each agent's last state itself (contract §3.1)".to_string(),
+        );
+    }
+    if limits.inflight_batches < config.inflight_batches {
+        costs.push(format!(
+            "the broker's Receive Maximum {} allows {} batches in flight (sync.inflight_batches is {})",
+            limits.receive_maximum, limits.inflight_batches, config.inflight_batches
+        ));
+    }
+    if limits.keep_alive_s == 0 {
+        costs.push(
+            "the broker switched keep-alive off (Server Keep Alive 0): an idle dead link is noticed only at the next publish's PUBACK timeout".to_string(),
+        );
+    }
+    if costs.is_empty() {
+        Finding::pass("broker_limits", summary)
+    } else {
+        Finding::warn(
+            "broker_limits",
+            format!(
+                "{summary}. The agent works within them: {}",
+                costs.join("; ")
+            ),
+            "nothing to do for delivery; raise the broker's limits to lift these costs",
+        )
+    }
+}
+
+fn refused(url: &str, username: &str, code: u8) -> Finding {
+    let name = codec::reason_name(code);
+    let fix = match code {
+        0x86 | 0x87 | 0x8C => format!(
+            "the broker refused username {username:?}: it must be the agent id (leave sync.username \
+             unset); with mutual TLS the client certificate's CN must be the agent id and be issued \
+             by the fleet CA; with a password check sync.password_file"
+        ),
+        0x84 => "the broker must speak MQTT 5.0".to_string(),
+        _ => "see the broker's log for the reason".to_string(),
+    };
+    Finding::fail(
+        "broker",
+        format!("{url} refused the connection: CONNACK 0x{code:02X} {name}"),
+        fix,
+    )
 }
 
 fn reach_fix(url: &str) -> String {
@@ -126,31 +196,26 @@ fn setup_failure(url: &str, e: &SyncError) -> Finding {
     Finding::fail("broker", format!("{url}: {e}"), fix)
 }
 
-fn connection_failure(url: &str, tls: bool, username: &str, e: &ConnectionError) -> Finding {
+fn connection_failure(url: &str, tls: bool, username: &str, e: &LinkError) -> Finding {
     let text = e.to_string();
     let lower = text.to_lowercase();
     let credentials_fix = format!(
-        "the broker refused username {username:?}: it must be the agent id (leave sync.username \
-         unset); with mutual TLS the client certificate's CN must be the agent id and be issued \
-         by the fleet CA; with a password check sync.password_file"
+        "the broker refused username {username:?} or our certificate: it must be the agent id \
+         (leave sync.username unset); with mutual TLS the client certificate's CN must be the \
+         agent id and be issued by the fleet CA; with a password check sync.password_file"
     );
     let (detail, fix) = match e {
-        ConnectionError::ConnectionRefused(
-            ConnectReturnCode::BadUserNamePassword
-            | ConnectReturnCode::NotAuthorized
-            | ConnectReturnCode::BadAuthenticationMethod,
-        ) => (
-            format!("{url} refused the connection: {text}"),
-            credentials_fix,
-        ),
-        ConnectionError::ConnectionRefused(_) => (
-            format!("{url} refused the connection: {text}"),
-            "see the broker's log for the reason".to_string(),
-        ),
-        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
-            format!("{url}: connection refused (nothing listens there)"),
-            reach_fix(url),
-        ),
+        LinkError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            (
+                format!("{url}: connection refused (nothing listens there)"),
+                reach_fix(url),
+            )
+        }
+        LinkError::ConnectTimeout { .. } | LinkError::NoConnAck(_) => {
+            (format!("{url}: {text}"), reach_fix(url))
+        }
         _ if tls && (lower.contains("unknownissuer") || lower.contains("unknown issuer")) => (
             format!("{url}: the broker's certificate is not signed by the pinned CA ({text})"),
             "sync.ca_file must hold central's CA (the bundle's ca.pem: `relais provision \
@@ -194,12 +259,7 @@ fn connection_failure(url: &str, tls: bool, username: &str, e: &ConnectionError)
     Finding::fail("broker", detail, fix)
 }
 
-async fn acl(
-    client: &AsyncClient,
-    events: &mut EventLoop,
-    agent_id: &str,
-    username: &str,
-) -> Finding {
+async fn acl(link: &mut Link, agent_id: &str, username: &str, limits: &BrokerLimits) -> Finding {
     let topics = Topics::new(agent_id);
     let desired = topics.cfg_desired();
     let probe = format!("{}/doctor", topics.base());
@@ -214,62 +274,71 @@ async fn acl(
         uuid::Uuid::now_v7(),
         crate::storage::now_unix_ms()
     );
-    for topic in [&desired, &probe] {
-        if let Err(e) = client.subscribe(topic.as_str(), QoS::AtLeastOnce).await {
-            return Finding::fail("acl", format!("cannot subscribe: {e}"), fix);
-        }
+    const SUBSCRIBE_ID: u16 = 1;
+    const PUBLISH_ID: u16 = 2;
+    let filters = vec![(desired.clone(), 1), (probe.clone(), 1)];
+    let Some(subscribe) = codec::encode_subscribe(SUBSCRIBE_ID, &filters) else {
+        return Finding::fail("acl", "SUBSCRIBE too large", fix);
+    };
+    if let Err(e) = link.send(subscribe).await {
+        return Finding::fail("acl", format!("cannot subscribe: {e}"), fix);
     }
-    let mut subacks: Vec<SubscribeReasonCode> = Vec::new();
+    let mut subacks: Vec<u8> = Vec::new();
     let mut published = false;
-    let mut puback: Option<PubAckReason> = None;
+    let mut puback: Option<u8> = None;
     let mut echoed = false;
     let outcome = tokio::time::timeout(ACL_TIMEOUT, async {
         loop {
             if puback.is_some() && echoed {
                 return Ok(());
             }
-            if let Some(reason) = &puback
-                && !matches!(
-                    reason,
-                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
-                )
+            if let Some(reason) = puback
+                && reason >= 0x80
             {
                 return Ok(());
             }
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    subacks.extend(ack.return_codes);
+            match link.next_event().await {
+                Some(LinkEvent::Packet(Incoming::SubAck(ack))) if ack.pkid == SUBSCRIBE_ID => {
+                    subacks.extend(ack.reasons);
                     if subacks.len() >= 2 && !published {
-                        if subacks
-                            .iter()
-                            .any(|c| !matches!(c, SubscribeReasonCode::Success(_)))
-                        {
+                        if subacks.iter().any(|c| *c >= 0x80) {
                             return Ok(());
                         }
                         published = true;
-                        if let Err(e) = client
-                            .publish(
-                                probe.as_str(),
-                                QoS::AtLeastOnce,
-                                false,
-                                nonce.clone().into_bytes(),
-                            )
-                            .await
-                        {
-                            return Err(e.to_string());
-                        }
+                        let Some(packet) = codec::encode_publish(
+                            &probe,
+                            None,
+                            1,
+                            false,
+                            PUBLISH_ID,
+                            nonce.as_bytes(),
+                        ) else {
+                            return Err("the probe message is too large".to_string());
+                        };
+                        link.send(packet).await.map_err(|e| e.to_string())?;
                     }
                 }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => puback = Some(ack.reason),
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if p.topic.as_ref() == probe.as_bytes()
-                        && p.payload.as_ref() == nonce.as_bytes()
-                    {
+                Some(LinkEvent::Packet(Incoming::PubAck(ack))) if ack.pkid == PUBLISH_ID => {
+                    puback = Some(ack.reason)
+                }
+                Some(LinkEvent::Packet(Incoming::Publish(p))) => {
+                    if p.qos == 1 {
+                        let _ = link.send(codec::encode_puback(p.pkid, 0)).await;
+                    }
+                    if p.topic == probe && p.payload.as_ref() == nonce.as_bytes() {
                         echoed = true;
                     }
                 }
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+                Some(LinkEvent::Packet(Incoming::Disconnect(d))) => {
+                    return Err(format!(
+                        "the broker sent DISCONNECT 0x{:02X} {}",
+                        d.reason,
+                        codec::reason_name(d.reason)
+                    ));
+                }
+                Some(LinkEvent::Packet(_)) => {}
+                Some(LinkEvent::Closed(why)) => return Err(why.to_string()),
+                None => return Err("the connection closed".to_string()),
             }
         }
     })
@@ -284,8 +353,8 @@ async fn acl(
     let refused: Vec<String> = [&desired, &probe]
         .iter()
         .zip(&subacks)
-        .filter(|(_, code)| !matches!(code, SubscribeReasonCode::Success(_)))
-        .map(|(topic, code)| format!("{topic} ({code:?})"))
+        .filter(|(_, code)| **code >= 0x80)
+        .map(|(topic, code)| format!("{topic} (0x{code:02X} {})", codec::reason_name(*code)))
         .collect();
     if !refused.is_empty() {
         return Finding::fail(
@@ -297,6 +366,7 @@ async fn acl(
             fix,
         );
     }
+    let _ = limits;
     match puback {
         None if subacks.len() < 2 => Finding::fail(
             "acl",
@@ -306,21 +376,21 @@ async fn acl(
         None => Finding::fail(
             "acl",
             format!(
-                "no PUBACK for a QoS 1 message to {probe} within {} s",
+                "no PUBACK for a QoS 1 message to {probe} within {} s: the broker takes \
+                 messages but acknowledges none, so the agent cannot deliver (it closes such a \
+                 link after sync.puback_timeout)",
                 ACL_TIMEOUT.as_secs()
             ),
-            fix,
+            "see the broker's log and load; a broker that withholds PUBACKs is broken or overloaded".to_string(),
         ),
-        Some(PubAckReason::Success | PubAckReason::NoMatchingSubscribers) if echoed => {
-            Finding::pass(
-                "acl",
-                format!(
-                    "subscribed to {desired}; a QoS 1 message to {probe} was accepted and \
-                     delivered back"
-                ),
-            )
-        }
-        Some(PubAckReason::Success | PubAckReason::NoMatchingSubscribers) => Finding::fail(
+        Some(0x00 | 0x10) if echoed => Finding::pass(
+            "acl",
+            format!(
+                "subscribed to {desired}; a QoS 1 message to {probe} was accepted and delivered \
+                 back"
+            ),
+        ),
+        Some(0x00 | 0x10) => Finding::fail(
             "acl",
             format!(
                 "a QoS 1 message to {probe} was accepted but not delivered back within {} s: \
@@ -332,7 +402,10 @@ async fn acl(
         ),
         Some(reason) => Finding::fail(
             "acl",
-            format!("the broker refused a QoS 1 message to {probe}: PUBACK {reason:?}"),
+            format!(
+                "the broker refused a QoS 1 message to {probe}: PUBACK 0x{reason:02X} {}",
+                codec::reason_name(reason)
+            ),
             fix,
         ),
     }

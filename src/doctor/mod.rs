@@ -129,8 +129,9 @@ pub fn run(config_path: Option<&Path>) -> Report {
         .build()
     {
         Ok(runtime) => {
-            let (link, acl) = runtime.block_on(broker::check(&config));
+            let (link, limits, acl) = runtime.block_on(broker::check(&config));
             checks.push(link);
+            checks.push(limits);
             checks.push(acl);
         }
         Err(e) => checks.push(Finding::fail(

@@ -83,6 +83,8 @@ impl DeliveryReader {
         std::thread::Builder::new()
             .name("outbox-reader".into())
             .spawn(move || {
+                // Reading batches for the uplink is a drain nobody at a till waits on.
+                crate::storage::yield_to_tills();
                 while let Ok(job) = receiver.recv() {
                     job(&mut conn);
                 }

@@ -14,6 +14,8 @@ pub mod stats;
 
 /// Alarm raised when the broker refuses events (they become dead letters).
 pub const ALARM_UPLINK_REFUSED: &str = "uplink_refused";
+/// An event larger than the broker's Maximum Packet Size was parked as a dead letter.
+pub const ALARM_UPLINK_TOO_LARGE: &str = "uplink_too_large";
 pub mod writer;
 
 pub use stats::{ClassStats, OutboxStats};

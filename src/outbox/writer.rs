@@ -132,6 +132,9 @@ pub(crate) enum WriterCommand {
         ranges: Vec<[u64; 2]>,
         alarm_code: &'static str,
         message: String,
+        /// Answered once the rows are parked and the alarm raised, so the `state` the
+        /// session republishes next already counts them (issue 19: it lagged one behind).
+        reply: oneshot::Sender<()>,
     },
     /// Put every dead letter back in line (after the operator fixed the cause).
     Requeue {
@@ -377,14 +380,17 @@ impl OutboxHandle {
         alarm_code: &'static str,
         message: String,
     ) -> Result<(), OutboxError> {
+        let (reply, answer) = oneshot::channel();
         self.sender
             .send(WriterCommand::DeadLetter {
                 ranges,
                 alarm_code,
                 message,
+                reply,
             })
             .await
-            .map_err(|_| OutboxError::Closed)
+            .map_err(|_| OutboxError::Closed)?;
+        answer.await.map_err(|_| OutboxError::Closed)
     }
 
     /// Put every dead letter back in line; returns how many.
@@ -685,7 +691,11 @@ impl WriterState {
                 ranges,
                 alarm_code,
                 message,
-            } => self.dead_letter(&ranges, alarm_code, &message),
+                reply,
+            } => {
+                self.dead_letter(&ranges, alarm_code, &message);
+                let _ = reply.send(());
+            }
             WriterCommand::Requeue { reply } => {
                 let _ = reply.send(self.requeue());
             }
@@ -787,6 +797,7 @@ impl WriterState {
             shared.dead_letters = 0;
         }
         self.clear_alarm(crate::outbox::ALARM_UPLINK_REFUSED);
+        self.clear_alarm(crate::outbox::ALARM_UPLINK_TOO_LARGE);
         // Wake the uplink: the requeued rows are new work for it.
         self.appended.send_replace(self.appender.stats.last_seq);
         Ok(requeued as u64)

@@ -134,7 +134,11 @@ impl ReplicaApplier {
         let path = replica_path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("replica-applier".into())
-            .spawn(move || run(conn, &path, receiver))
+            .spawn(move || {
+                // Imports and deltas are bulk work; tills' requests come first on the CPU.
+                crate::storage::yield_to_tills();
+                run(conn, &path, receiver)
+            })
             // StorageError has no variant for a thread; the only cause is the process being out
             // of threads or memory, which DataDir's "check the host" advice covers best.
             .map_err(|source| StorageError::DataDir {

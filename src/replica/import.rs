@@ -485,6 +485,7 @@ fn spawn_parser(
     std::thread::Builder::new()
         .name("import-parser".into())
         .spawn(move || {
+            crate::storage::yield_to_tills();
             let result = parse_all(reader, &path, stream, is_gzip, &tx);
             if let Err(e) = result {
                 let _ = tx.send(Err(e));

@@ -4,6 +4,9 @@
 //! Only this module (and `central/`, its counterpart) knows topics and wire types.
 
 pub mod downlink;
+mod ending;
+pub mod limits;
+pub mod mqtt;
 pub mod session;
 pub mod snapshot;
 pub mod uplink;
@@ -41,6 +44,10 @@ pub enum SyncError {
 pub struct SyncShared {
     configured: AtomicBool,
     connected: AtomicBool,
+    link: Mutex<LinkState>,
+    limits: Mutex<Option<limits::BrokerLimits>>,
+    /// Unix ms of the last success PUBACK (0: none since start).
+    last_puback_ms: AtomicI64,
     since_ms: AtomicI64,
     delivered: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -80,11 +87,50 @@ pub struct FleetPublish {
     pub results: Vec<Vec<u8>>,
 }
 
+/// What the link is doing, for health, metrics and the doctor. `connected` is true only in
+/// `Delivering`: a broker that takes the connection but acknowledges nothing is not "connected".
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// No broker configured, or not tried yet.
+    #[default]
+    Disconnected,
+    /// TCP/TLS/CONNECT under way, or connected and waiting for the first PUBACK (the birth).
+    Connecting,
+    /// Connected, and the broker acknowledges what the agent publishes.
+    Delivering,
+    /// A connection was closed because the broker stopped acknowledging or reading (PUBACK
+    /// timeout, write stall, unanswered PINGREQ), and no session delivered since (reconnects
+    /// keep this state); `last_error` says which.
+    Stalled,
+    /// The broker refused the connection or announced limits the agent cannot work with, and no
+    /// session delivered since; `last_error` says which and what to change.
+    Refused,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Disconnected => "disconnected",
+            LinkState::Connecting => "connecting",
+            LinkState::Delivering => "delivering",
+            LinkState::Stalled => "stalled",
+            LinkState::Refused => "refused",
+        }
+    }
+}
+
 /// Health's view of sync.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct SyncStatus {
     pub configured: bool,
+    /// True only while the broker acknowledges what the agent publishes (`link` = delivering).
     pub connected: bool,
+    pub link: LinkState,
+    /// Seconds since the last success PUBACK; null when none came since the agent started.
+    pub last_puback_age_s: Option<f64>,
+    /// The broker's limits from the last CONNACK and what the agent uses under them.
+    pub limits: Option<limits::BrokerLimits>,
     /// Since when the link is in its current state (unix ms; 0 before the first attempt).
     pub since_ms: i64,
     pub delivered_since_start: u64,
@@ -171,6 +217,9 @@ impl SyncShared {
         SyncStatus {
             configured: self.configured.load(Ordering::Relaxed),
             connected: self.connected.load(Ordering::Relaxed),
+            link: self.link.lock().map(|l| *l).unwrap_or_default(),
+            last_puback_age_s: self.last_puback_age_s(),
+            limits: self.limits.lock().ok().and_then(|l| l.clone()),
             since_ms: self.since_ms.load(Ordering::Relaxed),
             delivered_since_start: self.delivered.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
@@ -192,14 +241,45 @@ impl SyncShared {
             .unwrap_or_default()
     }
 
-    pub(crate) fn set_connected(&self, up: bool) {
-        if self.connected.swap(up, Ordering::Relaxed) != up {
+    pub fn link_state(&self) -> LinkState {
+        self.link.lock().map(|l| *l).unwrap_or_default()
+    }
+
+    /// Seconds since the last success PUBACK (None: none since start).
+    pub fn last_puback_age_s(&self) -> Option<f64> {
+        let at = self.last_puback_ms.load(Ordering::Relaxed);
+        (at > 0).then(|| {
+            let age = crate::storage::now_unix_ms().saturating_sub(at).max(0);
+            age as f64 / 1000.0
+        })
+    }
+
+    pub(crate) fn set_link(&self, state: LinkState) {
+        let changed = self
+            .link
+            .lock()
+            .map(|mut l| std::mem::replace(&mut *l, state) != state)
+            .unwrap_or(false);
+        let up = state == LinkState::Delivering;
+        self.connected.store(up, Ordering::Relaxed);
+        if changed {
             self.since_ms
                 .store(crate::storage::now_unix_ms(), Ordering::Relaxed);
         }
         if up && let Ok(mut e) = self.last_error.lock() {
             *e = None;
         }
+    }
+
+    pub(crate) fn set_limits(&self, limits: Option<limits::BrokerLimits>) {
+        if let Ok(mut l) = self.limits.lock() {
+            *l = limits;
+        }
+    }
+
+    pub(crate) fn record_puback(&self) {
+        self.last_puback_ms
+            .store(crate::storage::now_unix_ms(), Ordering::Relaxed);
     }
 
     pub(crate) fn set_error(&self, error: String) {

@@ -22,7 +22,14 @@ pub struct Batch {
 
 pub enum UplinkStep {
     Publish(Batch),
-    /// Window full, or nothing to send until new events arrive.
+    /// One event that cannot fit in any packet the broker accepts: it must be dead-lettered,
+    /// or it would be retried forever (issue 19).
+    Oversize {
+        ranges: Vec<[u64; 2]>,
+        bytes: usize,
+    },
+    /// Window full, held back by a transient refusal, or nothing to send until new events
+    /// arrive.
     Idle,
 }
 
@@ -30,7 +37,45 @@ pub enum UplinkStep {
 pub enum Settled {
     Delivered(Vec<[u64; 2]>),
     AwaitingCentral,
+    /// Refused for good (not authorized, topic or payload invalid): dead letters.
     Refused(Vec<[u64; 2]>),
+    /// Refused for now (quota, busy, shutting down): sent again after `delay`.
+    Retry {
+        events: usize,
+        delay: Duration,
+    },
+    /// Too large for the broker: split and sent again (`events` > 1) …
+    Split {
+        events: usize,
+        new_max: usize,
+    },
+    /// … or, for a single event, nothing can be done: dead letter naming the size.
+    Oversize {
+        ranges: Vec<[u64; 2]>,
+        bytes: usize,
+    },
+}
+
+/// How the agent treats a PUBACK reason code (contract §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    None,
+    /// Worth retrying later: 0x89 Server busy, 0x8B Server shutting down, 0x91 Packet
+    /// Identifier in use, 0x96 Message rate too high, 0x97 Quota exceeded.
+    Transient,
+    /// 0x95 Packet too large (not a PUBACK code in §3.4.2.1, but brokers send it).
+    TooLarge,
+    /// Every other code ≥ 0x80: not authorized, topic name or payload format invalid, …
+    Permanent,
+}
+
+pub fn refusal(reason: u8) -> Refusal {
+    match reason {
+        0x00..=0x7F => Refusal::None,
+        0x89 | 0x8B | 0x91 | 0x96 | 0x97 => Refusal::Transient,
+        0x95 => Refusal::TooLarge,
+        _ => Refusal::Permanent,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -42,34 +87,47 @@ struct Lane {
     exhausted: [bool; 2],
 }
 
+/// Size limits of one connection's batches.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    /// `sync.batch_max_bytes`, lowered by what the broker announced or refused: batches are
+    /// filled up to this.
+    pub soft_bytes: usize,
+    /// The largest payload that fits in the broker's Maximum Packet Size: nothing larger is
+    /// ever published.
+    pub hard_bytes: usize,
+    pub window: usize,
+}
+
 pub struct Uplink {
     reader: DeliveryReader,
     header: String,
     max_events: usize,
-    max_bytes: usize,
-    window: usize,
+    limits: BatchLimits,
     ack: AckMode,
     lanes: [Lane; 2],
     /// Which lane goes first on the next batch (0 backlog, 1 live).
     turn: usize,
     idle: bool,
-    /// Publishes handed to rumqttc, waiting for their packet id (in publish order); `None`
-    /// for a message that is not a batch (state), tracked only to keep the order.
-    awaiting_pkid: VecDeque<Option<Tracked>>,
-    in_flight: HashMap<u16, Option<Tracked>>,
-    batches_in_flight: usize,
+    /// Published batches by packet id, until their PUBACK.
+    in_flight: HashMap<u16, Tracked>,
     events_in_flight: usize,
     /// Central-ack mode: batches the broker took, waiting for central's `ack`.
     awaiting_central: VecDeque<(Instant, RetentionClass, Vec<[u64; 2]>)>,
-    /// Batches central did not acknowledge in time, to publish again before anything new.
+    /// Batches to publish again before anything new: central did not acknowledge them in
+    /// time, the broker refused them for now, or they were split.
     resend: VecDeque<(RetentionClass, Vec<[u64; 2]>)>,
+    /// After a transient refusal nothing is published before this.
+    hold_until: Option<Instant>,
+    transient: super::Backoff,
 }
 
 /// A published batch until its PUBACK.
 struct Tracked {
     ranges: Vec<[u64; 2]>,
     events: usize,
-    /// Resends of overdue batches fetch by class.
+    bytes: usize,
+    /// Resends fetch by class.
     class: RetentionClass,
 }
 
@@ -77,16 +135,19 @@ const BACKLOG: usize = 0;
 const LIVE: usize = 1;
 
 impl Uplink {
-    pub fn new(config: &SyncConfig, outbox: &OutboxHandle, reader: DeliveryReader) -> Uplink {
+    pub fn new(
+        config: &SyncConfig,
+        outbox: &OutboxHandle,
+        reader: DeliveryReader,
+        limits: BatchLimits,
+    ) -> Uplink {
         let newest = *outbox.appended().borrow();
         let agent = outbox_agent_header(&reader);
         let mut uplink = Uplink {
             reader,
             header: agent,
             max_events: config.batch_max_events,
-            // Leave room for the batch header inside the configured limit.
-            max_bytes: config.batch_max_bytes.saturating_sub(256).max(1024),
-            window: config.inflight_batches,
+            limits,
             ack: config.ack,
             lanes: [Lane {
                 before: 0,
@@ -95,12 +156,12 @@ impl Uplink {
             }; 2],
             turn: LIVE,
             idle: false,
-            awaiting_pkid: VecDeque::new(),
             in_flight: HashMap::new(),
-            batches_in_flight: 0,
             events_in_flight: 0,
             awaiting_central: VecDeque::new(),
             resend: VecDeque::new(),
+            hold_until: None,
+            transient: super::Backoff::new(Duration::from_secs(1), config.reconnect_max),
         };
         uplink.start_lanes(newest);
         uplink
@@ -160,21 +221,52 @@ impl Uplink {
         self.events_in_flight
     }
 
+    pub fn batches_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The payload limit batches are filled to (lowered after a "too large" refusal).
+    pub fn soft_bytes(&self) -> usize {
+        self.limits.soft_bytes
+    }
+
     fn window_full(&self) -> bool {
-        self.batches_in_flight >= self.window
-            || (self.ack == AckMode::Central && self.awaiting_central.len() >= self.window * 8)
+        self.in_flight.len() >= self.limits.window
+            || (self.ack == AckMode::Central
+                && self.awaiting_central.len() >= self.limits.window * 8)
     }
 
     /// The next batch to publish, if the window has room and there is something to send.
     pub async fn next_step(&mut self) -> Result<UplinkStep, DeliveryError> {
+        if let Some(until) = self.hold_until {
+            if Instant::now() < until {
+                return Ok(UplinkStep::Idle);
+            }
+            self.hold_until = None;
+        }
         if self.idle || self.window_full() {
             return Ok(UplinkStep::Idle);
         }
         while let Some((class, ranges)) = self.resend.pop_front() {
             let events = self.reader.fetch_ranges(class, ranges).await?;
-            if !events.is_empty() {
-                return Ok(UplinkStep::Publish(self.build(events, class)));
+            if events.is_empty() {
+                continue;
             }
+            let batch = self.build(events, class);
+            if batch.payload.len() <= self.limits.hard_bytes {
+                return Ok(UplinkStep::Publish(batch));
+            }
+            if batch.events == 1 {
+                return Ok(UplinkStep::Oversize {
+                    ranges: batch.ranges,
+                    bytes: batch.payload.len(),
+                });
+            }
+            // Larger than the broker takes (a resend of a batch built under a larger limit):
+            // in halves, each checked again.
+            let (a, b) = split_ranges(&batch.ranges);
+            self.resend.push_front((class, b));
+            self.resend.push_front((class, a));
         }
         let first = self.turn;
         let order = [
@@ -183,6 +275,13 @@ impl Uplink {
             (first, RetentionClass::Telemetry),
             (1 - first, RetentionClass::Telemetry),
         ];
+        // Room for the envelope around the events: `{"v":1,"agent":…,"events":[` and `]}`.
+        let fill = self
+            .limits
+            .soft_bytes
+            .min(self.limits.hard_bytes)
+            .saturating_sub(self.header.len() + 2)
+            .max(1);
         for (lane_index, class) in order {
             let c = class.code() as usize;
             let lane = self.lanes[lane_index];
@@ -196,7 +295,7 @@ impl Uplink {
                     after: lane.cursor[c],
                     before: lane.before,
                     max_events: self.max_events,
-                    max_bytes: self.max_bytes,
+                    max_bytes: fill,
                 })
                 .await?;
             let lane = &mut self.lanes[lane_index];
@@ -206,7 +305,15 @@ impl Uplink {
                 continue;
             }
             self.turn = 1 - lane_index;
-            return Ok(UplinkStep::Publish(self.build(fetched.events, class)));
+            let batch = self.build(fetched.events, class);
+            if batch.payload.len() > self.limits.hard_bytes {
+                // Only a single event can overflow a fill below the hard limit.
+                return Ok(UplinkStep::Oversize {
+                    ranges: batch.ranges,
+                    bytes: batch.payload.len(),
+                });
+            }
+            return Ok(UplinkStep::Publish(batch));
         }
         self.idle = true;
         Ok(UplinkStep::Idle)
@@ -236,49 +343,61 @@ impl Uplink {
         }
     }
 
-    /// Record a publish handed to rumqttc; `ranges` is None for non-batch messages.
-    pub fn expect_publish(
-        &mut self,
-        batch: Option<(Vec<[u64; 2]>, RetentionClass)>,
-        events: usize,
-    ) {
-        if batch.is_some() {
-            self.batches_in_flight += 1;
-            self.events_in_flight += events;
-        }
-        self.awaiting_pkid
-            .push_back(batch.map(|(ranges, class)| Tracked {
-                ranges,
-                events,
-                class,
-            }));
+    /// A batch was handed to the connection under packet id `pkid`.
+    pub fn sent(&mut self, pkid: u16, batch: &Batch) {
+        self.events_in_flight += batch.events;
+        self.in_flight.insert(
+            pkid,
+            Tracked {
+                ranges: batch.ranges.clone(),
+                events: batch.events,
+                bytes: batch.payload.len(),
+                class: batch.class,
+            },
+        );
     }
 
-    /// rumqttc reports outgoing publishes in the order they were requested.
-    pub fn published(&mut self, pkid: u16) {
-        if let Some(entry) = self.awaiting_pkid.pop_front() {
-            self.in_flight.insert(pkid, entry);
-        }
-    }
-
-    /// A PUBACK arrived.
-    pub fn acknowledged(&mut self, pkid: u16, refused: bool) -> Option<Settled> {
+    /// A PUBACK arrived; None when `pkid` is not a batch of ours.
+    pub fn acknowledged(&mut self, pkid: u16, reason: u8) -> Option<Settled> {
         let Tracked {
             ranges,
             events,
+            bytes,
             class,
-        } = self.in_flight.remove(&pkid)??;
-        self.batches_in_flight = self.batches_in_flight.saturating_sub(1);
+        } = self.in_flight.remove(&pkid)?;
         self.events_in_flight = self.events_in_flight.saturating_sub(events);
         self.idle = false;
-        Some(if refused {
-            Settled::Refused(ranges)
-        } else if self.ack == AckMode::Central {
-            self.awaiting_central
-                .push_back((Instant::now(), class, ranges));
-            Settled::AwaitingCentral
-        } else {
-            Settled::Delivered(ranges)
+        Some(match refusal(reason) {
+            Refusal::None => {
+                self.transient.reset();
+                if self.ack == AckMode::Central {
+                    self.awaiting_central
+                        .push_back((Instant::now(), class, ranges));
+                    Settled::AwaitingCentral
+                } else {
+                    Settled::Delivered(ranges)
+                }
+            }
+            Refusal::Permanent => Settled::Refused(ranges),
+            Refusal::Transient => {
+                let delay = self.transient.next_delay();
+                self.hold_until = Some(Instant::now() + delay);
+                self.resend.push_front((class, ranges));
+                Settled::Retry { events, delay }
+            }
+            Refusal::TooLarge if events <= 1 => Settled::Oversize { ranges, bytes },
+            Refusal::TooLarge => {
+                // Whatever the broker said its limit is, this size was too much: fill later
+                // batches to half of it, and send this one again in halves.
+                self.limits.soft_bytes = self.limits.soft_bytes.min(bytes / 2).max(1);
+                let (a, b) = split_ranges(&ranges);
+                self.resend.push_front((class, b));
+                self.resend.push_front((class, a));
+                Settled::Split {
+                    events,
+                    new_max: self.limits.soft_bytes,
+                }
+            }
         })
     }
 
@@ -289,6 +408,30 @@ impl Uplink {
             .retain(|(_, _, ranges)| !ranges.iter().all(covered));
         self.idle = false;
     }
+}
+
+/// Two halves of a batch's sequence numbers (by count), as ranges.
+fn split_ranges(ranges: &[[u64; 2]]) -> (Vec<[u64; 2]>, Vec<[u64; 2]>) {
+    let total: u64 = ranges
+        .iter()
+        .map(|[a, b]| b.saturating_sub(*a).saturating_add(1))
+        .fold(0, u64::saturating_add);
+    let mut left = total / 2;
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for &[a, b] in ranges {
+        let len = b.saturating_sub(a).saturating_add(1);
+        if left == 0 {
+            second.push([a, b]);
+        } else if len <= left {
+            first.push([a, b]);
+            left -= len;
+        } else {
+            first.push([a, a + left - 1]);
+            second.push([a + left, b]);
+            left = 0;
+        }
+    }
+    (first, second)
 }
 
 fn outbox_agent_header(reader: &DeliveryReader) -> String {
@@ -325,6 +468,19 @@ mod tests {
         .expect("append task");
     }
 
+    #[test]
+    fn a_refused_batch_splits_into_halves_that_cover_every_seq_once() {
+        let (a, b) = split_ranges(&[[1, 3], [7, 7], [10, 13]]);
+        assert_eq!(a, vec![[1, 3], [7, 7]]);
+        assert_eq!(b, vec![[10, 13]]);
+        let (a, b) = split_ranges(&[[5, 6]]);
+        assert_eq!((a, b), (vec![[5, 5]], vec![[6, 6]]));
+        assert_eq!(refusal(0x97), Refusal::Transient);
+        assert_eq!(refusal(0x87), Refusal::Permanent);
+        assert_eq!(refusal(0x10), Refusal::None);
+        assert_eq!(refusal(0x95), Refusal::TooLarge);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn store_facts_go_before_telemetry_and_a_live_event_is_not_held_behind_the_backlog() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -344,7 +500,16 @@ mod tests {
         let mut config = crate::config::Config::defaults().sync;
         config.batch_max_events = 10;
         config.inflight_batches = 100;
-        let mut uplink = Uplink::new(&config, &handle, reader);
+        let mut uplink = Uplink::new(
+            &config,
+            &handle,
+            reader,
+            BatchLimits {
+                soft_bytes: config.batch_max_bytes,
+                hard_bytes: usize::MAX,
+                window: 100,
+            },
+        );
         // A sale made after the connection came up: seq 61.
         append(&handle, RetentionClass::StoreFact, 1).await;
         uplink.wake();

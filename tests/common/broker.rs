@@ -41,6 +41,11 @@ pub fn free_port() -> u16 {
 
 impl Broker {
     pub fn start(options: BrokerOptions) -> Broker {
+        Broker::start_with(options, "")
+    }
+
+    /// A broker with `extra` lines appended to its configuration (e.g. `max_packet_size`).
+    pub fn start_with(options: BrokerOptions, extra: &str) -> Broker {
         let dir = tempfile::tempdir().expect("broker dir");
         let port = free_port();
         let acl = dir.path().join("acl");
@@ -65,7 +70,7 @@ impl Broker {
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {}\n{persistence}\
                  max_queued_messages 10000000\nmax_inflight_messages 0\n\
-                 log_dest stderr\nlog_type error\nlog_type warning\n",
+                 log_dest stderr\nlog_type error\nlog_type warning\n{extra}\n",
                 acl.display()
             ),
         )

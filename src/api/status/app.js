@@ -196,6 +196,10 @@ function renderSync(s) {
   let tone;
   if (!s.configured) { state = 'No broker'; tone = 'idle'; }
   else if (s.connected) { state = 'Online'; tone = 'ok'; }
+  // `connected` means the broker acknowledges: a link that is up but silent says so.
+  else if (s.link === 'stalled') { state = 'Stalled'; tone = 'bad'; }
+  else if (s.link === 'refused') { state = 'Refused'; tone = 'bad'; }
+  else if (s.link === 'connecting') { state = 'Connecting'; tone = 'warn'; }
   else { state = 'Offline'; tone = 'bad'; }
   setText('sync', state);
   tile('sync', tone);

@@ -39,6 +39,22 @@ pub(super) fn validate_sync(
             Some(name.clone())
         }
     });
+    let client_id = raw.client_id.as_ref().and_then(|v| {
+        let id = v.get_ref();
+        if id.is_empty() || id.len() > 128 || id.contains(['+', '#']) {
+            c.report(
+                "sync.client_id",
+                v,
+                "not a usable MQTT client id".to_owned(),
+                "use 1-128 characters without + or # (e.g. the agent id with '.' for '/'), or \
+                 remove the key to use the agent id"
+                    .to_owned(),
+            );
+            None
+        } else {
+            Some(id.clone())
+        }
+    });
     let password_file = c.path("sync.password_file", &raw.password_file, base);
     let ca_file = c.path("sync.ca_file", &raw.ca_file, base);
     let client_cert_file = c.path("sync.client_cert_file", &raw.client_cert_file, base);
@@ -81,6 +97,24 @@ pub(super) fn validate_sync(
         "sync.reconnect_max",
         &raw.reconnect_max,
         defaults::RECONNECT_MAX,
+        (
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(3600),
+        ),
+    );
+    let puback_timeout = c.duration(
+        "sync.puback_timeout",
+        &raw.puback_timeout,
+        defaults::PUBACK_TIMEOUT,
+        (
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(3600),
+        ),
+    );
+    let write_timeout = c.duration(
+        "sync.write_timeout",
+        &raw.write_timeout,
+        defaults::WRITE_TIMEOUT,
         (
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(3600),
@@ -139,6 +173,7 @@ pub(super) fn validate_sync(
     SyncConfig {
         broker,
         username,
+        client_id,
         password_file,
         ca_file,
         client_cert_file,
@@ -150,6 +185,8 @@ pub(super) fn validate_sync(
         batch_max_bytes,
         inflight_batches,
         reconnect_max,
+        puback_timeout,
+        write_timeout,
         snapshot_url,
     }
 }
