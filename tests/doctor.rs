@@ -605,3 +605,83 @@ fn a_data_dir_the_agent_cannot_write_fails_the_data_dir_check_and_is_not_called_
         assert_ne!(finding(&report, check)["status"], "fail", "{report:#}");
     }
 }
+
+#[test]
+fn a_fake_listener_on_the_api_port_gets_no_token_from_the_doctor_and_is_called_out() {
+    let store = Store::new();
+    import_every_stream(&store);
+    let token = "till-1-secret-token-0123456789abcdef";
+    let tokens = store.path("api-tokens");
+    std::fs::write(&tokens, format!("till-1 {token}\n")).unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = fixed_port(&store);
+    let text = std::fs::read_to_string(&store.config).unwrap();
+    std::fs::write(
+        &store.config,
+        text.replace(
+            &format!("listen = \"127.0.0.1:{port}\"\n"),
+            &format!(
+                "listen = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+                tokens.display()
+            ),
+        ),
+    )
+    .unwrap();
+    // The agent is down; a local user binds its port and answers every request like it.
+    let fake = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = std::sync::Arc::clone(&heard);
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in fake.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            let body = "{\"status\":\"ok\",\"version\":\"0.1.0\"}";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    // A doctor key from an earlier run of the agent is still on disk.
+    std::fs::write(store.data_dir.join("doctor.key"), [7u8; 32]).unwrap();
+    let (code, report) = doctor(&store);
+    let heard = String::from_utf8_lossy(&heard.lock().unwrap()).to_lowercase();
+    assert!(!heard.is_empty(), "the doctor did knock on the port");
+    assert!(
+        !heard.contains(token) && !heard.contains("authorization"),
+        "the doctor sent a secret to whatever listened: {heard}"
+    );
+    let agent = finding(&report, "agent");
+    assert_eq!(agent["status"], "fail", "{agent:#}");
+    assert!(
+        agent["detail"].as_str().unwrap().contains("did not prove"),
+        "{agent:#}"
+    );
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn the_doctor_reads_the_running_agents_full_health_with_its_key_and_no_token() {
+    let store = Store::new();
+    import_every_stream(&store);
+    fixed_port(&store);
+    let agent = store.start();
+    let (_code, report) = doctor(&store);
+    let found = finding(&report, "agent");
+    assert!(
+        found["detail"].as_str().unwrap().contains("running on"),
+        "{found:#}"
+    );
+    assert!(
+        found["detail"].as_str().unwrap().contains("version"),
+        "{found:#}"
+    );
+    // Anyone else asking that route is refused.
+    let (status, _) = agent.get_json("/v1/health/doctor");
+    assert_eq!(status, 401);
+}

@@ -352,6 +352,14 @@ pub async fn run(
         sync: Arc::clone(&sync),
         shutdown: streams_stopped,
         streams: Arc::new(tokio::sync::Semaphore::new(config.api.max_streams)),
+        doctor_key: match api::doctor_link::DoctorKey::create(&storage.paths.dir) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %storage.paths.dir.display(),
+                    "cannot write the doctor key: `relais doctor` will see only whether the agent is ready");
+                None
+            }
+        },
     });
     let app = api::router(state, config.api.max_body_bytes, Arc::clone(&gate));
 

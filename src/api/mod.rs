@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod counts;
+pub mod doctor_link;
 mod error;
 mod events;
 mod facts;
@@ -52,6 +53,9 @@ pub struct ApiState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// One place per open live stream (`api.max_streams`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// The key `relais doctor` proves itself with (`doctor_link`); `None` if it could not be
+    /// written at start.
+    pub doctor_key: Option<doctor_link::DoctorKey>,
 }
 
 /// The body of a live stream: it ends when the agent starts shutting down, and holds one of
@@ -115,7 +119,8 @@ pub const PROTECTED_ROUTES: [&str; 18] = [
 
 /// Without a token: probes for systemd and load balancers (no data), and the status page's
 /// static assets (the page itself asks for the token).
-pub const PUBLIC_ROUTES: [&str; 2] = ["/v1/health/live", "/v1/health/ready"];
+/// `/v1/health/doctor` answers only `relais doctor` holding this boot's key (`doctor_link`).
+pub const PUBLIC_ROUTES: [&str; 3] = ["/v1/health/live", "/v1/health/ready", "/v1/health/doctor"];
 
 pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) -> Router {
     let http = Arc::new(metrics::HttpMetrics::default());
@@ -143,7 +148,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         post(requeue_dead_letters),
         get(openapi),
     ];
-    let public: [MethodRouter<Arc<ApiState>>; 2] = [get(live), get(ready)];
+    let public: [MethodRouter<Arc<ApiState>>; 3] = [get(live), get(ready), get(doctor_health)];
     let track = |route: &'static str, method_router: MethodRouter<Arc<ApiState>>| {
         // Each route counts its requests under its own template (bounded label values).
         let label = metrics::RouteLabel {
@@ -358,7 +363,54 @@ pub(crate) async fn replica_states(state: &ApiState) -> Result<Vec<StreamState>,
 }
 
 async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let states = replica_states(&state).await?;
+    Ok(Json(health_of(&state).await?).into_response())
+}
+
+/// `GET /v1/health/doctor`: the full health, for `relais doctor` only, proved both ways with the
+/// key of this boot; 401 to anyone else.
+async fn doctor_health(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = state.doctor_key.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the doctor key could not be written at start; see the agent's log",
+        )
+    })?;
+    let challenge = headers
+        .get(doctor_link::REQUEST_HEADER)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| key.accept(h))
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "this route answers `relais doctor` only (it proves itself with the key in the \
+                 data directory); use /v1/health with a token",
+            )
+        })?;
+    let body = serde_json::to_vec(&health_of(&state).await?)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let proof = key.prove(&challenge, &body);
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            ),
+            (
+                axum::http::HeaderName::from_static(doctor_link::PROOF_HEADER),
+                axum::http::HeaderValue::from_str(&proof)
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn health_of(state: &ApiState) -> Result<Health, ApiError> {
+    let states = replica_states(state).await?;
     let now = storage::now_unix_ms();
     let fresh = lookup::freshness(
         &states,
@@ -373,7 +425,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError
     } else {
         "degraded"
     };
-    Ok(Json(Health {
+    Ok(Health {
         status,
         agent: state.agent_id.clone(),
         version: env!("CARGO_PKG_VERSION"),
@@ -387,5 +439,4 @@ async fn health(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError
         dead_letters: state.outbox.dead_letters(),
         config: state.tunables.in_effect(),
     })
-    .into_response())
 }

@@ -1,7 +1,8 @@
 //! The running agent, if any: `/v1/health/ready` (public) says whether it serves, and
-//! `/v1/health` (protected: the first token of the token file when it is readable) what it
-//! sees — alarms, sync, staleness. Plain HTTP/1.1 on the local API; the doctor needs no HTTP
-//! client library for two GETs.
+//! `/v1/health/doctor` what it sees — alarms, sync, staleness — asked and answered with the key
+//! the agent wrote in its data directory at start (`api::doctor_link`). No API token is ever
+//! sent: whatever listens on `api.listen` may not be the agent (docs/security.md, finding 5).
+//! Plain HTTP/1.1 on the local API; the doctor needs no HTTP client library for two GETs.
 
 use super::Finding;
 use crate::config::Config;
@@ -25,17 +26,30 @@ pub(crate) fn local_address(config: &Config) -> SocketAddr {
     addr
 }
 
-/// (status code, body) of `GET path`.
-fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+/// An answer: status, the head's lines (lower case), the body.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            (n.trim() == name).then(|| v.trim())
+        })
+    }
+}
+
+/// `GET path`, with `extra` header lines.
+fn get(addr: SocketAddr, path: &str, extra: &str) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
-    let auth = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}connection: close\r\naccept: application/json\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}connection: close\r\naccept: application/json\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw)?;
@@ -57,7 +71,11 @@ fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u1
     } else {
         body.to_vec()
     };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok(Answer {
+        status,
+        head,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// The body of a chunked answer (hyper chunks a body whose length it does not know).
@@ -77,21 +95,42 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The first token of the token file, if this user can read it.
-fn first_token(config: &Config) -> Option<String> {
-    let text = std::fs::read_to_string(config.api.token_file.as_ref()?).ok()?;
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .find(|l| !l.is_empty())
-        .and_then(|l| l.split_whitespace().last())
-        .map(str::to_owned)
+/// The agent's full health, from `/v1/health/doctor`: `Ok(None)` when this user cannot read the
+/// doctor key, `Err` with what is wrong when the answer is not the agent's.
+fn full_health(config: &Config, addr: SocketAddr) -> Result<Option<serde_json::Value>, String> {
+    use crate::api::doctor_link::{self, DoctorKey};
+    let key = match DoctorKey::read(&config.agent.data_dir) {
+        Ok(key) => key,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(None),
+        Err(e) => return Err(format!("cannot read the agent's doctor key: {e}")),
+    };
+    let challenge = doctor_link::challenge();
+    let extra = format!(
+        "{}: {}\r\n",
+        doctor_link::REQUEST_HEADER,
+        key.request(&challenge)
+    );
+    let answer = get(addr, "/v1/health/doctor", &extra).map_err(|e| e.to_string())?;
+    let proved = answer
+        .header(doctor_link::PROOF_HEADER)
+        .is_some_and(|proof| key.verify(&challenge, answer.body.as_bytes(), proof));
+    if answer.status != 200 || !proved {
+        return Err(format!(
+            "what answers on {addr} did not prove it is this box's agent (HTTP {}): another \
+             program may hold the port; nothing secret was sent to it",
+            answer.status
+        ));
+    }
+    serde_json::from_str(&answer.body)
+        .map(Some)
+        .map_err(|e| format!("the agent's health is not JSON: {e}"))
 }
 
 pub(super) fn running(config: &Config) -> Finding {
     const CHECK: &str = "agent";
     let addr = local_address(config);
-    let (status, body) = match get(addr, "/v1/health/ready", None) {
-        Ok(answer) => answer,
+    let (status, body) = match get(addr, "/v1/health/ready", "") {
+        Ok(answer) => (answer.status, answer.body),
         Err(_) => {
             return Finding::pass(
                 CHECK,
@@ -113,19 +152,26 @@ pub(super) fn running(config: &Config) -> Finding {
              restart relais`",
         );
     }
-    let token = first_token(config);
-    let health = match get(addr, "/v1/health", token.as_deref()) {
-        Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body).ok(),
-        _ => None,
-    };
-    let Some(health) = health else {
-        return Finding::pass(
-            CHECK,
-            format!(
-                "running and ready on {addr} (full health needs a token from api.token_file, \
-                 which this user cannot read)"
-            ),
-        );
+    let health = match full_health(config, addr) {
+        Ok(Some(health)) => health,
+        Ok(None) => {
+            return Finding::warn(
+                CHECK,
+                format!(
+                    "running and ready on {addr}; its full health needs the agent's doctor key, \
+                     which this user cannot read"
+                ),
+                "run `sudo relais doctor`",
+            );
+        }
+        Err(why) => {
+            return Finding::fail(
+                CHECK,
+                why,
+                "find what holds the port (`sudo ss -ltnp`), stop it, and start the agent \
+                 (`systemctl restart relais`)",
+            );
+        }
     };
     let alarms: Vec<String> = health["alarms"]
         .as_array()
