@@ -171,18 +171,21 @@ fn a_directory_bundle_is_installed_with_private_modes_and_merged_into_the_existi
     );
     assert!(stdout(&out).contains("relais doctor"), "{}", describe(&out));
 
-    for (name, mode) in [
-        ("client.key", 0o600),
-        ("api-tokens", 0o600),
-        ("card-hash.key", 0o600),
-        ("ca.pem", 0o644),
-        ("client.pem", 0o644),
-        ("ops.pub", 0o644),
+    // Trust anchors (the broker's CA, the ops keys) are root's: the service user reads them but
+    // could never swap in a key of its own.
+    for (name, mode, trust_anchor) in [
+        ("client.key", 0o600, false),
+        ("api-tokens", 0o600, false),
+        ("card-hash.key", 0o600, false),
+        ("ca.pem", 0o644, true),
+        ("client.pem", 0o644, false),
+        ("ops.pub", 0o640, true),
     ] {
         assert_eq!(b.mode(name), mode, "mode of {name}");
         if is_root() {
-            let owner = std::fs::metadata(b.etc.join(name)).unwrap().uid();
-            assert_eq!(owner, uid_of(USER), "owner of {name}");
+            let meta = std::fs::metadata(b.etc.join(name)).unwrap();
+            let expected = if trust_anchor { 0 } else { uid_of(USER) };
+            assert_eq!(meta.uid(), expected, "owner of {name}");
         }
     }
     assert_eq!(

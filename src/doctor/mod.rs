@@ -147,6 +147,7 @@ pub fn run(config_path: Option<&Path>) -> Report {
     checks.push(files::outbox(&config));
     checks.push(secrets::api_tokens(&config, service_user));
     checks.push(secrets::ops_keys(&config, service_user));
+    checks.extend(secrets::broker_ca(&config, service_user));
     checks.push(agent::running(&config));
     Report::new(checks)
 }

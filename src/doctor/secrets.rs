@@ -35,6 +35,79 @@ fn unreadable_by_service(
     ))
 }
 
+/// `Some(finding)` when the service user could rewrite a file the agent trusts (or replace it
+/// in its directory): it could then pin an ops key or a CA of its own.
+fn writable_by_service(
+    check: &str,
+    path: &Path,
+    meta: &std::fs::Metadata,
+    service: Option<&Account>,
+) -> Option<Finding> {
+    let account = service?;
+    if account.uid == 0 {
+        return None;
+    }
+    let dir_writable = path
+        .parent()
+        .and_then(|dir| std::fs::metadata(dir).ok())
+        .is_some_and(|d| {
+            d.uid() == account.uid || users::may_access(account, d.uid(), d.gid(), d.mode(), true)
+        });
+    let file_writable = meta.uid() == account.uid
+        || users::may_access(account, meta.uid(), meta.gid(), meta.mode(), true);
+    if !file_writable && !dir_writable {
+        return None;
+    }
+    Some(Finding::fail(
+        check,
+        format!(
+            "{} ({}) is a trust anchor the service user {} can rewrite{}: a compromised agent \
+             could pin a key of its own",
+            path.display(),
+            owner_mode(meta),
+            account.name,
+            if dir_writable {
+                " (its directory is writable)"
+            } else {
+                ""
+            }
+        ),
+        format!(
+            "`sudo chown root:{0} {1} && sudo chmod 0644 {1}`, and make its directory root's \
+             (`relais provision` installs trust anchors this way)",
+            account.name,
+            path.display()
+        ),
+    ))
+}
+
+/// The broker's CA (`sync.ca_file`): readable by the service, writable only by root.
+pub(super) fn broker_ca(config: &Config, service: Option<&Account>) -> Option<Finding> {
+    const CHECK: &str = "broker_ca";
+    let path = config.sync.ca_file.as_ref()?;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => {
+            return Some(Finding::fail(
+                CHECK,
+                format!("cannot read {}: {e}", path.display()),
+                "provision the box (`relais provision BUNDLE` installs ca.pem), or correct \
+                 sync.ca_file",
+            ));
+        }
+    };
+    Some(
+        unreadable_by_service(CHECK, path, &meta, service)
+            .or_else(|| writable_by_service(CHECK, path, &meta, service))
+            .unwrap_or_else(|| {
+                Finding::pass(
+                    CHECK,
+                    format!("{} ({}): pinned, root's", path.display(), owner_mode(&meta)),
+                )
+            }),
+    )
+}
+
 pub(super) fn api_tokens(config: &Config, service: Option<&Account>) -> Finding {
     const CHECK: &str = "api_tokens";
     let Some(path) = &config.api.token_file else {
@@ -139,7 +212,9 @@ pub(super) fn ops_keys(config: &Config, service: Option<&Account>) -> Finding {
             );
         }
     };
-    if let Some(finding) = unreadable_by_service(CHECK, path, &meta, service) {
+    if let Some(finding) = unreadable_by_service(CHECK, path, &meta, service)
+        .or_else(|| writable_by_service(CHECK, path, &meta, service))
+    {
         return finding;
     }
     match crate::fleet::read_public_keys(path) {
@@ -161,5 +236,47 @@ pub(super) fn ops_keys(config: &Config, service: Option<&Account>) -> Finding {
             "replace it with the ops.pub from central ops (lines `relais-ed25519 <base64> \
              <key_id>`, as `relaisctl keygen` writes them)",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn account(uid: u32) -> Account {
+        Account {
+            name: "relais".into(),
+            uid,
+            gid: uid,
+            groups: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_ops_key_file_the_service_user_owns_is_flagged_and_a_root_owned_one_is_not() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("ops.pub");
+        std::fs::write(&path, "relais-ed25519 AAAA k1\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // As root, the file is given to a service-like account; as anyone else, it is theirs.
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(4242), Some(4242))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{e}"));
+        // The file's owner stands for the service user: it could rewrite its own trust anchor.
+        let owner = account(meta.uid());
+        let flagged = writable_by_service("ops_keys", &path, &meta, Some(&owner));
+        assert!(
+            flagged.is_some_and(|f| f.detail.contains("can rewrite")),
+            "a trust anchor its service user owns is flagged"
+        );
+        // Another account that can only read it (and not write its directory) passes.
+        let other = account(meta.uid().wrapping_add(1));
+        assert!(writable_by_service("ops_keys", &path, &meta, Some(&other)).is_none());
     }
 }

@@ -25,6 +25,9 @@ pub struct SecretSpec {
     pub mode: u32,
     pub required: bool,
     pub what: &'static str,
+    /// What the agent trusts (the broker's CA, the ops keys): owned by root, readable by the
+    /// service's group, so the service user can never swap in a CA or an ops key of its own.
+    pub trust_anchor: bool,
 }
 
 pub const SECRETS: [SecretSpec; 6] = [
@@ -33,36 +36,42 @@ pub const SECRETS: [SecretSpec; 6] = [
         mode: 0o644,
         required: true,
         what: "CA of the broker (pinned)",
+        trust_anchor: true,
     },
     SecretSpec {
         name: "client.pem",
         mode: 0o644,
         required: true,
         what: "client certificate (CN = agent id)",
+        trust_anchor: false,
     },
     SecretSpec {
         name: "client.key",
         mode: 0o600,
         required: true,
         what: "client private key",
+        trust_anchor: false,
     },
     SecretSpec {
         name: "ops.pub",
-        mode: 0o644,
+        mode: 0o640,
         required: true,
         what: "ops public keys (signed fleet documents)",
+        trust_anchor: true,
     },
     SecretSpec {
         name: "api-tokens",
         mode: 0o600,
         required: true,
         what: "API bearer tokens",
+        trust_anchor: false,
     },
     SecretSpec {
         name: "card-hash.key",
         mode: 0o600,
         required: false,
         what: "fleet card hash key",
+        trust_anchor: false,
     },
 ];
 

@@ -134,6 +134,8 @@ pub struct FileStep {
     pub path: PathBuf,
     pub what: String,
     pub mode: u32,
+    /// (uid, gid) once installed, when provisioning runs as root.
+    pub owner: Option<(u32, u32)>,
     pub action: Action,
     /// Where the previous content goes (only for [`Action::Replace`]).
     pub backup: Option<PathBuf>,
@@ -208,11 +210,17 @@ pub fn plan(options: &Options) -> Result<Plan, ProvisionError> {
     let mut files = Vec::new();
     for (spec, bytes) in &bundle.files {
         let path = secrets_dir.join(spec.name);
+        // Trust anchors stay root's (the service's group reads them); the rest is the service's.
+        let file_owner = if spec.trust_anchor {
+            owner.map(|(_, gid)| (0, gid))
+        } else {
+            owner
+        };
         files.push(step(
             path,
             spec.what.to_owned(),
             spec.mode,
-            owner,
+            file_owner,
             bytes.clone(),
             stamp,
         )?);
@@ -252,7 +260,8 @@ pub fn plan(options: &Options) -> Result<Plan, ProvisionError> {
     let config_step = match &existing {
         // An existing config keeps its mode and owner: only its content is provisioning's.
         Some(text) => {
-            let (mode, _) = current_mode_owner(&config_path).unwrap_or((NEW_CONFIG_MODE, None));
+            let (mode, current_owner) =
+                current_mode_owner(&config_path).unwrap_or((NEW_CONFIG_MODE, None));
             let action = if *text == merged.text {
                 Action::Unchanged
             } else {
@@ -263,6 +272,7 @@ pub fn plan(options: &Options) -> Result<Plan, ProvisionError> {
                 path: config_path,
                 what: "config".into(),
                 mode,
+                owner: current_owner,
                 action,
                 bytes: merged.text.into_bytes(),
             }
@@ -271,6 +281,8 @@ pub fn plan(options: &Options) -> Result<Plan, ProvisionError> {
             path: config_path,
             what: "config".into(),
             mode: NEW_CONFIG_MODE,
+            // Root keeps owning the config; the service user's group reads it.
+            owner: owner.map(|(_, gid)| (0, gid)),
             action: Action::Create,
             backup: None,
             bytes: merged.text.into_bytes(),
@@ -391,6 +403,7 @@ fn step(
         path,
         what,
         mode,
+        owner,
         action,
         bytes,
     })
@@ -420,19 +433,14 @@ pub fn apply(plan: &Plan) -> Result<Vec<(String, PathBuf)>, ProvisionError> {
     }
     let mut backups = Vec::new();
     for file in &plan.files {
-        backups.extend(install(file, plan.owner)?);
+        backups.extend(install(file, file.owner)?);
     }
     if let Some(dir) = plan.config.path.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir).map_err(write_err(dir))?;
     }
-    // The config stays root's when it exists or as root; the service user's group reads it.
-    let config_owner = match plan.config.action {
-        Action::Create => plan.owner.map(|(_, gid)| (0, gid)),
-        _ => current_mode_owner(&plan.config.path).and_then(|(_, owner)| owner),
-    };
-    backups.extend(install(&plan.config, config_owner)?);
+    backups.extend(install(&plan.config, plan.config.owner)?);
     Ok(backups)
 }
 
