@@ -24,8 +24,9 @@ pub(crate) const RATE_LIMIT_BURST: (i64, i64, i64) = (2_000, 1, 1_000_000);
 /// Open connections in all: below the unit's `LimitNOFILE=4096` with room for the databases,
 /// devices and the broker, so a flood is answered 503 instead of exhausting descriptors.
 pub(crate) const MAX_CONNECTIONS: (i64, i64, i64) = (1_024, 16, 60_000);
-/// Open connections from one address: a till keeps a handful; one peer cannot take them all.
-pub(crate) const MAX_CONNECTIONS_PER_CLIENT: (i64, i64, i64) = (64, 1, 60_000);
+/// Open connections from one address: a till keeps a handful, a POS server streaming events to
+/// its screens a few hundred at most; one peer cannot take them all.
+pub(crate) const MAX_CONNECTIONS_PER_CLIENT: (i64, i64, i64) = (256, 1, 60_000);
 /// Live streams (`/v1/events`, `/v1/devices/live`) open at once: status pages and POS screens.
 pub(crate) const MAX_STREAMS: (i64, i64, i64) = (256, 1, 4_096);
 /// How long a client may take to send a request's headers, and how long an idle keep-alive
@@ -147,7 +148,7 @@ pub(crate) const KEYS: &[KeySpec] = &[
         section: "api",
         key: "max_connections_per_client",
         kind: "an integer",
-        example: "64",
+        example: "256",
     },
     KeySpec {
         section: "api",
