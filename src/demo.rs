@@ -284,6 +284,142 @@ fn write_reservations(path: &Path, n: u64) -> std::io::Result<()> {
     out.flush()
 }
 
+/// What a fresh-counter item's barcode carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreshLabel {
+    /// A scale label with the weight in it (French layout `26IIIIIVVVVV`, kg with 3 decimals).
+    Weight,
+    /// A scale label with the price to pay in it (French layout `21IIIIIVVVVV`, euros).
+    Price,
+    /// A GS1 DataBar Expanded with (01) a variable-measure GTIN-14, (3103), (17) and (3922).
+    DataBar,
+}
+
+/// A fresh-counter item of the demo store: priced per kg in the replica.
+#[derive(Debug, Clone)]
+pub struct FreshItem {
+    pub sku: &'static str,
+    pub name: &'static str,
+    pub label: FreshLabel,
+    /// The number the item is filed under: the scale label's code with its value zeroed, or
+    /// the DataBar's variable-measure GTIN-14.
+    pub gtin: Gtin14,
+    pub price_per_kg_minor: i64,
+}
+
+/// The restricted-circulation GTIN-13 `prefix item value` with its check digit.
+pub fn scale_label_gtin(prefix: u64, item: u64, value: u64) -> Option<Gtin14> {
+    Gtin14::from_body13(prefix * 10_000_000_000 + (item % 100_000) * 100_000 + value % 100_000)
+}
+
+/// The demo store's fresh counter: scale labels in the French layouts (the default
+/// `scans.rcn_region`) and fresh food with GS1 DataBar Expanded labels.
+pub fn fresh_counter() -> Vec<FreshItem> {
+    let items = [
+        (
+            "PLU-00101",
+            "Comté AOP 18 mois (au kg)",
+            FreshLabel::Weight,
+            101,
+            2490,
+        ),
+        (
+            "PLU-00102",
+            "Jambon de Bayonne (au kg)",
+            FreshLabel::Weight,
+            102,
+            3290,
+        ),
+        (
+            "PLU-00103",
+            "Olives vertes à l'ail (au kg)",
+            FreshLabel::Weight,
+            103,
+            1590,
+        ),
+        (
+            "PLU-00201",
+            "Plateau de fromages (prix étiqueté)",
+            FreshLabel::Price,
+            201,
+            0,
+        ),
+        (
+            "FRESH-00301",
+            "Filet de saumon frais (au kg)",
+            FreshLabel::DataBar,
+            301,
+            2890,
+        ),
+        (
+            "FRESH-00302",
+            "Entrecôte de bœuf (au kg)",
+            FreshLabel::DataBar,
+            302,
+            3450,
+        ),
+    ];
+    items
+        .into_iter()
+        .filter_map(|(sku, name, label, item, price)| {
+            let gtin = match label {
+                FreshLabel::Weight => scale_label_gtin(26, item, 0)?,
+                FreshLabel::Price => scale_label_gtin(21, item, 0)?,
+                // Indicator 9 (variable measure), French company prefix 3001000.
+                FreshLabel::DataBar => Gtin14::from_body13(9_300_100_000_000 + item)?,
+            };
+            Some(FreshItem {
+                sku,
+                name,
+                label,
+                gtin,
+                price_per_kg_minor: price,
+            })
+        })
+        .collect()
+}
+
+/// Add the fresh counter to a generated store's products, prices and stock files.
+pub fn append_fresh_counter(store: &GeneratedStore, now_ms: i64) -> std::io::Result<()> {
+    let open = |stream: Stream| -> std::io::Result<Option<std::fs::File>> {
+        match store.files.iter().find(|(s, _)| *s == stream) {
+            Some((_, path)) => std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let (Some(mut products), Some(mut prices), Some(mut stock)) = (
+        open(Stream::Products)?,
+        open(Stream::Prices)?,
+        open(Stream::Stock)?,
+    ) else {
+        return Ok(());
+    };
+    let since = rfc3339(now_ms - 90 * 86_400_000);
+    for item in fresh_counter() {
+        writeln!(
+            products,
+            r#"{{"gtin":"{}","sku":"{}","name":{},"attributes":{{"category":"fresh counter","sold_by":"kg"}}}}"#,
+            item.gtin,
+            item.sku,
+            json_str(item.name)
+        )?;
+        writeln!(
+            prices,
+            r#"{{"sku":"{}","price_minor":{},"currency":"EUR","valid_from":"{since}"}}"#,
+            item.sku, item.price_per_kg_minor
+        )?;
+        writeln!(
+            stock,
+            r#"{{"sku":"{}","on_hand":40,"watermark_seq":0}}"#,
+            item.sku
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +432,29 @@ mod tests {
             assert!(g.as_deref().is_some_and(|s| Gtin14::parse(s).is_ok()));
             assert!(seen.insert(g));
         }
+    }
+
+    #[test]
+    fn fresh_counter_items_are_filed_under_what_their_labels_decode_to() {
+        let rules = crate::scan::ScanRules::default();
+        for item in fresh_counter() {
+            match item.label {
+                FreshLabel::Weight => {
+                    let label =
+                        scale_label_gtin(26, item.gtin.as_u64() / 1_000_000 % 100_000, 1_235);
+                    let reading = label
+                        .and_then(|g| crate::scan::rcn::read(&rules.rcn_layouts, g))
+                        .and_then(Result::ok);
+                    assert_eq!(
+                        reading.map(|r| r.item_gtin),
+                        Some(item.gtin),
+                        "{}",
+                        item.sku
+                    );
+                }
+                FreshLabel::Price | FreshLabel::DataBar => {}
+            }
+        }
+        assert_eq!(fresh_counter().len(), 6);
     }
 }

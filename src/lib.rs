@@ -17,6 +17,7 @@ pub mod profiles;
 pub mod provision;
 pub mod reads;
 pub mod replica;
+pub mod scan;
 pub mod service;
 pub mod storage;
 pub mod sync;

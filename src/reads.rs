@@ -3,6 +3,11 @@
 //! scans and card reads as telemetry (when `devices.record_scans`), RFID arrivals and
 //! departures as store facts (inventory truth), device status as telemetry.
 //!
+//! A scan is tried against the store's loyalty-card patterns before anything else: a card
+//! read by a scanner is hashed at once and identified like an NFC card, and a scan that looks
+//! like a card number without being a known product is published and recorded without its
+//! data (invariant 8: raw card identifiers are never stored, logged or sent).
+//!
 //! Runs as one task on the core; lookups hop to the reader pool, appends to the outbox
 //! writer, so this loop never blocks a tokio worker.
 
@@ -11,6 +16,7 @@ use crate::decode;
 use crate::devices::{DeviceEvent, DeviceId, DeviceState};
 use crate::outbox::{AppendRequest, EventDraft, OutboxError, OutboxHandle, RetentionClass};
 use crate::replica::lookup::{self, Answer};
+use crate::scan::ScannedCard;
 use crate::storage::{self, ReaderPool};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -160,27 +166,165 @@ fn publish(
 }
 
 /// What local consumers see of one scan: the raw frame, its decoding, and the product when one
-/// was looked up (`relais devices watch` without an agent shows the same, minus the product).
+/// was looked up, with what the scan says about it (`scan`: typed AIs, expiry, price to
+/// charge). `relais devices watch` without an agent shows the same, minus the product.
 pub fn scan_detail(
     data: &str,
     decoded: &Result<decode::BarcodeDecode, decode::BarcodeError>,
     product: Option<&Answer<lookup::ProductAnswer>>,
 ) -> serde_json::Value {
-    let (found, summary) = match product {
+    let (found, summary, scan) = match product {
         Some(Answer::Found(p)) => (
             true,
             serde_json::json!({"sku": p.sku, "name": p.name, "price": p.price,
                 "stock": p.stock, "stale": p.freshness.stale}),
+            serde_json::to_value(&p.scan).unwrap_or_default(),
         ),
-        _ => (false, serde_json::Value::Null),
+        _ => (false, serde_json::Value::Null, serde_json::Value::Null),
     };
+    let error = decoded.as_ref().err();
     serde_json::json!({
         "data": data,
         "decoded": decoded.as_ref().ok(),
-        "error": decoded.as_ref().err().map(ToString::to_string),
+        "error": error.map(ToString::to_string),
+        "rule": error.map(decode::BarcodeError::rule),
         "found": found,
         "product": summary,
+        "scan": scan,
     })
+}
+
+/// A scan that matched no card pattern and no product but looks like a card number
+/// ([`crate::scan::cards::looks_like_card_number`]): nothing of its data is shown or kept.
+pub fn withheld_scan_detail() -> serde_json::Value {
+    serde_json::json!({"data": null, "withheld": "possible_card_number", "decoded": null,
+        "error": null, "found": false, "product": null, "scan": null})
+}
+
+/// What local consumers see of a card read: the customer a till may show, never the card
+/// identifier. `via` says how the card was read (`nfc` or `scanner`) and `identified_by` by
+/// which identifier (`applet`, `uid`, or the name of the scanner card pattern).
+pub fn card_detail(
+    answer: Option<&Answer<lookup::CustomerAnswer>>,
+    via: &str,
+    identified_by: &str,
+) -> serde_json::Value {
+    let customer = match answer {
+        Some(Answer::Found(c)) => serde_json::json!({
+            "customer_id": c.customer_id, "display_name": c.display_name,
+            "tier": c.tier, "loyalty_balance": c.loyalty.balance}),
+        _ => serde_json::Value::Null,
+    };
+    let known = !customer.is_null();
+    serde_json::json!({"known": known, "via": via,
+        "identified_by": known.then_some(identified_by), "customer": customer})
+}
+
+async fn card_read(
+    ctx: &ReadContext,
+    device: &DeviceId,
+    at_ms: i64,
+    answer: Option<Answer<lookup::CustomerAnswer>>,
+    via: &str,
+    identified_by: &str,
+) {
+    let detail = card_detail(answer.as_ref(), via, identified_by);
+    let known = detail["known"].as_bool().unwrap_or(false);
+    let customer_id = detail["customer"].get("customer_id").cloned();
+    publish(ctx, device, at_ms, "card", detail);
+    if ctx.record_scans {
+        record(
+            ctx,
+            "device.card",
+            RetentionClass::Telemetry,
+            serde_json::json!({"device": device, "known": known, "customer_id": customer_id,
+                "via": via}),
+        )
+        .await;
+    }
+}
+
+/// A loyalty card read by a barcode scanner: hashed here, before anything else happens to the
+/// read, then identified by its token exactly as an NFC card is.
+async fn scanned_card(ctx: &ReadContext, device: &DeviceId, at_ms: i64, card: ScannedCard) {
+    let token = ctx.hasher.token_for(&card.number.0);
+    drop(card.number);
+    let stale_after = ctx.tunables.stale_after();
+    let answer = match token {
+        Ok(token) => ctx
+            .readers
+            .run(move |conn| {
+                lookup::customer_by_token(conn, token, storage::now_unix_ms(), stale_after)
+            })
+            .await
+            .ok()
+            .and_then(Result::ok),
+        Err(_) => None,
+    };
+    card_read(ctx, device, at_ms, answer, "scanner", &card.pattern).await;
+}
+
+async fn scan(ctx: &ReadContext, device: &DeviceId, data: String, at_ms: i64) {
+    let rules = ctx.tunables.scan_rules();
+    // Cards first: their numbers must never reach a product lookup, the stream or the outbox.
+    if let Some(card) = crate::scan::cards::recognise(&rules.cards, &data) {
+        drop(data);
+        return scanned_card(ctx, device, at_ms, card).await;
+    }
+    let decoded = decode::decode_barcode(&data).and_then(|d| {
+        // A scale label whose value check digit is wrong is a misread, not a product.
+        match d
+            .gtin
+            .and_then(|g| crate::scan::rcn::read(&rules.rcn_layouts, g))
+        {
+            Some(Err(e)) => Err(decode::BarcodeError::VariableMeasure(e)),
+            _ => Ok(d),
+        }
+    });
+    let product = match &decoded {
+        Ok(d) if d.gtin.is_some() => {
+            let (d, rules) = (d.clone(), Arc::clone(&rules));
+            let stale_after = ctx.tunables.stale_after();
+            let today = crate::scan::today();
+            ctx.readers
+                .run(move |conn| {
+                    lookup::product_by_scan(
+                        conn,
+                        &d,
+                        &rules,
+                        storage::now_unix_ms(),
+                        today,
+                        stale_after,
+                    )
+                })
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+        _ => None,
+    };
+    let found = matches!(product, Some(Answer::Found(_)));
+    if !found && crate::scan::cards::looks_like_card_number(&data, &decoded) {
+        drop(data);
+        publish(ctx, device, at_ms, "scan", withheld_scan_detail());
+        if ctx.record_scans {
+            let payload = serde_json::json!({"device": device, "data": null,
+                "withheld": "possible_card_number", "valid": decoded.is_ok(), "found": false});
+            record(ctx, "device.scan", RetentionClass::Telemetry, payload).await;
+        }
+        return;
+    }
+    let gtin = decoded.as_ref().ok().and_then(|d| d.gtin);
+    let detail = scan_detail(&data, &decoded, product.as_ref());
+    publish(ctx, device, at_ms, "scan", detail);
+    if ctx.record_scans {
+        let payload = serde_json::json!({
+            "device": device, "data": data, "gtin": gtin.map(|g| g.to_string()),
+            "valid": decoded.is_ok(), "found": found,
+            "sku": product.as_ref().and_then(|p| match p { Answer::Found(p) => Some(p.sku.clone()), _ => None }),
+        });
+        record(ctx, "device.scan", RetentionClass::Telemetry, payload).await;
+    }
 }
 
 async fn handle(ctx: &ReadContext, event: DeviceEvent) {
@@ -191,32 +335,7 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
             at_ms,
         } => {
             ctx.count_read(&device, at_ms);
-            let decoded = decode::decode_barcode(&data);
-            let gtin = decoded.as_ref().ok().and_then(|d| d.gtin);
-            let product = match gtin {
-                Some(gtin) => {
-                    let stale_after = ctx.tunables.stale_after();
-                    ctx.readers
-                        .run(move |conn| {
-                            lookup::product_by_gtin(conn, gtin, storage::now_unix_ms(), stale_after)
-                        })
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                }
-                None => None,
-            };
-            let found = matches!(product, Some(Answer::Found(_)));
-            let detail = scan_detail(&data, &decoded, product.as_ref());
-            publish(ctx, &device, at_ms, "scan", detail);
-            if ctx.record_scans {
-                let payload = serde_json::json!({
-                    "device": device, "data": data, "gtin": gtin.map(|g| g.to_string()),
-                    "valid": decoded.is_ok(), "found": found,
-                    "sku": product.as_ref().and_then(|p| match p { Answer::Found(p) => Some(p.sku.clone()), _ => None }),
-                });
-                record(ctx, "device.scan", RetentionClass::Telemetry, payload).await;
-            }
+            scan(ctx, &device, data, at_ms).await;
         }
         DeviceEvent::CardPresented {
             device,
@@ -249,31 +368,7 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
                 .ok()
                 .and_then(Result::ok)
                 .map_or((None, "uid"), |(a, by)| (Some(a), by));
-            // Only what a till needs; never the UID.
-            let customer = match &answer {
-                Some(Answer::Found(c)) => serde_json::json!({
-                    "customer_id": c.customer_id, "display_name": c.display_name,
-                    "tier": c.tier, "loyalty_balance": c.loyalty.balance}),
-                _ => serde_json::Value::Null,
-            };
-            let known = !customer.is_null();
-            publish(
-                ctx,
-                &device,
-                at_ms,
-                "card",
-                serde_json::json!({"known": known, "identified_by": known.then_some(identified_by), "customer": customer}),
-            );
-            if ctx.record_scans {
-                let customer_id = customer.get("customer_id").cloned();
-                record(
-                    ctx,
-                    "device.card",
-                    RetentionClass::Telemetry,
-                    serde_json::json!({"device": device, "known": known, "customer_id": customer_id}),
-                )
-                .await;
-            }
+            card_read(ctx, &device, at_ms, answer, "nfc", identified_by).await;
         }
         DeviceEvent::CardRemoved { device, at_ms } => {
             publish(ctx, &device, at_ms, "card_removed", serde_json::Value::Null);

@@ -169,6 +169,11 @@ impl Running {
         }) {
             applied.changed.push("replica staleness and loyalty limits");
         }
+        if old.as_ref().is_some_and(|o| o.scans != new.scans) {
+            applied
+                .changed
+                .push("scan rules (scale-label layouts, loyalty-card patterns)");
+        }
         self.parts.tunables.update(&new);
         self.parts.tunables.set_in_effect(in_effect);
         if let Some(o) = &old

@@ -95,10 +95,14 @@ impl From<ReaderPoolError> for ApiError {
 impl From<LookupError> for ApiError {
     fn from(e: LookupError) -> ApiError {
         match e {
-            LookupError::InvalidCode(_)
-            | LookupError::InvalidBarcode(_)
-            | LookupError::NoGtin
-            | LookupError::InvalidCard(_) => {
+            LookupError::InvalidBarcode(ref barcode) => {
+                // The GS1 rule broken and the AI it is about, for a till to show or log.
+                let details = serde_json::json!({"rule": barcode.rule(), "ai": barcode.ai()});
+                let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_code", e.to_string());
+                err.details = Some(details);
+                err
+            }
+            LookupError::InvalidCode(_) | LookupError::NoGtin | LookupError::InvalidCard(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_code", e.to_string())
             }
             LookupError::Sqlite(_) => ApiError::internal(e.to_string()),

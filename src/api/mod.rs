@@ -226,9 +226,22 @@ async fn product(
     Path(code): Path<String>,
 ) -> Result<Response, ApiError> {
     let stale_after = state.tunables.stale_after();
+    // Decoded on the async side (pure, microseconds): a bad code never takes a reader's turn.
+    let decoded = lookup::decode_code(&code)?;
+    let rules = state.tunables.scan_rules();
+    let today = crate::scan::today();
     let answer = state
         .readers
-        .run(move |conn| lookup::product_by_code(conn, &code, storage::now_unix_ms(), stale_after))
+        .run(move |conn| {
+            lookup::product_by_scan(
+                conn,
+                &decoded,
+                &rules,
+                storage::now_unix_ms(),
+                today,
+                stale_after,
+            )
+        })
         .await??;
     Ok(answer_response(answer))
 }

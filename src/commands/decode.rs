@@ -5,11 +5,16 @@ use std::io::{BufReader, Write};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(subcommand_negates_reqs = true)]
 pub struct DecodeArgs {
     /// Decode every record of a JSONL file (fields `input` or `hex`; `id` copied), one JSON result per line
     #[arg(long, value_name = "FILE.jsonl")]
     batch: Option<PathBuf>,
+    /// Do not apply GS1's mandatory associations (`req=`, e.g. a lot needs a GTIN): for data read
+    /// from one carrier of several on an item, such as a lone lot label. Exclusions, Digital
+    /// Link and field rules still apply. With --batch, for every record.
+    #[arg(long, global = true)]
+    relax_associations: bool,
     #[command(subcommand)]
     what: Option<DecodeCommand>,
 }
@@ -34,11 +39,17 @@ enum DecodeCommand {
 pub fn run(args: DecodeArgs) -> anyhow::Result<u8> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let mut opts = relais::decode::DecodeOptions::default();
+    opts.gs1.require_associations = !args.relax_associations;
     let ok = match (args.batch, args.what) {
-        (Some(path), _) => {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "give either --batch FILE or a subcommand (`decode barcode S`, `decode epc HEX`), not both"
+        ),
+        (Some(path), None) => {
             let file = std::fs::File::open(&path)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            let summary = relais::decode::batch::run_batch(BufReader::new(file), &mut out)?;
+            let summary =
+                relais::decode::batch::run_batch_with(BufReader::new(file), &mut out, &opts)?;
             out.flush()?;
             eprintln!(
                 "decoded {} records: {} ok, {} invalid, {} malformed lines, {} unsupported linters",
@@ -47,7 +58,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<u8> {
             true
         }
         (None, Some(DecodeCommand::Barcode { input, json })) => {
-            relais::decode::cli::barcode(&input, json, &mut out)?
+            relais::decode::cli::barcode_with(&input, &opts, json, &mut out)?
         }
         (None, Some(DecodeCommand::Epc { hex, json })) => {
             relais::decode::cli::epc(&hex, json, &mut out)?

@@ -30,9 +30,16 @@ pub struct DemoArgs {
     /// Sync with this MQTT broker (e.g. mqtt://127.0.0.1:1883) [default: offline]
     #[arg(long)]
     broker: Option<relais::config::BrokerUrl>,
+    /// Run without the simulated scanner and NFC reader (by default they scan demo products,
+    /// scale labels, fresh food and loyalty cards every few seconds)
+    #[arg(long)]
+    no_simulated_devices: bool,
 }
 
 const SEED_MARKER: &str = "demo-seed.json";
+/// `demo::customer_card_number`: "9250" and nine digits.
+const DEMO_CARD_PREFIX: &str = "9250";
+const DEMO_CARD_LENGTH: usize = 13;
 
 pub fn run(args: DemoArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
     let (mut config, _source): (Config, ConfigSource) = Config::load(config_path)?;
@@ -50,7 +57,7 @@ pub fn run(args: DemoArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
     let paths = prepare(&config)?;
     let marker = dir.join(SEED_MARKER);
     let wanted =
-        serde_json::json!({"products": args.products, "customers": args.customers, "format": 1});
+        serde_json::json!({"products": args.products, "customers": args.customers, "format": 2});
     let seeded = std::fs::read(&marker)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -78,6 +85,7 @@ pub fn run(args: DemoArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
             &hasher,
             storage::now_unix_ms(),
         )?;
+        demo::append_fresh_counter(&store, storage::now_unix_ms())?;
         for (stream, file) in &store.files {
             let report = import::import_file(&paths.replica, *stream, file, None, Progress::Quiet)?;
             eprintln!(
@@ -89,6 +97,22 @@ pub fn run(args: DemoArgs, config_path: Option<&Path>) -> anyhow::Result<u8> {
         }
         let _ = std::fs::remove_dir_all(&scratch);
         storage::write_file_atomically(&marker, wanted.to_string().as_bytes(), 0o644)?;
+    }
+    // The demo customers' loyalty cards, recognised when a scanner reads them.
+    config.scans = config
+        .scans
+        .with_card_prefix("demo-loyalty", DEMO_CARD_PREFIX, DEMO_CARD_LENGTH)
+        .map_err(|problems| anyhow::anyhow!("demo card pattern refused: {problems:?}"))?;
+    if !args.no_simulated_devices {
+        let simulated = relais::devices::simulated::SimulatedDevicesConfig {
+            products: args.products,
+            customers: args.customers,
+            every: None,
+        };
+        config.devices = config
+            .devices
+            .with_simulated(&simulated)
+            .map_err(|(key, why)| anyhow::anyhow!("{key}: {why}"))?;
     }
     let config_file = dir.join("relais.toml");
     storage::write_file_atomically(&config_file, config.to_toml().as_bytes(), 0o600)?;
@@ -114,7 +138,8 @@ fn print_try_this(replica: &Path, config_file: &Path, config: &Config) -> anyhow
     let promo = gtin_where(
         "SELECT p.gtin FROM products p JOIN prices pr ON pr.sku = p.sku WHERE pr.kind = 1 ORDER BY p.rowid LIMIT 1",
     );
-    let plain = gtin_where("SELECT gtin FROM products ORDER BY rowid LIMIT 1");
+    // The catalogue's first product, not the fresh counter's scale-label items.
+    let plain = gtin_where("SELECT gtin FROM products WHERE sku LIKE 'SKU-%' ORDER BY sku LIMIT 1");
     let promo = promo.unwrap_or_else(|| plain.clone().unwrap_or_default());
     let plain = plain.unwrap_or_default();
     // EAN-13 is what a till actually scans: drop the GTIN-14 leading zero.
@@ -144,10 +169,32 @@ Relais demo store is ready. Try, from another terminal:
        -d '{{"client_key":"till-1/r-1","receipt":"R-1","currency":"EUR","lines":[{{"code":"{ean13}","qty":1}},{{"code":"{promo}","qty":2}}]}}'
   curl -s http://{addr}/v1/health
 
+  # a scale label (1.235 kg of Comté at 24.90/kg) and fresh salmon in GS1 DataBar Expanded:
+  # the product, and what to charge (`scan.price_to_charge`), its expiry (`scan.expired`)
+  {bin} --config {cfg} lookup barcode {scale}
+  curl -s 'http://{addr}/v1/products?code={databar}'
+
   # what is waiting for central
   {bin} --config {cfg} outbox stats
   {bin} --config {cfg} outbox tail
-"#,
+{simulated}"#,
+        scale = demo::scale_label_gtin(26, 101, 1_235)
+            .map(|g| g.to_string().trim_start_matches('0').to_string())
+            .unwrap_or_default(),
+        databar = demo::fresh_counter()
+            .iter()
+            .find(|f| f.label == demo::FreshLabel::DataBar)
+            .map(|f| format!("(01){}(3103)000755(3922)2182", f.gtin)
+                .replace('(', "%28")
+                .replace(')', "%29"))
+            .unwrap_or_default(),
+        simulated = if config.devices.simulated.is_some() {
+            format!(
+                "\n  A SIMULATED scanner and NFC reader read every few seconds: watch http://{addr}/\n  (live reads) or `{bin} --config {cfg} devices watch`; --no-simulated-devices turns them off.\n"
+            )
+        } else {
+            String::new()
+        },
         card = demo::customer_card_number(0),
         uid = demo::customer_nfc_uid(1),
     );

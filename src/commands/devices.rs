@@ -242,22 +242,34 @@ fn watch(config: &Config, json: bool, agent: Option<std::net::SocketAddr>) -> an
     let _threads = runtime::start(&config.devices, &profiles, &sink);
     drop(sink);
     while let Some(event) = events.blocking_recv() {
-        let value = describe(&event);
+        let value = describe(&event, &config.scans.rules);
         print_live(&value.to_string(), json);
     }
     Ok(0)
 }
 
-fn describe(event: &DeviceEvent) -> serde_json::Value {
+/// A read as the agent would publish it: loyalty cards recognised by the store's patterns and
+/// scans that look like card numbers shown without their data, as on the live stream.
+fn describe(event: &DeviceEvent, rules: &relais::scan::ScanRules) -> serde_json::Value {
     match event {
         DeviceEvent::Scan {
             device,
             data,
             at_ms,
         } => {
+            if let Some(card) = relais::scan::cards::recognise(&rules.cards, data) {
+                return serde_json::json!({"device": device, "at_ms": at_ms, "kind": "card",
+                    "detail": {"via": "scanner", "card_pattern": card.pattern,
+                        "note": "not looked up: no agent running"}});
+            }
             let decoded = relais::decode::decode_barcode(data);
+            let detail = if relais::scan::cards::looks_like_card_number(data, &decoded) {
+                relais::reads::withheld_scan_detail()
+            } else {
+                relais::reads::scan_detail(data, &decoded, None)
+            };
             serde_json::json!({"device": device, "at_ms": at_ms, "kind": "scan",
-                "detail": relais::reads::scan_detail(data, &decoded, None)})
+                "detail": detail})
         }
         other => {
             let mut v = serde_json::to_value(other).unwrap_or_default();
@@ -296,12 +308,40 @@ fn print_live(line: &str, json: bool) {
                 .as_str()
                 .map(|e| format!(" INVALID: {e}"))
                 .unwrap_or_default();
-            format!("{:?}{gtin}{product}{err}", d["data"].as_str().unwrap_or(""))
+            let charge = d["scan"]["price_to_charge"]
+                .as_object()
+                .map(|c| {
+                    format!(
+                        " charge {} {}",
+                        c.get("amount_minor").unwrap_or(&serde_json::Value::Null),
+                        c.get("currency").and_then(|v| v.as_str()).unwrap_or("")
+                    )
+                })
+                .unwrap_or_default();
+            let expired = if d["scan"]["expired"] == true {
+                " EXPIRED"
+            } else {
+                ""
+            };
+            match d["withheld"].as_str() {
+                Some(why) => format!("(data withheld: {})", why.replace('_', " ")),
+                None => format!(
+                    "{:?}{gtin}{product}{charge}{expired}{err}",
+                    d["data"].as_str().unwrap_or("")
+                ),
+            }
         }
-        "card" => match d["customer"]["display_name"].as_str() {
-            Some(name) => format!("card of {name}"),
-            None => "unknown card".into(),
-        },
+        "card" => {
+            let via = if d["via"] == "scanner" {
+                " (read by a scanner)"
+            } else {
+                ""
+            };
+            match d["customer"]["display_name"].as_str() {
+                Some(name) => format!("card of {name}{via}"),
+                None => format!("unknown card{via}"),
+            }
+        }
         "tag_arrived" | "tag_departed" => format!(
             "EPC {} antenna {}",
             v["detail"]["epc"]

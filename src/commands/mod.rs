@@ -124,7 +124,16 @@ fn lookup_connection(config: &Config) -> anyhow::Result<rusqlite::Connection> {
 }
 
 fn money(minor: i64, currency: &str) -> String {
-    format!("{}.{:02} {currency}", minor / 100, (minor % 100).abs())
+    let exponent = relais::decode::iso::currency_exponent(currency);
+    let Some(scale) = 10i64.checked_pow(exponent).filter(|_| exponent > 0) else {
+        return format!("{minor} {currency}");
+    };
+    format!(
+        "{}.{:0width$} {currency}",
+        minor / scale,
+        (minor % scale).abs(),
+        width = exponent as usize
+    )
 }
 
 /// The "invalid" answer of a lookup: JSON on stdout for scripts, a sentence on stderr for people.
@@ -142,12 +151,17 @@ fn invalid_input(json: bool, what: &str, error: &dyn std::fmt::Display) -> u8 {
 
 pub fn lookup_barcode(config: &Config, code: &str, json: bool) -> anyhow::Result<u8> {
     let conn = lookup_connection(config)?;
-    let answer = match lookup::product_by_code(
-        &conn,
-        code,
-        storage::now_unix_ms(),
-        config.replica.stale_after,
-    ) {
+    let looked_up = lookup::decode_code(code).and_then(|decoded| {
+        lookup::product_by_scan(
+            &conn,
+            &decoded,
+            &config.scans.rules,
+            storage::now_unix_ms(),
+            relais::scan::today(),
+            config.replica.stale_after,
+        )
+    });
+    let answer = match looked_up {
         Ok(a) => a,
         Err(
             e @ (lookup::LookupError::InvalidCode(_)
@@ -194,6 +208,9 @@ pub fn lookup_barcode(config: &Config, code: &str, json: bool) -> anyhow::Result
                     ),
                     None => println!("stock    unknown"),
                 }
+                if let Some(scan) = &p.scan {
+                    print_scan(scan);
+                }
                 print_freshness(&p.freshness);
             }
             if p.freshness.stale {
@@ -210,6 +227,41 @@ pub fn lookup_barcode(config: &Config, code: &str, json: bool) -> anyhow::Result
             EXIT_NOT_FOUND
         }
     })
+}
+
+/// What the scan adds to the product, for a person at the till.
+fn print_scan(scan: &relais::scan::ScanFacts) {
+    if let Some(charge) = &scan.price_to_charge {
+        println!(
+            "charge   {} ({})",
+            money(charge.amount_minor, &charge.currency),
+            charge.source.replace('_', " ")
+        );
+    }
+    if let Some(kg) = &scan.net_weight_kg {
+        println!("weight   {kg} kg");
+    }
+    if let Some(date) = &scan.expiry_date {
+        let flag = if scan.expired == Some(true) {
+            "  EXPIRED: do not sell"
+        } else {
+            ""
+        };
+        println!("expiry   {date}{flag}");
+    }
+    if let Some(date) = &scan.best_before {
+        let flag = if scan.best_before_passed == Some(true) {
+            "  passed"
+        } else {
+            ""
+        };
+        println!("best before {date}{flag}");
+    }
+    for (label, value) in [("lot", &scan.lot), ("serial", &scan.serial)] {
+        if let Some(v) = value {
+            println!("{label:<8} {v}");
+        }
+    }
 }
 
 pub fn lookup_card(config: &Config, id: &str, json: bool) -> anyhow::Result<u8> {

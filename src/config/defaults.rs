@@ -92,6 +92,7 @@ pub(crate) const SECTIONS: &[&str] = &[
     "sync",
     "fleet",
     "devices",
+    "scans",
 ];
 
 pub(crate) const KEYS: &[KeySpec] = &[

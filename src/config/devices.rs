@@ -6,6 +6,7 @@ use crate::devices::hid::HidScannerConfig;
 use crate::devices::pcsc::PcscConfig;
 use crate::devices::rfid::{LlrpReaderConfig, RfidSerialConfig};
 use crate::devices::serial::SerialScannerConfig;
+use crate::devices::simulated::SimulatedDevicesConfig;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -26,6 +27,8 @@ struct RawDevices {
     hid: Vec<HidScannerConfig>,
     #[serde(default)]
     rfid_serial: Vec<RfidSerialConfig>,
+    #[serde(default)]
+    simulated: Option<SimulatedDevicesConfig>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -42,6 +45,8 @@ pub struct DevicesConfig {
     pub hid: Vec<HidScannerConfig>,
     /// UHF RFID modules on serial ports (M100 protocol).
     pub rfid_serial: Vec<RfidSerialConfig>,
+    /// A simulated scanner and NFC reader: `relais demo` only, never on store hardware.
+    pub simulated: Option<SimulatedDevicesConfig>,
     /// The section as written, for `config show` and equality.
     source: toml::Table,
 }
@@ -78,7 +83,11 @@ impl DevicesConfig {
             let message = inner.lines().next().unwrap_or_default().to_string();
             (key, message)
         })?;
+        if let Some(Err(why)) = raw.simulated.as_ref().map(SimulatedDevicesConfig::interval) {
+            return Err(("devices.simulated.every".into(), why));
+        }
         Ok(DevicesConfig {
+            simulated: raw.simulated,
             profiles_dir: raw.profiles_dir,
             record_scans: raw.record_scans.unwrap_or(true),
             serial: raw.serial,
@@ -88,6 +97,18 @@ impl DevicesConfig {
             rfid_serial: raw.rfid_serial,
             source: table,
         })
+    }
+
+    /// The same devices with `[devices.simulated]` set, as `relais demo` runs them.
+    pub fn with_simulated(
+        &self,
+        simulated: &SimulatedDevicesConfig,
+    ) -> Result<DevicesConfig, (String, String)> {
+        let mut table = self.source.clone();
+        let value = toml::Value::try_from(simulated)
+            .map_err(|e| ("devices.simulated".to_string(), e.to_string()))?;
+        table.insert("simulated".into(), value);
+        DevicesConfig::from_table(table)
     }
 
     pub(crate) fn to_toml(&self) -> String {
@@ -105,5 +126,6 @@ impl DevicesConfig {
             && self.llrp.is_empty()
             && self.hid.is_empty()
             && self.rfid_serial.is_empty()
+            && self.simulated.is_none()
     }
 }

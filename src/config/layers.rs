@@ -200,6 +200,9 @@ pub fn annotated_toml(layered: &Layered) -> String {
                 let top = section.split('.').next().unwrap_or_default();
                 let source = if top == "devices" {
                     layered.source_of("devices")
+                } else if section.contains('.') {
+                    // `[[scans.cards]]` and other arrays of tables: one unit, like `[devices]`.
+                    layered.source_of(&section)
                 } else {
                     layered.source_of(&format!("{section}.{key}"))
                 };

@@ -3,8 +3,8 @@
 
 use super::Config;
 use serde::Serialize;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Which configuration is in effect, for health, the status page and the birth message.
@@ -22,6 +22,9 @@ pub struct Tunables {
     stale_after_ms: AtomicU64,
     offline_burn_cap: AtomicI64,
     in_effect: RwLock<ConfigInEffect>,
+    /// `[scans]`: read once per scan or lookup (an `Arc` clone under a read lock), replaced whole
+    /// by a reload.
+    scan_rules: RwLock<Arc<crate::scan::ScanRules>>,
 }
 
 impl Tunables {
@@ -30,6 +33,7 @@ impl Tunables {
             stale_after_ms: AtomicU64::new(0),
             offline_burn_cap: AtomicI64::new(0),
             in_effect: RwLock::new(in_effect),
+            scan_rules: RwLock::new(Arc::new(config.scans.rules.clone())),
         };
         t.update(config);
         t
@@ -41,6 +45,17 @@ impl Tunables {
         self.stale_after_ms.store(ms, Ordering::Relaxed);
         self.offline_burn_cap
             .store(config.loyalty.offline_burn_cap, Ordering::Relaxed);
+        if let Ok(mut rules) = self.scan_rules.write() {
+            *rules = Arc::new(config.scans.rules.clone());
+        }
+    }
+
+    /// The store's rules for reading scans in effect.
+    pub fn scan_rules(&self) -> Arc<crate::scan::ScanRules> {
+        self.scan_rules
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_default()
     }
 
     pub fn stale_after(&self) -> Duration {

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod live;
 mod raw;
 pub(crate) mod render;
+mod scans;
 mod validate;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 pub use devices::DevicesConfig;
 pub use error::{ConfigError, ConfigProblem, Location};
+pub use scans::ScansConfig;
 pub use validate::AgentIdError;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/relais/relais.toml";
@@ -62,6 +64,8 @@ pub struct Config {
     pub sync: SyncConfig,
     pub fleet: FleetConfig,
     pub devices: DevicesConfig,
+    /// `[scans]`: scale-label layouts and loyalty-card patterns.
+    pub scans: ScansConfig,
 }
 
 /// `[fleet]`: remote configuration and commands from central ops.
@@ -384,6 +388,7 @@ impl Config {
                 rollback_after: defaults::ROLLBACK_AFTER,
             },
             devices: DevicesConfig::defaults(),
+            scans: ScansConfig::default(),
         }
     }
 

@@ -30,6 +30,8 @@ pub(crate) struct RawConfig {
     pub fleet: Option<RawFleet>,
     /// Parsed in stage 2 by the drivers' own types (see `config::devices`).
     pub devices: Option<toml::Table>,
+    /// Parsed in stage 2 by `config::scans`.
+    pub scans: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]

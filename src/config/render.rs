@@ -86,6 +86,7 @@ format = {format}
         string(&duration(c.fleet.rollback_after)),
     ));
     out.push_str(&c.devices.to_toml());
+    out.push_str(&c.scans.to_toml());
     out
 }
 

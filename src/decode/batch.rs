@@ -74,6 +74,10 @@ pub fn barcode_json(result: &Result<BarcodeDecode, BarcodeError>) -> Map<String,
         Err(e) => {
             m.insert("ok".into(), Value::Bool(false));
             m.insert("error".into(), Value::String(e.to_string()));
+            m.insert("rule".into(), json!(e.rule()));
+            if let Some(ai) = e.ai() {
+                m.insert("ai".into(), json!(ai));
+            }
         }
     }
     m
@@ -133,8 +137,8 @@ fn separators(value: &Value) -> Result<Vec<char>, String> {
         .collect()
 }
 
-fn options_of(record: &Map<String, Value>) -> Result<DecodeOptions, String> {
-    let mut opts = DecodeOptions::default();
+fn options_of(record: &Map<String, Value>, base: &DecodeOptions) -> Result<DecodeOptions, String> {
+    let mut opts = base.clone();
     if let Some(f) = record.get("input_format").and_then(Value::as_str) {
         opts.format = InputFormat::from_name(f);
     }
@@ -149,7 +153,7 @@ fn options_of(record: &Map<String, Value>) -> Result<DecodeOptions, String> {
         return Ok(opts);
     };
     if let Some(seps) = options.get("separator_chars") {
-        opts.gs1.separators = separators(seps)?;
+        opts.gs1.separators = separators(seps)?.into();
     }
     if let Some(verify) = options
         .get("gs1_element_strings_verify_date")
@@ -197,7 +201,7 @@ fn lint_record(linter: &str, input: &str) -> (Map<String, Value>, bool) {
     (m, unsupported)
 }
 
-fn decode_record(record: &Map<String, Value>) -> (Map<String, Value>, bool) {
+fn decode_record(record: &Map<String, Value>, base: &DecodeOptions) -> (Map<String, Value>, bool) {
     if let (Some(linter), Some(input)) = (
         record.get("linter").and_then(Value::as_str),
         record.get("input").and_then(Value::as_str),
@@ -208,7 +212,7 @@ fn decode_record(record: &Map<String, Value>) -> (Map<String, Value>, bool) {
         return (epc_json(&decode_epc_hex(hex)), false);
     }
     if let Some(input) = record.get("input").and_then(Value::as_str) {
-        let out = match options_of(record) {
+        let out = match options_of(record, base) {
             Ok(opts) => {
                 let mut out = barcode_json(&decode_barcode_with(input, &opts));
                 // A mistyped GTIN still tells which GS1 office issued its prefix.
@@ -231,7 +235,17 @@ fn decode_record(record: &Map<String, Value>) -> (Map<String, Value>, bool) {
 }
 
 /// Decode every JSONL record from `input`, writing one JSON line per record to `output`.
-pub fn run_batch(mut input: impl BufRead, mut output: impl Write) -> io::Result<BatchSummary> {
+pub fn run_batch(input: impl BufRead, output: impl Write) -> io::Result<BatchSummary> {
+    run_batch_with(input, output, &DecodeOptions::default())
+}
+
+/// [`run_batch`] with `base` options (e.g. association rules relaxed) that each record's own
+/// hints refine.
+pub fn run_batch_with(
+    mut input: impl BufRead,
+    mut output: impl Write,
+    base: &DecodeOptions,
+) -> io::Result<BatchSummary> {
     let mut summary = BatchSummary::default();
     let mut buf = Vec::new();
     let mut line_no = 0usize;
@@ -249,7 +263,7 @@ pub fn run_batch(mut input: impl BufRead, mut output: impl Write) -> io::Result<
         summary.records += 1;
         let (mut out, unsupported, malformed) = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(record)) => {
-                let (mut out, unsupported) = decode_record(&record);
+                let (mut out, unsupported) = decode_record(&record, base);
                 let malformed = !(record.contains_key("input") || record.contains_key("hex"));
                 if let Some(id) = record.get("id") {
                     out.insert("id".into(), id.clone());
@@ -373,9 +387,9 @@ mod tests {
     #[test]
     fn record_options_change_how_the_input_is_read() {
         let (lines, _) = run(concat!(
-            r#"{"id":1,"input":"10LOT1|17260101","options":{"separator_chars":"['|']"}}"#,
+            r#"{"id":1,"input":"010950600013435210LOT1|17260101","options":{"separator_chars":"['|']"}}"#,
             "\n",
-            r#"{"id":2,"input":"10LOT1--17260101","options":{"separator_chars":"['--']"}}"#,
+            r#"{"id":2,"input":"010950600013435210LOT1--17260101","options":{"separator_chars":"['--']"}}"#,
             "\n",
             r#"{"id":3,"input":"06543217","barcode_format_hint":"BarcodeFormat::UPCE"}"#,
             "\n",

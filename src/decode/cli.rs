@@ -7,12 +7,22 @@ use std::io::{self, Write};
 use serde_json::Value;
 
 use crate::decode::batch::{barcode_json, epc_json};
-use crate::decode::{decode_barcode, decode_epc_hex, gs1};
+use crate::decode::{DecodeOptions, decode_barcode_with, decode_epc_hex, gs1};
 
 /// Decode a barcode scan and print the result. Returns whether decoding succeeded, so the
 /// caller can set the exit status.
 pub fn barcode(input: &str, json: bool, out: &mut dyn Write) -> io::Result<bool> {
-    let result = decode_barcode(input);
+    barcode_with(input, &DecodeOptions::default(), json, out)
+}
+
+/// [`barcode`] with options (`relais decode barcode --relax-associations`).
+pub fn barcode_with(
+    input: &str,
+    opts: &DecodeOptions,
+    json: bool,
+    out: &mut dyn Write,
+) -> io::Result<bool> {
+    let result = decode_barcode_with(input, opts);
     if json {
         serde_json::to_writer_pretty(&mut *out, &Value::Object(barcode_json(&result)))?;
         writeln!(out)?;
@@ -50,7 +60,10 @@ pub fn barcode(input: &str, json: bool, out: &mut dyn Write) -> io::Result<bool>
             }
             for e in &d.elements {
                 let shown = gs1::decimal_value(&e.ai, &e.value).unwrap_or_else(|| e.value.clone());
-                writeln!(out, "({}) {}: {}", e.ai, gs1::title(&e.ai), shown)?;
+                match gs1::title(&e.ai) {
+                    "" => writeln!(out, "({}) {}", e.ai, shown)?,
+                    title => writeln!(out, "({}) {title}: {shown}", e.ai)?,
+                }
             }
             if let Some(b) = &d.bracketed {
                 writeln!(out, "Element string: {b}")?;
@@ -59,7 +72,13 @@ pub fn barcode(input: &str, json: bool, out: &mut dyn Write) -> io::Result<bool>
                 writeln!(out, "Data:      {t}")?;
             }
         }
-        Err(e) => writeln!(out, "Cannot decode: {e}")?,
+        Err(e) => {
+            writeln!(out, "Cannot decode: {e}")?;
+            match e.ai() {
+                Some(ai) => writeln!(out, "Rule:      {} (AI {ai})", e.rule())?,
+                None => writeln!(out, "Rule:      {}", e.rule())?,
+            }
+        }
     }
     Ok(result.is_ok())
 }

@@ -41,18 +41,187 @@ pub const ISO3166_ALPHA2: &[&str] = &[
     "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
 ];
 
-/// ISO 4217 numeric currency codes in circulation, ascending.
-pub const ISO4217_NUMERIC: &[u16] = &[
-    8, 12, 32, 36, 44, 48, 50, 51, 52, 60, 64, 68, 72, 84, 90, 96, 104, 108, 116, 124, 132, 136,
-    144, 152, 156, 170, 174, 188, 192, 203, 208, 214, 222, 230, 232, 238, 242, 262, 270, 292, 320,
-    324, 328, 332, 340, 344, 348, 352, 356, 360, 364, 368, 376, 388, 392, 396, 398, 400, 404, 408,
-    410, 414, 417, 418, 422, 426, 430, 434, 446, 454, 458, 462, 480, 484, 496, 498, 504, 512, 516,
-    524, 532, 533, 548, 554, 558, 566, 578, 586, 590, 598, 600, 604, 608, 634, 643, 646, 654, 682,
-    690, 702, 704, 706, 710, 728, 748, 752, 756, 760, 764, 776, 780, 784, 788, 800, 807, 818, 826,
-    834, 840, 858, 860, 882, 886, 901, 924, 925, 926, 927, 928, 929, 930, 933, 934, 936, 938, 940,
-    941, 943, 944, 946, 947, 948, 949, 950, 951, 952, 953, 955, 956, 957, 958, 959, 960, 961, 962,
-    963, 964, 965, 967, 968, 969, 970, 971, 972, 973, 975, 976, 977, 978, 979, 980, 981, 984, 985,
-    986, 990, 994, 997, 999,
+/// ISO 4217 currencies in circulation, numeric code → alphabetic code, ascending by number.
+pub const ISO4217: &[(u16, &str)] = &[
+    (8, "ALL"),
+    (12, "DZD"),
+    (32, "ARS"),
+    (36, "AUD"),
+    (44, "BSD"),
+    (48, "BHD"),
+    (50, "BDT"),
+    (51, "AMD"),
+    (52, "BBD"),
+    (60, "BMD"),
+    (64, "BTN"),
+    (68, "BOB"),
+    (72, "BWP"),
+    (84, "BZD"),
+    (90, "SBD"),
+    (96, "BND"),
+    (104, "MMK"),
+    (108, "BIF"),
+    (116, "KHR"),
+    (124, "CAD"),
+    (132, "CVE"),
+    (136, "KYD"),
+    (144, "LKR"),
+    (152, "CLP"),
+    (156, "CNY"),
+    (170, "COP"),
+    (174, "KMF"),
+    (188, "CRC"),
+    (192, "CUP"),
+    (203, "CZK"),
+    (208, "DKK"),
+    (214, "DOP"),
+    (222, "SVC"),
+    (230, "ETB"),
+    (232, "ERN"),
+    (238, "FKP"),
+    (242, "FJD"),
+    (262, "DJF"),
+    (270, "GMD"),
+    (292, "GIP"),
+    (320, "GTQ"),
+    (324, "GNF"),
+    (328, "GYD"),
+    (332, "HTG"),
+    (340, "HNL"),
+    (344, "HKD"),
+    (348, "HUF"),
+    (352, "ISK"),
+    (356, "INR"),
+    (360, "IDR"),
+    (364, "IRR"),
+    (368, "IQD"),
+    (376, "ILS"),
+    (388, "JMD"),
+    (392, "JPY"),
+    (396, "XAD"),
+    (398, "KZT"),
+    (400, "JOD"),
+    (404, "KES"),
+    (408, "KPW"),
+    (410, "KRW"),
+    (414, "KWD"),
+    (417, "KGS"),
+    (418, "LAK"),
+    (422, "LBP"),
+    (426, "LSL"),
+    (430, "LRD"),
+    (434, "LYD"),
+    (446, "MOP"),
+    (454, "MWK"),
+    (458, "MYR"),
+    (462, "MVR"),
+    (480, "MUR"),
+    (484, "MXN"),
+    (496, "MNT"),
+    (498, "MDL"),
+    (504, "MAD"),
+    (512, "OMR"),
+    (516, "NAD"),
+    (524, "NPR"),
+    (532, "ANG"),
+    (533, "AWG"),
+    (548, "VUV"),
+    (554, "NZD"),
+    (558, "NIO"),
+    (566, "NGN"),
+    (578, "NOK"),
+    (586, "PKR"),
+    (590, "PAB"),
+    (598, "PGK"),
+    (600, "PYG"),
+    (604, "PEN"),
+    (608, "PHP"),
+    (634, "QAR"),
+    (643, "RUB"),
+    (646, "RWF"),
+    (654, "SHP"),
+    (682, "SAR"),
+    (690, "SCR"),
+    (702, "SGD"),
+    (704, "VND"),
+    (706, "SOS"),
+    (710, "ZAR"),
+    (728, "SSP"),
+    (748, "SZL"),
+    (752, "SEK"),
+    (756, "CHF"),
+    (760, "SYP"),
+    (764, "THB"),
+    (776, "TOP"),
+    (780, "TTD"),
+    (784, "AED"),
+    (788, "TND"),
+    (800, "UGX"),
+    (807, "MKD"),
+    (818, "EGP"),
+    (826, "GBP"),
+    (834, "TZS"),
+    (840, "USD"),
+    (858, "UYU"),
+    (860, "UZS"),
+    (882, "WST"),
+    (886, "YER"),
+    (901, "TWD"),
+    (924, "ZWG"),
+    (925, "SLE"),
+    (926, "VED"),
+    (927, "UYW"),
+    (928, "VES"),
+    (929, "MRU"),
+    (930, "STN"),
+    (933, "BYN"),
+    (934, "TMT"),
+    (936, "GHS"),
+    (938, "SDG"),
+    (940, "UYI"),
+    (941, "RSD"),
+    (943, "MZN"),
+    (944, "AZN"),
+    (946, "RON"),
+    (947, "CHE"),
+    (948, "CHW"),
+    (949, "TRY"),
+    (950, "XAF"),
+    (951, "XCD"),
+    (952, "XOF"),
+    (953, "XPF"),
+    (955, "XBA"),
+    (956, "XBB"),
+    (957, "XBC"),
+    (958, "XBD"),
+    (959, "XAU"),
+    (960, "XDR"),
+    (961, "XAG"),
+    (962, "XPT"),
+    (963, "XTS"),
+    (964, "XPD"),
+    (965, "XUA"),
+    (967, "ZMW"),
+    (968, "SRD"),
+    (969, "MGA"),
+    (970, "COU"),
+    (971, "AFN"),
+    (972, "TJS"),
+    (973, "AOA"),
+    (975, "BGN"),
+    (976, "CDF"),
+    (977, "BAM"),
+    (978, "EUR"),
+    (979, "MXV"),
+    (980, "UAH"),
+    (981, "GEL"),
+    (984, "BOV"),
+    (985, "PLN"),
+    (986, "BRL"),
+    (990, "CLF"),
+    (994, "XSU"),
+    (997, "USN"),
+    (999, "XXX"),
 ];
 
 /// True when `code` is three digits naming an ISO 3166-1 country.
@@ -67,7 +236,30 @@ pub fn is_iso3166_alpha2(code: &str) -> bool {
 
 /// True when `code` is three digits naming an ISO 4217 currency.
 pub fn is_iso4217_numeric(code: &str) -> bool {
-    three_digits(code).is_some_and(|n| ISO4217_NUMERIC.binary_search(&n).is_ok())
+    iso4217_alpha(code).is_some()
+}
+
+/// The alphabetic code of a numeric ISO 4217 currency code (`978` → `EUR`).
+pub fn iso4217_alpha(code: &str) -> Option<&'static str> {
+    let n = three_digits(code)?;
+    ISO4217
+        .binary_search_by_key(&n, |(number, _)| *number)
+        .ok()
+        .and_then(|i| ISO4217.get(i))
+        .map(|(_, alpha)| *alpha)
+}
+
+/// Digits after the decimal point of a currency's minor unit (ISO 4217 "minor unit"): 2 for
+/// most, 0 for the yen or the CFA franc, 3 for the dinars of Bahrain, Iraq, Jordan, Kuwait,
+/// Libya, Tunisia and the Omani rial, 4 for the unidades de fomento.
+pub fn currency_exponent(alpha: &str) -> u32 {
+    match alpha {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        "CLF" | "UYW" => 4,
+        _ => 2,
+    }
 }
 
 fn three_digits(code: &str) -> Option<u16> {
@@ -85,7 +277,7 @@ mod tests {
     fn the_tables_are_sorted_so_binary_search_is_sound() {
         assert!(ISO3166_NUMERIC.windows(2).all(|w| w[0] < w[1]));
         assert!(ISO3166_ALPHA2.windows(2).all(|w| w[0] < w[1]));
-        assert!(ISO4217_NUMERIC.windows(2).all(|w| w[0] < w[1]));
+        assert!(ISO4217.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
     #[test]
@@ -98,5 +290,9 @@ mod tests {
         assert!(!is_iso3166_alpha2("fr"));
         assert!(is_iso4217_numeric("978"));
         assert!(!is_iso4217_numeric("191"));
+        assert_eq!(iso4217_alpha("978"), Some("EUR"));
+        assert_eq!(iso4217_alpha("392"), Some("JPY"));
+        assert_eq!(currency_exponent("JPY"), 0);
+        assert_eq!(currency_exponent("EUR"), 2);
     }
 }

@@ -55,173 +55,187 @@ const CSET39: &str = "#-/0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 const CSET64: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const CSET32: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 
-/// Package type codes for AI 7041: UN/ECE Recommendation 21 (Annex V/VI) plus the GS1 code
-/// list additions, written from memory of those lists (see docs/decode-conformance.md for how
-/// complete it is). Sorted for binary search.
+/// Package type codes for AI 7041: GS1's PackageTypeCode code list (UN/ECE Recommendation 21
+/// extended with GS1 codes), as GS1's reference `packagetype` linter carries it
+/// (gs1/gs1-syntax-engine, Apache-2.0). Sorted for binary search.
 const PACKAGE_TYPES: &[&str] = &[
     "1A", "1B", "1D", "1F", "1G", "1W", "200", "201", "202", "203", "204", "205", "206", "210",
     "211", "212", "2C", "3A", "3H", "43", "44", "4A", "4B", "4C", "4D", "4F", "4G", "4H", "5H",
-    "5L", "5M", "6H", "6P", "7A", "7B", "8A", "8B", "8C", "AA", "AB", "AC", "AD", "AE", "AF", "AG",
-    "AH", "AI", "AJ", "AL", "AM", "AP", "APE", "AT", "AV", "B4", "BB", "BC", "BD", "BE", "BF",
-    "BG", "BGE", "BH", "BI", "BJ", "BK", "BL", "BM", "BME", "BN", "BO", "BP", "BQ", "BR", "BRI",
-    "BS", "BT", "BU", "BV", "BW", "BX", "BY", "BZ", "CA", "CB", "CBL", "CC", "CCE", "CD", "CE",
-    "CF", "CG", "CH", "CI", "CJ", "CK", "CL", "CM", "CN", "CO", "CP", "CQ", "CR", "CS", "CT", "CU",
-    "CV", "CW", "CX", "CY", "CZ", "DA", "DB", "DC", "DG", "DH", "DI", "DJ", "DK", "DL", "DM", "DN",
-    "DP", "DPE", "DR", "DS", "DT", "DU", "DV", "DW", "DX", "DY", "EC", "ED", "EE", "EF", "EG",
-    "EH", "EI", "EN", "FB", "FC", "FD", "FE", "FI", "FL", "FO", "FOB", "FP", "FPE", "FR", "FT",
-    "FW", "FX", "GB", "GI", "GL", "GR", "GU", "GY", "GZ", "HA", "HB", "HC", "HG", "HN", "HR", "IA",
-    "IB", "IC", "ID", "IE", "IF", "IG", "IH", "IK", "IL", "IN", "IZ", "JB", "JC", "JG", "JR", "JT",
-    "JY", "KG", "KI", "LAB", "LE", "LG", "LT", "LU", "LV", "LZ", "MA", "MB", "MC", "ME", "MPE",
-    "MR", "MS", "MT", "MW", "MX", "NA", "NE", "NF", "NG", "NS", "NT", "NU", "NV", "OA", "OB", "OC",
-    "OD", "OE", "OF", "OK", "OT", "OU", "P2", "PA", "PB", "PC", "PD", "PE", "PF", "PG", "PH", "PI",
-    "PJ", "PK", "PL", "PLP", "PN", "PO", "POP", "PP", "PR", "PT", "PU", "PUE", "PV", "PX", "PY",
-    "PZ", "QA", "QB", "QC", "QD", "QF", "QG", "QH", "QJ", "QK", "QL", "QM", "QN", "QP", "QQ", "QR",
-    "QS", "RB1", "RB2", "RB3", "RCB", "RD", "RG", "RJ", "RK", "RL", "RO", "RT", "RZ", "S1", "SA",
-    "SB", "SC", "SD", "SE", "SEC", "SH", "SI", "SK", "SL", "SM", "SO", "SP", "SS", "ST", "STL",
-    "SU", "SV", "SW", "SX", "SY", "SZ", "T1", "TB", "TC", "TD", "TE", "TEV", "TG", "THE", "TI",
-    "TK", "TL", "TN", "TO", "TR", "TRE", "TS", "TT", "TTE", "TU", "TV", "TW", "TWE", "TY", "TZ",
-    "UC", "UN", "UUE", "VA", "VG", "VI", "VK", "VL", "VN", "VO", "VP", "VQ", "VR", "VS", "VY",
-    "WA", "WB", "WC", "WD", "WF", "WG", "WH", "WJ", "WK", "WL", "WM", "WN", "WP", "WQ", "WR",
-    "WRP", "WS", "WT", "WU", "WV", "WW", "WX", "WY", "WZ", "X11", "X12", "X15", "X16", "X17",
-    "X18", "X19", "X20", "X3", "XA", "XB", "XC", "XD", "XF", "XG", "XH", "XJ", "XK", "YA", "YB",
-    "YC", "YD", "YF", "YG", "YH", "YJ", "YK", "YL", "YM", "YN", "YP", "YQ", "YR", "YS", "YT", "YV",
-    "YW", "YX", "YY", "YZ", "ZA", "ZB", "ZC", "ZD", "ZF", "ZG", "ZH", "ZJ", "ZK", "ZL", "ZM", "ZN",
-    "ZP", "ZQ", "ZR", "ZS", "ZT", "ZU", "ZV", "ZW", "ZX", "ZY", "ZZ",
+    "5L", "5M", "6H", "6P", "7A", "7B", "8", "8A", "8B", "8C", "9", "AA", "AB", "AC", "AD", "AF",
+    "AG", "AH", "AI", "AJ", "AL", "AM", "AP", "APE", "AT", "AV", "B4", "BB", "BC", "BD", "BE",
+    "BF", "BG", "BGE", "BH", "BI", "BJ", "BK", "BL", "BM", "BME", "BN", "BO", "BP", "BQ", "BR",
+    "BRI", "BS", "BT", "BU", "BV", "BW", "BX", "BY", "BZ", "CA", "CB", "CBL", "CC", "CCE", "CD",
+    "CE", "CF", "CG", "CH", "CI", "CJ", "CK", "CL", "CM", "CN", "CO", "CP", "CQ", "CR", "CS", "CT",
+    "CU", "CV", "CW", "CX", "CY", "CZ", "DA", "DB", "DC", "DG", "DH", "DI", "DJ", "DK", "DL", "DM",
+    "DN", "DP", "DPE", "DR", "DS", "DT", "DU", "DV", "DW", "DX", "DY", "E1", "E2", "E3", "EC",
+    "ED", "EE", "EF", "EG", "EH", "EI", "EN", "FB", "FC", "FD", "FE", "FI", "FL", "FO", "FOB",
+    "FP", "FPE", "FR", "FT", "FW", "FX", "GB", "GI", "GL", "GR", "GU", "GY", "GZ", "HA", "HB",
+    "HC", "HG", "HN", "HR", "IA", "IB", "IC", "ID", "IE", "IF", "IG", "IH", "IK", "IL", "IN", "IZ",
+    "JB", "JC", "JG", "JR", "JT", "JY", "KG", "KI", "LAB", "LE", "LG", "LT", "LU", "LV", "LZ",
+    "MA", "MB", "MC", "ME", "MPE", "MR", "MS", "MT", "MW", "MX", "NA", "NE", "NF", "NG", "NS",
+    "NT", "NU", "NV", "OA", "OB", "OC", "OD", "OE", "OF", "OK", "OPE", "OT", "OU", "P2", "PA",
+    "PAE", "PB", "PC", "PD", "PE", "PF", "PG", "PH", "PI", "PJ", "PK", "PL", "PLP", "PN", "PO",
+    "POP", "PP", "PPE", "PR", "PT", "PU", "PUE", "PV", "PX", "PY", "PZ", "QA", "QB", "QC", "QD",
+    "QF", "QG", "QH", "QJ", "QK", "QL", "QM", "QN", "QP", "QQ", "QR", "QS", "RB1", "RB2", "RB3",
+    "RCB", "RD", "RG", "RJ", "RK", "RL", "RO", "RT", "RZ", "S1", "SA", "SB", "SC", "SD", "SE",
+    "SEC", "SH", "SI", "SK", "SL", "SM", "SO", "SP", "SS", "ST", "STL", "SU", "SV", "SW", "SX",
+    "SY", "SZ", "T1", "TB", "TC", "TD", "TE", "TEV", "TG", "THE", "TI", "TK", "TL", "TN", "TO",
+    "TR", "TRE", "TS", "TT", "TTE", "TU", "TV", "TW", "TWE", "TY", "TZ", "UC", "UN", "UUE", "VA",
+    "VG", "VI", "VK", "VL", "VN", "VO", "VP", "VQ", "VR", "VS", "VY", "WA", "WB", "WC", "WD", "WF",
+    "WG", "WH", "WJ", "WK", "WL", "WM", "WN", "WP", "WQ", "WR", "WRP", "WS", "WT", "WU", "WV",
+    "WW", "WX", "WY", "WZ", "X11", "X12", "X15", "X16", "X17", "X18", "X19", "X20", "X3", "XA",
+    "XB", "XC", "XD", "XF", "XG", "XH", "XJ", "XK", "YA", "YB", "YC", "YD", "YF", "YG", "YH", "YJ",
+    "YK", "YL", "YM", "YN", "YP", "YQ", "YR", "YS", "YT", "YV", "YW", "YX", "YY", "YZ", "ZA", "ZB",
+    "ZC", "ZD", "ZF", "ZG", "ZH", "ZJ", "ZK", "ZL", "ZM", "ZN", "ZP", "ZQ", "ZR", "ZS", "ZT", "ZU",
+    "ZV", "ZW", "ZX", "ZY", "ZZ",
 ];
+
+/// A linter: one check of one component of an AI value.
+pub type LintFn = fn(&str) -> Result<(), LintError>;
 
 /// Run the linter called `name` over `value`.
 pub fn lint(name: &str, value: &str) -> Result<(), LintError> {
-    match name {
-        "csetnumeric" => digits(value),
-        "cset82" => in_set(value, CSET82, "GS1 character set 82"),
-        "cset39" => in_set(value, CSET39, "GS1 character set 39"),
-        "cset64" => cset64(value),
-        "csum" => csum(value),
-        "csumalpha" => csumalpha(value),
-        "yymmdd" => yymmdd(value, false),
-        "yymmd0" => yymmdd(value, true),
-        "yyyymmdd" => yyyymmdd(value, false),
-        "yyyymmd0" => yyyymmdd(value, true),
-        "yymmddhh" => yymmddhh(value),
-        "hh" => two_digit_unit(value, 23, LintError::IllegalHour),
-        "mi" => two_digit_unit(value, 59, LintError::IllegalMinute),
-        "ss" => two_digit_unit(value, 59, LintError::IllegalSecond),
-        "hhmi" => hhmi(value),
-        "mmoptss" => mmoptss(value),
-        "iso3166" => iso3166(value),
-        "iso3166999" => {
-            if value == "999" {
+    match linter(name) {
+        Some(check) => check(value),
+        None => Err(LintError::Unsupported(name.to_string())),
+    }
+}
+
+/// The linter called `name` in the syntax dictionary, resolved once when the dictionary is
+/// loaded so that validating a value never matches linter names again.
+pub fn linter(name: &str) -> Option<LintFn> {
+    Some(match name {
+        "csetnumeric" => digits,
+        "cset82" => |v| in_set(v, CSET82, "GS1 character set 82"),
+        "cset39" => |v| in_set(v, CSET39, "GS1 character set 39"),
+        "cset64" => cset64,
+        "csum" => csum,
+        "csumalpha" => csumalpha,
+        "yymmdd" => |v| yymmdd(v, false),
+        "yymmd0" => |v| yymmdd(v, true),
+        "yyyymmdd" => |v| yyyymmdd(v, false),
+        "yyyymmd0" => |v| yyyymmdd(v, true),
+        "yymmddhh" => yymmddhh,
+        "hh" => |v| two_digit_unit(v, 23, LintError::IllegalHour),
+        "mi" => |v| two_digit_unit(v, 59, LintError::IllegalMinute),
+        "ss" => |v| two_digit_unit(v, 59, LintError::IllegalSecond),
+        "hhmi" => hhmi,
+        "mmoptss" => mmoptss,
+        "iso3166" => iso3166,
+        "iso3166999" => |v| if v == "999" { Ok(()) } else { iso3166(v) },
+        "iso3166alpha2" => |v| {
+            if iso::is_iso3166_alpha2(v) {
                 Ok(())
             } else {
-                iso3166(value)
+                Err(LintError::NotIso3166(v.to_string()))
             }
-        }
-        "iso3166alpha2" => {
-            if iso::is_iso3166_alpha2(value) {
+        },
+        "iso3166list" => iso3166list,
+        "iso4217" => |v| {
+            digits(v)?;
+            if iso::is_iso4217_numeric(v) {
                 Ok(())
             } else {
-                Err(LintError::NotIso3166(value.to_string()))
+                Err(LintError::NotIso4217(v.to_string()))
             }
-        }
-        "iso3166list" => iso3166list(value),
-        "iso4217" => {
-            digits(value)?;
-            if iso::is_iso4217_numeric(value) {
-                Ok(())
-            } else {
-                Err(LintError::NotIso4217(value.to_string()))
-            }
-        }
-        "iso5218" => one_of(
-            value,
-            &["0", "1", "2", "9"],
-            "biological sex code must be 0, 1, 2 or 9",
-        ),
-        "yesno" => one_of(value, &["0", "1"], "must be 0 (no) or 1 (yes)"),
-        "winding" => one_of(
-            value,
-            &["0", "1", "9"],
-            "winding direction must be 0, 1 or 9",
-        ),
-        "zero" => {
-            if !value.is_empty() && value.bytes().all(|b| b == b'0') {
+        },
+        "iso5218" => |v| {
+            one_of(
+                v,
+                &["0", "1", "2", "9"],
+                "biological sex code must be 0, 1, 2 or 9",
+            )
+        },
+        "yesno" => |v| one_of(v, &["0", "1"], "must be 0 (no) or 1 (yes)"),
+        "winding" => |v| one_of(v, &["0", "1", "9"], "winding direction must be 0, 1 or 9"),
+        "zero" => |v| {
+            if !v.is_empty() && v.bytes().all(|b| b == b'0') {
                 Ok(())
             } else {
                 Err(LintError::Invalid("must be zero"))
             }
-        }
-        "nonzero" => {
-            digits(value)?;
-            if value.bytes().any(|b| b != b'0') {
+        },
+        "nonzero" => |v| {
+            digits(v)?;
+            if v.bytes().any(|b| b != b'0') {
                 Ok(())
             } else {
                 Err(LintError::Invalid("must not be zero"))
             }
-        }
-        "nozeroprefix" => {
-            digits(value)?;
-            if value.starts_with('0') {
+        },
+        "nozeroprefix" => |v| {
+            digits(v)?;
+            if v.starts_with('0') {
                 Err(LintError::Invalid("must not start with a zero"))
             } else {
                 Ok(())
             }
-        }
-        "hyphen" => {
-            if !value.is_empty() && value.bytes().all(|b| b == b'-') {
+        },
+        "hyphen" => |v| {
+            if !v.is_empty() && v.bytes().all(|b| b == b'-') {
                 Ok(())
             } else {
                 Err(LintError::Invalid("must be a hyphen"))
             }
-        }
-        "hasnondigit" => {
-            if value.bytes().any(|b| !b.is_ascii_digit()) {
+        },
+        "hasnondigit" => |v| {
+            if v.bytes().any(|b| !b.is_ascii_digit()) {
                 Ok(())
             } else {
                 Err(LintError::Invalid(
                     "must contain at least one non-digit character",
                 ))
             }
-        }
-        "pcenc" => pcenc(value),
-        "pieceoftotal" => pieceoftotal(value),
-        "posinseqslash" => posinseqslash(value),
-        "importeridx" => {
-            if value.chars().count() != 1 {
+        },
+        "pcenc" => pcenc,
+        "pieceoftotal" => pieceoftotal,
+        "posinseqslash" => posinseqslash,
+        "importeridx" => |v| {
+            if v.chars().count() != 1 {
                 return Err(LintError::Invalid(
                     "importer index must be exactly one character",
                 ));
             }
-            in_set(value, CSET64, "importer index characters")
-        }
-        "mediatype" => {
-            if value.len() != 2 {
+            in_set(v, CSET64, "importer index characters")
+        },
+        "mediatype" => |v| {
+            if v.len() != 2 {
                 return Err(LintError::Invalid("AIDC media type must be two digits"));
             }
-            digits(value)?;
-            match value.parse::<u32>() {
+            digits(v)?;
+            match v.parse::<u32>() {
                 Ok(1..=10 | 80..=99) => Ok(()),
                 _ => Err(LintError::Invalid("not an AIDC media type (01-10, 80-99)")),
             }
-        }
-        "latitude" => fixed_bounded(value, 10, 1_800_000_000, "latitude beyond 180.0000000"),
-        "longitude" => fixed_bounded(value, 10, 3_600_000_000, "longitude beyond 360.0000000"),
-        "iban" => iban(value),
-        "packagetype" => {
-            if PACKAGE_TYPES.binary_search(&value).is_ok() {
+        },
+        "latitude" => |v| fixed_bounded(v, 10, 1_800_000_000, "latitude beyond 180.0000000"),
+        "longitude" => |v| fixed_bounded(v, 10, 3_600_000_000, "longitude beyond 360.0000000"),
+        "iban" => iban,
+        "packagetype" => |v| {
+            if PACKAGE_TYPES.binary_search(&v).is_ok() {
                 Ok(())
             } else {
                 Err(LintError::Invalid(
-                    "not a UN/ECE Recommendation 21 / GS1 package type code",
+                    "not a package type of GS1's PackageTypeCode list (UN/ECE Rec 21 + GS1)",
                 ))
             }
-        }
-        "couponcode" => crate::decode::coupon::coupon_code(value),
-        "couponposoffer" => crate::decode::coupon::coupon_pos_offer(value),
-        "gcppos1" | "gcppos2" => Err(LintError::Invalid(
-            "the GS1 Company Prefix cannot be verified offline (needs GS1's GCP length data)",
-        )),
-        other => Err(LintError::Unsupported(other.to_string())),
-    }
+        },
+        "couponcode" => crate::decode::coupon::coupon_code,
+        "couponposoffer" => crate::decode::coupon::coupon_pos_offer,
+        "gcppos1" | "gcppos2" => |_| {
+            Err(LintError::Invalid(
+                "the GS1 Company Prefix cannot be verified offline (needs GS1's GCP length data)",
+            ))
+        },
+        _ => return None,
+    })
+}
+
+/// Linters that need data this agent does not have (GS1's Company Prefix lengths, a licensed
+/// online service): the AI table names them, but validating an AI value skips them, as GS1's
+/// reference engine does when no GCP lookup is provided.
+pub fn needs_online_data(name: &str) -> bool {
+    matches!(name, "gcppos1" | "gcppos2")
 }
 
 /// Whether `name` is a linter this module implements (the batch runner reports the others as

@@ -16,6 +16,7 @@ pub mod gtin;
 pub mod iso;
 pub mod lint;
 pub mod retail;
+pub mod typed;
 pub mod uid;
 
 use serde::Serialize;
@@ -137,6 +138,35 @@ pub enum BarcodeError {
     UnknownRegion(String),
     #[error("{0:?} is not a GTIN, GS1 element string or GS1 Digital Link")]
     Unrecognised(String),
+}
+
+impl BarcodeError {
+    /// The rule the input broke: a GS1 rule (`req`, `ex`, `dlpkey`, a linter such as `csum`) or
+    /// the check of the code form (`gtin_check_digit`, …), for machine-readable errors.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            BarcodeError::Empty => "empty",
+            BarcodeError::TooLong(_) => "length",
+            BarcodeError::Aim(_) => "symbology_identifier",
+            BarcodeError::Gtin(_) => "gtin",
+            BarcodeError::Upc(_) => "upc",
+            BarcodeError::Sscc(_) => "sscc",
+            BarcodeError::Gs1(e) => e.rule(),
+            BarcodeError::DigitalLink(e) => e.rule(),
+            BarcodeError::VariableMeasure(_) => "variable_measure_check_digit",
+            BarcodeError::UnknownRegion(_) => "rcn_region",
+            BarcodeError::Unrecognised(_) => "unrecognised",
+        }
+    }
+
+    /// The AI the error is about, for GS1 data.
+    pub fn ai(&self) -> Option<&str> {
+        match self {
+            BarcodeError::Gs1(e) => e.ai(),
+            BarcodeError::DigitalLink(e) => e.ai(),
+            _ => None,
+        }
+    }
 }
 
 /// Which reading of the data the caller wants; `Auto` guesses from its shape.
@@ -315,10 +345,16 @@ fn decode_auto(data: &str, opts: &DecodeOptions) -> Result<BarcodeDecode, Barcod
             gs1::parse_unbracketed(unbracketed, &opts.gs1)?,
         ));
     }
-    // Element strings with alphanumeric values (`10ABC`) are the last plausible reading.
-    gs1::parse_unbracketed(data, &opts.gs1)
-        .map(|e| BarcodeDecode::with_elements(BarcodeKind::ElementString, e))
-        .map_err(|_| BarcodeError::Unrecognised(data.to_string()))
+    // Element strings with alphanumeric values (`10ABC`) are the last plausible reading. Fields
+    // that do not parse mean it is something else; fields that parse but break a message rule
+    // (a lone lot) are GS1 data, and the rule is the answer.
+    let elements = gs1::split_unbracketed(data, &opts.gs1)
+        .map_err(|_| BarcodeError::Unrecognised(data.to_string()))?;
+    gs1::rules::check_message(&elements, &opts.gs1)?;
+    Ok(BarcodeDecode::with_elements(
+        BarcodeKind::ElementString,
+        elements,
+    ))
 }
 
 /// A run of digits: a GTIN if its length and check digit say so, a UPC-E if six digits, an
@@ -330,7 +366,7 @@ fn fixed_length_reading(data: &str, opts: &DecodeOptions) -> Option<BarcodeDecod
     let elements = gs1::parse_unbracketed(data, &opts.gs1).ok()?;
     elements
         .iter()
-        .all(|e| gs1::predefined_data_length(&e.ai).is_some())
+        .all(|e| gs1::has_predefined_length(&e.ai))
         .then(|| BarcodeDecode::with_elements(BarcodeKind::ElementString, elements))
 }
 
@@ -501,8 +537,29 @@ mod tests {
     }
 
     #[test]
+    fn a_typed_lone_lot_is_refused_for_gs1_s_rule_not_as_unrecognised() {
+        let err = decode_barcode("10ABC");
+        assert!(
+            matches!(&err, Err(e) if e.rule() == "req" && e.ai() == Some("10")),
+            "{err:?}"
+        );
+        assert!(matches!(
+            decode_barcode("hello world"),
+            Err(BarcodeError::Unrecognised(_))
+        ));
+    }
+
+    #[test]
     fn digits_that_are_not_a_gtin_are_tried_as_element_strings() {
-        let d = decode_barcode("17260101");
+        // A lone expiry date breaks GS1's association rule, so by default the GTIN reading's
+        // error stands; relaxed (one carrier of several), the digits are (17) 2026-01-01.
+        assert!(matches!(
+            decode_barcode("17260101"),
+            Err(BarcodeError::Gtin(_))
+        ));
+        let mut relaxed = DecodeOptions::default();
+        relaxed.gs1.require_associations = false;
+        let d = decode_barcode_with("17260101", &relaxed);
         assert_eq!(d.map(|d| d.bracketed), Ok(Some("(17)260101".into())));
     }
 
@@ -635,7 +692,11 @@ mod tests {
     fn every_ai_in_the_table_is_found_at_the_start_of_scan_data() {
         for ai in gs1::all_ais() {
             assert_eq!(gs1::ai_at_start(&format!("{ai}1")), Some(ai.as_str()));
-            assert!(!gs1::title(&ai).is_empty(), "{ai} has no title");
+            // GS1's dictionary gives every AI a title but the two North American coupons.
+            assert!(
+                !gs1::title(&ai).is_empty() || matches!(ai.as_str(), "8110" | "8112"),
+                "{ai} has no title"
+            );
         }
     }
 

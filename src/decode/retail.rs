@@ -406,7 +406,7 @@ fn weight_5minus(d: u8) -> u8 {
     TABLE.get(usize::from(d)).copied().unwrap_or(0)
 }
 
-fn four_digit_price_check(&[a, b, c, d]: &[u8; 4]) -> u8 {
+pub(crate) fn four_digit_price_check(&[a, b, c, d]: &[u8; 4]) -> u8 {
     let sum = u32::from(weight_2minus(a))
         + u32::from(weight_2minus(b))
         + u32::from(weight_3(c))
@@ -414,7 +414,7 @@ fn four_digit_price_check(&[a, b, c, d]: &[u8; 4]) -> u8 {
     ((sum * 3) % 10) as u8
 }
 
-fn five_digit_price_check(&[a, b, c, d, e]: &[u8; 5]) -> u8 {
+pub(crate) fn five_digit_price_check(&[a, b, c, d, e]: &[u8; 5]) -> u8 {
     let sum = u32::from(weight_5plus(a))
         + u32::from(weight_2minus(b))
         + u32::from(weight_5minus(c))

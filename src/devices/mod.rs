@@ -7,6 +7,7 @@ pub mod pcsc;
 pub mod rfid;
 pub mod runtime;
 pub mod serial;
+pub mod simulated;
 
 use serde::Serialize;
 use std::fmt;

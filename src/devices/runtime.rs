@@ -149,6 +149,12 @@ pub fn start(config: &DevicesConfig, profiles: &Profiles, sink: &EventSink) -> D
             }
         }
     }
+    if let Some(simulated) = &config.simulated {
+        started(
+            "simulated".into(),
+            super::simulated::spawn(simulated.clone(), sink.clone(), stop.clone()),
+        );
+    }
     for hid in &config.hid {
         started(
             format!("hid:{}", hid.name),

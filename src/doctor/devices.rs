@@ -110,6 +110,14 @@ pub(super) fn serial(config: &Config, service: Option<&Account>) -> Vec<Finding>
             "no serial scanner, UHF serial module or HID scanner configured",
         ));
     }
+    // `relais demo` writes it; on a store box it would invent reads beside the real devices.
+    if config.devices.simulated.is_some() {
+        out.push(Finding::warn(
+            "simulated devices",
+            "[devices.simulated] is set: a simulated scanner and NFC reader invent reads (relais demo only)",
+            "remove [devices.simulated] from the config and reload (systemctl reload relais)",
+        ));
+    }
     out
 }
 

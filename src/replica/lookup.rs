@@ -77,6 +77,10 @@ pub struct ProductAnswer {
     pub price: Option<EffectivePrice>,
     pub stock: Option<StockLevel>,
     pub freshness: Freshness,
+    /// What was scanned, when the lookup came from a scan ([`product_by_scan`]): typed AIs,
+    /// expiry, the price to charge of a variable-measure item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<Box<crate::scan::ScanFacts>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -148,6 +152,66 @@ pub fn product_by_code(
     stale_after: Duration,
 ) -> Result<Answer<ProductAnswer>, LookupError> {
     product_by_gtin(conn, gtin_of_code(code)?, now_ms, stale_after)
+}
+
+/// Decode what a till or a scanner sent for a product lookup: bare digits are a GTIN-8/12/13/14
+/// (check digit verified, never re-read as element strings), anything else any barcode form.
+pub fn decode_code(code: &str) -> Result<crate::decode::BarcodeDecode, LookupError> {
+    let code = code.trim();
+    if code.bytes().all(|b| b.is_ascii_digit()) && code.len() <= 14 {
+        let opts = crate::decode::DecodeOptions {
+            format: crate::decode::InputFormat::Gtin,
+            ..crate::decode::DecodeOptions::default()
+        };
+        return crate::decode::decode_barcode_with(code, &opts).map_err(|e| match e {
+            crate::decode::BarcodeError::Gtin(g) => LookupError::InvalidCode(g),
+            other => LookupError::InvalidBarcode(other),
+        });
+    }
+    Ok(crate::decode::decode_barcode(code)?)
+}
+
+/// The restricted-circulation reading of a decode by the store's layouts (a scale label).
+pub fn scale_label(
+    decoded: &crate::decode::BarcodeDecode,
+    rules: &crate::scan::ScanRules,
+) -> Result<Option<crate::scan::RcnReading>, LookupError> {
+    match decoded
+        .gtin
+        .and_then(|g| crate::scan::rcn::read(&rules.rcn_layouts, g))
+    {
+        Some(Ok(reading)) => Ok(Some(reading)),
+        Some(Err(e)) => Err(LookupError::InvalidBarcode(
+            crate::decode::BarcodeError::VariableMeasure(e),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// A product by what was scanned, keeping the scan: the product of the GTIN (a scale label's
+/// item number for a restricted-circulation code read with the store's layouts), with the
+/// `scan` facts judged against `today`.
+pub fn product_by_scan(
+    conn: &Connection,
+    decoded: &crate::decode::BarcodeDecode,
+    rules: &crate::scan::ScanRules,
+    now_ms: i64,
+    today: chrono::NaiveDate,
+    stale_after: Duration,
+) -> Result<Answer<ProductAnswer>, LookupError> {
+    let reading = scale_label(decoded, rules)?;
+    let gtin = crate::scan::lookup_gtin(decoded, reading.as_ref()).ok_or(LookupError::NoGtin)?;
+    let mut answer = product_by_gtin(conn, gtin, now_ms, stale_after)?;
+    if let Answer::Found(p) = &mut answer {
+        p.scan = Some(Box::new(crate::scan::facts(
+            decoded,
+            reading.as_ref(),
+            p.price.as_ref(),
+            rules,
+            today,
+        )));
+    }
+    Ok(answer)
 }
 
 /// The GTIN of any barcode form a till may send: a bare GTIN-8/12/13/14 (check digit
@@ -255,6 +319,7 @@ pub fn product_by_gtin(
         sku,
         name,
         freshness: fresh,
+        scan: None,
     }))
 }
 
@@ -375,7 +440,17 @@ pub fn customer_by_card(
     now_ms: i64,
     stale_after: Duration,
 ) -> Result<Answer<CustomerAnswer>, LookupError> {
-    let token = hasher.token_for(card_id)?;
+    customer_by_token(conn, hasher.token_for(card_id)?, now_ms, stale_after)
+}
+
+/// A customer by a card token already computed: how a card read by a scanner is identified, so
+/// its number is hashed where it is read and only the token travels.
+pub fn customer_by_token(
+    conn: &Connection,
+    token: crate::cards::CardToken,
+    now_ms: i64,
+    stale_after: Duration,
+) -> Result<Answer<CustomerAnswer>, LookupError> {
     let customer_id: Option<String> = conn
         .prepare_cached("SELECT customer_id FROM card_tokens WHERE token = ?1")?
         .query_row([token.as_bytes().as_slice()], |r| r.get(0))

@@ -339,6 +339,7 @@ function describe(kind, read) {
   const d = read.detail || {};
   switch (kind) {
     case 'scan': {
+      if (d.withheld) return { main: 'Scan withheld', sub: ['looks like a card number: neither shown nor kept'] };
       const dec = d.decoded || {};
       const sym = dec.symbology && dec.symbology.name;
       if (d.error) return { main: 'Invalid code', sub: [d.error, d.data ? 'data ' + d.data : null] };
@@ -348,16 +349,21 @@ function describe(kind, read) {
         const price = p.price ? fmtMoney(p.price.price_minor, p.price.currency) : null;
         const promo = p.price && p.price.kind === 'promo' ? 'promotion' : null;
         const stock = p.stock ? 'stock ' + fmtCount(p.stock.available) : null;
-        return { main: p.name, sub: [sym, gtin, p.sku, price, promo, stock, p.stale ? 'replica stale' : null] };
+        const sc = d.scan || {};
+        const charge = sc.price_to_charge ? 'charge ' + fmtMoney(sc.price_to_charge.amount_minor, sc.price_to_charge.currency) : null;
+        const weight = sc.net_weight_kg ? sc.net_weight_kg + ' kg' : null;
+        const expired = sc.expired ? 'EXPIRED ' + sc.expiry_date : null;
+        return { main: p.name, sub: [sym, gtin, p.sku, charge || price, weight, promo, expired, stock, p.stale ? 'replica stale' : null] };
       }
       const what = gtin || dec.bracketed || dec.sscc || dec.text || d.data;
       return { main: gtin ? 'Not in the replica' : 'Scanned', sub: [sym, what] };
     }
     case 'card': {
       const c = d.customer;
-      if (!d.known || !c) return { main: 'Unknown card', sub: ['no customer for this card'] };
+      const via = d.via === 'scanner' ? 'read by a scanner' : null;
+      if (!d.known || !c) return { main: 'Unknown card', sub: ['no customer for this card', via] };
       const balance = typeof c.loyalty_balance === 'number' ? fmtCount(c.loyalty_balance) + ' points' : null;
-      return { main: c.display_name || 'Known customer', sub: [c.tier, balance] };
+      return { main: c.display_name || 'Known customer', sub: [c.tier, balance, via] };
     }
     case 'card_removed':
       return { main: 'Card taken away', sub: [] };
