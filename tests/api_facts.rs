@@ -183,7 +183,11 @@ fn every_protected_endpoint_refuses_a_missing_or_wrong_token_and_accepts_the_rig
     for probe in relais::api::PUBLIC_ROUTES {
         let (status, body, _) = status_of(&agent, Method::GET, probe, None);
         // The doctor's route needs no token but the doctor's key (tests/doctor.rs).
-        let expected = if probe == "/v1/health/doctor" { 401 } else { 200 };
+        let expected = if probe == "/v1/health/doctor" {
+            401
+        } else {
+            200
+        };
         assert_eq!(status, expected, "{probe} without a token: {body}");
     }
 }

@@ -636,9 +636,16 @@ fn a_fake_listener_on_the_api_port_gets_no_token_from_the_doctor_and_is_called_o
         for conn in fake.incoming() {
             let Ok(mut conn) = conn else { break };
             let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+            // The whole request head, however many writes it came in.
+            let mut request = Vec::new();
             let mut buf = [0u8; 4096];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            sink.lock().unwrap().extend_from_slice(&request);
             let body = "{\"status\":\"ok\",\"version\":\"0.1.0\"}";
             let _ = write!(
                 conn,

@@ -47,10 +47,11 @@ fn get(addr: SocketAddr, path: &str, extra: &str) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
-    write!(
-        stream,
+    // One write: a peer that answers after its first read must still get the whole request.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}connection: close\r\naccept: application/json\r\n\r\n"
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw)?;
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer");
