@@ -116,3 +116,54 @@ pub fn read_password_file(path: &Path) -> std::io::Result<String> {
     let text = std::fs::read_to_string(path)?;
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
+
+/// Redirects followed only within the origin (scheme, host, port) a download or upload was
+/// aimed at, at most 5: a snapshot server or an upload endpoint cannot send the agent, and its
+/// client certificate, to another host.
+pub fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().cloned();
+        match first {
+            _ if attempt.previous().len() > 5 => attempt.error("more than 5 redirects"),
+            Some(first) if same_origin(&first, attempt.url()) => attempt.follow(),
+            _ => attempt.stop(),
+        }
+    })
+}
+
+/// Scheme, host and port equal (the port as the scheme defaults it).
+pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+#[cfg(test)]
+mod redirect_tests {
+    use super::same_origin;
+
+    fn url(s: &str) -> reqwest::Url {
+        reqwest::Url::parse(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_snapshot_server_redirecting_to_another_host_or_scheme_is_not_followed() {
+        let from = url("https://central.example/snapshots/manifest.json");
+        assert!(same_origin(
+            &from,
+            &url("https://central.example:443/v2/manifest.json")
+        ));
+        assert!(!same_origin(
+            &from,
+            &url("https://evil.example/manifest.json")
+        ));
+        assert!(!same_origin(
+            &from,
+            &url("http://central.example/manifest.json")
+        ));
+        assert!(!same_origin(
+            &from,
+            &url("https://central.example:8443/manifest.json")
+        ));
+    }
+}

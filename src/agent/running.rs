@@ -358,6 +358,7 @@ impl Running {
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(true)
+            .redirect(crate::tls::same_origin_redirects())
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| e.to_string())?;

@@ -273,14 +273,25 @@ pub fn write_file_atomically_owned(
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
     {
+        // A new file, never an existing one and never through a link: whoever can write the
+        // directory must not be able to aim the temp name at another file (provisioning runs as
+        // root). A temp file left by a crash is removed first (that removes a link, not its
+        // target); if one appears again in between, the open fails instead of following it.
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(mode);
+            opts.mode(mode)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
         }
-        let mut f = opts.open(&tmp)?;
+        let mut f = match opts.open(&tmp) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&tmp)?;
+                opts.open(&tmp)?
+            }
+            other => other?,
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -348,4 +359,35 @@ pub fn now_unix_ms() -> i64 {
 pub fn free_bytes(dir: &Path) -> Option<u64> {
     let st = rustix::fs::statvfs(dir).ok()?;
     Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+#[cfg(test)]
+mod atomic_write_tests {
+    use super::write_file_atomically;
+
+    #[test]
+    fn a_link_planted_at_the_temp_name_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let victim = dir.path().join("shadow");
+        std::fs::write(&victim, "root:secret\n").unwrap_or_else(|e| panic!("{e}"));
+        let target = dir.path().join("ops.pub");
+        std::os::unix::fs::symlink(&victim, dir.path().join("ops.pub.tmp"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        write_file_atomically(&target, b"relais-ed25519 AAAA k1\n", 0o644)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap_or_default(),
+            "root:secret\n",
+            "the link's target was not written"
+        );
+        assert_eq!(
+            std::fs::read(&target).unwrap_or_default(),
+            b"relais-ed25519 AAAA k1\n"
+        );
+        assert!(
+            !std::fs::symlink_metadata(&target)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(true)
+        );
+    }
 }

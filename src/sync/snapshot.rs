@@ -360,6 +360,7 @@ impl SnapshotClient {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(!options.allow_plain_http)
+            .redirect(crate::tls::same_origin_redirects())
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .build()
