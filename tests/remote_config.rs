@@ -536,3 +536,34 @@ fn an_older_signed_config_replayed_after_the_known_good_document_is_lost_is_refu
     );
     assert_ne!(agent.health()["config"]["remote_version"], 5);
 }
+
+#[test]
+fn a_validly_signed_document_that_would_weaken_the_box_is_refused_and_changes_nothing() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let ops = Ops::new();
+    let store = store(&broker, &ops);
+    let agent = store.start();
+    let reports = Watch::start(&broker, "cfg/reported");
+    // A stolen ops key turns on keyboard capture and verbose logs.
+    publish(
+        &broker,
+        "cfg/desired",
+        &ops.config(
+            3,
+            "[log]\nlevel = \"trace\"\n\n[[devices.hid]]\nname = \"capture\"\npath = \"/dev/input/by-id/usb-kbd-event-kbd\"\n",
+        ),
+        true,
+    );
+    let report = reports.wait("the refusal", Duration::from_secs(20), report_for(3));
+    assert_eq!(report["status"], "rejected", "{report}");
+    let reason = report["reasons"][0].as_str().unwrap_or_default();
+    assert!(reason.contains("weaken"), "{report}");
+    assert!(
+        reason.contains("keyboard") && reason.contains("below info"),
+        "{report}"
+    );
+    assert_ne!(agent.health()["config"]["remote_version"], 3);
+}

@@ -342,6 +342,12 @@ pub(crate) const KEYS: &[KeySpec] = &[
         kind: "a duration string",
         example: "\"5m\"",
     },
+    KeySpec {
+        section: "fleet",
+        key: "remote_may",
+        kind: "an array of weakenings",
+        example: "[\"verbose_logs\"]",
+    },
 ];
 
 pub(crate) fn key_spec(section: &str, key: &str) -> Option<&'static KeySpec> {

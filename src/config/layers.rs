@@ -32,7 +32,97 @@ pub const LOCAL_ONLY: &[&str] = &[
     "sync.client_key_file",
     "fleet.ops_public_keys_file",
     "fleet.rollback_after",
+    "fleet.remote_may",
 ];
+
+/// What a validly signed remote document could do to lower the box's guard: refused unless the
+/// box's own file lists it in `fleet.remote_may` (a stolen or mistaken ops key must not be able
+/// to open the box up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weakening {
+    /// The broker switched to plain `mqtt://`.
+    PlaintextBroker,
+    /// `sync.ack = "puback"` where the file says `central`.
+    Puback,
+    /// A log level more verbose than `info` (a remote `set_log_level` command expires; a
+    /// document does not).
+    VerboseLogs,
+    /// `[[devices.hid]]` added: keyboard capture.
+    KeyboardDevices,
+}
+
+impl Weakening {
+    pub const ALL: [Weakening; 4] = [
+        Weakening::PlaintextBroker,
+        Weakening::Puback,
+        Weakening::VerboseLogs,
+        Weakening::KeyboardDevices,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Weakening::PlaintextBroker => "plaintext_broker",
+            Weakening::Puback => "puback",
+            Weakening::VerboseLogs => "verbose_logs",
+            Weakening::KeyboardDevices => "keyboard_devices",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Weakening::PlaintextBroker => "a plaintext mqtt:// broker",
+            Weakening::Puback => "sync.ack = \"puback\" (facts deleted on the broker's PUBACK)",
+            Weakening::VerboseLogs => "a log level below info",
+            Weakening::KeyboardDevices => "[[devices.hid]] keyboard devices",
+        }
+    }
+}
+
+/// The weakenings `merged` makes to `file`, the file's own allowances aside.
+fn weakenings(
+    file: &Config,
+    merged: &Config,
+    remote_keys: &BTreeMap<String, Source>,
+) -> Vec<Weakening> {
+    let from_remote = |key: &str| remote_keys.contains_key(key);
+    let mut found = Vec::new();
+    if from_remote("sync.broker")
+        && merged.sync.broker.as_ref().is_some_and(|b| !b.tls)
+        && file.sync.broker.as_ref().is_none_or(|b| b.tls)
+    {
+        found.push(Weakening::PlaintextBroker);
+    }
+    if file.sync.ack == crate::config::AckMode::Central
+        && merged.sync.ack == crate::config::AckMode::Puback
+    {
+        found.push(Weakening::Puback);
+    }
+    let verbose = |level: &str| {
+        let level = level.to_ascii_lowercase();
+        level.contains("debug") || level.contains("trace")
+    };
+    if from_remote("log.level") && verbose(&merged.log.level) && !verbose(&file.log.level) {
+        found.push(Weakening::VerboseLogs);
+    }
+    if merged
+        .devices
+        .hid
+        .iter()
+        .any(|hid| !file.devices.hid.iter().any(|f| f.path == hid.path))
+    {
+        found.push(Weakening::KeyboardDevices);
+    }
+    found
+        .into_iter()
+        .filter(|w| {
+            !file
+                .fleet
+                .remote_may
+                .iter()
+                .any(|allowed| allowed == w.name())
+        })
+        .collect()
+}
 
 /// Where one effective value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +167,11 @@ pub enum LayerError {
     File(Box<ConfigError>),
     #[error("the file and remote settings together are invalid:\n{0}")]
     Invalid(Box<ConfigError>),
+    #[error(
+        "the remote config would weaken this box: {0}. Only the box's own file may allow that \
+         (fleet.remote_may = [{1}]), by provisioning"
+    )]
+    Weakens(String, String),
 }
 
 /// The effective config and where each of its keys came from.
@@ -168,10 +263,20 @@ pub fn merge(
             (_, _) => return Err(LayerError::NotATable(section)),
         }
     }
+    let remote_only = remote_keys.clone();
     sources.extend(remote_keys);
     let text = toml::to_string(&merged).map_err(|e| LayerError::RemoteNotToml(e.to_string()))?;
     let config =
         Config::from_toml_str(&text, origin).map_err(|e| LayerError::Invalid(Box::new(e)))?;
+    let weakened = weakenings(&file_config, &config, &remote_only);
+    if !weakened.is_empty() {
+        let what: Vec<&str> = weakened.iter().map(|w| w.what()).collect();
+        let names: Vec<String> = weakened
+            .iter()
+            .map(|w| format!("\"{}\"", w.name()))
+            .collect();
+        return Err(LayerError::Weakens(what.join(", "), names.join(", ")));
+    }
     Ok(Layered {
         config,
         sources,
@@ -286,5 +391,51 @@ mod tests {
             layered("replica = 3\n"),
             Err(LayerError::NotATable(_))
         ));
+    }
+
+    fn over(file: &str, remote: &str) -> Result<Layered, LayerError> {
+        merge(
+            file,
+            Path::new("/etc/relais/relais.toml"),
+            Some(&RemoteLayer {
+                version: 9,
+                body: remote.to_owned(),
+            }),
+        )
+    }
+
+    const TLS_FILE: &str = "[agent]\nid = \"s1/a1\"\n\n[sync]\nbroker = \"mqtts://broker.example:8883\"\nack = \"central\"\n";
+
+    #[test]
+    fn a_signed_document_cannot_weaken_the_box_unless_its_own_file_allows_it() {
+        let refused = [
+            (
+                "[sync]\nbroker = \"mqtt://broker.example:1883\"\n",
+                "plaintext",
+            ),
+            ("[sync]\nack = \"puback\"\n", "puback"),
+            ("[log]\nlevel = \"debug\"\n", "below info"),
+            (
+                "[[devices.hid]]\nname = \"keys\"\npath = \"/dev/input/by-id/kbd\"\n",
+                "keyboard",
+            ),
+        ];
+        for (remote, what) in refused {
+            match over(TLS_FILE, remote) {
+                Err(LayerError::Weakens(text, _)) => assert!(text.contains(what), "{text}"),
+                other => panic!("{remote}: expected a refusal, got {other:?}"),
+            }
+        }
+        // The box's own file may allow one.
+        let allowing = format!("{TLS_FILE}\n[fleet]\nremote_may = [\"verbose_logs\"]\n");
+        assert!(over(&allowing, "[log]\nlevel = \"debug\"\n").is_ok());
+        // A move to another TLS broker is no weakening.
+        assert!(
+            over(
+                TLS_FILE,
+                "[sync]\nbroker = \"mqtts://other.example:8883\"\n"
+            )
+            .is_ok()
+        );
     }
 }

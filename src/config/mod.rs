@@ -75,6 +75,9 @@ pub struct FleetConfig {
     pub ops_public_keys_file: Option<PathBuf>,
     /// A remote config after which the broker stays unreachable this long is rolled back.
     pub rollback_after: Duration,
+    /// What a signed remote document may do that weakens the box (`layers::Weakening`); none
+    /// by default.
+    pub remote_may: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,6 +389,7 @@ impl Config {
             fleet: FleetConfig {
                 ops_public_keys_file: None,
                 rollback_after: defaults::ROLLBACK_AFTER,
+                remote_may: Vec::new(),
             },
             devices: DevicesConfig::defaults(),
             scans: ScansConfig::default(),

@@ -101,6 +101,7 @@ pub(crate) struct RawLog {
 pub(crate) struct RawFleet {
     pub ops_public_keys_file: Field<String>,
     pub rollback_after: Field<String>,
+    pub remote_may: Field<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

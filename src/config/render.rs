@@ -77,13 +77,14 @@ format = {format}
     );
     out.push_str(&sync_toml(&c.sync));
     out.push_str(&format!(
-        "\n[fleet]\n{}rollback_after = {}\n",
+        "\n[fleet]\n{}rollback_after = {}\nremote_may = {}\n",
         match &c.fleet.ops_public_keys_file {
             Some(p) => format!("ops_public_keys_file = {}\n", path(p)),
             None => "# ops_public_keys_file = (not set: remote config and commands refused)\n"
                 .to_owned(),
         },
         string(&duration(c.fleet.rollback_after)),
+        strings(&c.fleet.remote_may),
     ));
     out.push_str(&c.devices.to_toml());
     out.push_str(&c.scans.to_toml());

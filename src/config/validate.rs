@@ -272,6 +272,22 @@ impl Checker<'_> {
     }
 }
 
+/// One of the weakenings a remote document may be allowed (`layers::Weakening`).
+fn weakening(text: &str) -> Result<String, (String, String)> {
+    let names: Vec<&str> = crate::config::layers::Weakening::ALL
+        .iter()
+        .map(|w| w.name())
+        .collect();
+    if names.contains(&text) {
+        Ok(text.to_owned())
+    } else {
+        Err((
+            "not a weakening a remote document can be allowed".to_owned(),
+            format!("use some of {}", names.join(", ")),
+        ))
+    }
+}
+
 /// A host name as a `Host` header carries it (no port), in lower case.
 fn host_name(text: &str) -> Result<String, (String, String)> {
     let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -622,6 +638,7 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
                 std::time::Duration::from_secs(86_400),
             ),
         ),
+        remote_may: c.list("fleet.remote_may", &fleet.remote_may, weakening),
     };
 
     if !c.problems.is_empty() {
