@@ -704,3 +704,107 @@ fn a_sale_posted_at_the_till_lowers_stock_and_reaches_central_through_the_broker
         outbox_depth(&agent) == 0
     });
 }
+
+/// VmRSS of a process, in MB.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[test]
+fn deltas_flooding_in_while_a_snapshot_downloads_keep_the_agent_s_memory_bounded() {
+    if skip() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    // A snapshot server that accepts and never answers: the refetch stays in progress.
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stall.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&held);
+    std::thread::spawn(move || {
+        for conn in stall.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let store = store_with_broker(
+        &broker.url(),
+        &format!("snapshot_url = \"https://127.0.0.1:{port}/manifest.json\"\n"),
+    );
+    let agent = store.start();
+    wait_until("connected", Duration::from_secs(20), || {
+        agent.health()["sync"]["connected"] == json!(true)
+    });
+    relaisctl(&[
+        "publish",
+        "--broker",
+        &broker.url(),
+        "--agent",
+        common::AGENT_ID,
+        "--refetch",
+        "products",
+    ]);
+    wait_until("the refetch to start", Duration::from_secs(20), || {
+        !held.lock().unwrap().is_empty()
+    });
+    let start = rss_mb(agent.pid());
+    // Valid deltas of ~3.4 MB each arrive while the snapshot downloads, in two waves: what the
+    // agent holds must not grow with the flood.
+    let wave = |first: u64| -> Vec<Value> {
+        (first..first + 8)
+            .map(|d| {
+                let ops: Vec<Value> = (0..40_000u64)
+                    .map(|i| {
+                        let gtin = common::gtin14(4_000_000_000 + d * 40_000 + i);
+                        json!({"op": "upsert", "row": {"gtin": gtin, "sku": format!("SKU-{d}-{i}"),
+                               "name": format!("Flood item {d}/{i}")}})
+                    })
+                    .collect();
+                json!({"v": 1, "stream": "products", "version": d + 2, "ops": ops})
+            })
+            .collect()
+    };
+    publish_deltas(&broker, &wave(0));
+    wait_until(
+        "the flood to be dropped past the bound",
+        Duration::from_secs(60),
+        || {
+            agent
+                .log_text()
+                .contains("delta dropped while the snapshot downloads")
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let first = rss_mb(agent.pid());
+    publish_deltas(&broker, &wave(8));
+    // Every delta is buffered (a few, within the bound) or dropped, at the queue or the buffer.
+    let dropped = || {
+        let log = agent.log_text();
+        log.matches("delta dropped while the snapshot downloads")
+            .count()
+            + log.matches("downlink message dropped").count()
+    };
+    wait_until(
+        "the second wave to be handled",
+        Duration::from_secs(60),
+        || dropped() >= 16 - 4,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let second = rss_mb(agent.pid());
+    eprintln!(
+        "floods of 2 × 8 deltas (~27 MB of JSON each) during a refetch: RSS {start:.0} → \
+         {first:.0} → {second:.0} MB"
+    );
+    assert!(
+        second - first < 48.0 && second < 256.0,
+        "RSS went {start:.0} → {first:.0} → {second:.0} MB: it grows with the flood"
+    );
+    assert!(
+        agent.health()["status"].is_string(),
+        "the agent still answers"
+    );
+}

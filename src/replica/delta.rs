@@ -76,6 +76,18 @@ impl Delta {
         Ok(delta)
     }
 
+    /// Check the whole delta as applying it would (envelope, then every op with the same rules
+    /// as a snapshot line), without a database: what is wrong, naming the op, if anything.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(reason) = self.envelope_problem() {
+            return Err(reason);
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            parse_op(self.stream, op).map_err(|e| format!("ops[{i}]: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// What is wrong with the envelope (contract version, version, op count), if anything.
     fn envelope_problem(&self) -> Option<String> {
         if self.v != CONTRACT_VERSION {

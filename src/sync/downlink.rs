@@ -30,11 +30,33 @@ pub enum DownlinkMessage {
 #[derive(Clone)]
 pub struct DownlinkHandle {
     sender: mpsc::Sender<DownlinkMessage>,
+    /// Payload bytes queued for the downlink task (`MAX_QUEUED_BYTES`).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Payload bytes that may wait for the downlink task: the queue holds 64 messages, and 64 of
+/// 4 MB would be 256 MB. Past it a message is dropped with a warning (a dropped delta shows up
+/// as a gap, which fetches a snapshot); the session never waits on the downlink.
+const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 
 impl DownlinkHandle {
     pub async fn send(&self, message: DownlinkMessage) {
-        let _ = self.sender.send(message).await;
+        use std::sync::atomic::Ordering;
+        let bytes = match &message {
+            DownlinkMessage::Rpl { payload, .. } => payload.len(),
+            DownlinkMessage::Connected => 0,
+        };
+        let queued = self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if bytes > 0 && queued > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            if let DownlinkMessage::Rpl { stream, .. } = &message {
+                tracing::warn!(%stream, bytes, queued, "downlink message dropped: the downlink is behind by more than 16 MiB; a dropped delta shows up as a gap and fetches a snapshot");
+            }
+            return;
+        }
+        if self.sender.send(message).await.is_err() {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        }
     }
 
     pub async fn connected(&self) {
@@ -54,14 +76,23 @@ pub struct DownlinkContext {
 /// dropped and the next gap simply triggers another refetch.
 const MAX_BUFFERED_DELTAS: usize = 256;
 
+/// Bytes of deltas (as received) kept while streams refetch, all streams together: a parsed
+/// delta holds several times its JSON in memory, and 30 deltas of 4 MB once took the agent from
+/// 15 MB to 2 GB (docs/security.md, finding 4). Past it, later deltas are dropped like past the
+/// count: the next gap after the snapshot triggers another refetch.
+const MAX_BUFFERED_BYTES: usize = 8 * 1024 * 1024;
+
 pub fn start(ctx: DownlinkContext) -> (DownlinkHandle, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(64);
-    let task = tokio::spawn(run(ctx, receiver));
-    (DownlinkHandle { sender }, task)
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let task = tokio::spawn(run(ctx, receiver, Arc::clone(&queued)));
+    (DownlinkHandle { sender, queued }, task)
 }
 
 struct Refetch {
     buffered: BTreeMap<u64, Delta>,
+    /// JSON bytes of `buffered`, as received.
+    bytes: usize,
 }
 
 /// Refetch bookkeeping: what is running, and when each stream last finished one, so a
@@ -70,6 +101,31 @@ struct Refetch {
 struct Refetches {
     running: HashMap<Stream, Refetch>,
     finished: HashMap<Stream, std::time::Instant>,
+}
+
+impl Refetches {
+    /// JSON bytes buffered by every running refetch.
+    fn buffered_bytes(&self) -> usize {
+        self.running.values().map(|r| r.bytes).sum()
+    }
+
+    /// Keep `delta` (`bytes` as received) for after `stream`'s snapshot, if within the bounds.
+    fn buffer(&mut self, stream: Stream, delta: Delta, bytes: usize) {
+        let total = self.buffered_bytes();
+        let Some(refetch) = self.running.get_mut(&stream) else {
+            return;
+        };
+        if refetch.buffered.len() >= MAX_BUFFERED_DELTAS
+            || total.saturating_add(bytes) > MAX_BUFFERED_BYTES
+        {
+            tracing::warn!(%stream, version = delta.version, bytes, buffered = refetch.buffered.len(),
+                buffered_bytes = total,
+                "delta dropped while the snapshot downloads (buffer full); the next gap fetches again");
+            return;
+        }
+        refetch.bytes += bytes;
+        refetch.buffered.insert(delta.version, delta);
+    }
 }
 
 /// A second refetch of the same stream within this window waits for it to pass.
@@ -86,7 +142,11 @@ enum Need {
     IfPublished,
 }
 
-async fn run(ctx: DownlinkContext, mut receiver: mpsc::Receiver<DownlinkMessage>) {
+async fn run(
+    ctx: DownlinkContext,
+    mut receiver: mpsc::Receiver<DownlinkMessage>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+) {
     let ctx = Arc::new(ctx);
     let mut refetching = Refetches::default();
     let (done_tx, mut done_rx) = mpsc::channel::<(Stream, Result<Option<u64>, String>)>(8);
@@ -105,7 +165,9 @@ async fn run(ctx: DownlinkContext, mut receiver: mpsc::Receiver<DownlinkMessage>
                         }
                     }
                     DownlinkMessage::Rpl { stream, payload } => {
-                        handle_rpl(&ctx, &stream, &payload, &mut refetching, &done_tx).await;
+                        let bytes = payload.len();
+                        handle_rpl(&ctx, &stream, payload, &mut refetching, &done_tx).await;
+                        queued.fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
                     }
                 }
             }
@@ -126,10 +188,9 @@ async fn run(ctx: DownlinkContext, mut receiver: mpsc::Receiver<DownlinkMessage>
                             }
                         }
                         // A new gap started another refetch: what was not applied waits for it.
-                        if let Some(next) = refetching.running.get_mut(&stream) {
-                            for delta in pending {
-                                next.buffered.insert(delta.version, delta);
-                            }
+                        for delta in pending {
+                            let bytes = delta.ops.len().saturating_mul(64);
+                            refetching.buffer(stream, delta, bytes);
                         }
                     }
                     Err(reason) => {
@@ -145,7 +206,7 @@ async fn run(ctx: DownlinkContext, mut receiver: mpsc::Receiver<DownlinkMessage>
 async fn handle_rpl(
     ctx: &Arc<DownlinkContext>,
     topic_stream: &str,
-    payload: &[u8],
+    payload: Vec<u8>,
     refetching: &mut Refetches,
     done: &mpsc::Sender<(Stream, Result<Option<u64>, String>)>,
 ) {
@@ -166,8 +227,8 @@ async fn handle_rpl(
         return;
     }
     // A 50,000-op delta takes tens of milliseconds to parse: off the async workers.
-    let owned = payload.to_vec();
-    let parsed = tokio::task::spawn_blocking(move || parse_rpl(&owned)).await;
+    let bytes = payload.len();
+    let parsed = tokio::task::spawn_blocking(move || parse_rpl(&payload)).await;
     let message = match parsed {
         Ok(Ok(m)) => m,
         Ok(Err(reason)) => {
@@ -213,10 +274,8 @@ async fn handle_rpl(
                 );
                 return;
             }
-            if let Some(refetch) = refetching.running.get_mut(&stream) {
-                if refetch.buffered.len() < MAX_BUFFERED_DELTAS {
-                    refetch.buffered.insert(delta.version, delta);
-                }
+            if refetching.running.contains_key(&stream) {
+                refetching.buffer(stream, delta, bytes);
                 return;
             }
             apply(ctx, delta, refetching, done).await;
@@ -247,9 +306,9 @@ async fn apply(
         Ok(DeltaOutcome::Gap { expected, got, .. }) => {
             tracing::warn!(%stream, expected, got, "delta gap: fetching a snapshot");
             start_refetch(ctx, stream, None, Need::Required, refetching, done);
-            if let Some(refetch) = refetching.running.get_mut(&stream) {
-                refetch.buffered.insert(kept.version, kept);
-            }
+            // Its size as JSON is not known here: counted by its ops, as a parsed delta holds.
+            let bytes = kept.ops.len().saturating_mul(64);
+            refetching.buffer(stream, kept, bytes);
             false
         }
         Err(e) => {
@@ -275,7 +334,12 @@ fn parse_rpl(payload: &[u8]) -> Result<RplMessage, String> {
         };
     }
     match Delta::from_json(payload) {
-        Ok(delta) => Ok(RplMessage::Delta(delta)),
+        // Checked in full here, on the blocking pool: a delta is never buffered (or applied)
+        // before its rows passed the rules a snapshot line passes.
+        Ok(delta) => match delta.validate() {
+            Ok(()) => Ok(RplMessage::Delta(delta)),
+            Err(reason) => Err(format!("not a valid delta of the contract: {reason}")),
+        },
         Err(e) => Err(format!("not a valid delta of the contract: {}", e.reason)),
     }
 }
@@ -320,6 +384,7 @@ fn start_refetch(
         stream,
         Refetch {
             buffered: BTreeMap::new(),
+            bytes: 0,
         },
     );
     let ctx = Arc::clone(ctx);
