@@ -414,3 +414,83 @@ fn a_missing_service_user_is_named_with_how_to_create_it() {
     );
     assert!(!b.etc.exists() && !b.config.exists());
 }
+
+/// The box's secrets directory after a refused run holds nothing.
+fn assert_refused_with(b: &Box_, bundle: &Path, needle: &str) {
+    let out = b.provision(bundle, &[]);
+    assert_eq!(status_code(&out), 78, "{}", describe(&out));
+    let text = format!("{}{}", stdout(&out), common::stderr(&out));
+    assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
+    assert!(!b.etc.join("api-tokens").exists(), "nothing was installed");
+}
+
+#[test]
+fn a_directory_bundle_with_a_link_to_a_root_only_file_a_device_or_a_pipe_is_refused() {
+    let files = bundle_files(AGENT);
+    // A link to a file only root may read, which provisioning (as root) would have installed
+    // for the service user.
+    let b = Box_::new();
+    let bundle = write_dir(&b.tmp.path().join("bundle-link"), &files);
+    std::fs::remove_file(bundle.join("api-tokens")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", bundle.join("api-tokens")).unwrap();
+    assert_refused_with(&b, &bundle, "is a link");
+    // A link to a device that never ends.
+    let b = Box_::new();
+    let bundle = write_dir(&b.tmp.path().join("bundle-dev"), &files);
+    std::fs::remove_file(bundle.join("ca.pem")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", bundle.join("ca.pem")).unwrap();
+    assert_refused_with(&b, &bundle, "is a link");
+    // A named pipe nobody writes to: refused at once, not waited on.
+    let b = Box_::new();
+    let bundle = write_dir(&b.tmp.path().join("bundle-fifo"), &files);
+    std::fs::remove_file(bundle.join("ops.pub")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        bundle.join("ops.pub"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    assert_refused_with(&b, &bundle, "not a regular file");
+}
+
+#[test]
+fn a_small_tar_gz_that_expands_to_a_huge_long_name_is_refused_before_it_fills_memory() {
+    let b = Box_::new();
+    let path = b.tmp.path().join("bomb.tar.gz");
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&path).unwrap(),
+        flate2::Compression::best(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    // A GNU long-name record of 256 MB of zeros: the tar reader buffers a long name whole.
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_path("././@LongLink").unwrap();
+    header.set_size(256 << 20);
+    header.set_cksum();
+    tar.append(&header, std::io::Read::take(std::io::repeat(0), 256 << 20))
+        .unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 1 << 20, "the archive is small: {size} bytes");
+    let started = std::time::Instant::now();
+    assert_refused_with(&b, &path, "expands past");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn an_entry_name_with_terminal_escapes_is_printed_escaped() {
+    let b = Box_::new();
+    let mut files = bundle_files(AGENT);
+    files.insert("notes\u{1b}[2J\u{1b}[31mREAD ME", b"x".to_vec());
+    let bundle = write_tar_gz(&b.tmp.path().join("escapes.tar.gz"), &files);
+    let out = b.provision(&bundle, &["--dry-run"]);
+    let text = format!("{}{}", stdout(&out), common::stderr(&out));
+    assert!(
+        !text.contains('\u{1b}'),
+        "a raw escape reached the terminal: {text:?}"
+    );
+    assert!(text.contains("\\u{1b}[2J"), "{text}");
+}

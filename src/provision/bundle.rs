@@ -361,10 +361,21 @@ fn wanted(name: &str) -> bool {
     name == MANIFEST || SECRETS.iter().any(|s| s.name == name)
 }
 
+/// A name from a bundle as it may be shown on a terminal: control characters escaped, so an
+/// entry name cannot move the cursor or rewrite what the technician reads.
+fn shown(name: &str) -> String {
+    name.escape_debug().to_string()
+}
+
 fn read_dir(dir: &Path) -> Result<Contents, ProvisionError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |path: &Path, source| ProvisionError::ReadBundle {
         path: path.to_path_buf(),
         source,
+    };
+    let not_bundle = |reason: String| ProvisionError::NotABundle {
+        path: dir.to_path_buf(),
+        reason,
     };
     let mut files = BTreeMap::new();
     let mut ignored = Vec::new();
@@ -372,21 +383,79 @@ fn read_dir(dir: &Path) -> Result<Contents, ProvisionError> {
         let entry = entry.map_err(|e| io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if !wanted(&name) {
-            ignored.push(name);
+            ignored.push(shown(&name));
             continue;
         }
         let path = entry.path();
-        let len = std::fs::metadata(&path).map_err(|e| io(&path, e))?.len();
-        if len > MAX_FILE_BYTES {
-            return Err(ProvisionError::NotABundle {
-                path: dir.to_path_buf(),
-                reason: format!("{name} is {len} bytes, more than a bundle file can be"),
-            });
+        // Never through a link, never a device or a pipe: opened without following links,
+        // then checked on the handle itself (what is read is what was checked).
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            // NONBLOCK: opening a pipe must not wait for a writer before it can be refused.
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
+            .open(&path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                    not_bundle(format!(
+                        "{} is a link; a bundle holds regular files only",
+                        shown(&name)
+                    ))
+                } else {
+                    io(&path, e)
+                }
+            })?;
+        let meta = file.metadata().map_err(|e| io(&path, e))?;
+        if !meta.is_file() {
+            return Err(not_bundle(format!(
+                "{} is not a regular file (a device, a pipe or a directory); a bundle holds \
+                 regular files only",
+                shown(&name)
+            )));
         }
-        files.insert(name, std::fs::read(&path).map_err(|e| io(&path, e))?);
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io(&path, e))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(not_bundle(format!(
+                "{} is more than {MAX_FILE_BYTES} bytes, more than a bundle file can be",
+                shown(&name)
+            )));
+        }
+        files.insert(name, bytes);
     }
     ignored.sort();
     Ok((files, ignored))
+}
+
+/// Decompressed bytes a `.tar.gz` bundle may hold in all, headers, long names and PAX records
+/// included: a few small PEM files and a manifest are kilobytes, and a 597 KB archive of
+/// long-name entries once expanded to 1.9 GB in memory.
+const MAX_ARCHIVE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A reader that fails past `left` bytes instead of ending quietly (a truncated read would look
+/// like a damaged archive further on).
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other(format!(
+                "the archive expands past {MAX_ARCHIVE_BYTES} bytes"
+            )));
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// Entries are read into memory, never written out: names from the archive never become
@@ -396,7 +465,10 @@ fn read_tar_gz(path: &Path, file: std::fs::File) -> Result<Contents, ProvisionEr
         path: path.to_path_buf(),
         reason,
     };
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut archive = tar::Archive::new(Bounded {
+        inner: flate2::read::GzDecoder::new(file),
+        left: MAX_ARCHIVE_BYTES,
+    });
     let mut files = BTreeMap::new();
     let mut ignored = Vec::new();
     let mut top_dirs = std::collections::BTreeSet::new();
@@ -407,7 +479,8 @@ fn read_tar_gz(path: &Path, file: std::fs::File) -> Result<Contents, ProvisionEr
         if index >= MAX_ENTRIES {
             return Err(not_bundle(format!("more than {MAX_ENTRIES} entries")));
         }
-        let entry = entry.map_err(|e| not_bundle(format!("damaged archive: {e}")))?;
+        let entry =
+            entry.map_err(|e| not_bundle(format!("damaged archive: {}", shown(&e.to_string()))))?;
         let kind = entry.header().entry_type();
         let name = entry
             .path()
@@ -422,31 +495,39 @@ fn read_tar_gz(path: &Path, file: std::fs::File) -> Result<Contents, ProvisionEr
         let base = match parts.as_slice() {
             [file] => (*file).to_owned(),
             [dir, file] => {
-                top_dirs.insert((*dir).to_owned());
+                top_dirs.insert(shown(dir));
                 (*file).to_owned()
             }
             _ => {
-                ignored.push(name);
+                ignored.push(shown(&name));
                 continue;
             }
         };
         if !wanted(&base) {
-            ignored.push(name);
+            ignored.push(shown(&name));
             continue;
         }
         if !kind.is_file() {
             return Err(not_bundle(format!(
-                "{name} is a link or special file; a bundle holds regular files only"
+                "{} is a link or special file; a bundle holds regular files only",
+                shown(&name)
             )));
         }
         let mut bytes = Vec::new();
         entry
             .take(MAX_FILE_BYTES + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| not_bundle(format!("damaged archive at {name}: {e}")))?;
+            .map_err(|e| {
+                not_bundle(format!(
+                    "damaged archive at {}: {}",
+                    shown(&name),
+                    shown(&e.to_string())
+                ))
+            })?;
         if bytes.len() as u64 > MAX_FILE_BYTES {
             return Err(not_bundle(format!(
-                "{name} is more than {MAX_FILE_BYTES} bytes"
+                "{} is more than {MAX_FILE_BYTES} bytes",
+                shown(&name)
             )));
         }
         if files.insert(base.clone(), bytes).is_some() {
