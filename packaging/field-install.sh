@@ -2,7 +2,9 @@
 # The field technician's install, timed: an unboxed Debian 12 machine (a fresh scratch root) to a
 # provisioned, healthy agent, following README "Installing a store box" step by step:
 #
-#   1. apt install ./relais_X_ARCH.deb      (here dpkg -i: the root has the Depends already)
+#   1. apt install --no-install-recommends ./relais_X_ARCH.deb, exactly as the README says, with
+#      no network at all (unshare -n), after `apt update` made the recommended pcscd known to apt
+#      as on a box that was online once: the store box often has no internet at install time
 #   2. relais provision BUNDLE.tar.gz        (a bundle made here as central ops would)
 #   3. systemctl restart relais              (here: no systemd as PID 1 in a chroot, so what the
 #                                             unit does: StateDirectory, User=relais, ExecStart)
@@ -63,7 +65,7 @@ port=$(free_port) https_port=$(free_port)
       -e '/^persistence_location/d' -e '/^log_dest/d' "$OLDPWD/docs/mosquitto/mosquitto.conf" >mosquitto.conf
   cp "$OLDPWD/docs/mosquitto/acl" acl
   mkdir -p bundle && cp ca.pem bundle/ && cp box.pem bundle/client.pem && cp box.key bundle/client.key
-  printf 'agent_id = "%s"\nbroker = "mqtts://localhost:%s"\nsnapshot_url = "https://localhost:%s/manifest.json"\n' \
+  printf 'agent_id = "%s"\nbroker = "mqtts://localhost:%s"\nsnapshot_url = "https://localhost:%s/manifest.json"\nack = "central"\n' \
     "$agent" "$port" "$https_port" >bundle/bundle.toml
   "$relaisctl" keygen --out ops >/dev/null
   cp ops/ops.pub bundle/
@@ -97,11 +99,18 @@ for p in $port $https_port; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
 cp "$deb" "$root/tmp/relais.deb"
+# A box that was online once knows the archive's packages (and so the recommended pcscd): without
+# that, apt would skip an unknown recommendation and the offline rehearsal would prove nothing.
+in_root apt-get update -qq >"$central/apt-update.log" 2>&1 || { cat "$central/apt-update.log"; exit 1; }
+in_root apt-cache show pcscd >/dev/null 2>&1 || { echo "field-install.sh: apt in the root does not know pcscd" >&2; exit 1; }
 cp "$central/box-bundle.tar.gz" "$root/root/box-bundle.tar.gz"
 
 echo "==> technician: install, provision, start, doctor"
 t0=$(ms)
-in_root dpkg -i /tmp/relais.deb >"$central/install.log" 2>&1 || { cat "$central/install.log"; exit 1; }
+# The README's command, in a network namespace with no interface but lo: nothing can be fetched.
+unshare --net chroot "$root" apt install --no-install-recommends /tmp/relais.deb </dev/null >"$central/install.log" 2>&1 \
+  || { cat "$central/install.log"; echo "field-install.sh: the offline apt install failed" >&2; exit 1; }
+in_root dpkg-query -W -f='${Status}\n' relais | grep -q 'install ok installed' || { cat "$central/install.log"; exit 1; }
 t1=$(ms)
 in_root relais provision /root/box-bundle.tar.gz >"$central/provision.log" 2>&1 || { cat "$central/provision.log"; exit 1; }
 t2=$(ms)
@@ -137,7 +146,7 @@ for f in findings:
         print(f"    {f['status']}: {f['check']}: {f.get('detail', '')}")
 sys.exit(0 if by.get("broker") == "pass" and by.get("acl") == "pass" else 1)
 PY
-echo "field install: dpkg -i $(secs "$t0" "$t1") s, provision $(secs "$t1" "$t2") s, start → ready $(secs "$t2" "$t3") s, first snapshot + doctor passing $(secs "$t3" "$t4") s (exit $doctor_status)"
+echo "field install: offline apt install $(secs "$t0" "$t1") s, provision $(secs "$t1" "$t2") s, start → ready $(secs "$t2" "$t3") s, first snapshot + doctor passing $(secs "$t3" "$t4") s (exit $doctor_status)"
 if [ "$doctor_status" -ne 0 ]; then
   echo "field install: FAILED — the box is not healthy:"; cat "$central/doctor.json"; tail -20 "$central/agent.log"; exit 1
 fi

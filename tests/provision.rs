@@ -494,3 +494,145 @@ fn an_entry_name_with_terminal_escapes_is_printed_escaped() {
     );
     assert!(text.contains("\\u{1b}[2J"), "{text}");
 }
+
+/// A complete, valid bundle for `agent` (its own CA, a certificate with CN = `agent`).
+fn bundle_files_for(agent: &str) -> BTreeMap<&'static str, Vec<u8>> {
+    let mut files = bundle_files(agent);
+    files.insert(
+        "bundle.toml",
+        format!("agent_id = \"{agent}\"\nbroker = \"{BROKER}\"\n").into_bytes(),
+    );
+    files
+}
+
+fn agent_id_in(config: &Path) -> String {
+    let table: toml::Table = std::fs::read_to_string(config).unwrap().parse().unwrap();
+    table["agent"]["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn another_tills_valid_bundle_is_refused_on_this_box_and_changes_nothing_without_replace_identity()
+{
+    let b = Box_::new();
+    let mine = b.provision(
+        &write_dir(&b.tmp.path().join("till-1"), &bundle_files(AGENT)),
+        &[],
+    );
+    assert_eq!(status_code(&mine), 0, "{}", describe(&mine));
+    let before = b.snapshot();
+
+    // till-2's bundle is valid in every respect: only the box's identity says it is wrong here.
+    let till_2 = write_dir(
+        &b.tmp.path().join("till-2"),
+        &bundle_files_for("store-0042/till-2"),
+    );
+    let refused = b.provision(&till_2, &[]);
+    assert_eq!(status_code(&refused), 78, "{}", describe(&refused));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    for needle in [
+        "this box is store-0042/till-1",
+        "the bundle is for store-0042/till-2",
+        "--replace-identity",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    assert_eq!(b.snapshot(), before, "a refused bundle changed files");
+    assert_eq!(agent_id_in(&b.config), AGENT);
+
+    // A box that really becomes till-2 says so, and the output names the change.
+    let replaced = b.provision(&till_2, &["--replace-identity"]);
+    assert_eq!(status_code(&replaced), 0, "{}", describe(&replaced));
+    assert!(
+        stdout(&replaced).contains("changes from store-0042/till-1 to store-0042/till-2"),
+        "{}",
+        describe(&replaced)
+    );
+    assert_eq!(agent_id_in(&b.config), "store-0042/till-2");
+}
+
+#[test]
+fn a_ca_that_did_not_issue_the_client_certificate_is_refused() {
+    let b = Box_::new();
+    let mut files = bundle_files(AGENT);
+    // The CA of another fleet: a valid CA, a valid certificate, but not each other's.
+    files.insert("ca.pem", bundle_files(AGENT)["ca.pem"].clone());
+    let out = b.provision(&write_dir(&b.tmp.path().join("bundle"), &files), &[]);
+    assert_eq!(status_code(&out), 78, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ca.pem did not issue client.pem"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!b.config.exists(), "nothing is written");
+
+    // The same files with their own CA pass, and the check says so.
+    let ok = b.provision(
+        &write_dir(&b.tmp.path().join("good"), &bundle_files(AGENT)),
+        &["--dry-run"],
+    );
+    assert_eq!(status_code(&ok), 0, "{}", describe(&ok));
+    assert!(
+        stdout(&ok).contains("issued by ca.pem for TLS clients"),
+        "{}",
+        describe(&ok)
+    );
+}
+
+#[test]
+fn the_bundle_sets_the_delivery_mode_and_a_box_without_one_acks_end_to_end() {
+    let show_ack = |config: &Path| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--config"]).arg(config).args(["config", "show"]);
+        let out = run(cmd);
+        assert_eq!(status_code(&out), 0, "{}", describe(&out));
+        stdout(&out)
+            .lines()
+            .find(|l| l.trim_start().starts_with("ack "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // No `ack` in the bundle: the box deletes a fact only on central's end-to-end ack.
+    let plain = Box_::new();
+    let out = plain.provision(
+        &write_dir(&plain.tmp.path().join("b"), &bundle_files(AGENT)),
+        &[],
+    );
+    assert_eq!(status_code(&out), 0, "{}", describe(&out));
+    assert!(
+        show_ack(&plain.config).contains("\"central\""),
+        "{}",
+        show_ack(&plain.config)
+    );
+
+    // A bundle may set it, and the config then says it explicitly.
+    let b = Box_::new();
+    let mut files = bundle_files(AGENT);
+    files.insert(
+        "bundle.toml",
+        format!("agent_id = \"{AGENT}\"\nbroker = \"{BROKER}\"\nack = \"puback\"\n").into_bytes(),
+    );
+    let out = b.provision(&write_dir(&b.tmp.path().join("b"), &files), &[]);
+    assert_eq!(status_code(&out), 0, "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("a broker crash can lose them"),
+        "{}",
+        describe(&out)
+    );
+    let table: toml::Table = std::fs::read_to_string(&b.config).unwrap().parse().unwrap();
+    assert_eq!(table["sync"]["ack"].as_str(), Some("puback"));
+
+    // A mode that does not exist is refused, naming the two that do.
+    files.insert(
+        "bundle.toml",
+        format!("agent_id = \"{AGENT}\"\nbroker = \"{BROKER}\"\nack = \"qos2\"\n").into_bytes(),
+    );
+    let bad = Box_::new();
+    let out = bad.provision(&write_dir(&bad.tmp.path().join("b"), &files), &[]);
+    assert_eq!(status_code(&out), 78, "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must be \"central\""),
+        "{}",
+        describe(&out)
+    );
+}

@@ -17,6 +17,10 @@ pub struct ProvisionArgs {
     /// Check the bundle and print what would be done, without writing anything
     #[arg(long)]
     pub dry_run: bool,
+    /// Accept a bundle for another agent id than this box's (a replaced or reassigned box):
+    /// without it such a bundle is refused
+    #[arg(long)]
+    pub replace_identity: bool,
 }
 
 /// `config`: the global `--config` (or `RELAIS_CONFIG`), the file the bundle's settings are
@@ -33,6 +37,7 @@ pub fn run(args: ProvisionArgs, config: Option<&Path>) -> u8 {
         ),
         secrets_dir: args.secrets_dir,
         user: args.user,
+        replace_identity: args.replace_identity,
     };
     let plan = match provision::plan(&options) {
         Ok(plan) => plan,
@@ -79,6 +84,13 @@ fn print_plan(plan: &Plan, dry_run: bool) {
     }
     if let Some(note) = &plan.owner_note {
         println!("  note: {note}");
+    }
+    if let Some(previous) = &plan.replaced_identity {
+        let change = if dry_run { "would change" } else { "changes" };
+        println!(
+            "  identity: this box {change} from {previous} to {} (--replace-identity)",
+            plan.bundle.agent_id
+        );
     }
     if plan.create_secrets_dir {
         println!("{verb}create {} (0750)", plan.secrets_dir.display());

@@ -61,6 +61,9 @@ pub(crate) const BATCH_MAX_EVENTS: (i64, i64, i64) = (1_000, 1, 10_000);
 // back with a PUBACK code rumqttc cannot read): a batch must fit with room to spare.
 pub(crate) const BATCH_MAX_BYTES: (i64, i64, i64) = (524_288, 4_096, 4_128_768);
 pub(crate) const INFLIGHT_BATCHES: (i64, i64, i64) = (8, 1, 64);
+/// A fact leaves the outbox only once central has stored it: the broker's PUBACK alone can
+/// lose facts when the broker crashes before central reads them (ADR 0020).
+pub(crate) const ACK: crate::config::AckMode = crate::config::AckMode::Central;
 /// How long a remote config may leave the agent without a broker before it is rolled back.
 pub(crate) const ROLLBACK_AFTER: Duration = Duration::from_secs(300);
 

@@ -30,6 +30,11 @@ pub use error::{ConfigError, ConfigProblem, Location};
 pub use scans::ScansConfig;
 pub use validate::AgentIdError;
 
+/// The embedded demo identity, which `relais` runs under until a bundle names the box.
+pub fn default_agent_id() -> AgentId {
+    defaults::agent_id()
+}
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/relais/relais.toml";
 
 /// Environment variable the binary accepts in place of `--config`.
@@ -295,7 +300,7 @@ impl SyncConfig {
             client_cert_file: None,
             client_key_file: None,
             keep_alive: defaults::KEEP_ALIVE,
-            ack: AckMode::Puback,
+            ack: defaults::ACK,
             ack_timeout: defaults::ACK_TIMEOUT,
             batch_max_events: defaults::BATCH_MAX_EVENTS.0 as usize,
             batch_max_bytes: defaults::BATCH_MAX_BYTES.0 as usize,

@@ -2,7 +2,7 @@
 //! full before anything is installed. The format is docs/provisioning.md.
 
 use super::ProvisionError;
-use crate::config::{AgentId, BrokerUrl};
+use crate::config::{AckMode, AgentId, BrokerUrl};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -83,6 +83,9 @@ struct Manifest {
     broker: String,
     #[serde(default)]
     snapshot_url: Option<String>,
+    /// `sync.ack`: when the agent may delete a delivered fact ("central" or "puback").
+    #[serde(default)]
+    ack: Option<String>,
 }
 
 /// A bundle that passed every check.
@@ -92,6 +95,8 @@ pub struct Bundle {
     pub agent_id: AgentId,
     pub broker: BrokerUrl,
     pub snapshot_url: Option<String>,
+    /// The delivery mode the bundle sets; the config's (default `central`) when absent.
+    pub ack: Option<AckMode>,
     /// The secret files present, in [`SECRETS`] order, with their content.
     pub files: Vec<(SecretSpec, Vec<u8>)>,
     /// What the checks saw, for the technician (key ids, token names, …).
@@ -127,7 +132,7 @@ pub fn load(path: &Path) -> Result<Bundle, ProvisionError> {
             Ok(m) => Some(m),
             Err(e) => {
                 problems.push(format!(
-                    "{MANIFEST}: {e}; it holds agent_id, broker and optionally snapshot_url"
+                    "{MANIFEST}: {e}; it holds agent_id, broker and optionally snapshot_url and ack"
                 ));
                 None
             }
@@ -158,6 +163,27 @@ pub fn load(path: &Path) -> Result<Bundle, ProvisionError> {
             "{MANIFEST}: snapshot_url {url:?} must be an https:// URL"
         ));
     }
+
+    let ack = manifest.as_ref().and_then(|m| match m.ack.as_deref() {
+        None => None,
+        Some("central") => Some(AckMode::Central),
+        Some("puback") => {
+            notes.push(
+                "bundle.toml: ack = \"puback\": facts are deleted once the broker has them, and a \
+                 broker crash can lose them; \"central\" waits for central's end-to-end ack"
+                    .into(),
+            );
+            Some(AckMode::Puback)
+        }
+        Some(other) => {
+            problems.push(format!(
+                "{MANIFEST}: ack {:?}: must be \"central\" (the default: a fact is deleted only \
+                 once central has stored it) or \"puback\"",
+                shown(other)
+            ));
+            None
+        }
+    });
 
     for spec in SECRETS.iter().filter(|s| s.required) {
         if !files.contains_key(spec.name) {
@@ -238,6 +264,24 @@ pub fn load(path: &Path) -> Result<Bundle, ProvisionError> {
         }
     }
 
+    // The CA must have issued the client certificate: the broker checks exactly this.
+    if let (Some(ca), Some(chain)) = (files.get("ca.pem"), &client_chain)
+        && leaf_parsed
+        && let Ok(ca) = pem_certs(ca)
+    {
+        match super::x509::issued_by(&ca, chain) {
+            super::x509::Issuance::Issued => {
+                notes.push("client.pem: issued by ca.pem for TLS clients, valid now".into())
+            }
+            super::x509::Issuance::NotYetValid => notes.push(
+                "client.pem: issued by ca.pem, but valid only from a later time than this box's \
+                 clock: check the clock (`timedatectl`) before the agent connects"
+                    .into(),
+            ),
+            super::x509::Issuance::Refused(why) => problems.push(why),
+        }
+    }
+
     if let Some(bytes) = files.get("ops.pub") {
         match std::str::from_utf8(bytes)
             .map_err(|_| "not UTF-8".to_string())
@@ -290,6 +334,7 @@ pub fn load(path: &Path) -> Result<Bundle, ProvisionError> {
                 agent_id,
                 broker,
                 snapshot_url,
+                ack,
                 files,
                 notes,
             })

@@ -49,6 +49,18 @@ pub enum ProvisionError {
         path: PathBuf,
         problems: Vec<String>,
     },
+    #[error(
+        "this box is {current} (agent.id in {path}), but the bundle is for {bundle}: \
+         provisioning it would silently change the box's identity, so nothing was installed. \
+         Check the box label (`relais identity`) and use the bundle made for {current}; if this \
+         box really becomes {bundle} (a replaced or reassigned box, its outbox delivered: \
+         `relais outbox stats`), run again with --replace-identity"
+    )]
+    OtherIdentity {
+        path: PathBuf,
+        current: String,
+        bundle: String,
+    },
     #[error("cannot read {path}: {source}. Check --config and --secrets-dir, or run as root")]
     ReadFile {
         path: PathBuf,
@@ -90,6 +102,7 @@ impl ProvisionError {
             ProvisionError::NotABundle { .. }
             | ProvisionError::Invalid { .. }
             | ProvisionError::ConfigNotToml { .. }
+            | ProvisionError::OtherIdentity { .. }
             | ProvisionError::MergedConfig { .. } => EXIT_BAD_BUNDLE,
             _ => 1,
         }
@@ -104,6 +117,8 @@ pub struct Options {
     pub secrets_dir: PathBuf,
     /// The account the service runs as (`User=` of relais.service).
     pub user: String,
+    /// A bundle for another agent id than the config's may replace it.
+    pub replace_identity: bool,
 }
 
 /// What happens to one file.
@@ -159,6 +174,8 @@ pub struct Plan {
     pub settings: Vec<(String, String)>,
     /// The config file's comments and layout were kept (false: rewritten by `toml`).
     pub comments_kept: bool,
+    /// The agent id this box had, when the bundle replaces it (`--replace-identity`).
+    pub replaced_identity: Option<String>,
 }
 
 impl Plan {
@@ -242,6 +259,20 @@ pub fn plan(options: &Options) -> Result<Plan, ProvisionError> {
             });
         }
     };
+    let current = existing.as_deref().and_then(current_agent_id);
+    let replaced_identity = match current {
+        Some(current) if current != bundle.agent_id.to_string() => {
+            if !options.replace_identity {
+                return Err(ProvisionError::OtherIdentity {
+                    path: config_path,
+                    current,
+                    bundle: bundle.agent_id.to_string(),
+                });
+            }
+            Some(current)
+        }
+        _ => None,
+    };
     let settings = settings_for(&bundle, &secrets_dir);
     let merged =
         toml_merge::merge(existing.as_deref().unwrap_or(""), &settings).map_err(|reason| {
@@ -294,6 +325,7 @@ pub fn plan(options: &Options) -> Result<Plan, ProvisionError> {
             .map(|s| (s.dotted(), s.value.clone()))
             .collect(),
         comments_kept: merged.comments_kept,
+        replaced_identity,
         bundle,
         // The config is readable by the service user's group; root keeps owning it.
         owner,
@@ -303,6 +335,15 @@ pub fn plan(options: &Options) -> Result<Plan, ProvisionError> {
         files,
         config: config_step,
     })
+}
+
+/// The box's identity as its config file states it; none for the embedded demo identity,
+/// which no provisioned box has. A file that does not parse has no identity to guard; the
+/// merge refuses it right after with its own message.
+fn current_agent_id(config_text: &str) -> Option<String> {
+    let table: toml::Table = config_text.parse().ok()?;
+    let id = table.get("agent")?.get("id")?.as_str()?;
+    (id != crate::config::default_agent_id().to_string()).then(|| id.to_owned())
 }
 
 fn settings_for(bundle: &Bundle, secrets: &Path) -> Vec<toml_merge::Setting> {
@@ -354,6 +395,13 @@ fn settings_for(bundle: &Bundle, secrets: &Path) -> Vec<toml_merge::Setting> {
             section: "sync",
             key: "snapshot_url",
             value: url.clone(),
+        });
+    }
+    if let Some(ack) = bundle.ack {
+        settings.push(Setting {
+            section: "sync",
+            key: "ack",
+            value: ack.as_str().to_owned(),
         });
     }
     settings.push(Setting {

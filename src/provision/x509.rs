@@ -141,3 +141,66 @@ mod tests {
         assert!(common_names_of_name(&[0x31, 0x05, 0x30]).is_err());
     }
 }
+
+/// Why a client certificate would not be accepted by a broker that trusts `ca.pem`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Issuance {
+    /// It chains to one of the CA certificates, for client authentication, valid now.
+    Issued,
+    /// Issued by the CA, but its validity starts later than this box's clock: either a
+    /// certificate made for the future or a box clock that is behind (no NTP yet on an
+    /// offline install), so a note rather than a refusal.
+    NotYetValid,
+    Refused(String),
+}
+
+/// Whether `ca` issued `chain` (leaf first, then any intermediates) for a TLS client, as the
+/// broker will check it at every connection: a bundle whose `ca.pem` did not issue its
+/// `client.pem` would install cleanly and then fail every handshake in the store.
+pub fn issued_by(ca: &[CertificateDer<'_>], chain: &[CertificateDer<'_>]) -> Issuance {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Issuance::Refused("client.pem holds no certificate".into());
+    };
+    let anchors: Vec<_> = ca
+        .iter()
+        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
+        .collect();
+    let Ok(leaf) = webpki::EndEntityCert::try_from(leaf) else {
+        return Issuance::Refused("client.pem is not a valid X.509 certificate".into());
+    };
+    let now = rustls::pki_types::UnixTime::now();
+    let algorithms = crate::tls::provider().signature_verification_algorithms.all;
+    match leaf.verify_for_usage(
+        algorithms,
+        &anchors,
+        intermediates,
+        now,
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    ) {
+        Ok(_) => Issuance::Issued,
+        Err(webpki::Error::CertNotValidYet { .. }) => Issuance::NotYetValid,
+        Err(webpki::Error::CertExpired { .. }) => Issuance::Refused(
+            "client.pem has expired; ask central ops for a renewed certificate".into(),
+        ),
+        // No CA of that name, or one of that name whose key did not sign it (another fleet's
+        // CA made with the same recipe).
+        Err(webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey) => {
+            Issuance::Refused(
+                "ca.pem did not issue client.pem (no CA in ca.pem signed it): the broker, which \
+             trusts the same CA, would refuse this box at every connection; ask central ops for \
+             a bundle whose CA and client certificate belong together"
+                    .into(),
+            )
+        }
+        Err(webpki::Error::RequiredEkuNotFoundContext(_)) => Issuance::Refused(
+            "client.pem is not a TLS client certificate (its extended key usage lacks \
+                 clientAuth); ask central ops to issue it with extendedKeyUsage=clientAuth"
+                .into(),
+        ),
+        Err(e) => Issuance::Refused(format!(
+            "client.pem does not verify against ca.pem ({e}); ask central ops for a matching pair"
+        )),
+    }
+}

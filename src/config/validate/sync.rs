@@ -121,7 +121,7 @@ pub(super) fn validate_sync(
         ),
     );
     let ack = match &raw.ack {
-        None => AckMode::Puback,
+        None => defaults::ACK,
         Some(v) => match v.get_ref().as_str() {
             "puback" => AckMode::Puback,
             "central" => AckMode::Central,
@@ -134,7 +134,7 @@ pub(super) fn validate_sync(
                      (delete on central's end-to-end ack)"
                         .to_owned(),
                 );
-                AckMode::Puback
+                defaults::ACK
             }
         },
     };
