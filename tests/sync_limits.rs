@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 /// Fast liveness for tests: every limit is seconds, not the production half-minutes.
 const FAST: &str = "puback_timeout = \"2s\"\nwrite_timeout = \"2s\"\nreconnect_max = \"2s\"\n";
 
+/// The scripted broker stands for the broker alone, with no central behind it to send
+/// end-to-end acks: these tests are about what the broker's own answers do (`ack = "puback"`).
 fn store_for(broker: &ScriptedBroker, extra: &str) -> Store {
     Store::with(Settings {
-        sync: format!("broker = \"{}\"\n{extra}", broker.url()),
+        sync: format!("broker = \"{}\"\nack = \"puback\"\n{extra}", broker.url()),
         ..Settings::default()
     })
 }
