@@ -74,9 +74,23 @@ fn store() -> (Store, Agent) {
                    "status": "picked", "pickup_code": "PU-2L"}),
         ],
     );
+    let card_token = relais::cards::CardHasher::new(&common::CARD_KEY)
+        .token(&relais::cards::normalize_card_id(CARD).unwrap())
+        .to_hex();
+    store.import_ok(
+        "customers",
+        "customers.ndjson",
+        &[
+            json!({"customer_id": "C-77", "display_name": "Ada Q.", "loyalty_balance": 120,
+                   "card_tokens": [card_token]}),
+        ],
+    );
     let agent = store.start().with_token(TOKENS[0]);
     (store, agent)
 }
+
+/// The loyalty card of the store's one known customer, C-77, as a scanner reads it.
+const CARD: &str = "04A22B917C80";
 
 /// POST as till `till` (1-based).
 fn post_as(agent: &Agent, till: usize, path: &str, body: &Value) -> (u16, Value) {
@@ -449,4 +463,82 @@ fn a_count_racing_the_tills_sales_sets_stock_to_the_count_as_of_its_own_seq() {
     // On-hand is the count plus exactly the sales after it: none lost, none counted twice.
     assert_eq!(stock_of(&agent, 0).0, 500 - after);
     assert_eq!(stock_of(&agent, 2).0, 40 - tickets.len() as i64);
+}
+
+#[test]
+fn a_basket_naming_the_customer_by_card_carries_their_id_to_central_and_never_the_card() {
+    let (store, agent) = store();
+    let basket = json!({"client_key": "t1/r-cust", "receipt": "R-C1", "currency": "EUR",
+        "customer": {"card": CARD},
+        "lines": [{"code": gtin(0), "qty": 2, "unit_price_minor": 129},
+                  {"code": gtin(1), "qty": 1, "unit_price_minor": 249}]});
+    let (status, body) = agent.post_json("/v1/sales", &basket);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(stock_of(&agent, 0).0, 98);
+    // A retry after a timeout is the same request: the first answer, nothing twice.
+    let (status, again) = agent.post_json("/v1/sales", &basket);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["seq"], body["seq"]);
+    // The same key for the same basket with another customer is another request.
+    let (status, other) = agent.post_json(
+        "/v1/sales",
+        &json!({"client_key": "t1/r-cust", "receipt": "R-C1", "currency": "EUR",
+            "customer": {"customer_id": "C-77X"},
+            "lines": basket["lines"].clone()}),
+    );
+    assert_eq!(status, 404, "an unknown customer id: {other}");
+
+    // A return by the same customer, named by id this time.
+    let (status, body) = agent.post_json(
+        "/v1/returns",
+        &json!({"client_key": "t1/ret-cust", "customer": {"customer_id": "C-77"},
+                "lines": [{"sku": "SKU-MILK", "qty": 1}]}),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    // An unknown card records nothing and says why.
+    let (status, body) = agent.post_json(
+        "/v1/sales",
+        &json!({"client_key": "t1/r-unknown", "customer": {"card": "04FFFFFFFFFF"},
+                "lines": [{"code": gtin(2), "qty": 1}]}),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not recorded"),
+        "{body}"
+    );
+    assert_eq!(stock_of(&agent, 2).0, 40, "nothing moved");
+    // Both a card and an id is a client error naming the field.
+    let (status, body) = agent.post_json(
+        "/v1/sales",
+        &json!({"client_key": "t1/r-both", "customer": {"card": CARD, "customer_id": "C-77"},
+                "lines": [{"code": gtin(2), "qty": 1}]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "customer.card", "{body}");
+
+    drop(agent);
+    let events = store.outbox_events();
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["sale.recorded", "return.recorded"]);
+    for event in &events {
+        assert_eq!(event["payload"]["customer_id"], "C-77", "{event}");
+    }
+    // The card number is nowhere on the box: not in the events, not in the stored answers or
+    // keys, not in the database files.
+    for name in ["outbox.db", "outbox.db-wal"] {
+        let path = store.data_dir.join(name);
+        if let Ok(bytes) = std::fs::read(&path) {
+            assert!(
+                !bytes.windows(CARD.len()).any(|w| w == CARD.as_bytes()),
+                "the card number is in {name}"
+            );
+        }
+    }
 }

@@ -346,6 +346,9 @@ struct SaleBody {
     lines: Vec<LineBody>,
     #[serde(default)]
     currency: Option<String>,
+    /// The customer buying, when the till knows them (loyalty card scanned, account named).
+    #[serde(default)]
+    customer: Option<super::loyalty::CustomerBody>,
 }
 
 fn check_currency(currency: &Option<String>) -> Result<(), ApiError> {
@@ -363,10 +366,11 @@ pub(super) async fn post_sale(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = FactRequest::<SaleBody>::parse(route::SALES, &[], body)?;
+    let mut request = FactRequest::<SaleBody>::parse(route::SALES, &[], body)?;
     let key = idempotency_key(&headers, request.body.client_key.as_deref(), true)?;
     bounded_text("receipt", &request.body.receipt, 64)?;
     check_currency(&request.body.currency)?;
+    let customer_id = named_customer(&state, &mut request, |b| &b.customer).await?;
     let by = caller_name(&caller);
     let claim = request.claim(&by, key.as_deref());
     let SaleBody {
@@ -381,10 +385,28 @@ pub(super) async fn post_sale(
         total_minor: ticket_total(&lines)?,
         lines,
         currency,
+        customer_id,
         client_key: key,
         by,
     });
     record(&state, fact, claim).await
+}
+
+/// The customer a ticket names, resolved against the replica (a card is hashed at once and
+/// never kept; an unknown card or id is a 404 and nothing is recorded) and bound into the
+/// request's fingerprint. Only central's customer id goes into the fact.
+async fn named_customer<T: serde::de::DeserializeOwned>(
+    state: &ApiState,
+    request: &mut FactRequest<T>,
+    customer: impl Fn(&T) -> &Option<super::loyalty::CustomerBody>,
+) -> Result<Option<String>, ApiError> {
+    let Some(body) = customer(&request.body) else {
+        return Ok(None);
+    };
+    let who = body.reference("customer")?;
+    let found = super::loyalty::customer(state, who).await?;
+    request.bind_customer(&found.customer_id);
+    Ok(Some(found.customer_id))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -416,6 +438,9 @@ struct ReturnBody {
     /// Damaged goods are recorded but not put back on sale.
     #[serde(default = "yes")]
     restock: bool,
+    /// The customer bringing the goods back, when known.
+    #[serde(default)]
+    customer: Option<super::loyalty::CustomerBody>,
 }
 
 pub(super) fn yes() -> bool {
@@ -428,7 +453,8 @@ pub(super) async fn post_return(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = FactRequest::<ReturnBody>::parse(route::RETURNS, &[], body)?;
+    let mut request = FactRequest::<ReturnBody>::parse(route::RETURNS, &[], body)?;
+    let customer_id = named_customer(&state, &mut request, |b| &b.customer).await?;
     let body = &request.body;
     let key = idempotency_key(&headers, body.client_key.as_deref(), true)?;
     bounded_text("receipt", &body.receipt, 64)?;
@@ -478,6 +504,7 @@ pub(super) async fn post_return(
         origin,
         reason,
         restocked: restock,
+        customer_id,
         client_key: key,
         by,
     });

@@ -8,6 +8,10 @@
 //! `422 idempotency_key_reused`. So a till can neither read nor suppress another till's facts
 //! by guessing their keys, and a key reused by mistake for a new ticket says so instead of
 //! silently answering the old one.
+//!
+//! A card number as read never enters the fingerprint (a SHA-256 of a low-entropy number
+//! beside a body the event repeats could be brute-forced back): every `card` field is left
+//! out, and the customer the card resolved to is bound in instead ([`FactRequest::bind_customer`]).
 
 use super::ApiError;
 use super::error;
@@ -19,6 +23,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 const KEY_MAX: usize = 128;
+/// The field that carries a card as read, in any body: never fingerprinted.
+const CARD_FIELD: &str = "card";
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// The routes whose facts take keys; a key used on one is unrelated to the same key on another.
@@ -73,6 +79,16 @@ impl<T: DeserializeOwned> FactRequest<T> {
         }
     }
 
+    /// Bind the customer a card (or id) resolved to into the fingerprint: two requests with one
+    /// key and different cards then differ, without the card itself being kept.
+    pub fn bind_customer(&mut self, customer_id: &str) {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&self.fingerprint);
+        ctx.update(b"customer");
+        ctx.update(customer_id.as_bytes());
+        self.fingerprint.copy_from_slice(ctx.finish().as_ref());
+    }
+
     /// The scoped claim for `key`, if the request has one.
     pub fn claim(&self, caller: &str, key: Option<&str>) -> Option<IdempotencyClaim> {
         key.map(|key| IdempotencyClaim::new(caller, self.route, key, self.fingerprint))
@@ -111,7 +127,8 @@ fn fingerprint(route: &str, path_params: &[&str], body: &Value) -> [u8; 32] {
 fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            let mut entries: Vec<(&String, &Value)> =
+                map.iter().filter(|(key, _)| *key != CARD_FIELD).collect();
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
             for (i, (key, value)) in entries.into_iter().enumerate() {

@@ -65,12 +65,58 @@ pub(super) async fn post_burn(
     operation(state, caller, headers, body, Operation::Burn).await
 }
 
-enum CustomerRef {
+pub(super) enum CustomerRef {
     Card(String),
     Id(String),
 }
 
-async fn customer(state: &ApiState, who: CustomerRef) -> Result<CustomerAnswer, ApiError> {
+/// Who a sale or a return is for: the card as read (hashed at once, never stored) or
+/// central's customer id.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CustomerBody {
+    #[serde(default)]
+    card: Option<String>,
+    #[serde(default)]
+    customer_id: Option<String>,
+}
+
+impl CustomerBody {
+    /// Exactly one of the two, each bounded; `field` prefixes the names in errors.
+    pub(super) fn reference(&self, field: &str) -> Result<CustomerRef, ApiError> {
+        customer_ref(field, &self.card, &self.customer_id)
+    }
+}
+
+fn customer_ref(
+    prefix: &str,
+    card: &Option<String>,
+    customer_id: &Option<String>,
+) -> Result<CustomerRef, ApiError> {
+    let name = |f: &str| {
+        if prefix.is_empty() {
+            f.to_owned()
+        } else {
+            format!("{prefix}.{f}")
+        }
+    };
+    bounded_text(&name("customer_id"), customer_id, 64)?;
+    bounded_text(&name("card"), card, 128)?;
+    match (card, customer_id) {
+        (Some(card), None) => Ok(CustomerRef::Card(card.clone())),
+        (None, Some(id)) => Ok(CustomerRef::Id(id.clone())),
+        _ => Err(ApiError::invalid(
+            &name("card"),
+            "give exactly one of `card` (as read) or `customer_id`",
+        )),
+    }
+}
+
+/// The customer as the replica knows them; 404 (nothing recorded) when it does not.
+pub(super) async fn customer(
+    state: &ApiState,
+    who: CustomerRef,
+) -> Result<CustomerAnswer, ApiError> {
     let hasher = state.hasher.clone();
     let stale_after = state.tunables.stale_after();
     let answer = state
@@ -109,28 +155,20 @@ async fn operation(
         Operation::Earn => route::LOYALTY_EARN,
         Operation::Burn => route::LOYALTY_BURN,
     };
-    let request = FactRequest::<LoyaltyBody>::parse(route, &[], body)?;
+    let mut request = FactRequest::<LoyaltyBody>::parse(route, &[], body)?;
     let body = &request.body;
     let key = idempotency_key(&headers, body.client_key.as_deref(), true)?;
     bounded_text("receipt", &body.receipt, 64)?;
-    bounded_text("customer_id", &body.customer_id, 64)?;
     in_range(
         "points",
         body.points,
         1..=MAX_POINTS,
         "points (the endpoint gives the direction)",
     )?;
-    let who = match (&body.card, &body.customer_id) {
-        (Some(card), None) => CustomerRef::Card(card.clone()),
-        (None, Some(id)) => CustomerRef::Id(id.clone()),
-        _ => {
-            return Err(ApiError::invalid(
-                "card",
-                "give exactly one of `card` (as read) or `customer_id`",
-            ));
-        }
-    };
+    let who = customer_ref("", &body.card, &body.customer_id)?;
     let customer = customer(&state, who).await?;
+    request.bind_customer(&customer.customer_id);
+    let body = &request.body;
     let points = match op {
         Operation::Earn => body.points,
         Operation::Burn => -body.points,

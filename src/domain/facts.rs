@@ -73,6 +73,9 @@ pub struct SaleRecorded {
     /// Σ qty × unit price, when every line has a price.
     pub total_minor: Option<i64>,
     pub currency: Option<String>,
+    /// Central's id of the customer the till named (by card or id); never a card number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
     pub client_key: Option<String>,
     pub by: String,
 }
@@ -103,6 +106,9 @@ pub struct ReturnRecorded {
     pub reason: Option<String>,
     /// Damaged goods are recorded without going back on sale.
     pub restocked: bool,
+    /// Central's id of the customer bringing the goods back, when the till named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
     pub client_key: Option<String>,
     pub by: String,
 }

@@ -73,6 +73,7 @@ fn sale(lines: Vec<FactLine>) -> StoreFact {
         lines,
         total_minor: None,
         currency: None,
+        customer_id: Some("C-1".into()),
         client_key: Some("t1/r1".into()),
         by: "till-1".into(),
     })
@@ -110,6 +111,7 @@ fn a_return_restocks_each_line_unless_the_goods_are_damaged() {
             cross_channel: true,
             reason: None,
             restocked,
+            customer_id: None,
             client_key: None,
             by: "till-1".into(),
         })

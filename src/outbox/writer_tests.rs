@@ -522,6 +522,7 @@ fn ticket(lines: &[(&str, i64)]) -> AppendRequest {
             .collect(),
         total_minor: None,
         currency: None,
+        customer_id: None,
         client_key: None,
         by: "till-1".into(),
     }))
