@@ -808,3 +808,54 @@ fn deltas_flooding_in_while_a_snapshot_downloads_keep_the_agent_s_memory_bounded
         "the agent still answers"
     );
 }
+
+/// `mosquitto_pub` as central's identity, on one of the agent's topics.
+fn publish_as_central(broker: &Broker, topic: &str, payload: &str) {
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-u", "central", "-q", "1", "-m", payload])
+        .args(["-t", &format!("relais/v1/{}/{topic}", common::AGENT_ID)])
+        .output()
+        .expect("mosquitto_pub (apt-get install mosquitto-clients)");
+    assert!(out.status.success(), "{}", common::describe(&out));
+}
+
+#[test]
+fn a_forged_central_ack_for_seqs_not_yet_sent_deletes_nothing_and_they_still_reach_central() {
+    if skip() {
+        return;
+    }
+    const N: usize = 200;
+    let broker = Broker::start(BrokerOptions::default());
+    // One event per batch, one batch in flight, and (central mode) at most 8 awaiting central:
+    // with no ingest running, the agent sends about 9 events and waits; the rest stay unsent.
+    let store = store_with_broker(
+        &broker.url(),
+        "ack = \"central\"\nack_timeout = \"2s\"\nbatch_max_events = 1\ninflight_batches = 1\n",
+    );
+    let ids = seed_outbox(&store, N);
+    let agent = store.start();
+    wait_until("the agent to deliver", Duration::from_secs(30), || {
+        agent.health()["sync"]["connected"] == json!(true)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(outbox_depth(&agent), N as u64, "nothing acked yet");
+    // Someone who can publish on the agent's `ack` topic (or a stale ack from a central that
+    // lost its state) claims central has seqs the agent never sent on this connection.
+    let forged = json!({"v": 1, "seqs": [[N as u64 / 2, N as u64 + 1000]]}).to_string();
+    publish_as_central(&broker, "ack", &forged);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        outbox_depth(&agent),
+        N as u64,
+        "a forged ack deleted facts central never got"
+    );
+    // The real central comes up: every seeded event arrives, none was lost to the forgery.
+    let tmp = tempfile::tempdir().unwrap();
+    let ingest = Ingest::start(&broker, &tmp.path().join("sink.db"));
+    ingest.wait_for(N, Duration::from_secs(120));
+    assert!(sink_ids(&ingest.sink) == ids, "exactly the seeded events");
+    wait_until("the outbox to empty", Duration::from_secs(60), || {
+        outbox_depth(&agent) == 0
+    });
+}
