@@ -567,3 +567,111 @@ fn a_validly_signed_document_that_would_weaken_the_box_is_refused_and_changes_no
     );
     assert_ne!(agent.health()["config"]["remote_version"], 3);
 }
+
+/// Wait until `check` holds.
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The version of the known-good document on disk, if any.
+fn known_good_version(store: &Store) -> Option<u64> {
+    let bytes = std::fs::read(store.data_dir.join("fleet/config.json")).ok()?;
+    fleet::SignedDocument::from_json(&bytes)
+        .ok()
+        .map(|d| d.version)
+}
+
+#[test]
+fn a_signed_config_moving_the_agent_to_a_broker_that_refuses_its_own_topics_is_rolled_back_and_never_known_good()
+ {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let ops = Ops::new();
+    let store = store(&broker, &ops);
+    let agent = store.start();
+    let reports = Watch::start(&broker, "cfg/reported");
+    // The new broker takes the CONNECT and acknowledges every publish of the agent, but its
+    // ACL never lets the agent read its own topics: central's acks, deltas, config and
+    // commands could never reach it again. Any answer from that broker is not a proof.
+    let write_only = Broker::start_with_acl(
+        BrokerOptions::default(),
+        "",
+        "pattern write relais/v1/%u/#\n\nuser central\ntopic readwrite relais/v1/#\n",
+    );
+    publish(
+        &broker,
+        "cfg/desired",
+        &ops.config(4, &format!("[sync]\nbroker = \"{}\"\n", write_only.url())),
+        true,
+    );
+    // There, the agent is "connected" (its publishes are acknowledged) ...
+    wait_until(
+        "the agent to deliver to the write-only broker",
+        Duration::from_secs(20),
+        || {
+            let health = agent.health();
+            health["config"]["remote_version"] == 4 && health["sync"]["connected"] == true
+        },
+    );
+    // ... yet after fleet.rollback_after (10 s) it is back on the old broker, saying why.
+    let report = reports.wait("the rollback report", Duration::from_secs(60), |v| {
+        v["version"] == 4 && v["status"] == "rolled_back"
+    });
+    let reason = report["reasons"][0].as_str().unwrap_or_default();
+    assert!(reason.contains("own topics echoed back"), "{report}");
+    assert_eq!(agent.health()["config"]["remote_version"], Value::Null);
+    assert_ne!(known_good_version(&store), Some(4), "v4 became known good");
+    assert!(!store.data_dir.join("fleet/pending.json").exists());
+    // A restart starts on the old broker, not on v4.
+    agent.terminate();
+    let agent = store.start();
+    wait_until(
+        "the old broker after a restart",
+        Duration::from_secs(20),
+        || agent.health()["sync"]["connected"] == true,
+    );
+    assert_ne!(agent.health()["config"]["remote_version"], 4);
+}
+
+#[test]
+fn a_signed_config_moving_the_agent_to_a_broker_that_echoes_its_own_topics_is_promoted() {
+    if !broker::available() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let ops = Ops::new();
+    let store = store(&broker, &ops);
+    let agent = store.start();
+    let new_broker = Broker::start(BrokerOptions::default());
+    let reports = Watch::start(&new_broker, "cfg/reported");
+    publish(
+        &broker,
+        "cfg/desired",
+        &ops.config(4, &format!("[sync]\nbroker = \"{}\"\n", new_broker.url())),
+        true,
+    );
+    let report = reports.wait("v4's report", Duration::from_secs(20), report_for(4));
+    assert_eq!(report["status"], "applied", "{report}");
+    wait_until("v4 to become known good", Duration::from_secs(20), || {
+        known_good_version(&store) == Some(4)
+    });
+    assert!(agent.log_text().contains("echoes the agent's own topics"));
+    // Past fleet.rollback_after it is still in effect.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(agent.health()["config"]["remote_version"], 4);
+    assert!(
+        !reports
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|v| v["status"] == "rolled_back"),
+        "nothing rolled back"
+    );
+}

@@ -808,3 +808,217 @@ fn deltas_flooding_in_while_a_snapshot_downloads_keep_the_agent_s_memory_bounded
         "the agent still answers"
     );
 }
+
+/// `mosquitto_pub` as central's identity, on one of the agent's topics.
+fn publish_as_central(broker: &Broker, topic: &str, payload: &str) {
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-u", "central", "-q", "1", "-m", payload])
+        .args(["-t", &format!("relais/v1/{}/{topic}", common::AGENT_ID)])
+        .output()
+        .expect("mosquitto_pub (apt-get install mosquitto-clients)");
+    assert!(out.status.success(), "{}", common::describe(&out));
+}
+
+#[test]
+fn a_forged_central_ack_for_seqs_not_yet_sent_deletes_nothing_and_they_still_reach_central() {
+    if skip() {
+        return;
+    }
+    const N: usize = 200;
+    let broker = Broker::start(BrokerOptions::default());
+    // One event per batch, one batch in flight, and (central mode) at most 8 awaiting central:
+    // with no ingest running, the agent sends about 9 events and waits; the rest stay unsent.
+    let store = store_with_broker(
+        &broker.url(),
+        "ack = \"central\"\nack_timeout = \"2s\"\nbatch_max_events = 1\ninflight_batches = 1\n",
+    );
+    let ids = seed_outbox(&store, N);
+    let agent = store.start();
+    wait_until("the agent to deliver", Duration::from_secs(30), || {
+        agent.health()["sync"]["connected"] == json!(true)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(outbox_depth(&agent), N as u64, "nothing acked yet");
+    // Someone who can publish on the agent's `ack` topic (or a stale ack from a central that
+    // lost its state) claims central has seqs the agent never sent on this connection.
+    let forged = json!({"v": 1, "seqs": [[N as u64 / 2, N as u64 + 1000]]}).to_string();
+    publish_as_central(&broker, "ack", &forged);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        outbox_depth(&agent),
+        N as u64,
+        "a forged ack deleted facts central never got"
+    );
+    // The real central comes up: every seeded event arrives, none was lost to the forgery.
+    let tmp = tempfile::tempdir().unwrap();
+    let ingest = Ingest::start(&broker, &tmp.path().join("sink.db"));
+    ingest.wait_for(N, Duration::from_secs(120));
+    assert!(sink_ids(&ingest.sink) == ids, "exactly the seeded events");
+    wait_until("the outbox to empty", Duration::from_secs(60), || {
+        outbox_depth(&agent) == 0
+    });
+}
+
+#[test]
+fn sigterm_during_a_snapshot_download_that_hangs_mid_file_exits_within_seconds_and_cleanly() {
+    if skip() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let products: Vec<Value> = (0..5_000u64)
+        .map(|i| {
+            let gtin = common::gtin14(4_100_000_000 + i);
+            common::product(&gtin, &format!("SKU-{i}"), &format!("Item {i}"))
+        })
+        .collect();
+    build_snapshot(&served, 11, &products);
+    let server = https::HttpsServer::start(&served);
+    // The manifest answers; the products file sends 4 KiB and then hangs, well inside the
+    // client's 30 s read timeout, and would again at every retry.
+    server.stall_responses_after("products-", 4096);
+    let store = store_with_broker(
+        &broker.url(),
+        &format!(
+            "ca_file = \"{}\"\nsnapshot_url = \"{}\"\n",
+            server.ca_file.display(),
+            server.url("manifest.json")
+        ),
+    );
+    let agent = store.start();
+    // An empty replica fetches its snapshot at the first connection.
+    wait_until("the download to hang", Duration::from_secs(30), || {
+        server
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("products-") && r.body_bytes == 4096)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let log = agent.log_lines();
+    let started = Instant::now();
+    let status = agent.terminate();
+    let took = started.elapsed();
+    eprintln!("SIGTERM during a hung snapshot download: exited in {took:?} ({status})");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = log.lock().unwrap().join("\n");
+    assert!(status.success(), "normal shutdown, exit 0: {status}\n{log}");
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?} (TimeoutStopSec is 30 s)\n{log}"
+    );
+    assert!(
+        log.contains("stopped cleanly"),
+        "the normal shutdown path ran to its end:\n{log}"
+    );
+}
+
+/// Names of the `*.damaged-*` files in the data directory.
+fn damaged_copies(store: &Store) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&store.data_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".damaged-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_damaged_replica_copy_holding_a_customer_is_deleted_at_her_erasure_and_old_copies_expire() {
+    use std::os::unix::fs::FileExt;
+    if skip() {
+        return;
+    }
+    let broker = Broker::start(BrokerOptions::default());
+    let store = store_with_broker(&broker.url(), "");
+    let tmp = tempfile::tempdir().unwrap();
+    let catalogue = tmp.path().join("catalogue.ndjson");
+    relais::demo::write_products(&catalogue, 3000).unwrap();
+    common::assert_success(
+        &store.import_file("products", &catalogue, Some(5)),
+        "import",
+    );
+    store.import_ok(
+        "customers",
+        "customers.ndjson",
+        &[json!({"customer_id": "C-1", "display_name": "Zelda Quux", "loyalty_balance": 10})],
+    );
+    // Damage the middle third of replica.db (products): the next start moves it aside, with
+    // the customer still readable in it.
+    let path = store.replica_db();
+    let len = std::fs::metadata(&path).unwrap().len();
+    let garbage: Vec<u8> = (0..len / 3).map(|i| (i as u8) ^ 0x5A).collect();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&garbage, len / 3).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    // Copies left by earlier damage: two past disk.damaged_copies_keep (7 days by default),
+    // and an outbox copy of an hour ago, which may hold undelivered store facts.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let old = now - 8 * 86_400;
+    let recent_outbox = format!("outbox.db.damaged-{}", now - 3600);
+    for name in [
+        format!("replica.db.damaged-{old}"),
+        format!("outbox.db.damaged-{old}"),
+        recent_outbox.clone(),
+    ] {
+        std::fs::write(store.data_dir.join(name), b"Zelda Quux").unwrap();
+    }
+
+    let agent = store.start();
+    wait_until("connected", Duration::from_secs(20), || {
+        agent.health()["sync"]["connected"] == json!(true)
+    });
+    let copies = damaged_copies(&store);
+    let fresh: Vec<&String> = copies
+        .iter()
+        .filter(|n| n.starts_with("replica.db.damaged-") && !n.contains(&old.to_string()))
+        .collect();
+    assert_eq!(
+        fresh.len(),
+        1,
+        "the damaged replica moved aside: {copies:?}"
+    );
+    assert!(
+        !copies.iter().any(|n| n.contains(&old.to_string())),
+        "copies past the retention are deleted at startup: {copies:?}"
+    );
+    let held = std::fs::read(store.data_dir.join(fresh[0])).unwrap();
+    assert!(
+        held.windows(10).any(|w| w == b"Zelda Quux"),
+        "the damaged copy holds the customer"
+    );
+    // Central erases the customer (GDPR): the damaged copy must not keep her.
+    publish_deltas(
+        &broker,
+        &[json!({"v": 1, "stream": "customers", "version": 1, "ops": [
+            {"op": "delete", "key": {"customer_id": "C-1"}}
+        ]})],
+    );
+    wait_until(
+        "the damaged replica copies to go",
+        Duration::from_secs(30),
+        || {
+            !damaged_copies(&store)
+                .iter()
+                .any(|n| n.starts_with("replica.db.damaged-"))
+        },
+    );
+    assert_eq!(
+        damaged_copies(&store),
+        vec![recent_outbox],
+        "the recent outbox copy is kept for recovery until its retention"
+    );
+    wait_until("the deletion in the log", Duration::from_secs(5), || {
+        agent
+            .log_text()
+            .contains("damaged replica copies deleted with the erasure")
+    });
+}

@@ -366,10 +366,14 @@ impl FleetLink {
             }
         }
         let probation = self.probation.as_ref()?;
-        if running.parts().sync.status().connected {
+        // Not any answer: a broker can take the CONNECT and acknowledge publishes while its
+        // ACL refuses this agent read access to its own topics, which would cut it off from
+        // central's config and commands for good. Only the ACL echo proves both ways.
+        let sync = &running.parts().sync;
+        if sync.status().connected && sync.echoed() {
             tracing::info!(
                 version = probation.version,
-                "remote config proven: the broker answers"
+                "remote config proven: the broker answers and echoes the agent's own topics"
             );
             self.promote();
             return None;
@@ -379,7 +383,7 @@ impl FleetLink {
         }
         let probation = self.probation.take()?;
         let why = format!(
-            "no broker connection for {} after applying version {}: returned to the last known good configuration",
+            "no broker connection that accepts this agent's identity (its own topics echoed back) for {} after applying version {}: returned to the last known good configuration",
             crate::config::render::duration(
                 running
                     .config()

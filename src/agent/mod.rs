@@ -71,6 +71,14 @@ pub struct DataPaths {
 }
 
 impl DataPaths {
+    /// Delete the damaged copies of both databases older than `keep` (`disk.damaged_copies_keep`):
+    /// at startup and hourly, since they may hold personal data.
+    pub fn expire_damaged_copies(&self, keep: std::time::Duration) {
+        for database in [&self.replica, &self.outbox] {
+            storage::remove_damaged_copies(database, Some(keep));
+        }
+    }
+
     pub fn new(dir: &Path) -> DataPaths {
         DataPaths {
             dir: dir.to_path_buf(),
@@ -137,6 +145,7 @@ pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
             ),
         ));
     }
+    paths.expire_damaged_copies(config.disk.damaged_copies_keep);
     let (outbox, writer) = OutboxWriter::start(
         &paths.outbox,
         WriterSettings {
@@ -459,6 +468,12 @@ async fn control_loop(
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup()).ok();
     let mut link = fleet_link::FleetLink::new(&running, control.remote.clone());
+    // Startup already expired the damaged copies; then once an hour.
+    let mut retention = tokio::time::interval_at(
+        tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
+        std::time::Duration::from_secs(3600),
+    );
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = async {
@@ -478,6 +493,12 @@ async fn control_loop(
             _ = link.tick() => {
                 if let Some(remote) = link.check_probation(&mut running, &control.file).await {
                     control.remote = remote;
+                }
+            }
+            _ = retention.tick() => {
+                if let Some(keep) = running.config().map(|c| c.disk.damaged_copies_keep) {
+                    let paths = running.parts().paths.clone();
+                    let _ = tokio::task::spawn_blocking(move || paths.expire_damaged_copies(keep)).await;
                 }
             }
             _ = stop.changed() => return running,

@@ -49,6 +49,10 @@ pub(crate) const LOW_FREE_MB: (i64, i64, i64) = (256, 0, 1_048_576);
 
 pub(crate) const LOG_LEVEL: &str = "info";
 
+/// `disk.damaged_copies_keep`: how long a damaged database moved aside is kept.
+pub(crate) const DAMAGED_COPIES_KEEP: Duration = Duration::from_secs(7 * 86_400);
+pub(crate) const DAMAGED_COPIES_KEEP_RANGE: (Duration, Duration) =
+    (Duration::from_secs(3600), Duration::from_secs(365 * 86_400));
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(60);
@@ -206,6 +210,12 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "low_free_mb",
         kind: "an integer",
         example: "256",
+    },
+    KeySpec {
+        section: "disk",
+        key: "damaged_copies_keep",
+        kind: "a duration string",
+        example: "\"7d\"",
     },
     KeySpec {
         section: "customers",

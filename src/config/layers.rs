@@ -24,6 +24,7 @@ pub const LOCAL_ONLY: &[&str] = &[
     "api.allowed_hosts",
     "api.allowed_origins",
     "customers.card_hash_key_file",
+    "disk.damaged_copies_keep",
     "sync.username",
     "sync.client_id",
     "sync.password_file",

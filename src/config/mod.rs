@@ -160,6 +160,9 @@ pub struct OutboxConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
     pub low_free_mb: u64,
+    /// Damaged databases moved aside (`*.damaged-*`) are deleted this long after the move:
+    /// they may hold personal data (docs/security.md).
+    pub damaged_copies_keep: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,6 +385,7 @@ impl Config {
             },
             disk: DiskConfig {
                 low_free_mb: defaults::LOW_FREE_MB.0 as u64,
+                damaged_copies_keep: defaults::DAMAGED_COPIES_KEEP,
             },
             customers: CustomersConfig {
                 card_hash_key_file: defaults::card_hash_key_file(&data_dir),

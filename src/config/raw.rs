@@ -75,6 +75,7 @@ pub(crate) struct RawOutbox {
 #[serde(deny_unknown_fields, expecting = "a table ([disk])")]
 pub(crate) struct RawDisk {
     pub low_free_mb: Field<i64>,
+    pub damaged_copies_keep: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

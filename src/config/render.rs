@@ -38,6 +38,7 @@ telemetry_quota_rows = {telemetry_quota_rows}
 
 [disk]
 low_free_mb = {low_free_mb}
+damaged_copies_keep = {damaged_copies_keep}
 
 [customers]
 card_hash_key_file = {card_hash_key_file}
@@ -71,6 +72,7 @@ format = {format}
         group_commit_max = c.outbox.group_commit_max,
         telemetry_quota_rows = c.outbox.telemetry_quota_rows,
         low_free_mb = c.disk.low_free_mb,
+        damaged_copies_keep = string(&duration(c.disk.damaged_copies_keep)),
         card_hash_key_file = path(&c.customers.card_hash_key_file),
         level = string(&c.log.level),
         format = string(c.log.format.as_str()),

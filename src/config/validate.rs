@@ -579,6 +579,12 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         defaults::TELEMETRY_QUOTA_ROWS,
     );
     let low_free_mb = c.int("disk.low_free_mb", &disk.low_free_mb, defaults::LOW_FREE_MB);
+    let damaged_copies_keep = c.duration(
+        "disk.damaged_copies_keep",
+        &disk.damaged_copies_keep,
+        defaults::DAMAGED_COPIES_KEEP,
+        defaults::DAMAGED_COPIES_KEEP_RANGE,
+    );
 
     let card_hash_key_file = c
         .path(
@@ -671,7 +677,10 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
             group_commit_max,
             telemetry_quota_rows,
         },
-        disk: DiskConfig { low_free_mb },
+        disk: DiskConfig {
+            low_free_mb,
+            damaged_copies_keep,
+        },
         customers: CustomersConfig { card_hash_key_file },
         log: LogConfig { level, format },
         sync,

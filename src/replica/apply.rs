@@ -213,11 +213,32 @@ impl ApplierHandle {
     }
 }
 
+/// A GDPR erasure must reach every copy of the replica: a damaged one moved aside still holds
+/// the customers it had (issue 16). The replica is rebuilt from snapshots, so nothing is lost.
+fn forget_damaged_copies(path: &Path, why: &str) {
+    let removed = crate::storage::remove_damaged_copies(path, None);
+    if !removed.is_empty() {
+        tracing::info!(
+            copies = removed.len(),
+            reason = why,
+            "damaged replica copies deleted with the erasure"
+        );
+    }
+}
+
 fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Command>) {
     while let Some(command) = receiver.blocking_recv() {
         match command {
             Command::Delta { delta, reply } => {
                 let result = delta::apply(&mut conn, &delta);
+                let erased = delta.stream == Stream::Customers
+                    && delta
+                        .ops
+                        .iter()
+                        .any(|op| matches!(op, delta::DeltaOp::Delete { .. }));
+                if erased && matches!(result, Ok(DeltaOutcome::Applied { .. })) {
+                    forget_damaged_copies(path, "a customer was erased");
+                }
                 let _ = reply.send(result);
             }
             Command::Import {
@@ -232,6 +253,10 @@ fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Command>)
                 // connection lives as long as the agent, so take it back here either way.
                 if let Err(e) = conn.execute_batch("PRAGMA cache_size=-32768;") {
                     tracing::warn!(error = %e, "cannot shrink the replica page cache after an import");
+                }
+                if stream == Stream::Customers && result.is_ok() {
+                    // A customers snapshot drops every customer it does not list.
+                    forget_damaged_copies(path, "a customers snapshot replaced the customers");
                 }
                 let _ = reply.send(result.map_err(ApplyError::from));
             }

@@ -17,7 +17,7 @@ pub use snapshot::LookupConnection;
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const REPLICA_FILE: &str = "replica.db";
 pub const OUTBOX_FILE: &str = "outbox.db";
@@ -245,6 +245,58 @@ pub fn move_aside(path: &Path) -> Result<PathBuf, StorageError> {
     Ok(target)
 }
 
+/// Delete the copies [`move_aside`] made of `database` (with their `-wal`/`-shm`) that were
+/// moved aside at least `older_than` ago, or all of them with `None`; returns what was
+/// deleted. They may hold personal data, so they must not outlive their use (issue 16).
+/// Best effort: a file that cannot be deleted is logged and tried again next time.
+pub fn remove_damaged_copies(database: &Path, older_than: Option<Duration>) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (database.parent(), database.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.damaged-", name.to_string_lossy());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let stamp = rest
+            .strip_suffix("-wal")
+            .or_else(|| rest.strip_suffix("-shm"))
+            .unwrap_or(rest);
+        // Only names `move_aside` makes: digits, nothing else.
+        let Ok(moved_at) = stamp.parse::<u64>() else {
+            continue;
+        };
+        // A stamp in the future (the clock went back) counts as just moved.
+        let age = Duration::from_secs(now.saturating_sub(moved_at));
+        if older_than.is_some_and(|keep| age < keep) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), age_s = age.as_secs(), "damaged database copy deleted");
+                removed.push(path);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete a damaged database copy; retried later")
+            }
+        }
+    }
+    if !removed.is_empty() {
+        fsync_dir(dir);
+    }
+    removed
+}
+
 /// Make a rename durable. Best effort: some filesystems refuse to fsync a directory.
 pub fn fsync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
@@ -389,5 +441,49 @@ mod atomic_write_tests {
                 .map(|m| m.file_type().is_symlink())
                 .unwrap_or(true)
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod damaged_copy_tests {
+    use super::*;
+
+    #[test]
+    fn only_damaged_copies_of_that_database_past_the_retention_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let old = now - 8 * 86_400;
+        let recent = now - 3600;
+        let names = [
+            format!("replica.db.damaged-{old}"),
+            format!("replica.db.damaged-{old}-wal"),
+            format!("replica.db.damaged-{recent}"),
+            format!("outbox.db.damaged-{old}"),
+            "replica.db".to_string(),
+            "replica.db.damaged-notes.txt".to_string(),
+        ];
+        for name in &names {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let replica = dir.path().join("replica.db");
+        let week = Duration::from_secs(7 * 86_400);
+        let mut removed = remove_damaged_copies(&replica, Some(week));
+        removed.sort();
+        assert_eq!(
+            removed,
+            vec![dir.path().join(&names[0]), dir.path().join(&names[1]),]
+        );
+        // An erasure: every copy of the replica, none of the outbox, nothing else.
+        assert_eq!(
+            remove_damaged_copies(&replica, None),
+            vec![dir.path().join(&names[2])]
+        );
+        for kept in &names[3..] {
+            assert!(dir.path().join(kept).exists(), "{kept} was deleted");
+        }
     }
 }

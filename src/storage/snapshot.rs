@@ -34,7 +34,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// How long a reader with nothing to do keeps its snapshot before giving it back.
@@ -74,7 +74,7 @@ struct HeaderMap {
 }
 
 // The only `unsafe` in Relais (ADR 0016): mapping, reading and unmapping these 96 bytes.
-// SAFETY: the mapping is only read, through volatile loads, and unmapped once, in `drop`.
+// SAFETY: the mapping is only read, through atomic loads, and unmapped once, in `drop`.
 #[allow(unsafe_code)]
 unsafe impl Send for HeaderMap {}
 
@@ -105,14 +105,30 @@ impl HeaderMap {
     }
 
     fn read(&self) -> Header {
-        // Other processes write these bytes at any time: volatile word loads, like SQLite's
-        // own copy of them, and the acquire fence orders them before the snapshot's reads.
-        let words = self.start.as_ptr().cast::<u64>();
+        // Other processes (and SQLite in this one) write these bytes at any time, so a plain or
+        // volatile read is a data race, undefined behaviour however harmless it looks. Atomic
+        // loads are defined for memory another writer changes concurrently. The mapping is
+        // read-only: std allows only "sufficiently small" `Relaxed` loads there (4 bytes on
+        // 32-bit targets, see "Atomic accesses to read-only memory" in `core::sync::atomic`),
+        // hence 32-bit words — SQLite's header fields are 32-bit words anyway — and a fence for
+        // the ordering. A torn header (words from before and after a commit) only differs from
+        // the kept one, which takes a fresh snapshot: the safe direction.
+        let words = self.start.as_ptr().cast::<u32>();
         let mut header: Header = [0; HEADER_BYTES / 8];
         for (i, word) in header.iter_mut().enumerate() {
-            // SAFETY: `i < 12` words = the 96 mapped bytes; the map is page-aligned.
-            *word = unsafe { std::ptr::read_volatile(words.add(i)) };
+            let mut bytes = [0u8; 8];
+            for (half, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+                // SAFETY: `2 * i + half < 24` words = the 96 mapped bytes, which stay mapped
+                // until `drop`; the map is page-aligned, so each word is 4-aligned. This process
+                // only ever loads them, atomically and `Relaxed` (allowed on read-only memory),
+                // and never makes a non-atomic Rust reference to them.
+                let atomic = unsafe { AtomicU32::from_ptr(words.add(2 * i + half)) };
+                chunk.copy_from_slice(&atomic.load(Ordering::Relaxed).to_ne_bytes());
+            }
+            // The same bytes in the same order as the `pread` path below, so the two compare.
+            *word = u64::from_ne_bytes(bytes);
         }
+        // Orders the loads above before the snapshot's reads that follow.
         std::sync::atomic::fence(Ordering::Acquire);
         header
     }

@@ -101,6 +101,11 @@ struct Refetch {
 struct Refetches {
     running: HashMap<Stream, Refetch>,
     finished: HashMap<Stream, std::time::Instant>,
+    /// The download tasks, owned here rather than detached: when sync stops (shutdown, a
+    /// reload) the downlink task is aborted, this set is dropped with it and aborts them. A
+    /// detached task kept its applier handle, so the applier thread (and SIGTERM) waited for
+    /// a hung download's retries: 72 s, past the unit's TimeoutStopSec (issue 16).
+    tasks: tokio::task::JoinSet<()>,
 }
 
 impl Refetches {
@@ -389,7 +394,9 @@ fn start_refetch(
     );
     let ctx = Arc::clone(ctx);
     let done = done.clone();
-    tokio::spawn(async move {
+    // Reap the finished ones (their results went through `done`).
+    while refetching.tasks.try_join_next().is_some() {}
+    refetching.tasks.spawn(async move {
         if !wait.is_zero() {
             tracing::warn!(%stream, wait_s = wait.as_secs(), "another snapshot needed right after the last one (is central's snapshot older than its deltas?); waiting before fetching again");
             tokio::time::sleep(wait).await;

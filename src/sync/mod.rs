@@ -44,6 +44,8 @@ pub enum SyncError {
 pub struct SyncShared {
     configured: AtomicBool,
     connected: AtomicBool,
+    /// This connection's ACL echo came back (`session/echo.rs`); false again when it ends.
+    echoed: AtomicBool,
     link: Mutex<LinkState>,
     limits: Mutex<Option<limits::BrokerLimits>>,
     /// Unix ms of the last success PUBACK (0: none since start).
@@ -262,6 +264,9 @@ impl SyncShared {
             .unwrap_or(false);
         let up = state == LinkState::Delivering;
         self.connected.store(up, Ordering::Relaxed);
+        if !up {
+            self.echoed.store(false, Ordering::Relaxed);
+        }
         if changed {
             self.since_ms
                 .store(crate::storage::now_unix_ms(), Ordering::Relaxed);
@@ -269,6 +274,16 @@ impl SyncShared {
         if up && let Ok(mut e) = self.last_error.lock() {
             *e = None;
         }
+    }
+
+    /// Whether the broker of the current connection delivered the agent's own probe back:
+    /// it accepts this agent's identity for writing and reading its topics.
+    pub fn echoed(&self) -> bool {
+        self.echoed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_echoed(&self, echoed: bool) {
+        self.echoed.store(echoed, Ordering::Relaxed);
     }
 
     pub(crate) fn set_limits(&self, limits: Option<limits::BrokerLimits>) {

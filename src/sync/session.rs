@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
+mod echo;
 mod settle;
 
 /// What the session needs from the rest of the agent.
@@ -125,6 +126,8 @@ pub async fn run(ctx: SessionContext, mut shutdown: watch::Receiver<bool>) {
         ) {
             ctx.shared.set_link(LinkState::Connecting);
         }
+        // Whatever an earlier connection proved, this one proves again.
+        ctx.shared.set_echoed(false);
         let (end, delivered) = connect_once(&ctx, &topics, &mut learned, &mut shutdown).await;
         if let SessionEnd::Shutdown = end {
             ctx.shared.set_link(LinkState::Disconnected);
@@ -251,6 +254,7 @@ async fn connect_once(
         next_pkid: 0,
         evt_alias_sent: false,
         delivered: false,
+        echo_nonce: Vec::new(),
     };
     let end = session.run(shutdown).await;
     learned.retain &= session.retain;
@@ -272,6 +276,7 @@ enum What {
     State,
     Fleet,
     Subscribe,
+    Echo,
 }
 
 struct Pending {
@@ -300,6 +305,8 @@ struct Session<'a> {
     waiting: VecDeque<Waiting>,
     next_pkid: u16,
     evt_alias_sent: bool,
+    /// The payload of this session's probe on `echo` (empty until it is published).
+    echo_nonce: Vec<u8>,
     /// Anything acknowledged with success (PUBACK < 0x80, or central's ack).
     delivered: bool,
 }
@@ -327,6 +334,7 @@ impl Session<'_> {
         self.subscribe().await?;
         let state = online_state(self.ctx, self.limits.maximum_packet_size).await;
         self.publish_state(&state).await?;
+        self.publish_echo().await?;
         self.ctx.downlink.connected().await;
         self.publish_fleet(true).await?;
 
@@ -412,6 +420,7 @@ impl Session<'_> {
                 What::State => format!("the state message (packet id {pkid})"),
                 What::Fleet => format!("a fleet message (packet id {pkid})"),
                 What::Subscribe => format!("SUBSCRIBE (packet id {pkid}, no SUBACK)"),
+                What::Echo => format!("the ACL probe on echo (packet id {pkid})"),
             };
             return Err(SessionEnd::PubackTimeout {
                 what,
@@ -460,6 +469,7 @@ impl Session<'_> {
             self.topics.ack(),
             self.topics.cfg_desired(),
             self.topics.cmd_req(),
+            self.topics.echo(),
         ];
         if self.limits.wildcard_subscriptions {
             filters.push(self.topics.rpl_all());
@@ -638,7 +648,7 @@ impl Session<'_> {
         }
         match pending.what {
             What::Subscribe => {}
-            What::State | What::Fleet => {
+            What::State | What::Fleet | What::Echo => {
                 if ack.reason >= 0x80 {
                     tracing::error!(
                         pkid = ack.pkid,
@@ -676,6 +686,8 @@ impl Session<'_> {
         let topic = publish.topic.as_str();
         if topic == topics.ack() {
             self.on_central_ack(&publish.payload).await;
+        } else if topic == topics.echo() {
+            self.on_echo(&publish.payload);
         } else if topic == topics.cfg_desired() || topic == topics.cmd_req() {
             forward_fleet(self.ctx, topic == topics.cfg_desired(), &publish.payload);
         } else if let Some(stream) = topic

@@ -401,13 +401,67 @@ impl Uplink {
         })
     }
 
-    /// Central acknowledged these ranges: forget the batches they cover.
-    pub fn central_acked(&mut self, acked: &[[u64; 2]]) {
-        let covered = |[a, b]: &[u64; 2]| acked.iter().any(|[x, y]| x <= a && b <= y);
+    /// Central acknowledged `acked`: returns the part of it this connection sent and has not
+    /// settled yet (in flight, awaiting central, or queued to go again), the only seqs the
+    /// caller may mark delivered, and forgets the batches that part covers. Anything else an
+    /// ack names — seqs not sent yet, sent on an earlier connection, or never appended — is
+    /// ignored (issue 16): a forged or stale ack cannot delete a fact central never got, and
+    /// whatever was sent before a reconnect is sent again, which central absorbs.
+    pub fn central_acked(&mut self, acked: &[[u64; 2]]) -> Vec<[u64; 2]> {
+        let sent: Vec<[u64; 2]> = self
+            .in_flight
+            .values()
+            .flat_map(|t| t.ranges.iter().copied())
+            .chain(
+                self.awaiting_central
+                    .iter()
+                    .flat_map(|(_, _, ranges)| ranges.iter().copied()),
+            )
+            .chain(
+                self.resend
+                    .iter()
+                    .flat_map(|(_, ranges)| ranges.iter().copied()),
+            )
+            .collect();
+        let settled = intersect(&merged(sent), &merged(acked.to_vec()));
+        let covered = |[a, b]: &[u64; 2]| settled.iter().any(|[x, y]| x <= a && b <= y);
         self.awaiting_central
             .retain(|(_, _, ranges)| !ranges.iter().all(covered));
         self.idle = false;
+        settled
     }
+}
+
+/// Inclusive ranges sorted, with overlapping and adjacent ones joined; reversed ones dropped.
+fn merged(mut ranges: Vec<[u64; 2]>) -> Vec<[u64; 2]> {
+    ranges.retain(|[a, b]| a <= b);
+    ranges.sort_unstable();
+    let mut out: Vec<[u64; 2]> = Vec::with_capacity(ranges.len());
+    for [a, b] in ranges {
+        match out.last_mut() {
+            Some(last) if a <= last[1].saturating_add(1) => last[1] = last[1].max(b),
+            _ => out.push([a, b]),
+        }
+    }
+    out
+}
+
+/// The seqs in both of two `merged` lists, as ranges.
+fn intersect(left: &[[u64; 2]], right: &[[u64; 2]]) -> Vec<[u64; 2]> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while let (Some(&[a, b]), Some(&[x, y])) = (left.get(i), right.get(j)) {
+        let (from, to) = (a.max(x), b.min(y));
+        if from <= to {
+            out.push([from, to]);
+        }
+        if b < y {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 /// Two halves of a batch's sequence numbers (by count), as ranges.
@@ -479,6 +533,21 @@ mod tests {
         assert_eq!(refusal(0x87), Refusal::Permanent);
         assert_eq!(refusal(0x10), Refusal::None);
         assert_eq!(refusal(0x95), Refusal::TooLarge);
+    }
+
+    #[test]
+    fn an_ack_settles_only_the_seqs_it_shares_with_what_was_sent() {
+        let sent = merged(vec![[10, 19], [1, 3], [4, 5], [30, 30]]);
+        assert_eq!(sent, vec![[1, 5], [10, 19], [30, 30]]);
+        // A forged ack for everything, a reversed range and a range past the end.
+        let acked = merged(vec![[0, u64::MAX], [9, 2]]);
+        assert_eq!(intersect(&sent, &acked), sent);
+        let acked = merged(vec![[3, 12], [18, 40], [u64::MAX, u64::MAX]]);
+        assert_eq!(
+            intersect(&sent, &acked),
+            vec![[3, 5], [10, 12], [18, 19], [30, 30]]
+        );
+        assert!(intersect(&sent, &merged(vec![[6, 9], [31, 1000]])).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

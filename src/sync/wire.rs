@@ -58,6 +58,11 @@ impl Topics {
     pub fn cmd_res(&self) -> String {
         format!("{}/cmd/res", self.base)
     }
+    /// The agent's own probe, published and read back at every connect: proof that the
+    /// broker lets this identity write *and* read its own topics (docs/contract.md).
+    pub fn echo(&self) -> String {
+        format!("{}/echo", self.base)
+    }
 
     /// Agent id (`store/agent`) and the rest of a topic under `relais/v1/`, for central-side
     /// consumers subscribed with wildcards.

@@ -46,16 +46,21 @@ impl Broker {
 
     /// A broker with `extra` lines appended to its configuration (e.g. `max_packet_size`).
     pub fn start_with(options: BrokerOptions, extra: &str) -> Broker {
+        // The contract's ACL: every agent confined to its own subtree by username; the
+        // central tools' user sees everything.
+        Broker::start_with_acl(
+            options,
+            extra,
+            "pattern readwrite relais/v1/%u/#\n\nuser central\ntopic readwrite relais/v1/#\n",
+        )
+    }
+
+    /// A broker whose ACL file is `acl` (Mosquitto's `acl_file` syntax).
+    pub fn start_with_acl(options: BrokerOptions, extra: &str, acl_text: &str) -> Broker {
         let dir = tempfile::tempdir().expect("broker dir");
         let port = free_port();
         let acl = dir.path().join("acl");
-        // The contract's ACL: every agent confined to its own subtree by username; the
-        // central tools' user sees everything.
-        std::fs::write(
-            &acl,
-            "pattern readwrite relais/v1/%u/#\n\nuser central\ntopic readwrite relais/v1/#\n",
-        )
-        .expect("acl");
+        std::fs::write(&acl, acl_text).expect("acl");
         let persistence = if options.persistence {
             format!(
                 "persistence true\npersistence_location {}/\nautosave_interval 1\nautosave_on_changes true\n",

@@ -360,6 +360,11 @@ impl Agent {
         self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 
+    /// The log as it keeps growing, readable after `terminate` consumed the agent.
+    pub fn log_lines(&self) -> Arc<Mutex<Vec<String>>> {
+        Arc::clone(&self.log)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

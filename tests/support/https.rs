@@ -32,6 +32,9 @@ pub struct Faults {
     cut_after: AtomicU64,
     /// Send file bodies without `Content-Length`, ending them by closing the connection.
     pub omit_content_length: AtomicBool,
+    /// Files whose name contains the string: send this many body bytes, then hold the
+    /// connection open and silent (a server that hangs mid-download).
+    stall: Mutex<Option<(String, u64)>>,
     log: Mutex<Vec<Logged>>,
 }
 
@@ -40,6 +43,7 @@ impl Faults {
         Faults {
             cut_after: AtomicU64::new(NO_CUT),
             omit_content_length: AtomicBool::new(false),
+            stall: Mutex::new(None),
             log: Mutex::new(Vec::new()),
         }
     }
@@ -123,6 +127,12 @@ impl HttpsServer {
     /// Cut the connection after `n` body bytes of the next file response (only that one).
     pub fn cut_next_response_after(&self, n: u64) {
         self.faults.cut_after.store(n, Ordering::SeqCst);
+    }
+
+    /// Every later response for a file whose name contains `name_part` sends `n` body bytes,
+    /// then neither sends more nor closes (logged when it stops sending).
+    pub fn stall_responses_after(&self, name_part: &str, n: u64) {
+        *self.faults.stall.lock().expect("stall lock") = Some((name_part.to_string(), n));
     }
 
     pub fn requests(&self) -> Vec<Logged> {
@@ -298,7 +308,14 @@ async fn serve(mut tls: Tls, root: &Path, faults: &Faults) -> std::io::Result<()
     tls.write_all(head.as_bytes()).await?;
 
     let cut = faults.cut_after.swap(NO_CUT, Ordering::SeqCst);
-    let mut budget = (len - from).min(cut);
+    let stall = faults
+        .stall
+        .lock()
+        .expect("stall lock")
+        .as_ref()
+        .filter(|(part, _)| name.contains(part.as_str()))
+        .map(|(_, n)| *n);
+    let mut budget = (len - from).min(cut).min(stall.unwrap_or(NO_CUT));
     // Plain std reads: the files are small or in the page cache, and this is a test server.
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from))?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -315,6 +332,10 @@ async fn serve(mut tls: Tls, root: &Path, faults: &Faults) -> std::io::Result<()
     }
     tls.flush().await?;
     log(status, sent);
+    if stall.is_some() && sent < len - from {
+        // Hung, not closed: only the client's own timeout (or its shutdown) ends this.
+        std::future::pending::<()>().await;
+    }
     if cut != NO_CUT && sent < len - from {
         // No close_notify: the client sees the connection die mid-body, like a dropped uplink.
         return tls.get_mut().0.shutdown().await;

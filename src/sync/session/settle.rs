@@ -29,10 +29,27 @@ impl Session<'_> {
         if self.ctx.config.ack != AckMode::Central {
             return;
         }
+        let settled = self.uplink.central_acked(&ack.seqs);
+        let count = wire::Ack {
+            v: ack.v,
+            seqs: settled.clone(),
+        }
+        .count();
+        if count < ack.count() {
+            // A late ack for a batch sent before a reconnect or already settled is normal; an
+            // ack for seqs never sent is not, but either way those rows stay queued.
+            tracing::debug!(
+                named = ack.count(),
+                settled = count,
+                "central's ack names seqs not in flight on this connection; those stay queued"
+            );
+        }
+        if settled.is_empty() {
+            return;
+        }
         self.delivered = true;
-        self.uplink.central_acked(&ack.seqs);
-        self.ctx.shared.record_delivered(ack.count());
-        let _ = self.ctx.outbox.delivered(ack.seqs).await;
+        self.ctx.shared.record_delivered(count);
+        let _ = self.ctx.outbox.delivered(settled).await;
     }
 
     /// A batch was acknowledged by the broker: delete it (PUBACK mode), wait for central
