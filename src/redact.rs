@@ -10,6 +10,8 @@
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
 const REDACTED_KEY: &str = "[REDACTED PRIVATE KEY]";
+/// Every marker starts so; a value already hidden (by name, say) is not hidden again.
+const REDACTED_PREFIX: &str = "[REDACTED";
 
 /// Known secrets shorter than this are not replaced wherever they occur: a short one would
 /// blank out ordinary words (API tokens are at least 24 characters).
@@ -169,7 +171,7 @@ fn bearer(text: &str) -> String {
         let value_len = text[value_start..]
             .find(ends_value)
             .unwrap_or(text.len() - value_start);
-        if value_len == 0 || text[value_start..].starts_with(REDACTED) {
+        if value_len == 0 || text[value_start..].starts_with(REDACTED_PREFIX) {
             continue;
         }
         out.push_str(&text[copied..value_start]);
@@ -201,7 +203,7 @@ fn url_passwords(text: &str) -> String {
         };
         let password_start = authority_start + colon + 1;
         let password_end = authority_start + userinfo_len;
-        if text[password_start..password_end] == *REDACTED {
+        if text[password_start..password_end].starts_with(REDACTED_PREFIX) {
             continue;
         }
         out.push_str(&text[copied..password_start]);
@@ -246,7 +248,7 @@ fn named_values(text: &str) -> String {
             }
             .unwrap_or(text.len() - value_start);
             let value = &text[value_start..value_start + value_len];
-            if value.is_empty() || value.starts_with("[REDACTED") {
+            if value.is_empty() || value.starts_with(REDACTED_PREFIX) {
                 continue;
             }
             spans.push((value_start, value_start + value_len));
@@ -307,6 +309,10 @@ mod tests {
                 "Mar 01 09:13:02 box proxy[812]: GET /status/#token={TILL_TOKEN} 200"
             )),
             "Mar 01 09:13:02 box proxy[812]: GET /status/#token=[REDACTED till-1] 200"
+        );
+        assert_eq!(
+            one(&format!("authorization=\"Bearer {TILL_TOKEN}\"")),
+            "authorization=\"Bearer [REDACTED till-1]\""
         );
         assert_eq!(
             one(&format!("x-api-key:{TILL_TOKEN}")),
