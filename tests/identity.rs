@@ -119,6 +119,45 @@ fn decode_png(path: &Path) -> String {
     grids[0].decode().unwrap().1
 }
 
+/// The text of the terminal QR code, drawn as it shows on a terminal's dark background:
+/// a drawn half block is a light module, a blank one dark.
+fn decode_terminal(text: &str) -> String {
+    let rows: Vec<Vec<char>> = text
+        .lines()
+        .filter(|l| l.contains('█') && l.chars().all(|c| matches!(c, '█' | '▀' | '▄' | ' ')))
+        .map(|l| l.chars().collect())
+        .collect();
+    const SCALE: usize = 4;
+    let (w, h) = (rows[0].len() * SCALE, rows.len() * 2 * SCALE);
+    let mut pixels = vec![0u8; w * h];
+    for (r, row) in rows.iter().enumerate() {
+        for (x, c) in row.iter().enumerate() {
+            let (top, bottom) = match c {
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                _ => (false, false),
+            };
+            for (half, lit) in [(0, top), (1, bottom)] {
+                if !lit {
+                    continue;
+                }
+                for y in (2 * r + half) * SCALE..(2 * r + half + 1) * SCALE {
+                    pixels[y * w + x * SCALE..y * w + (x + 1) * SCALE].fill(255);
+                }
+            }
+        }
+    }
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
+    let grids = image.detect_grids();
+    assert_eq!(
+        grids.len(),
+        1,
+        "expected exactly one QR code on the terminal"
+    );
+    grids[0].decode().unwrap().1
+}
+
 #[test]
 fn the_label_of_a_provisioned_box_names_its_agent_store_certificate_and_ops_key_and_its_png_decodes_to_the_payload()
  {
@@ -159,6 +198,7 @@ fn the_label_of_a_provisioned_box_names_its_agent_store_certificate_and_ops_key_
         .unwrap_or_else(|| panic!("no payload line: {text}"));
     let decoded = decode_png(&png_path);
     assert_eq!(decoded, printed);
+    assert_eq!(decode_terminal(&text), printed);
     let payload: Value = serde_json::from_str(&decoded).unwrap();
     assert_eq!(payload["v"], 1);
     assert_eq!(payload["agent"], AGENT);

@@ -26,7 +26,8 @@ pub struct CertInfo {
     pub issuer: String,
     /// The subject's common name, which the broker takes as the MQTT username.
     pub common_name: Option<String>,
-    /// Lower-case hex, as `openssl x509 -serial` prints it (without its leading zero bytes).
+    /// Hex without DER's leading zero bytes: the digits `openssl x509 -serial` prints, in
+    /// lower case.
     pub serial: String,
     /// Unix seconds.
     pub not_before: i64,
