@@ -19,10 +19,20 @@ pub enum QrError {
     Png(#[from] png::EncodingError),
 }
 
+/// A terminal narrower than the code wraps its rows and nothing can scan it.
+const MAX_TERMINAL_COLUMNS: usize = 80;
+
 /// Medium error correction (~15 % of modules may be lost): a sticker on a box gets scratched.
+/// Low (~7 %) when medium would not fit an 80-column terminal (a long certificate subject,
+/// several ops keys): a code that can be scanned beats a sturdier one that cannot.
 pub fn encode(payload: &str) -> Result<QrCode, QrError> {
-    QrCode::with_error_correction_level(payload.as_bytes(), EcLevel::M)
-        .map_err(|_| QrError::TooLong { len: payload.len() })
+    let too_long = |_| QrError::TooLong { len: payload.len() };
+    let code =
+        QrCode::with_error_correction_level(payload.as_bytes(), EcLevel::M).map_err(too_long)?;
+    if code.width() + 2 * QUIET <= MAX_TERMINAL_COLUMNS {
+        return Ok(code);
+    }
+    QrCode::with_error_correction_level(payload.as_bytes(), EcLevel::L).map_err(too_long)
 }
 
 /// Two modules per character cell. Light modules are drawn, dark ones left as the background,
@@ -80,6 +90,15 @@ mod tests {
         assert_eq!(rows, side.div_ceil(2));
         // The first row is all quiet zone: light everywhere, drawn as full blocks.
         assert!(text.lines().next().unwrap().chars().all(|c| c == '█'));
+    }
+
+    #[test]
+    fn a_payload_that_would_not_fit_a_terminal_at_medium_correction_drops_to_low() {
+        let short = encode(&"a".repeat(100)).unwrap();
+        assert_eq!(short.error_correction_level(), EcLevel::M);
+        let long = encode(&"a".repeat(400)).unwrap();
+        assert_eq!(long.error_correction_level(), EcLevel::L);
+        assert!(long.width() + 2 * QUIET <= MAX_TERMINAL_COLUMNS);
     }
 
     #[test]
