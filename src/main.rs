@@ -57,6 +57,13 @@ enum Command {
     /// Install a provisioning bundle from central ops: identity, broker, certificates, keys,
     /// tokens; exit 78 when the bundle is refused (nothing is written)
     Provision(commands::provision::ProvisionArgs),
+    /// The box label: agent id, store, client certificate (subject, issuer, serial, expiry),
+    /// pinned ops key ids and broker, with a QR code of them (terminal, --png for the
+    /// sticker); exit 78 when the box is not provisioned
+    Identity(commands::identity::IdentityArgs),
+    /// The agent's journal (`journalctl -u relais`) with tokens, passwords and private keys
+    /// redacted, for a technician to read or paste into a ticket
+    Logs(commands::logs::LogsArgs),
 }
 
 #[derive(Subcommand)]
@@ -237,6 +244,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Doctor { json } => commands::doctor::run(config_path, json),
         // The global --config names the file the bundle is merged into (created if missing).
         Command::Provision(args) => Ok(commands::provision::run(args, config_path)),
+        Command::Identity(args) => {
+            let (config, source) = load_config(config_path)?;
+            commands::identity::run(&args, &config, &source)
+        }
+        // A config that does not load must not keep a technician from the logs saying why.
+        Command::Logs(args) => commands::logs::run(&args, Config::load(config_path)),
     }
 }
 

@@ -3,6 +3,11 @@
 //!
 //! Tokens are kept only as SHA-256 digests and compared in constant time against every known
 //! digest, so neither the time of a refusal nor its length says how close a guess was.
+//!
+//! A token line is `TOKEN`, `NAME TOKEN` or `NAME TOKEN ROLE`. The role is `full` (the default:
+//! read and record) or `read`: a technician's laptop on the store LAN reads the status page,
+//! health and lookups, and is refused 403 `read_only_token` on every write, so a token copied
+//! off a laptop cannot post a sale (docs/api.md).
 
 use super::ApiError;
 use axum::extract::{ConnectInfo, Request, State};
@@ -37,9 +42,9 @@ pub enum TokenFileError {
     )]
     Permissions { path: PathBuf, mode: u32 },
     #[error(
-        "the API token file {path}, line {line}: {reason}. Each line is `TOKEN` or `NAME TOKEN`, \
-         the token at least {MIN_TOKEN_LEN} printable characters without spaces (e.g. `openssl \
-         rand -base64 32`); `#` starts a comment"
+        "the API token file {path}, line {line}: {reason}. Each line is `TOKEN`, `NAME TOKEN` \
+         or `NAME TOKEN read` (a read-only token), the token at least {MIN_TOKEN_LEN} printable \
+         characters without spaces (e.g. `openssl rand -base64 32`); `#` starts a comment"
     )]
     Line {
         path: PathBuf,
@@ -53,10 +58,80 @@ pub enum TokenFileError {
     Empty { path: PathBuf },
 }
 
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Read and record: a till, the back office.
+    Full,
+    /// `GET` (and `HEAD`) only: the status page, health, lookups, metrics, live streams.
+    Read,
+}
+
+impl Role {
+    fn parse(text: &str) -> Option<Role> {
+        match text {
+            "full" => Some(Role::Full),
+            "read" => Some(Role::Read),
+            _ => None,
+        }
+    }
+}
+
 /// The tokens the API accepts. Each has a name (for logs: which till did what), never the
 /// token itself.
 pub struct ApiTokens {
-    entries: Vec<(String, [u8; 32])>,
+    entries: Vec<(String, [u8; 32], Role)>,
+}
+
+/// One token line's fields, before the token's own rules are checked.
+struct Line<'a> {
+    name: Option<&'a str>,
+    token: &'a str,
+    role: Option<&'a str>,
+}
+
+/// The fields of one line of a token file; `None` for a blank or comment line, `Err` with the
+/// reason for a line of more than three fields.
+fn split_line(raw: &str) -> Option<Result<Line<'_>, &'static str>> {
+    let line = raw.split('#').next().unwrap_or("").trim();
+    if line.is_empty() {
+        return None;
+    }
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    Some(match fields.as_slice() {
+        [token] => Ok(Line {
+            name: None,
+            token,
+            role: None,
+        }),
+        [name, token] => Ok(Line {
+            name: Some(name),
+            token,
+            role: None,
+        }),
+        [name, token, role] => Ok(Line {
+            name: Some(name),
+            token,
+            role: Some(role),
+        }),
+        _ => Err("more than three fields"),
+    })
+}
+
+/// Every `(name, token)` of a token file's text, however malformed the rest of it, so that
+/// `relais logs` can redact the tokens themselves wherever a log line repeats one.
+pub fn token_secrets(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(index, raw)| match split_line(raw)? {
+            Ok(line) => Some((
+                line.name
+                    .map_or_else(|| format!("token-{}", index + 1), str::to_owned),
+                line.token.to_owned(),
+            )),
+            Err(_) => None,
+        })
+        .collect()
 }
 
 fn digest(token: &[u8]) -> [u8; 32] {
@@ -104,19 +179,27 @@ impl ApiTokens {
     fn parse(text: &str) -> Result<ApiTokens, ParseProblem> {
         let mut entries = Vec::new();
         for (index, raw) in text.lines().enumerate() {
-            let line = raw.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
             let bad = |reason: &str| ParseProblem::Line {
                 line: index + 1,
                 reason: reason.to_owned(),
             };
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (name, token) = match fields.as_slice() {
-                [token] => (format!("token-{}", index + 1), *token),
-                [name, token] => ((*name).to_owned(), *token),
-                _ => return Err(bad("more than two fields")),
+            let line = match split_line(raw) {
+                None => continue,
+                Some(Ok(line)) => line,
+                Some(Err(reason)) => return Err(bad(reason)),
+            };
+            let name = line
+                .name
+                .map_or_else(|| format!("token-{}", index + 1), str::to_owned);
+            let token = line.token;
+            let role = match line.role {
+                None => Role::Full,
+                Some(text) => Role::parse(text).ok_or_else(|| {
+                    bad(&format!(
+                        "the third field {text:?} is not a role: write `read` for a read-only \
+                         token, `full` (or nothing) for one that may also record"
+                    ))
+                })?,
             };
             if token.len() < MIN_TOKEN_LEN {
                 return Err(bad("the token is too short"));
@@ -124,7 +207,7 @@ impl ApiTokens {
             if token.len() > MAX_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(bad("the token has characters outside printable ASCII"));
             }
-            entries.push((name, digest(token.as_bytes())));
+            entries.push((name, digest(token.as_bytes()), role));
         }
         if entries.is_empty() {
             return Err(ParseProblem::Empty);
@@ -140,14 +223,14 @@ impl ApiTokens {
         self.entries.is_empty()
     }
 
-    /// The name of the token presented, if it is one of ours. Every entry is compared, match
-    /// or not, so the time taken does not depend on which one (if any) matched.
-    pub fn verify(&self, presented: &[u8]) -> Option<&str> {
+    /// The name and role of the token presented, if it is one of ours. Every entry is
+    /// compared, match or not, so the time taken does not depend on which one (if any) matched.
+    pub fn verify(&self, presented: &[u8]) -> Option<(&str, Role)> {
         let presented = digest(presented);
         let mut found = None;
-        for (name, known) in &self.entries {
+        for (name, known, role) in &self.entries {
             if bool::from(known.ct_eq(&presented)) {
-                found = Some(name.as_str());
+                found = Some((name.as_str(), *role));
             }
         }
         found
@@ -288,7 +371,10 @@ pub async fn require_token(
         None => "missing `Authorization: Bearer <token>` header",
         Some(None) => "the Authorization header is not `Bearer <token>`",
         Some(Some(token)) => match tokens.verify(token.trim_ascii()) {
-            Some(name) => {
+            Some((name, Role::Read)) if !is_read(request.method()) => {
+                return read_only_refusal(name, request.method()).into_response();
+            }
+            Some((name, _)) => {
                 let caller = Caller(Arc::from(name));
                 request.extensions_mut().insert(caller);
                 return next.run(request).await;
@@ -305,6 +391,24 @@ pub async fn require_token(
         HeaderValue::from_static("Bearer realm=\"relais\""),
     );
     response
+}
+
+/// Methods that change nothing: the only ones a read-only token may use.
+fn is_read(method: &axum::http::Method) -> bool {
+    use axum::http::Method;
+    matches!(*method, Method::GET | Method::HEAD)
+}
+
+fn read_only_refusal(name: &str, method: &axum::http::Method) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "read_only_token",
+        format!(
+            "the token {name:?} is read-only (`{name} TOKEN read` in api.token_file): it may \
+             GET the status page, health and lookups but not {method}; nothing was recorded. \
+             Record with a till's own token"
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -324,10 +428,13 @@ mod tests {
             "# tills\ntill-1 aaaaaaaaaaaaaaaaaaaaaaaaaaaa\nbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n",
         );
         assert_eq!(t.len(), 2);
-        assert_eq!(t.verify(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaa"), Some("till-1"));
+        assert_eq!(
+            t.verify(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            Some(("till-1", Role::Full))
+        );
         assert_eq!(
             t.verify(b"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"),
-            Some("token-3")
+            Some(("token-3", Role::Full))
         );
         assert_eq!(t.verify(b"aaaaaaaaaaaaaaaaaaaaaaaaaaab"), None);
         assert_eq!(t.verify(b""), None);
@@ -343,5 +450,56 @@ mod tests {
             ApiTokens::parse("# nothing\n"),
             Err(ParseProblem::Empty)
         ));
+    }
+
+    #[test]
+    fn a_third_field_gives_a_token_its_role_and_an_unknown_role_is_refused_with_its_line() {
+        let t = tokens(
+            "laptop cccccccccccccccccccccccccccc read\n\
+             till-2 dddddddddddddddddddddddddddd full # explicit\n\
+             till-1 aaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+        );
+        assert_eq!(
+            t.verify(b"cccccccccccccccccccccccccccc"),
+            Some(("laptop", Role::Read))
+        );
+        assert_eq!(
+            t.verify(b"dddddddddddddddddddddddddddd"),
+            Some(("till-2", Role::Full))
+        );
+        assert_eq!(
+            t.verify(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            Some(("till-1", Role::Full))
+        );
+        match ApiTokens::parse("\nlaptop cccccccccccccccccccccccccccc readonly\n") {
+            Err(ParseProblem::Line { line, reason }) => {
+                assert_eq!(line, 2);
+                assert!(reason.contains("\"readonly\" is not a role"), "{reason}");
+            }
+            _ => panic!("an unknown role must be refused"),
+        }
+        assert!(matches!(
+            ApiTokens::parse("a bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb read extra\n"),
+            Err(ParseProblem::Line { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn every_token_of_a_file_is_listed_for_redaction_with_its_name() {
+        assert_eq!(
+            token_secrets(
+                "# tills\nbare-token-of-some-length-0000\nlaptop cccccccccccccccccccccccccccc read\nx y z w\n"
+            ),
+            vec![
+                (
+                    "token-2".to_owned(),
+                    "bare-token-of-some-length-0000".to_owned()
+                ),
+                (
+                    "laptop".to_owned(),
+                    "cccccccccccccccccccccccccccc".to_owned()
+                ),
+            ]
+        );
     }
 }

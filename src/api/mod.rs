@@ -16,7 +16,7 @@ mod pickups;
 pub mod server;
 mod status_page;
 
-pub use auth::{ApiTokens, Gate, GateCell, TokenFileError};
+pub use auth::{ApiTokens, Gate, GateCell, Role, TokenFileError, token_secrets};
 pub use error::ApiError;
 pub use guard::BrowserPolicy;
 

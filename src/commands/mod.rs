@@ -5,6 +5,8 @@ pub mod decode;
 pub mod demo;
 pub mod devices;
 pub mod doctor;
+pub mod identity;
+pub mod logs;
 pub mod provision;
 
 use relais::agent::{self, DataPaths};
