@@ -49,7 +49,10 @@ pub enum AgentError {
         lock: PathBuf,
         holder: String,
     },
-    #[error("cannot create the lock file {path}: {source}")]
+    #[error(
+        "cannot create the lock file {path}: {source}. {}",
+        crate::storage::io_fix(.path.parent().unwrap_or(.path), .source)
+    )]
     Lock {
         path: PathBuf,
         source: std::io::Error,
