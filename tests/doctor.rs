@@ -565,6 +565,49 @@ fn a_provisioned_box_passes_every_check_against_a_mutual_tls_mosquitto_and_a_wro
 }
 
 #[test]
+fn a_client_certificate_from_another_ca_is_called_that_and_not_a_refused_username() {
+    if !broker::available() {
+        eprintln!("mosquitto is not installed (scripts/test.sh installs it); skipping");
+        return;
+    }
+    let fleet_ca = tls::new_ca("Relais fleet CA");
+    let mosquitto = tls::TlsBroker::start(&fleet_ca);
+    let store = Store::new();
+    import_every_stream(&store);
+    let bundle = store.path("bundle");
+    let url = format!("mqtts://localhost:{}", mosquitto.port);
+    tls::bundle(&bundle, &fleet_ca, common::AGENT_ID, &url);
+    // The right CA pinned, but the box's own certificate signed by another CA.
+    let (cert, key) = tls::issue(&tls::new_ca("Some other CA"), common::AGENT_ID, false);
+    std::fs::write(bundle.join("client.pem"), cert).unwrap();
+    std::fs::write(bundle.join("client.key"), key).unwrap();
+    let mut provision = std::process::Command::new(common::BIN);
+    provision
+        .arg("provision")
+        .arg(&bundle)
+        .arg("--config")
+        .arg(&store.config)
+        .arg("--secrets-dir")
+        .arg(store.path("etc-relais"))
+        .args(["--user", "nobody"]);
+    let out = common::run(provision);
+    assert_eq!(common::status_code(&out), 0, "{}", describe(&out));
+
+    let (code, report) = doctor(&store);
+    assert_eq!(code, 2, "{report:#}");
+    let link = finding(&report, "broker");
+    assert_eq!(link["status"], "fail", "{link:#}");
+    let detail = link["detail"].as_str().unwrap();
+    let fix = link["fix"].as_str().unwrap();
+    assert!(
+        detail.contains("does not accept this box's client certificate"),
+        "{link:#}"
+    );
+    assert!(!fix.contains("refused username"), "{link:#}");
+    assert!(fix.contains("relais provision"), "{link:#}");
+}
+
+#[test]
 fn a_data_dir_the_agent_cannot_write_fails_the_data_dir_check_and_is_not_called_damaged() {
     let store = Store::new();
     import_every_stream(&store);
