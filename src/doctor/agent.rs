@@ -137,7 +137,7 @@ pub(super) fn running(config: &Config) -> Finding {
                 CHECK,
                 format!(
                     "not running (nothing answers on {addr}); the checks above read its files \
-                     directly. Start it with `systemctl start relais`"
+                     directly. Start it with `sudo systemctl start relais`"
                 ),
             );
         }
@@ -149,7 +149,7 @@ pub(super) fn running(config: &Config) -> Finding {
                 "running on {addr} but not ready: HTTP {status} {}",
                 super::truncate(&body, 200)
             ),
-            "see `journalctl -u relais` for why storage or the outbox writer is down; `systemctl \
+            "see `sudo journalctl -u relais` for why storage or the outbox writer is down; `sudo systemctl \
              restart relais`",
         );
     }
@@ -170,7 +170,7 @@ pub(super) fn running(config: &Config) -> Finding {
                 CHECK,
                 why,
                 "find what holds the port (`sudo ss -ltnp`), stop it, and start the agent \
-                 (`systemctl restart relais`)",
+                 (`sudo systemctl restart relais`)",
             );
         }
     };

@@ -20,7 +20,7 @@ pub(super) fn pcscd(config: &Config) -> Finding {
             return Finding::fail(
                 CHECK,
                 format!("pcscd is not reachable: {e}"),
-                "install and start it: `apt-get install pcscd && systemctl enable --now \
+                "install and start it: `sudo apt-get install pcscd && sudo systemctl enable --now \
                  pcscd.socket` (relais.service wants pcscd.socket); \
                  /usr/share/doc/relais/pcsc.md",
             );
@@ -36,7 +36,7 @@ pub(super) fn pcscd(config: &Config) -> Finding {
             return Finding::fail(
                 CHECK,
                 format!("pcscd answers but cannot list readers: {e}"),
-                "restart it (`systemctl restart pcscd`) and check `journalctl -u pcscd`",
+                "restart it (`sudo systemctl restart pcscd`) and check `sudo journalctl -u pcscd`",
             );
         }
     };
@@ -249,7 +249,7 @@ pub(super) fn profiles(config: &Config) -> Finding {
                 refused.len(),
                 refused.join("; ")
             ),
-            "fix or remove the refused profile files (the message says why), then `systemctl \
+            "fix or remove the refused profile files (the message says why), then `sudo systemctl \
              reload relais`",
         );
     }

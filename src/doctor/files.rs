@@ -119,14 +119,14 @@ pub(super) fn integrity(config: &Config) -> Vec<Finding> {
     vec![
         integrity_of(
             &paths.replica,
-            "the agent moves it aside at its next start (`systemctl restart relais`, alarm \
+            "the agent moves it aside at its next start (`sudo systemctl restart relais`, alarm \
              replica_rebuilt) and starts on an empty replica; reload it from snapshots (the \
              agent fetches them itself with sync.snapshot_url, else `relais replica import`); \
              see \"Damaged databases\" in /usr/share/doc/relais/operations.md",
         ),
         integrity_of(
             &paths.outbox,
-            "the agent moves it aside at its next start (`systemctl restart relais`, alarm \
+            "the agent moves it aside at its next start (`sudo systemctl restart relais`, alarm \
              outbox_replaced) and continues on a fresh outbox; recover the unsent store facts \
              from outbox.db.damaged-* and hand them to central ops (\"Damaged databases\" in \
              /usr/share/doc/relais/operations.md)",
@@ -347,7 +347,8 @@ pub(super) fn replica(config: &Config) -> Finding {
         "the agent fetches every empty stream's snapshot at its next broker connection \
          (sync.snapshot_url); check the broker check above"
     } else {
-        "import the store's snapshots: `relais replica import --stream STREAM FILE` for each \
+        "import the store's snapshots as the service user (root would leave root's files in the \
+         data directory): `sudo -u relais relais replica import --stream STREAM FILE` for each \
          stream (/usr/share/doc/relais/snapshot-format.md), or set sync.snapshot_url"
     };
     if !path.exists() {
@@ -477,7 +478,7 @@ pub(super) fn outbox(config: &Config) -> Finding {
         );
     }
     let link_fix = "store facts are safe on disk and leave in order once the link works: see \
-                    the broker check, the WAN link, and `journalctl -u relais` for the sync \
+                    the broker check, the WAN link, and `sudo journalctl -u relais` for the sync \
                     errors";
     match oldest {
         Some(a) if a > BACKLOG_FAIL.as_secs_f64() => Finding::fail(

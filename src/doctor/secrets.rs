@@ -137,7 +137,7 @@ pub(super) fn api_tokens(config: &Config, service: Option<&Account>) -> Finding 
             return Finding::warn(
                 CHECK,
                 format!("cannot inspect {}: {e}", path.display()),
-                "run the doctor as root",
+                "run with sudo: `sudo relais doctor`",
             );
         }
     };
@@ -176,13 +176,13 @@ pub(super) fn api_tokens(config: &Config, service: Option<&Account>) -> Finding 
             Finding::warn(
                 CHECK,
                 format!("cannot read {} as this user", path.display()),
-                "run the doctor as root",
+                "run with sudo: `sudo relais doctor`",
             )
         }
         Err(e) => Finding::fail(
             CHECK,
             e.to_string(),
-            "correct the file (the message names the line), then `systemctl reload relais`",
+            "correct the file (the message names the line), then `sudo systemctl reload relais`",
         ),
     }
 }

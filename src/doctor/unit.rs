@@ -11,7 +11,7 @@ use std::time::Duration;
 const CHECK: &str = "unit";
 pub const UNIT: &str = "relais.service";
 
-/// What `systemctl show relais.service` says, when systemd answers and the unit is loaded.
+/// What `sudo systemctl show relais.service` says, when systemd answers and the unit is loaded.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Unit {
     pub user: Option<String>,
@@ -44,7 +44,7 @@ pub fn inspect() -> Option<Unit> {
     parse_show(&text)
 }
 
-/// Parse `systemctl show`'s `Key=value` lines.
+/// Parse `sudo systemctl show`'s `Key=value` lines.
 pub fn parse_show(text: &str) -> Option<Unit> {
     let mut unit = Unit::default();
     let mut loaded = false;
