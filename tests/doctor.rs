@@ -736,101 +736,48 @@ fn the_doctor_reads_the_running_agents_full_health_with_its_key_and_no_token() {
     assert_eq!(status, 401);
 }
 
-/// As root: a store whose data directory (and everything in it) belongs to `nobody`, the
-/// account that stands for the service user here.
-fn give_to_nobody(path: &Path) {
-    std::os::unix::fs::lchown(path, Some(65534), Some(65534)).unwrap();
-    if path.is_dir() && !path.is_symlink() {
-        for entry in std::fs::read_dir(path).unwrap() {
-            give_to_nobody(&entry.unwrap().path());
-        }
-    }
-}
-
 #[test]
-fn a_root_owned_outbox_inside_the_service_users_data_dir_fails_the_doctor_naming_it_until_chowned()
-{
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: only root can leave a root-owned file in another user's directory");
-        return;
-    }
+fn a_replica_with_streams_never_loaded_names_each_of_them_once() {
     let store = Store::new();
-    import_every_stream(&store);
-    // One run of the agent makes every file it keeps: outbox.db, the lock, the doctor key.
-    let agent = store.start();
-    agent.terminate();
-    give_to_nobody(&store.data_dir);
-    // What `sudo relais outbox …` run in the data directory leaves behind.
-    std::os::unix::fs::chown(store.outbox_db(), Some(0), Some(0)).unwrap();
-    std::fs::set_permissions(store.outbox_db(), std::fs::Permissions::from_mode(0o644)).unwrap();
-
-    let doctor_as_nobody = || {
-        let out = store.relais(&["doctor", "--json", "--user", "nobody"]);
-        let report: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}", describe(&out)));
-        (common::status_code(&out), report)
-    };
-    let (code, report) = doctor_as_nobody();
-    assert_eq!(code, 2, "{report:#}");
-    // The directory itself is the service user's: that check alone would pass.
-    assert_eq!(finding(&report, "data_dir")["status"], "pass", "{report:#}");
-    let files = finding(&report, "data_files");
-    assert_eq!(files["status"], "fail", "{files:#}");
-    let detail = files["detail"].as_str().unwrap();
-    assert!(detail.contains("outbox.db (root:root 0644)"), "{files:#}");
-    assert!(!detail.contains("replica.db"), "{files:#}");
-    let fix = files["fix"].as_str().unwrap();
-    assert!(
-        fix.contains(&format!(
-            "sudo chown -R nobody:nogroup {}",
-            store.data_dir.display()
-        )),
-        "{files:#}"
+    store.import_ok(
+        "products",
+        "products.ndjson",
+        &[product(&gtin14(400_638_133_393), "SKU-1", "Item")],
     );
-    // The human rendering does not end in "every check passed".
-    let out = store.relais(&["doctor", "--user", "nobody"]);
-    assert!(!common::stdout(&out).contains("every check passed"));
-
-    give_to_nobody(&store.data_dir);
-    let (_, report) = doctor_as_nobody();
-    let files = finding(&report, "data_files");
-    assert_eq!(files["status"], "pass", "{files:#}");
+    let (_, report) = doctor(&store);
+    let replica = finding(&report, "replica");
+    assert_eq!(replica["status"], "warn", "{replica:#}");
+    let detail = replica["detail"].as_str().unwrap();
+    for stream in ["prices", "stock", "customers", "reservations"] {
+        assert_eq!(detail.matches(stream).count(), 1, "{stream} in {detail}");
+    }
 }
 
 #[test]
-fn the_agent_refused_its_lock_file_names_the_chown_that_fixes_it() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: only root can leave a root-owned lock in another user's directory");
-        return;
-    }
+fn a_box_with_the_packages_config_and_no_agent_id_is_called_not_provisioned() {
     let store = Store::new();
-    let agent = store.start();
-    agent.terminate();
-    std::fs::set_permissions(store.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    give_to_nobody(&store.data_dir);
-    give_to_nobody(&store.key_file);
-    let lock = store.data_dir.join("relais.lock");
-    std::os::unix::fs::chown(&lock, Some(0), Some(0)).unwrap();
-    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        common::BIN,
-    ])
-    .arg("--config")
-    .arg(&store.config)
-    .arg("run");
-    let out = common::run(cmd);
-    assert_ne!(common::status_code(&out), 0, "{}", describe(&out));
-    let stderr = common::stderr(&out);
-    assert!(stderr.contains("cannot create the lock file"), "{stderr}");
+    let text = std::fs::read_to_string(&store.config).unwrap();
+    let shipped: String = text
+        .lines()
+        .filter(|l| !l.starts_with("id = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&store.config, shipped).unwrap();
+    let (code, report) = doctor(&store);
+    assert_eq!(code, 1, "{report:#}");
+    let config = finding(&report, "config");
     assert!(
-        stderr.contains(&format!(
-            "sudo chown -R nobody:nogroup {}",
-            store.data_dir.display()
-        )),
-        "{stderr}"
+        config["detail"]
+            .as_str()
+            .unwrap()
+            .contains("this box is not provisioned"),
+        "{config:#}"
+    );
+    assert!(
+        config["fix"]
+            .as_str()
+            .unwrap()
+            .contains("sudo relais provision BUNDLE"),
+        "{config:#}"
     );
 }
