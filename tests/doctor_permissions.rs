@@ -159,3 +159,31 @@ fn a_doctor_without_root_on_a_root_only_config_says_run_with_sudo() {
         "{config:#}"
     );
 }
+
+#[test]
+fn a_card_key_only_root_may_read_fails_the_doctor_for_the_service_user() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: only root can make a key another account cannot read");
+        return;
+    }
+    let store = Store::new();
+    std::fs::set_permissions(&store.key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = store.relais(&["doctor", "--json", "--user", "nobody"]);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}", describe(&out)));
+    assert_eq!(common::status_code(&out), 2, "{report:#}");
+    let key = finding(&report, "card_key");
+    assert_eq!(key["status"], "fail", "{key:#}");
+    assert!(
+        key["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be read by the service user nobody"),
+        "{key:#}"
+    );
+    // Given to the service user, it passes.
+    std::os::unix::fs::chown(&store.key_file, Some(65534), Some(65534)).unwrap();
+    let out = store.relais(&["doctor", "--json", "--user", "nobody"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(finding(&report, "card_key")["status"], "pass", "{report:#}");
+}

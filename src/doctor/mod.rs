@@ -171,6 +171,7 @@ pub fn run_as(config_path: Option<&Path>, user: Option<&str>) -> Report {
     checks.push(devices::profiles(&config));
     checks.push(files::replica(&config));
     checks.push(files::outbox(&config));
+    checks.push(secrets::card_key(&config, service_user));
     checks.push(secrets::api_tokens(&config, service_user));
     checks.push(secrets::ops_keys(&config, service_user));
     checks.extend(secrets::broker_ca(&config, service_user));
