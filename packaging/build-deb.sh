@@ -69,7 +69,8 @@ install -Dm644 packaging/debian/copyright "$doc/copyright"
 install -m644 README.md "$doc/README.md"
 # What a technician needs with no network: the config reference, provisioning, operations,
 # devices, and how this package behaves.
-for f in config.md provisioning.md operations.md firmware-profiles.md pcsc.md rfid-serial.md packaging.md; do
+# The doctor's and the agent's messages point at these by their installed path.
+for f in config.md provisioning.md operations.md firmware-profiles.md pcsc.md rfid-serial.md packaging.md snapshot-format.md; do
   [ -f "docs/$f" ] && install -m644 "docs/$f" "$doc/$f"
 done
 {

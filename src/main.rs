@@ -53,6 +53,10 @@ enum Command {
     Doctor {
         #[arg(long)]
         json: bool,
+        /// The account the agent runs as, whose permissions are checked (default: the unit's
+        /// User=, else relais)
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Install a provisioning bundle from central ops: identity, broker, certificates, keys,
     /// tokens; exit 78 when the bundle is refused (nothing is written)
@@ -241,7 +245,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             commands::devices::run(command, &config)
         }
         // The doctor loads the config itself: an invalid config is one of its findings.
-        Command::Doctor { json } => commands::doctor::run(config_path, json),
+        Command::Doctor { json, user } => commands::doctor::run(config_path, json, user.as_deref()),
         // The global --config names the file the bundle is merged into (created if missing).
         Command::Provision(args) => Ok(commands::provision::run(args, config_path)),
         Command::Identity(args) => {

@@ -565,6 +565,49 @@ fn a_provisioned_box_passes_every_check_against_a_mutual_tls_mosquitto_and_a_wro
 }
 
 #[test]
+fn a_client_certificate_from_another_ca_is_called_that_and_not_a_refused_username() {
+    if !broker::available() {
+        eprintln!("mosquitto is not installed (scripts/test.sh installs it); skipping");
+        return;
+    }
+    let fleet_ca = tls::new_ca("Relais fleet CA");
+    let mosquitto = tls::TlsBroker::start(&fleet_ca);
+    let store = Store::new();
+    import_every_stream(&store);
+    let bundle = store.path("bundle");
+    let url = format!("mqtts://localhost:{}", mosquitto.port);
+    tls::bundle(&bundle, &fleet_ca, common::AGENT_ID, &url);
+    // The right CA pinned, but the box's own certificate signed by another CA.
+    let (cert, key) = tls::issue(&tls::new_ca("Some other CA"), common::AGENT_ID, false);
+    std::fs::write(bundle.join("client.pem"), cert).unwrap();
+    std::fs::write(bundle.join("client.key"), key).unwrap();
+    let mut provision = std::process::Command::new(common::BIN);
+    provision
+        .arg("provision")
+        .arg(&bundle)
+        .arg("--config")
+        .arg(&store.config)
+        .arg("--secrets-dir")
+        .arg(store.path("etc-relais"))
+        .args(["--user", "nobody"]);
+    let out = common::run(provision);
+    assert_eq!(common::status_code(&out), 0, "{}", describe(&out));
+
+    let (code, report) = doctor(&store);
+    assert_eq!(code, 2, "{report:#}");
+    let link = finding(&report, "broker");
+    assert_eq!(link["status"], "fail", "{link:#}");
+    let detail = link["detail"].as_str().unwrap();
+    let fix = link["fix"].as_str().unwrap();
+    assert!(
+        detail.contains("does not accept this box's client certificate"),
+        "{link:#}"
+    );
+    assert!(!fix.contains("refused username"), "{link:#}");
+    assert!(fix.contains("relais provision"), "{link:#}");
+}
+
+#[test]
 fn a_data_dir_the_agent_cannot_write_fails_the_data_dir_check_and_is_not_called_damaged() {
     let store = Store::new();
     import_every_stream(&store);
@@ -691,4 +734,50 @@ fn the_doctor_reads_the_running_agents_full_health_with_its_key_and_no_token() {
     // Anyone else asking that route is refused.
     let (status, _) = agent.get_json("/v1/health/doctor");
     assert_eq!(status, 401);
+}
+
+#[test]
+fn a_replica_with_streams_never_loaded_names_each_of_them_once() {
+    let store = Store::new();
+    store.import_ok(
+        "products",
+        "products.ndjson",
+        &[product(&gtin14(400_638_133_393), "SKU-1", "Item")],
+    );
+    let (_, report) = doctor(&store);
+    let replica = finding(&report, "replica");
+    assert_eq!(replica["status"], "warn", "{replica:#}");
+    let detail = replica["detail"].as_str().unwrap();
+    for stream in ["prices", "stock", "customers", "reservations"] {
+        assert_eq!(detail.matches(stream).count(), 1, "{stream} in {detail}");
+    }
+}
+
+#[test]
+fn a_box_with_the_packages_config_and_no_agent_id_is_called_not_provisioned() {
+    let store = Store::new();
+    let text = std::fs::read_to_string(&store.config).unwrap();
+    let shipped: String = text
+        .lines()
+        .filter(|l| !l.starts_with("id = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&store.config, shipped).unwrap();
+    let (code, report) = doctor(&store);
+    assert_eq!(code, 1, "{report:#}");
+    let config = finding(&report, "config");
+    assert!(
+        config["detail"]
+            .as_str()
+            .unwrap()
+            .contains("this box is not provisioned"),
+        "{config:#}"
+    );
+    assert!(
+        config["fix"]
+            .as_str()
+            .unwrap()
+            .contains("sudo relais provision BUNDLE"),
+        "{config:#}"
+    );
 }

@@ -200,3 +200,53 @@ fn the_agent_reports_ready_once_health_answers_then_feeds_the_watchdog_and_says_
         "relais exited with {status} after SIGTERM"
     );
 }
+
+#[test]
+fn the_status_line_says_the_broker_is_failing_with_its_reason_instead_of_configured() {
+    // A port nothing listens on: every connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = Store::with(common::Settings {
+        sync: format!("broker = \"mqtt://127.0.0.1:{port}\"\n"),
+        ..common::Settings::default()
+    });
+    let socket_path = store.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&store.config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env_remove("WATCHDOG_USEC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = common::KillOnDrop(child);
+    let mut seen = Vec::new();
+    wait_for(&socket, "READY=1", Duration::from_secs(30), &mut seen);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = vec![0u8; 4096];
+    let failing = loop {
+        if let Some(line) = seen
+            .iter()
+            .flat_map(|m| m.lines())
+            .filter_map(|l| l.strip_prefix("STATUS="))
+            .find(|s| s.contains("broker failing"))
+        {
+            break line.to_owned();
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no failing STATUS= within 20 s: {seen:?}");
+        socket.set_read_timeout(Some(left)).unwrap();
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    };
+    assert!(failing.contains(&format!("127.0.0.1:{port}")), "{failing}");
+    assert!(!failing.contains("broker configured"), "{failing}");
+}

@@ -49,7 +49,10 @@ pub enum AgentError {
         lock: PathBuf,
         holder: String,
     },
-    #[error("cannot create the lock file {path}: {source}")]
+    #[error(
+        "cannot create the lock file {path}: {source}. {}",
+        crate::storage::io_fix(.path.parent().unwrap_or(.path), .source)
+    )]
     Lock {
         path: PathBuf,
         source: std::io::Error,
@@ -138,7 +141,8 @@ pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
             format!(
                 "outbox.db failed its integrity check ({reason}). It was moved to {} and a fresh outbox \
                  started at seq {}. Unsent store facts may be in the old file: stop the agent, run \
-                 `sqlite3 {} .recover > recovered.sql`, and send it to central ops; see docs/operations.md",
+                 `sqlite3 {} .recover > recovered.sql` (`sudo apt-get install sqlite3` first), and send \
+                 it to central ops; see \"Damaged databases\" in /usr/share/doc/relais/operations.md",
                 aside.display(),
                 seq_floor + 1,
                 aside.display()
@@ -405,7 +409,7 @@ pub async fn run(
         startup_ms = started.elapsed().as_millis() as u64, "relais is ready");
     on_ready(addr);
     // Under systemd (Type=notify): ready only now that storage is open and the API listens.
-    let service = crate::service::ServiceLink::ready(addr, config.sync.broker.is_some());
+    let service = crate::service::ServiceLink::ready(addr, Arc::clone(&sync));
     let shutdown = async move {
         shutdown.await;
         // Said when shutdown begins, not when it ends: the drain below may take seconds.

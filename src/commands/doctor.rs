@@ -5,8 +5,8 @@ use relais::doctor::{Report, Status};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-pub fn run(config_path: Option<&Path>, json: bool) -> anyhow::Result<u8> {
-    let report = relais::doctor::run(config_path);
+pub fn run(config_path: Option<&Path>, json: bool, user: Option<&str>) -> anyhow::Result<u8> {
+    let report = relais::doctor::run_as(config_path, user);
     let mut out = std::io::stdout().lock();
     // Written with `?`, not println!: `relais doctor | head` must not panic on a closed pipe.
     if json {

@@ -19,9 +19,9 @@ pub enum ConfigError {
     // `cause` is deliberately not a `#[source]`: the reason is already part of
     // the message, and chained reporters would otherwise print it twice.
     #[error(
-        "cannot read config file {}: {cause}; make it a UTF-8 text file readable by the agent's \
-         user, or pass another file with --config PATH",
-        path.display()
+        "cannot read config file {}: {cause}; {}",
+        path.display(),
+        unreadable_fix(cause)
     )]
     Unreadable {
         path: PathBuf,
@@ -47,6 +47,18 @@ pub enum ConfigError {
         path: PathBuf,
         problems: Vec<ConfigProblem>,
     },
+}
+
+/// Not root and not allowed: the file is fine, the command needs sudo (the config is
+/// `root:relais 0640` on a provisioned box).
+fn unreadable_fix(cause: &std::io::Error) -> &'static str {
+    if cause.kind() == std::io::ErrorKind::PermissionDenied && !rustix::process::geteuid().is_root()
+    {
+        "run the command with sudo (the config is readable by root and the relais group only)"
+    } else {
+        "make it a UTF-8 text file readable by the agent's user, or pass another file with \
+         --config PATH"
+    }
 }
 
 impl ConfigError {

@@ -137,7 +137,7 @@ pub(super) fn running(config: &Config) -> Finding {
                 CHECK,
                 format!(
                     "not running (nothing answers on {addr}); the checks above read its files \
-                     directly. Start it with `systemctl start relais`"
+                     directly. Start it with `sudo systemctl start relais`"
                 ),
             );
         }
@@ -149,7 +149,7 @@ pub(super) fn running(config: &Config) -> Finding {
                 "running on {addr} but not ready: HTTP {status} {}",
                 super::truncate(&body, 200)
             ),
-            "see `journalctl -u relais` for why storage or the outbox writer is down; `systemctl \
+            "see `sudo journalctl -u relais` for why storage or the outbox writer is down; `sudo systemctl \
              restart relais`",
         );
     }
@@ -170,7 +170,7 @@ pub(super) fn running(config: &Config) -> Finding {
                 CHECK,
                 why,
                 "find what holds the port (`sudo ss -ltnp`), stop it, and start the agent \
-                 (`systemctl restart relais`)",
+                 (`sudo systemctl restart relais`)",
             );
         }
     };
@@ -226,17 +226,27 @@ pub(super) fn running(config: &Config) -> Finding {
     if health["status"] == "ok" {
         return Finding::pass(CHECK, summary);
     }
-    let detail = if alarms.is_empty() {
-        format!("{summary}; degraded: a replica stream is stale (see the replica check)")
-    } else {
-        format!("{summary}; alarms: {}", alarms.join(", "))
-    };
+    degraded(&summary, &alarms, addr)
+}
+
+/// A running agent whose health is not `ok`: its alarms with how to acknowledge them, or,
+/// with none raised, the stale replica that degrades it (nothing to acknowledge then).
+fn degraded(summary: &str, alarms: &[String], addr: SocketAddr) -> Finding {
+    const CHECK: &str = "agent";
+    if alarms.is_empty() {
+        return Finding::warn(
+            CHECK,
+            format!("{summary}; degraded: a replica stream is stale (see the replica check)"),
+            "follow the replica check's fix; health is ok again once every stream is fresh",
+        );
+    }
     Finding::warn(
         CHECK,
-        detail,
+        format!("{summary}; alarms: {}", alarms.join(", ")),
         format!(
-            "each alarm is explained in docs/operations.md; once handled, acknowledge it: `curl \
-             -X DELETE http://{addr}/v1/alarms/CODE` (with -H 'authorization: Bearer TOKEN' when \
+            "each alarm's message says what to do (\"Alarms\" in \
+             /usr/share/doc/relais/operations.md); once handled, acknowledge it: `curl -X DELETE \
+             http://{addr}/v1/alarms/CODE` (with -H 'authorization: Bearer TOKEN' when \
              api.token_file is set)"
         ),
     )
@@ -244,7 +254,19 @@ pub(super) fn running(config: &Config) -> Finding {
 
 #[cfg(test)]
 mod tests {
-    use super::dechunk;
+    use super::{SocketAddr, dechunk, degraded};
+
+    #[test]
+    fn a_degraded_agent_without_alarms_is_not_told_to_acknowledge_one() {
+        let addr: SocketAddr = "127.0.0.1:8750".parse().unwrap_or_else(|e| panic!("{e}"));
+        let none = degraded("running", &[], addr);
+        let fix = none.fix.unwrap_or_default();
+        assert!(!fix.contains("/v1/alarms"), "{fix}");
+        assert!(fix.contains("replica"), "{fix}");
+        let some = degraded("running", &["disk_low".to_owned()], addr);
+        assert!(some.detail.contains("disk_low"));
+        assert!(some.fix.unwrap_or_default().contains("/v1/alarms/CODE"));
+    }
 
     #[test]
     fn a_chunked_body_is_reassembled_byte_for_byte() {

@@ -77,7 +77,13 @@ pub(super) async fn check(config: &Config) -> (Finding, Finding, Finding) {
         Ok(connected) => connected,
         Err(e) => {
             return (
-                connection_failure(&url, broker.tls, &username, &e),
+                connection_failure(
+                    &url,
+                    broker.tls && config.sync.client_cert_file.is_some(),
+                    broker.tls,
+                    &username,
+                    &e,
+                ),
                 not_checked("broker_limits"),
                 not_checked("acl"),
             );
@@ -179,8 +185,8 @@ fn refused(url: &str, username: &str, code: u8) -> Finding {
 fn reach_fix(url: &str) -> String {
     format!(
         "check sync.broker = \"{url}\" (host and port), that the broker runs, and that this box \
-         reaches it through the WAN and firewalls (`nc -vz HOST PORT`); store facts are kept \
-         meanwhile"
+         reaches it through the WAN and firewalls (`timeout 5 bash -c '</dev/tcp/HOST/PORT' && \
+         echo open`); store facts are kept meanwhile"
     )
 }
 
@@ -191,12 +197,31 @@ fn setup_failure(url: &str, e: &SyncError) -> Finding {
              files; `relais provision BUNDLE` installs them)"
         }
         SyncError::Secret { .. } => "provision the broker credentials or fix sync.password_file",
-        _ => "check the [sync] section (docs/config.md)",
+        _ => "check the [sync] section (/usr/share/doc/relais/config.md)",
     };
     Finding::fail("broker", format!("{url}: {e}"), fix)
 }
 
-fn connection_failure(url: &str, tls: bool, username: &str, e: &LinkError) -> Finding {
+fn client_certificate_refused(url: &str, text: &str) -> (String, String) {
+    (
+        format!(
+            "{url}: the broker does not accept this box's client certificate: it is not issued \
+             by a CA the broker trusts, or is expired or revoked ({text})"
+        ),
+        "sync.client_cert_file must be the certificate central ops issued for this box with the \
+         fleet CA: provision the box again with its own bundle (`sudo relais provision BUNDLE`); \
+         if it is, central ops must check the broker's cafile"
+            .to_string(),
+    )
+}
+
+pub(super) fn connection_failure(
+    url: &str,
+    mutual_tls: bool,
+    tls: bool,
+    username: &str,
+    e: &LinkError,
+) -> Finding {
     let text = e.to_string();
     let lower = text.to_lowercase();
     let credentials_fix = format!(
@@ -213,6 +238,12 @@ fn connection_failure(url: &str, tls: bool, username: &str, e: &LinkError) -> Fi
                 reach_fix(url),
             )
         }
+        _ if mutual_tls && crate::sync::ending::refuses_client_certificate(&lower) => {
+            client_certificate_refused(url, &text)
+        }
+        // TLS 1.3 judges the client certificate after the client's handshake is done: a
+        // broker that refuses it may just close before CONNACK, with no alert to read.
+        LinkError::ClosedBeforeConnAck if mutual_tls => client_certificate_refused(url, &text),
         LinkError::ConnectTimeout { .. } | LinkError::NoConnAck(_) => {
             (format!("{url}: {text}"), reach_fix(url))
         }
@@ -238,8 +269,8 @@ fn connection_failure(url: &str, tls: bool, username: &str, e: &LinkError) -> Fi
         _ if tls && (lower.contains("alert") || lower.contains("certificate")) => (
             format!("{url}: the TLS handshake failed: {text}"),
             format!(
-                "the broker refused our client certificate or we refused its certificate: check \
-                 sync.ca_file, sync.client_cert_file, sync.client_key_file; {credentials_fix}"
+                "check sync.ca_file, sync.client_cert_file, sync.client_key_file (`sudo relais \
+                 provision BUNDLE` installs them); {credentials_fix}"
             ),
         ),
         _ if lower.contains("lookup")
@@ -249,7 +280,7 @@ fn connection_failure(url: &str, tls: bool, username: &str, e: &LinkError) -> Fi
             (
                 format!("{url}: the host name does not resolve ({text})"),
                 format!(
-                    "check the host in sync.broker and the box's DNS (`resolvectl query HOST`); {}",
+                    "check the host in sync.broker and the box's DNS (`getent hosts HOST`); {}",
                     reach_fix(url)
                 ),
             )
@@ -264,8 +295,8 @@ async fn acl(link: &mut Link, agent_id: &str, username: &str, limits: &BrokerLim
     let desired = topics.cfg_desired();
     let probe = format!("{}/doctor", topics.base());
     let fix = format!(
-        "the broker ACL must let username {username:?} read and write {base}/#; with \
-         docs/mosquitto/acl (`pattern readwrite relais/v1/%u/#`) the username — the client \
+        "the broker ACL must let username {username:?} read and write {base}/#; with the \
+         fleet's ACL (`pattern readwrite relais/v1/%u/#`) the username — the client \
          certificate's CN, or sync.username — must be exactly the agent id {agent_id}",
         base = topics.base()
     );

@@ -20,8 +20,9 @@ pub(super) fn pcscd(config: &Config) -> Finding {
             return Finding::fail(
                 CHECK,
                 format!("pcscd is not reachable: {e}"),
-                "install and start it: `apt-get install pcscd && systemctl enable --now \
-                 pcscd.socket` (relais.service wants pcscd.socket); docs/pcsc.md",
+                "install and start it: `sudo apt-get install pcscd && sudo systemctl enable --now \
+                 pcscd.socket` (relais.service wants pcscd.socket); \
+                 /usr/share/doc/relais/pcsc.md",
             );
         }
     };
@@ -35,12 +36,12 @@ pub(super) fn pcscd(config: &Config) -> Finding {
             return Finding::fail(
                 CHECK,
                 format!("pcscd answers but cannot list readers: {e}"),
-                "restart it (`systemctl restart pcscd`) and check `journalctl -u pcscd`",
+                "restart it (`sudo systemctl restart pcscd`) and check `sudo journalctl -u pcscd`",
             );
         }
     };
     let plug_fix = "plug the reader in (pcscd picks it up by itself); `pcsc_scan` shows what \
-                    pcscd sees; docs/pcsc.md lists the supported readers";
+                    pcscd sees; /usr/share/doc/relais/pcsc.md lists the supported readers";
     if readers.is_empty() {
         return Finding::warn(CHECK, "pcscd answers; no reader connected", plug_fix);
     }
@@ -115,7 +116,7 @@ pub(super) fn serial(config: &Config, service: Option<&Account>) -> Vec<Finding>
         out.push(Finding::warn(
             "simulated devices",
             "[devices.simulated] is set: a simulated scanner and NFC reader invent reads (relais demo only)",
-            "remove [devices.simulated] from the config and reload (systemctl reload relais)",
+            "remove [devices.simulated] from the config and reload (`sudo systemctl reload relais`)",
         ));
     }
     out
@@ -137,8 +138,8 @@ fn device_node(
                 format!(
                     "plug the scanner in and check its cable; if it is plugged in, correct {key} \
                      = \"{}\" (`relais devices list` shows the ports present; prefer the \
-                     /dev/serial/by-id/… name, or the /dev/relais/… links of \
-                     systemd/60-relais.rules)",
+                     /dev/serial/by-id/… name, or the /dev/relais/… links the package's udev \
+                     rules make)",
                     path.display()
                 ),
             );
@@ -160,9 +161,10 @@ fn device_node(
     }
     let permission_fix = |who: &str| {
         format!(
-            "add {who} to the device's group: `usermod -aG {group} {who}` (relais.sysusers puts \
-             the service user in dialout and input; log in again after usermod), and install \
-             systemd/60-relais.rules so known scanners get group {group} and mode 0660"
+            "add {who} to the device's group: `sudo usermod -aG {group} {who}` (the package puts \
+             the service user in dialout and input; log in again after usermod); known scanners \
+             get group {group} and mode 0660 from /lib/udev/rules.d/60-relais.rules (installed \
+             by the package: `sudo udevadm trigger` after plugging in)"
         )
     };
     match rustix::fs::access(
@@ -230,7 +232,8 @@ pub(super) fn profiles(config: &Config) -> Finding {
             CHECK,
             format!("{loaded}; {}", problems.join("; ")),
             "the agent does not start a scanner without a profile: follow the message, and see \
-             `relais devices list` for what each port matched (docs/firmware-profiles.md)",
+             `relais devices list` for what each port matched \
+             (/usr/share/doc/relais/firmware-profiles.md)",
         );
     }
     let matched = if matched.is_empty() {
@@ -246,7 +249,7 @@ pub(super) fn profiles(config: &Config) -> Finding {
                 refused.len(),
                 refused.join("; ")
             ),
-            "fix or remove the refused profile files (the message says why), then `systemctl \
+            "fix or remove the refused profile files (the message says why), then `sudo systemctl \
              reload relais`",
         );
     }

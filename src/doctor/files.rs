@@ -42,8 +42,8 @@ pub(super) fn data_dir(config: &Config, service: Option<&Account>) -> Finding {
             CHECK,
             format!("{} does not exist yet", dir.display()),
             format!(
-                "the agent creates it at its first start (`systemctl start relais`); or create \
-                 it now: `install -d -o {0} -g {0} -m 700 {1}`",
+                "the agent creates it at its first start (`sudo systemctl start relais`); or \
+                 create it now: `sudo install -d -o {0} -g {0} -m 750 {1}`",
                 super::SERVICE_USER,
                 dir.display()
             ),
@@ -76,11 +76,7 @@ pub(super) fn data_dir(config: &Config, service: Option<&Account>) -> Finding {
                             dir.display(),
                             owner_mode(&meta)
                         ),
-                        format!(
-                            "give it to the user the agent runs as: `chown -R USER {}`, or run \
-                             the doctor as that user",
-                            dir.display()
-                        ),
+                        super::ownership::fix(dir, None),
                     );
                 }
                 _ => {}
@@ -97,10 +93,8 @@ pub(super) fn data_dir(config: &Config, service: Option<&Account>) -> Finding {
                         account.name
                     ),
                     format!(
-                        "`chown -R {0}:{0} {1} && chmod 700 {1}` (systemd's StateDirectory= does \
-                         this for /var/lib/relais)",
-                        account.name,
-                        dir.display()
+                        "{} (systemd's StateDirectory= gives /var/lib/relais to it, mode 0750)",
+                        super::ownership::fix(dir, Some(account))
                     ),
                 );
             }
@@ -116,10 +110,7 @@ fn cannot_inspect(check: &str, path: &Path, e: &std::io::Error) -> Finding {
     Finding::warn(
         check,
         format!("cannot inspect {}: {e}", path.display()),
-        format!(
-            "run the doctor as root or as the service user (`sudo -u {} relais doctor`)",
-            super::SERVICE_USER
-        ),
+        "run with sudo: `sudo relais doctor`",
     )
 }
 
@@ -128,17 +119,17 @@ pub(super) fn integrity(config: &Config) -> Vec<Finding> {
     vec![
         integrity_of(
             &paths.replica,
-            "the agent moves it aside at its next start (`systemctl restart relais`, alarm \
+            "the agent moves it aside at its next start (`sudo systemctl restart relais`, alarm \
              replica_rebuilt) and starts on an empty replica; reload it from snapshots (the \
              agent fetches them itself with sync.snapshot_url, else `relais replica import`); \
-             see docs/operations.md",
+             see \"Damaged databases\" in /usr/share/doc/relais/operations.md",
         ),
         integrity_of(
             &paths.outbox,
-            "the agent moves it aside at its next start (`systemctl restart relais`, alarm \
+            "the agent moves it aside at its next start (`sudo systemctl restart relais`, alarm \
              outbox_replaced) and continues on a fresh outbox; recover the unsent store facts \
-             from outbox.db.damaged-* with `sqlite3 … .recover` and hand them to central ops \
-             (docs/operations.md)",
+             from outbox.db.damaged-* and hand them to central ops (\"Damaged databases\" in \
+             /usr/share/doc/relais/operations.md)",
         ),
     ]
 }
@@ -170,10 +161,7 @@ fn integrity_of(path: &Path, fix: &str) -> Finding {
         Err(e) => Finding::warn(
             check,
             format!("cannot check {} as this user: {e}", path.display()),
-            format!(
-                "run the doctor as root or as the service user (`sudo -u {} relais doctor`)",
-                super::SERVICE_USER
-            ),
+            "run with sudo: `sudo relais doctor`",
         ),
         Ok(Integrity::Ok | Integrity::Missing) => Finding::pass(
             check,
@@ -225,8 +213,8 @@ pub(super) fn disk(config: &Config) -> Finding {
         config.agent.data_dir.display()
     );
     let fix = format!(
-        "free space on that volume: old `*.damaged-*` databases and `snapshots/*.part` in {}, \
-         logs (`journalctl --vacuum-size=100M`), packages (`apt-get clean`); or lower \
+        "free space on that volume (old `*.damaged-*` databases and `snapshots/*.part` in {}, \
+         logs: `sudo journalctl --vacuum-size=100M`, packages: `sudo apt-get clean`), or lower \
          disk.low_free_mb",
         config.agent.data_dir.display()
     );
@@ -294,32 +282,12 @@ fn year_of(t: SystemTime) -> u32 {
 /// `timedatectl show -p NTPSynchronized --value`: `Some(true/false)`, `None` when it cannot
 /// say (no systemd, no timedated) within two seconds.
 fn ntp_synchronized() -> Option<bool> {
-    let mut child = std::process::Command::new("timedatectl")
-        .args(["show", "-p", "NTPSynchronized", "--value"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    let output = child.wait_with_output().ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    match String::from_utf8_lossy(&output.stdout).trim() {
+    let out = super::command_output(
+        "timedatectl",
+        &["show", "-p", "NTPSynchronized", "--value"],
+        Duration::from_secs(2),
+    )?;
+    match out.trim() {
         "yes" => Some(true),
         "no" => Some(false),
         _ => None,
@@ -379,8 +347,9 @@ pub(super) fn replica(config: &Config) -> Finding {
         "the agent fetches every empty stream's snapshot at its next broker connection \
          (sync.snapshot_url); check the broker check above"
     } else {
-        "import the store's snapshots: `relais replica import --stream STREAM FILE` for each \
-         stream (docs/snapshot-format.md), or set sync.snapshot_url"
+        "import the store's snapshots as the service user (root would leave root's files in the \
+         data directory): `sudo -u relais relais replica import --stream STREAM FILE` for each \
+         stream (/usr/share/doc/relais/snapshot-format.md), or set sync.snapshot_url"
     };
     if !path.exists() {
         return Finding::warn(CHECK, "no replica yet: lookups answer not found", load_fix);
@@ -423,7 +392,14 @@ pub(super) fn replica(config: &Config) -> Finding {
     if !never.is_empty() {
         return Finding::warn(
             CHECK,
-            format!("{summary}: {} never loaded", never.join(", ")),
+            format!(
+                "{summary}: lookups of {} answer not found",
+                if never.len() == 1 {
+                    "that stream"
+                } else {
+                    "those streams"
+                }
+            ),
             load_fix,
         );
     }
@@ -502,7 +478,7 @@ pub(super) fn outbox(config: &Config) -> Finding {
         );
     }
     let link_fix = "store facts are safe on disk and leave in order once the link works: see \
-                    the broker check, the WAN link, and `journalctl -u relais` for the sync \
+                    the broker check, the WAN link, and `sudo journalctl -u relais` for the sync \
                     errors";
     match oldest {
         Some(a) if a > BACKLOG_FAIL.as_secs_f64() => Finding::fail(

@@ -10,7 +10,9 @@ mod agent;
 mod broker;
 mod devices;
 mod files;
+mod ownership;
 mod secrets;
+pub mod unit;
 
 use crate::config::{Config, ConfigSource};
 use serde::Serialize;
@@ -114,13 +116,37 @@ pub const SERVICE_USER: &str = "relais";
 /// Run every check with the config at `config_path` (`None`: the default path, else the
 /// built-in defaults, as `relais run` does).
 pub fn run(config_path: Option<&Path>) -> Report {
+    run_as(config_path, None)
+}
+
+/// [`run`], judging permissions for the account `user` (`None`: the unit's `User=`, else
+/// [`SERVICE_USER`]).
+pub fn run_as(config_path: Option<&Path>, user: Option<&str>) -> Report {
     let mut checks = Vec::new();
-    let Some(config) = config_check(config_path, &mut checks) else {
+    let Some((config, file)) = config_check(config_path, &mut checks) else {
         return Report::new(checks);
     };
-    let service_user = crate::provision::users::lookup(SERVICE_USER);
+    let unit = unit::inspect();
+    let name = user
+        .map(str::to_owned)
+        .or_else(|| unit.as_ref().and_then(|u| u.user.clone()))
+        .unwrap_or_else(|| SERVICE_USER.to_owned());
+    let service_user = crate::provision::users::lookup(&name);
+    if service_user.is_none() && (user.is_some() || name != SERVICE_USER) {
+        checks.push(Finding::fail(
+            "service_user",
+            format!("the agent is to run as {name}, but there is no such account on this box"),
+            format!(
+                "create it (`sudo systemd-sysusers`, which the package runs) or name the right \
+                 one; the checks below judge permissions as {}",
+                if users_is_root() { "root" } else { "this user" }
+            ),
+        ));
+    }
     let service_user = service_user.as_ref();
+    checks.push(unit::finding(unit.as_ref(), file.as_deref()));
     checks.push(files::data_dir(&config, service_user));
+    checks.push(ownership::contents(&config, service_user));
     checks.extend(files::integrity(&config));
     checks.push(files::disk(&config));
     checks.push(files::clock(&config));
@@ -145,6 +171,7 @@ pub fn run(config_path: Option<&Path>) -> Report {
     checks.push(devices::profiles(&config));
     checks.push(files::replica(&config));
     checks.push(files::outbox(&config));
+    checks.push(secrets::card_key(&config, service_user));
     checks.push(secrets::api_tokens(&config, service_user));
     checks.push(secrets::ops_keys(&config, service_user));
     checks.extend(secrets::broker_ca(&config, service_user));
@@ -152,11 +179,41 @@ pub fn run(config_path: Option<&Path>) -> Report {
     Report::new(checks)
 }
 
+fn users_is_root() -> bool {
+    crate::provision::users::effective_uid() == 0
+}
+
 /// The config check; the effective config (file + the stored remote layer, as the agent
-/// would start with) when it passes.
-fn config_check(path: Option<&Path>, checks: &mut Vec<Finding>) -> Option<Config> {
+/// would start with) and the file it came from, when it passes.
+fn config_check(
+    path: Option<&Path>,
+    checks: &mut Vec<Finding>,
+) -> Option<(Config, Option<std::path::PathBuf>)> {
     let (config, source) = match Config::load(path) {
         Ok(loaded) => loaded,
+        Err(crate::config::ConfigError::Unreadable { path, cause })
+            if cause.kind() == std::io::ErrorKind::PermissionDenied && !users_is_root() =>
+        {
+            checks.push(Finding::fail(
+                "config",
+                format!("cannot read {} as this user: {cause}", path.display()),
+                "run with sudo: `sudo relais doctor` (the config is readable by root and the \
+                 relais group only)",
+            ));
+            return None;
+        }
+        Err(crate::config::ConfigError::Missing { path }) => {
+            checks.push(Finding::fail(
+                "config",
+                format!("{} does not exist", path.display()),
+                format!(
+                    "pass the config the agent uses (`relais --config FILE doctor`); if this box \
+                     is new, it is not provisioned: `sudo relais provision BUNDLE` creates {}",
+                    crate::config::DEFAULT_CONFIG_PATH
+                ),
+            ));
+            return None;
+        }
         Err(e) => {
             checks.push(Finding::fail(
                 "config",
@@ -172,26 +229,42 @@ fn config_check(path: Option<&Path>, checks: &mut Vec<Finding>) -> Option<Config
             checks.push(Finding::warn(
                 "config",
                 format!(
-                    "no config file at {}: built-in defaults (agent id {}, offline, API on \
-                     loopback)",
+                    "this box is not provisioned: no config file at {} (built-in defaults: agent \
+                     id {}, offline, API on loopback)",
                     crate::config::DEFAULT_CONFIG_PATH,
                     config.agent.id
                 ),
-                "provision this box: `relais provision BUNDLE` (docs/provisioning.md)",
+                PROVISION_FIX,
             ));
-            return Some(config);
+            return Some((config, None));
         }
         ConfigSource::File(file) => file,
     };
+    let checked = Some(file.clone());
     let remote = crate::agent::stored_remote_layer(&config);
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
         // Just loaded it: a race with an editor. Judge what was loaded.
         Err(_) => {
             checks.push(Finding::pass("config", format!("{} valid", file.display())));
-            return Some(config);
+            return Some((config, checked));
         }
     };
+    // The package's own relais.toml leaves agent.id to `relais provision`: a valid file
+    // without it is a box nobody provisioned yet.
+    if !names_agent_id(&text) {
+        checks.push(Finding::warn(
+            "config",
+            format!(
+                "this box is not provisioned: {} sets no agent.id (the agent would run offline \
+                 as {})",
+                file.display(),
+                config.agent.id
+            ),
+            PROVISION_FIX,
+        ));
+        return Some((config, checked));
+    }
     match (
         crate::config::layers::merge(&text, &file, remote.as_ref()),
         &remote,
@@ -205,14 +278,14 @@ fn config_check(path: Option<&Path>, checks: &mut Vec<Finding>) -> Option<Config
                     remote.version
                 ),
             ));
-            Some(layered.config)
+            Some((layered.config, checked))
         }
         (Ok(layered), None) => {
             checks.push(Finding::pass(
                 "config",
                 format!("{} valid (no remote config)", file.display()),
             ));
-            Some(layered.config)
+            Some((layered.config, checked))
         }
         (Err(e), remote) => {
             checks.push(Finding::warn(
@@ -228,9 +301,57 @@ fn config_check(path: Option<&Path>, checks: &mut Vec<Finding>) -> Option<Config
                 "central ops: push a corrected config with a higher version (`relaisctl config \
                  push`); the checks below use the file alone",
             ));
-            Some(config)
+            Some((config, checked))
         }
     }
+}
+
+const PROVISION_FIX: &str = "provision it with the bundle central ops prepared for it: `sudo \
+     relais provision BUNDLE` (/usr/share/doc/relais/provisioning.md)";
+
+/// Whether the config text sets `[agent] id`.
+fn names_agent_id(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).is_ok_and(|table| {
+        table
+            .get("agent")
+            .and_then(|agent| agent.get("id"))
+            .is_some()
+    })
+}
+
+/// A command's standard output when it exits 0 within `timeout`; `None` when it is missing,
+/// fails or hangs (the doctor must answer on a box without systemd, or with a wedged one).
+pub(crate) fn command_output(
+    program: &str,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> Option<String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break,
+            Ok(Some(_)) => return None,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut out = String::new();
+    child.stdout.take()?.read_to_string(&mut out).ok()?;
+    Some(out)
 }
 
 /// `12 s`, `3 h 4 min`: ages for people.

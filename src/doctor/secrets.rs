@@ -108,6 +108,47 @@ pub(super) fn broker_ca(config: &Config, service: Option<&Account>) -> Option<Fi
     )
 }
 
+/// The card hash key (`customers.card_hash_key_file`): the agent refuses to start without it,
+/// except at its default place in the data directory, where it creates one.
+pub(super) fn card_key(config: &Config, service: Option<&Account>) -> Finding {
+    const CHECK: &str = "card_key";
+    let path = &config.customers.card_hash_key_file;
+    let default = config
+        .agent
+        .data_dir
+        .join(crate::agent::DEFAULT_CARD_KEY_FILE);
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && *path == default => {
+            return Finding::pass(
+                CHECK,
+                format!(
+                    "{} not created yet (the agent makes it at its first start)",
+                    path.display()
+                ),
+            );
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Finding::warn(
+                CHECK,
+                format!("cannot inspect {}: {e}", path.display()),
+                "run with sudo: `sudo relais doctor`",
+            );
+        }
+        Err(e) => {
+            return Finding::fail(
+                CHECK,
+                format!("{}: {e}: the agent refuses to start", path.display()),
+                "provision the box (`sudo relais provision BUNDLE` installs card-hash.key), or \
+                 correct customers.card_hash_key_file",
+            );
+        }
+    };
+    unreadable_by_service(CHECK, path, &meta, service).unwrap_or_else(|| {
+        Finding::pass(CHECK, format!("{} ({})", path.display(), owner_mode(&meta)))
+    })
+}
+
 pub(super) fn api_tokens(config: &Config, service: Option<&Account>) -> Finding {
     const CHECK: &str = "api_tokens";
     let Some(path) = &config.api.token_file else {
@@ -137,7 +178,7 @@ pub(super) fn api_tokens(config: &Config, service: Option<&Account>) -> Finding 
             return Finding::warn(
                 CHECK,
                 format!("cannot inspect {}: {e}", path.display()),
-                "run the doctor as root",
+                "run with sudo: `sudo relais doctor`",
             );
         }
     };
@@ -176,13 +217,13 @@ pub(super) fn api_tokens(config: &Config, service: Option<&Account>) -> Finding 
             Finding::warn(
                 CHECK,
                 format!("cannot read {} as this user", path.display()),
-                "run the doctor as root",
+                "run with sudo: `sudo relais doctor`",
             )
         }
         Err(e) => Finding::fail(
             CHECK,
             e.to_string(),
-            "correct the file (the message names the line), then `systemctl reload relais`",
+            "correct the file (the message names the line), then `sudo systemctl reload relais`",
         ),
     }
 }

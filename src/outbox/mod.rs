@@ -204,8 +204,9 @@ pub struct Envelope {
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error(
-        "disk nearly full ({free_mb} MB free, watermark {watermark_mb} MB): droppable events are \
-         refused until space is freed; store facts are still accepted"
+        "disk nearly full ({free_mb} MiB free, below disk.low_free_mb = {watermark_mb} MiB): \
+         telemetry is refused, store facts are still recorded. Free space on the data volume, or \
+         lower disk.low_free_mb"
     )]
     DiskLow { free_mb: u64, watermark_mb: u64 },
     #[error("the outbox writer has stopped (agent shutting down); retry the request")]

@@ -456,6 +456,19 @@ struct WriterState {
 
 /// Free space changes slowly; statvfs once a second is plenty.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// An idle writer still looks at the disk this often: the `disk_low` alarm must show in
+/// `/v1/health` when the disk fills with no sale or telemetry to notice it (issue 20).
+pub(crate) const DISK_TIMER: Duration = Duration::from_secs(10);
+
+/// The one wording of the `disk_low` alarm, the log line and the doctor: below the watermark,
+/// either space is freed or the watermark comes down to what is left.
+pub fn disk_low_message(free_mb: u64, watermark_mb: u64) -> String {
+    format!(
+        "{free_mb} MiB free on the data disk, below disk.low_free_mb = {watermark_mb} MiB: \
+         telemetry is refused, store facts are still recorded. Free space on that volume, or \
+         lower disk.low_free_mb"
+    )
+}
 
 impl WriterState {
     fn run(&mut self, mut receiver: mpsc::Receiver<WriterCommand>) {
@@ -482,6 +495,12 @@ impl WriterState {
             .build()
             .ok();
         let mut batch: Vec<Pending> = Vec::with_capacity(self.settings.group_commit_max);
+        // At startup, not at the first append: a full disk is an alarm before any sale. An
+        // alarm left by the last run is cleared here when the space came back meanwhile.
+        if self.alarm_exists("disk_low") {
+            self.disk_low = Some(0);
+        }
+        self.disk_low_now();
         loop {
             // Deliveries still to delete make a group of their own when nothing else comes.
             let first = if self.deliveries.is_empty() {
@@ -515,6 +534,8 @@ impl WriterState {
                 self.file_keys();
             }
             self.checkpoint_if_due();
+            // Store facts alone never ask: a busy till must not hide a filling disk either.
+            self.disk_low_now();
         }
         // All producers are gone. Stop the checkpointer first (a TRUNCATE would find its
         // checkpoint lock taken), then fold the WAL into the main file so the next start is fast.
@@ -534,16 +555,21 @@ impl WriterState {
         timer: Option<&tokio::runtime::Runtime>,
     ) -> Option<WriterCommand> {
         loop {
-            let Some(timer) = timer.filter(|_| self.unfiled_work() || self.idle_fold_pending())
-            else {
+            let Some(timer) = timer else {
                 return receiver.blocking_recv();
             };
+            let deferred = self.unfiled_work() || self.idle_fold_pending();
+            let wait = if deferred {
+                IDLE_FOLD_AFTER
+            } else {
+                DISK_TIMER
+            };
             // The timeout is made inside the runtime: its timer needs the runtime's context.
-            let next = timer
-                .block_on(async { tokio::time::timeout(IDLE_FOLD_AFTER, receiver.recv()).await });
+            let next = timer.block_on(async { tokio::time::timeout(wait, receiver.recv()).await });
             match next {
                 Ok(command) => return command,
                 Err(_idle) => {
+                    self.disk_low_now();
                     // One chunk per transaction, and back to the channel between chunks.
                     while self.unfiled_work() && self.file_next_chunk() {
                         match receiver.try_recv() {
@@ -718,14 +744,7 @@ impl WriterState {
                         watermark_mb = self.settings.low_free_mb,
                         "disk nearly full: refusing droppable events; store facts still accepted"
                     );
-                    self.raise_alarm(
-                        "disk_low",
-                        &format!(
-                            "{mb} MB free on the data disk, below the {} MB watermark: telemetry is refused. \
-                             Free space or raise disk.low_free_mb",
-                            self.settings.low_free_mb
-                        ),
-                    );
+                    self.raise_alarm("disk_low", &disk_low_message(mb, self.settings.low_free_mb));
                 }
                 (Some(_), None) => self.clear_alarm("disk_low"),
                 _ => {}

@@ -161,6 +161,35 @@ fn below_the_disk_watermark_telemetry_is_refused_but_store_facts_are_recorded() 
 }
 
 #[test]
+fn a_disk_below_the_watermark_raises_its_alarm_at_startup_before_any_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("outbox.db");
+    let mut s = settings();
+    s.low_free_mb = 1 << 40;
+    let (handle, writer) = OutboxWriter::start(&path, s).expect("start");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let alarm = loop {
+        if let Some(alarm) = handle.alarms().into_iter().find(|a| a.code == "disk_low") {
+            break alarm;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no disk_low alarm without an append"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // One direction everywhere: the watermark comes down, never up.
+    assert!(
+        alarm.message.contains("lower disk.low_free_mb"),
+        "{}",
+        alarm.message
+    );
+    assert!(!alarm.message.contains("raise"), "{}", alarm.message);
+    drop(handle);
+    writer.join();
+}
+
+#[test]
 fn a_seq_floor_lifts_the_next_sequence_number() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("outbox.db");

@@ -25,8 +25,8 @@ pub const OUTBOX_FILE: &str = "outbox.db";
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error(
-        "cannot open database {path}: {source}. Check that the data directory exists, is writable by \
-         the relais user and that the disk is not full"
+        "cannot open database {path}: {source}. {}",
+        open_fix(.path, .source)
     )]
     Open {
         path: PathBuf,
@@ -43,8 +43,8 @@ pub enum StorageError {
         source: std::io::Error,
     },
     #[error(
-        "cannot create data directory {path}: {source}. Create it and give it to the relais user, or \
-         set agent.data_dir"
+        "cannot create data directory {path}: {source}. {}",
+        io_fix(.path, .source)
     )]
     DataDir {
         path: PathBuf,
@@ -61,6 +61,55 @@ pub enum Durability {
     StoreFacts,
 }
 
+/// What to do when the agent may not use its data directory or a file in it: give all of it to
+/// the user the agent runs as (a file left root's by a `sudo` command is the usual cause).
+pub fn ownership_fix(dir: &Path) -> String {
+    use crate::provision::users;
+    let uid = users::effective_uid();
+    let (user, group) = if uid == 0 {
+        // Root can write anything: the service account is who will run into it.
+        (
+            crate::doctor::SERVICE_USER.to_owned(),
+            crate::doctor::SERVICE_USER.to_owned(),
+        )
+    } else {
+        let gid = rustix::process::getegid().as_raw();
+        (
+            users::user_name(uid).unwrap_or_else(|| uid.to_string()),
+            users::group_name(gid).unwrap_or_else(|| gid.to_string()),
+        )
+    };
+    format!(
+        "Give the data directory and everything in it to {user}, the user the agent runs as: \
+         `sudo chown -R {user}:{group} {}` (`sudo relais doctor` names every file it cannot use)",
+        dir.display()
+    )
+}
+
+/// The fix for an I/O error on the data directory `dir` or a file in it.
+pub fn io_fix(dir: &Path, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => ownership_fix(dir),
+        std::io::ErrorKind::ReadOnlyFilesystem => format!(
+            "{} is on a read-only file system: remount it read-write (`dmesg` says why the kernel \
+             made it read-only) or set agent.data_dir to a writable volume",
+            dir.display()
+        ),
+        _ => "Run `sudo relais doctor`: it checks the data directory and every file in it".into(),
+    }
+}
+
+/// The fix for a database that cannot be opened: ownership when SQLite could not open or write
+/// the file, else the space and the doctor.
+fn open_fix(path: &Path, e: &rusqlite::Error) -> String {
+    let dir = path.parent().unwrap_or(path);
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly) => ownership_fix(dir),
+        Some(rusqlite::ErrorCode::PermissionDenied) => ownership_fix(dir),
+        _ => "Check that the disk is not full and run `sudo relais doctor`".into(),
+    }
+}
+
 pub fn ensure_data_dir(dir: &Path) -> Result<(), StorageError> {
     std::fs::create_dir_all(dir).map_err(|source| StorageError::DataDir {
         path: dir.to_path_buf(),
@@ -69,8 +118,10 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), StorageError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        // Databases hold customer tokens and store facts: readable by the service user only.
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        // Databases hold customer tokens and store facts: the service user writes, its group
+        // (root's tools, the doctor) may look; others nothing. As the unit's
+        // StateDirectoryMode=0750 and docs/packaging.md say.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
     }
     Ok(())
 }

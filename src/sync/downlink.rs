@@ -259,7 +259,7 @@ async fn handle_rpl(
                 return;
             }
             if !refetching.running.contains_key(&stream) {
-                tracing::info!(%stream, reason = ?control.reason, "central asked for a refetch");
+                tracing::info!(%stream, reason = control.reason.as_deref().unwrap_or(""), "central asked for a refetch");
                 start_refetch(
                     ctx,
                     stream,

@@ -14,7 +14,8 @@ pub enum SessionEnd {
     #[error("{0}")]
     Setup(#[from] super::SyncError),
     #[error(
-        "broker connection failed: {0}. Store facts keep being recorded and are delivered after reconnect"
+        "broker connection failed: {0}.{hint} Store facts keep being recorded and are delivered after reconnect",
+        hint = connect_hint(.0)
     )]
     Connect(#[from] LinkError),
     #[error("the broker refused the connection: CONNACK 0x{code:02X} {}{}. {}", reason_name(*code), detail(reason_string), connack_fix(*code))]
@@ -45,6 +46,35 @@ pub enum SessionEnd {
     },
     #[error("lost the broker connection: {0}; unacknowledged events will be sent again")]
     Closed(Closed),
+}
+
+/// The broker's TLS alert for a client certificate it does not accept (rustls and OpenSSL
+/// spellings of the alerts a broker sends for it).
+pub(crate) fn refuses_client_certificate(lower: &str) -> bool {
+    [
+        "unknownca",
+        "unknown ca",
+        "badcertificate",
+        "bad certificate",
+        "certificateunknown",
+        "certificate unknown",
+        "certificaterequired",
+        "certificate required",
+        "unsupportedcertificate",
+    ]
+    .iter()
+    .any(|alert| lower.contains(alert))
+}
+
+/// A failed connection's cause where the error text alone would mislead.
+fn connect_hint(e: &LinkError) -> &'static str {
+    if refuses_client_certificate(&e.to_string().to_lowercase()) {
+        " The broker does not accept this box's client certificate (not issued by a CA it \
+         trusts, or expired): provision the box with its own bundle (`sudo relais provision \
+         BUNDLE`)."
+    } else {
+        ""
+    }
 }
 
 fn detail(reason_string: &Option<String>) -> String {

@@ -4,7 +4,7 @@
 //! Only this module (and `central/`, its counterpart) knows topics and wire types.
 
 pub mod downlink;
-mod ending;
+pub(crate) mod ending;
 pub mod limits;
 pub mod mqtt;
 pub mod session;

@@ -214,7 +214,8 @@ async fn connect_once(
     // retained messages (only a refusal during this session takes them away again).
     learned.retain = limits.retain_available;
     tracing::info!(
-        broker = ?ctx.config.broker.as_ref().map(ToString::to_string),
+        // Display, not Debug: `broker=mqtts://…`, never `broker=Some("mqtts://…")`.
+        broker = %ctx.config.broker.as_ref().map(ToString::to_string).unwrap_or_default(),
         limits = %limits.summary(),
         "connected to the broker"
     );
@@ -653,7 +654,7 @@ impl Session<'_> {
                     tracing::error!(
                         pkid = ack.pkid,
                         reason = %format!("0x{:02X} {}", ack.reason, codec::reason_name(ack.reason)),
-                        reason_string = ?ack.reason_string,
+                        reason_string = ack.reason_string.as_deref().unwrap_or(""),
                         "the broker refused a state or fleet message"
                     );
                     if ack.reason == 0x9A {
