@@ -170,7 +170,7 @@ pub(super) fn api_tokens(config: &Config, service: Option<&Account>) -> Finding 
                     path.display()
                 ),
                 "provision the box (`relais provision BUNDLE` installs api-tokens), or create it: \
-                 one `NAME TOKEN` per line (`openssl rand -base64 32`), mode 0600, owned by the \
+                 one `NAME TOKEN` per line (`NAME TOKEN read` for read-only) (`openssl rand -base64 32`), mode 0600, owned by the \
                  service user",
             );
         }
