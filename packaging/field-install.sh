@@ -71,6 +71,10 @@ port=$(free_port) https_port=$(free_port)
   cp ops/ops.pub bundle/
   for till in till-1 till-2; do echo "$till $(openssl rand -base64 32)"; done >bundle/api-tokens
   tar czf box-bundle.tar.gz bundle
+  # The neighbouring till's bundle, valid in every respect, on the same USB stick.
+  cert box2 store-0042/till-2 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n'
+  cp -r bundle till-2-bundle && cp box2.pem till-2-bundle/client.pem && cp box2.key till-2-bundle/client.key
+  sed -i 's|^agent_id = .*|agent_id = "store-0042/till-2"|' till-2-bundle/bundle.toml
   # The store's first snapshot set, served over HTTPS as central does (docs/snapshot-format.md).
   mkdir -p ndjson
   echo '{"gtin":"04006381333931","sku":"SKU-0042","name":"Alpenhof Whole Milk 1 L"}' >ndjson/products.ndjson
@@ -151,3 +155,17 @@ if [ "$doctor_status" -ne 0 ]; then
   echo "field install: FAILED — the box is not healthy:"; cat "$central/doctor.json"; tail -20 "$central/agent.log"; exit 1
 fi
 echo "field install: unboxed Debian 12 → provisioned, healthy agent in $(secs "$t0" "$t4") s (broker + ACL checks pass over mutual TLS)"
+
+# The rest of the technician's visit: the label for the sticker, and the box refusing the
+# neighbouring till's bundle (the USB stick holds every till's).
+t5=$(ms)
+in_root relais identity --png /root/label.png >"$central/identity.txt" 2>&1 || { cat "$central/identity.txt"; exit 1; }
+t6=$(ms)
+grep -q "$agent" "$central/identity.txt" && [ -s "$root/root/label.png" ] \
+  || { echo "field install: the label does not name $agent"; cat "$central/identity.txt"; exit 1; }
+cp -r "$central/till-2-bundle" "$root/root/till-2"
+other_status=0
+in_root relais provision /root/till-2 >"$central/other.log" 2>&1 || other_status=$?
+grep -q 'this box is store-0042/till-1' "$central/other.log" && [ "$other_status" -eq 78 ] \
+  || { echo "field install: another till's bundle was not refused (exit $other_status)"; cat "$central/other.log"; exit 1; }
+echo "field install: label (relais identity --png) $(secs "$t5" "$t6") s; another till's bundle refused with exit $other_status, identity kept"
