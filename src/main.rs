@@ -43,6 +43,9 @@ enum Command {
     /// Inspect the outbox of store facts and telemetry
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// The running agent's alarms
+    #[command(subcommand)]
+    Alarms(AlarmsCommand),
     /// Decode barcodes (GTIN, GS1, AIM, Digital Link) and EPC tags
     Decode(commands::decode::DecodeArgs),
     /// Store hardware: what is connected, and live decoded reads
@@ -132,6 +135,16 @@ enum OutboxCommand {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Send the dead letters (facts the broker refused) again, once their cause is fixed; run
+    /// on the box with sudo (no API token needed)
+    Requeue,
+}
+
+#[derive(Subcommand)]
+enum AlarmsCommand {
+    /// Acknowledge a handled alarm (the code as `relais doctor` and /v1/health name it, e.g.
+    /// disk_low); run on the box with sudo (no API token needed). Exit 3: no such alarm
+    Ack { code: String },
 }
 
 fn main() -> ExitCode {
@@ -237,6 +250,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Outbox(OutboxCommand::Tail { lines, follow }) => {
             let (config, _) = load_config(config_path)?;
             commands::outbox_tail(&config, lines, follow)
+        }
+        Command::Outbox(OutboxCommand::Requeue) => {
+            let (config, _) = load_config(config_path)?;
+            Ok(commands::admin::requeue_dead_letters(&config))
+        }
+        Command::Alarms(AlarmsCommand::Ack { code }) => {
+            let (config, _) = load_config(config_path)?;
+            Ok(commands::admin::acknowledge_alarm(&config, &code))
         }
         Command::Decode(args) => commands::decode::run(args),
         Command::Devices(command) => {

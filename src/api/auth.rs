@@ -347,6 +347,49 @@ pub async fn rate_limit(
     next.run(request).await
 }
 
+/// The routes the box's own administrator may also call with the doctor key
+/// (`doctor_link`): acknowledging an alarm, requeueing dead letters.
+#[derive(Clone)]
+pub struct AdminGate {
+    pub gate: Arc<GateCell>,
+    pub key: Option<super::doctor_link::DoctorKey>,
+}
+
+/// The caller name of a request proved with the doctor key.
+pub const BOX_ADMIN: &str = "box-admin";
+
+/// A bearer token as on every protected route, or a proof made with this boot's doctor key over
+/// the request's method and path (`relais alarms ack`, `relais outbox requeue`: root or the
+/// service user on the box, who need no till's token and no HTTP client).
+pub async fn require_token_or_box_key(
+    State(admin): State<AdminGate>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(header) = request.headers().get(super::doctor_link::REQUEST_HEADER) else {
+        return require_token(State(admin.gate), request, next).await;
+    };
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let proved = admin.key.as_ref().is_some_and(|key| {
+        header
+            .to_str()
+            .is_ok_and(|h| key.accept_action(h, &method, &path))
+    });
+    if !proved {
+        return ApiError::unauthorized(
+            "the box-key proof does not sign this request with this boot's key (doctor.key in \
+             the data directory); run `sudo relais alarms ack CODE` or `sudo relais outbox \
+             requeue` on the box, or use a bearer token",
+        )
+        .into_response();
+    }
+    request
+        .extensions_mut()
+        .insert(Caller(Arc::from(BOX_ADMIN)));
+    next.run(request).await
+}
+
 /// Bearer-token check for the protected routes; records the caller's token name.
 pub async fn require_token(
     State(cell): State<Arc<GateCell>>,

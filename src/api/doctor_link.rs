@@ -9,6 +9,11 @@
 //! `HMAC(key, "agent" || challenge || body)`. So only a reader of the data directory can ask,
 //! the doctor believes only the agent that wrote the key, and nothing secret crosses the socket:
 //! a fake listener learns a random challenge and a MAC that no other request will accept.
+//!
+//! The same key lets the box's own administrator act without a till's token: `relais alarms
+//! ack` and `relais outbox requeue` sign their method and path (`action`), and the two routes
+//! accept that proof in place of a bearer token. A fake listener learns a MAC good only for that
+//! one action on the real agent, which the administrator was about to do anyway.
 
 use ring::hmac;
 use std::path::Path;
@@ -80,6 +85,44 @@ impl DoctorKey {
         .map(|()| challenge.to_owned())
     }
 
+    /// The header for `method path`, signed with a fresh `challenge`.
+    pub fn request_action(&self, challenge: &str, method: &str, path: &str) -> String {
+        format!(
+            "{challenge}:{}",
+            self.mac(&[
+                b"action",
+                method.as_bytes(),
+                b" ",
+                path.as_bytes(),
+                b"\n",
+                challenge.as_bytes()
+            ])
+        )
+    }
+
+    /// Whether `header` signs exactly `method path` with this key.
+    pub fn accept_action(&self, header: &str, method: &str, path: &str) -> bool {
+        let Some((challenge, mac)) = header.split_once(':') else {
+            return false;
+        };
+        if challenge.len() < 16 || challenge.len() > 128 {
+            return false;
+        }
+        let Some(mac) = unhex(mac) else {
+            return false;
+        };
+        let signed = [
+            b"action".as_slice(),
+            method.as_bytes(),
+            b" ",
+            path.as_bytes(),
+            b"\n",
+            challenge.as_bytes(),
+        ]
+        .concat();
+        hmac::verify(&self.0, &signed, &mac).is_ok()
+    }
+
     /// The agent's proof over its answer.
     pub fn prove(&self, challenge: &str, body: &[u8]) -> String {
         self.mac(&[b"agent", challenge.as_bytes(), body])
@@ -143,5 +186,20 @@ mod tests {
         let other = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let stranger = DoctorKey::create(other.path()).unwrap_or_else(|e| panic!("{e}"));
         assert!(agent.accept(&stranger.request(&challenge)).is_none());
+    }
+
+    #[test]
+    fn an_action_proof_is_good_for_its_own_method_and_path_only() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let agent = DoctorKey::create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let admin = DoctorKey::read(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let header = admin.request_action(&challenge(), "DELETE", "/v1/alarms/disk_low");
+        assert!(agent.accept_action(&header, "DELETE", "/v1/alarms/disk_low"));
+        assert!(!agent.accept_action(&header, "DELETE", "/v1/alarms/uplink_refused"));
+        assert!(!agent.accept_action(&header, "POST", "/v1/alarms/disk_low"));
+        // A doctor's health request is not an action, nor the reverse.
+        let health = admin.request(&challenge());
+        assert!(!agent.accept_action(&health, "GET", "/v1/health/doctor"));
+        assert!(agent.accept(&header).is_none());
     }
 }

@@ -117,6 +117,10 @@ pub const PROTECTED_ROUTES: [&str; 18] = [
     "/v1/openapi.json",
 ];
 
+/// Protected routes the box's administrator may also call with the doctor key instead of a
+/// token (`auth::require_token_or_box_key`).
+pub const BOX_ADMIN_ROUTES: [&str; 2] = ["/v1/alarms/{code}", "/v1/outbox/requeue"];
+
 /// Without a token: probes for systemd and load balancers (no data), and the status page's
 /// static assets (the page itself asks for the token).
 /// `/v1/health/doctor` answers only `relais doctor` holding this boot's key (`doctor_link`).
@@ -157,9 +161,20 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         };
         method_router.layer(from_fn_with_state(label, metrics::track))
     };
+    let admin = auth::AdminGate {
+        gate: Arc::clone(&gate),
+        key: state.doctor_key.clone(),
+    };
     let mut router = Router::new();
     for (path, route) in PROTECTED_ROUTES.into_iter().zip(protected) {
-        let guarded = route.layer(from_fn_with_state(Arc::clone(&gate), auth::require_token));
+        let guarded = if BOX_ADMIN_ROUTES.contains(&path) {
+            route.layer(from_fn_with_state(
+                admin.clone(),
+                auth::require_token_or_box_key,
+            ))
+        } else {
+            route.layer(from_fn_with_state(Arc::clone(&gate), auth::require_token))
+        };
         router = router.route(path, track(path, guarded));
     }
     for (path, route) in PUBLIC_ROUTES.into_iter().zip(public) {

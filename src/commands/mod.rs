@@ -1,6 +1,7 @@
 //! Command implementations: thin glue from parsed arguments to the library, and the
 //! human-readable renderings a technician reads.
 
+pub mod admin;
 pub mod decode;
 pub mod demo;
 pub mod devices;

@@ -27,10 +27,10 @@ pub(crate) fn local_address(config: &Config) -> SocketAddr {
 }
 
 /// An answer: status, the head's lines (lower case), the body.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub status: u16,
     head: String,
-    body: String,
+    pub body: String,
 }
 
 impl Answer {
@@ -44,12 +44,22 @@ impl Answer {
 
 /// `GET path`, with `extra` header lines.
 fn get(addr: SocketAddr, path: &str, extra: &str) -> std::io::Result<Answer> {
+    request(addr, "GET", path, extra)
+}
+
+/// `METHOD path` without a body, with `extra` header lines.
+pub(crate) fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &str,
+) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     // One write: a peer that answers after its first read must still get the whole request.
     let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}connection: close\r\naccept: application/json\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}content-length: 0\r\nconnection: close\r\naccept: application/json\r\n\r\n"
     );
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
@@ -125,6 +135,72 @@ fn full_health(config: &Config, addr: SocketAddr) -> Result<Option<serde_json::V
     serde_json::from_str(&answer.body)
         .map(Some)
         .map_err(|e| format!("the agent's health is not JSON: {e}"))
+}
+
+/// Why an administrator's action on the running agent did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum BoxActionError {
+    #[error(
+        "cannot read the agent's key {path}: run this with sudo (root or the service user may \
+         read it)"
+    )]
+    NoAccess { path: std::path::PathBuf },
+    #[error(
+        "the agent is not running (no {path}, or nothing answers on {addr}): start it with \
+         `sudo systemctl start relais`, then try again"
+    )]
+    NotRunning {
+        path: std::path::PathBuf,
+        addr: SocketAddr,
+    },
+    #[error("what answers on {addr} refused the request (HTTP {status}): {body}")]
+    Refused {
+        addr: SocketAddr,
+        status: u16,
+        body: String,
+    },
+}
+
+/// `method path` on the running agent, proved with this boot's doctor key instead of a token
+/// (`api::auth::require_token_or_box_key`): the HTTP status and body of a 2xx or 404 answer.
+pub fn box_action(
+    config: &Config,
+    method: &str,
+    path: &str,
+) -> Result<(u16, String), BoxActionError> {
+    use crate::api::doctor_link::{self, DoctorKey};
+    let addr = local_address(config);
+    let key_path = config.agent.data_dir.join(doctor_link::KEY_FILE);
+    let key = match DoctorKey::read(&config.agent.data_dir) {
+        Ok(key) => key,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(BoxActionError::NoAccess { path: key_path });
+        }
+        Err(_) => {
+            return Err(BoxActionError::NotRunning {
+                path: key_path,
+                addr,
+            });
+        }
+    };
+    let extra = format!(
+        "{}: {}\r\n",
+        doctor_link::REQUEST_HEADER,
+        key.request_action(&doctor_link::challenge(), method, path)
+    );
+    let answer = request(addr, method, path, &extra).map_err(|_| BoxActionError::NotRunning {
+        path: key_path,
+        addr,
+    })?;
+    if (200..300).contains(&answer.status) || answer.status == 404 {
+        Ok((answer.status, answer.body))
+    } else {
+        Err(BoxActionError::Refused {
+            addr,
+            status: answer.status,
+            body: answer.body.chars().take(500).collect(),
+        })
+    }
 }
 
 pub(super) fn running(config: &Config) -> Finding {
@@ -226,12 +302,12 @@ pub(super) fn running(config: &Config) -> Finding {
     if health["status"] == "ok" {
         return Finding::pass(CHECK, summary);
     }
-    degraded(&summary, &alarms, addr)
+    degraded(&summary, &alarms)
 }
 
 /// A running agent whose health is not `ok`: its alarms with how to acknowledge them, or,
 /// with none raised, the stale replica that degrades it (nothing to acknowledge then).
-fn degraded(summary: &str, alarms: &[String], addr: SocketAddr) -> Finding {
+fn degraded(summary: &str, alarms: &[String]) -> Finding {
     const CHECK: &str = "agent";
     if alarms.is_empty() {
         return Finding::warn(
@@ -243,29 +319,29 @@ fn degraded(summary: &str, alarms: &[String], addr: SocketAddr) -> Finding {
     Finding::warn(
         CHECK,
         format!("{summary}; alarms: {}", alarms.join(", ")),
-        format!(
-            "each alarm's message says what to do (\"Alarms\" in \
-             /usr/share/doc/relais/operations.md); once handled, acknowledge it: `curl -X DELETE \
-             http://{addr}/v1/alarms/CODE` (with -H 'authorization: Bearer TOKEN' when \
-             api.token_file is set)"
-        ),
+        "each alarm's message says what to do (\"Alarms\" in \
+         /usr/share/doc/relais/operations.md); once handled, acknowledge it on the box: `sudo \
+         relais alarms ack CODE`",
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{SocketAddr, dechunk, degraded};
+    use super::{dechunk, degraded};
 
     #[test]
     fn a_degraded_agent_without_alarms_is_not_told_to_acknowledge_one() {
-        let addr: SocketAddr = "127.0.0.1:8750".parse().unwrap_or_else(|e| panic!("{e}"));
-        let none = degraded("running", &[], addr);
+        let none = degraded("running", &[]);
         let fix = none.fix.unwrap_or_default();
-        assert!(!fix.contains("/v1/alarms"), "{fix}");
+        assert!(!fix.contains("alarms ack"), "{fix}");
         assert!(fix.contains("replica"), "{fix}");
-        let some = degraded("running", &["disk_low".to_owned()], addr);
+        let some = degraded("running", &["disk_low".to_owned()]);
         assert!(some.detail.contains("disk_low"));
-        assert!(some.fix.unwrap_or_default().contains("/v1/alarms/CODE"));
+        assert!(
+            some.fix
+                .unwrap_or_default()
+                .contains("sudo relais alarms ack CODE")
+        );
     }
 
     #[test]

@@ -458,17 +458,13 @@ pub(super) fn outbox(config: &Config) -> Finding {
             stats.telemetry.depth
         ),
     };
-    let listen = crate::doctor::agent::local_address(config);
     if dead > 0 {
         return Finding::fail(
             CHECK,
             format!("{detail}; {dead} event(s) refused by the broker (dead letters)"),
-            format!(
-                "the broker refused them (usually its ACL or a sync.username that is not the \
-                 agent id: see the acl check); once fixed, send them again with `curl -X POST \
-                 http://{listen}/v1/outbox/requeue` (add -H 'authorization: Bearer TOKEN' when \
-                 api.token_file is set)"
-            ),
+            "the broker refused them (usually its ACL or a sync.username that is not the agent \
+             id: see the acl check); once fixed, send them again on the box: `sudo relais outbox \
+             requeue`",
         );
     }
     if config.sync.broker.is_none() {

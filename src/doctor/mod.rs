@@ -7,6 +7,7 @@
 //! a running agent's session is not taken over.
 
 mod agent;
+pub use agent::{BoxActionError, box_action};
 mod broker;
 mod devices;
 mod files;
