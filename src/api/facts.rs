@@ -41,10 +41,17 @@ pub(super) fn bounded_text(
     value: &Option<String>,
     max: usize,
 ) -> Result<(), ApiError> {
+    // Characters, not bytes: docs/openapi.json states these limits as JSON Schema lengths,
+    // which count characters, and a till's "é" must not count twice.
     match value {
-        Some(v) if v.is_empty() || v.len() > max || v.chars().any(char::is_control) => Err(
-            ApiError::invalid(field, format!("must be 1 to {max} printable characters")),
-        ),
+        Some(v)
+            if v.is_empty() || v.chars().nth(max).is_some() || v.chars().any(char::is_control) =>
+        {
+            Err(ApiError::invalid(
+                field,
+                format!("must be 1 to {max} printable characters"),
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -305,7 +312,15 @@ pub(super) async fn post_movement(
     bounded_text("note", &body.note, 256)?;
     let item = match (&body.sku, &body.gtin) {
         (None, None) => return Err(ApiError::invalid("sku", "give `sku` or `gtin`")),
-        (Some(_), _) => item_ref("movement", &body.sku, &None)?,
+        (Some(_), gtin) => {
+            // `sku` wins, but a `gtin` sent beside it is still checked: a malformed field is
+            // refused wherever it stands (docs/openapi.json says so).
+            if let Some(code) = gtin {
+                lookup::gtin_of_code(code)
+                    .map_err(|_| ApiError::invalid("gtin", "not a valid GTIN or barcode"))?;
+            }
+            item_ref("movement", &body.sku, &None)?
+        }
         (None, Some(_)) => item_ref("movement", &None, &body.gtin)
             .map_err(|_| ApiError::invalid("gtin", "not a valid GTIN or barcode"))?,
     };
