@@ -119,7 +119,7 @@ SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PY
   --max-examples "$examples" \
   --seed "$seed" \
   --generation-database none \
-  --workers 2 \
+  --workers 1 \
   --request-timeout 10 \
   --no-color \
   --output-sanitize false \
@@ -143,7 +143,9 @@ with open(sys.argv[1]) as f:
             continue
         recorder = finished.get("recorder") or {}
         label = recorder.get("label")
-        operations.add(label)
+        # The stateful phase's scenarios are labelled "Stateful tests", not by operation.
+        if finished.get("phase") != "stateful":
+            operations.add(label)
         cases.update(recorder.get("cases") or {})
         for check_list in (recorder.get("checks") or {}).values():
             for check in check_list:
