@@ -523,6 +523,15 @@ mod tests {
     }
 
     #[test]
+    fn a_text_limit_counts_characters_not_bytes_and_refuses_control_characters() {
+        assert!(bounded_text("receipt", &Some("é".repeat(64)), 64).is_ok());
+        assert!(bounded_text("receipt", &Some("é".repeat(65)), 64).is_err());
+        assert!(bounded_text("receipt", &Some("R\u{85}1".into()), 64).is_err());
+        assert!(bounded_text("receipt", &Some(String::new()), 64).is_err());
+        assert!(bounded_text("receipt", &None, 64).is_ok());
+    }
+
+    #[test]
     fn a_ticket_total_needs_every_price_and_sums_them() {
         let line = |qty, price| FactLine {
             sku: None,
