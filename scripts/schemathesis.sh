@@ -28,12 +28,13 @@ mkdir -p "$out"
 summary_file=target/schemathesis-summary.txt
 rm -f "$summary_file"
 
-# The venv: Debian 12's python3 needs python3-venv for `-m venv` (ensurepip).
+# The venv: Debian 12's python3 needs python3-venv for `-m venv` (ensurepip); curl waits for
+# the agent.
+ensure_packages python3-venv
 python=/usr/bin/python3
 [ -x "$python" ] || python=$(command -v python3)
 venv=target/schemathesis-venv
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then
-  ensure_packages python3-venv
   echo "==> installing schemathesis $SCHEMATHESIS_VERSION into $venv"
   rm -rf "$venv"
   "$python" -m venv "$venv"
