@@ -41,10 +41,17 @@ pub(super) fn bounded_text(
     value: &Option<String>,
     max: usize,
 ) -> Result<(), ApiError> {
+    // Characters, not bytes: docs/openapi.json states these limits as JSON Schema lengths,
+    // which count characters, and a till's "é" must not count twice.
     match value {
-        Some(v) if v.is_empty() || v.len() > max || v.chars().any(char::is_control) => Err(
-            ApiError::invalid(field, format!("must be 1 to {max} printable characters")),
-        ),
+        Some(v)
+            if v.is_empty() || v.chars().nth(max).is_some() || v.chars().any(char::is_control) =>
+        {
+            Err(ApiError::invalid(
+                field,
+                format!("must be 1 to {max} printable characters"),
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -305,7 +312,15 @@ pub(super) async fn post_movement(
     bounded_text("note", &body.note, 256)?;
     let item = match (&body.sku, &body.gtin) {
         (None, None) => return Err(ApiError::invalid("sku", "give `sku` or `gtin`")),
-        (Some(_), _) => item_ref("movement", &body.sku, &None)?,
+        (Some(_), gtin) => {
+            // `sku` wins, but a `gtin` sent beside it is still checked: a malformed field is
+            // refused wherever it stands (docs/openapi.json says so).
+            if let Some(code) = gtin {
+                lookup::gtin_of_code(code)
+                    .map_err(|_| ApiError::invalid("gtin", "not a valid GTIN or barcode"))?;
+            }
+            item_ref("movement", &body.sku, &None)?
+        }
         (None, Some(_)) => item_ref("movement", &None, &body.gtin)
             .map_err(|_| ApiError::invalid("gtin", "not a valid GTIN or barcode"))?,
     };
@@ -532,6 +547,15 @@ mod tests {
         assert!(movement_delta(MovementKind::Adjustment, i64::MIN).is_err());
         assert!(movement_delta(MovementKind::Adjustment, i64::MAX).is_err());
         assert!(movement_delta(MovementKind::Sale, i64::MAX).is_err());
+    }
+
+    #[test]
+    fn a_text_limit_counts_characters_not_bytes_and_refuses_control_characters() {
+        assert!(bounded_text("receipt", &Some("é".repeat(64)), 64).is_ok());
+        assert!(bounded_text("receipt", &Some("é".repeat(65)), 64).is_err());
+        assert!(bounded_text("receipt", &Some("R\u{85}1".into()), 64).is_err());
+        assert!(bounded_text("receipt", &Some(String::new()), 64).is_err());
+        assert!(bounded_text("receipt", &None, 64).is_ok());
     }
 
     #[test]

@@ -58,6 +58,14 @@ impl<T: DeserializeOwned> FactRequest<T> {
         let parsed: T = error::parse_slice(&bytes)?;
         // The typed parse succeeded, so the bytes are JSON.
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if let Some(field) = null_member(&value, "") {
+            // Serde reads `null` as an absent optional field; docs/openapi.json types every
+            // field without null, so a request says "absent" by leaving the field out.
+            return Err(ApiError::invalid(
+                &field,
+                "null is not a value here: leave the field out instead",
+            ));
+        }
         Ok(FactRequest {
             body: parsed,
             route,
@@ -92,6 +100,31 @@ impl<T: DeserializeOwned> FactRequest<T> {
     /// The scoped claim for `key`, if the request has one.
     pub fn claim(&self, caller: &str, key: Option<&str>) -> Option<IdempotencyClaim> {
         key.map(|key| IdempotencyClaim::new(caller, self.route, key, self.fingerprint))
+    }
+}
+
+/// The path of the first `null` in an object or array of `value` (`lines[2].sku`), if any.
+fn null_member(value: &Value, at: &str) -> Option<String> {
+    match value {
+        Value::Object(map) => map.iter().find_map(|(key, child)| {
+            let here = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            match child {
+                Value::Null => Some(here),
+                _ => null_member(child, &here),
+            }
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, child)| {
+            let here = format!("{at}[{i}]");
+            match child {
+                Value::Null => Some(here),
+                _ => null_member(child, &here),
+            }
+        }),
+        _ => None,
     }
 }
 
@@ -220,6 +253,17 @@ mod tests {
             fingerprint(route::SALES, &[], &json!({"x": {"client_key": 1}})),
             fingerprint(route::SALES, &[], &json!({"x": {}}))
         );
+    }
+
+    #[test]
+    fn a_null_anywhere_in_a_request_is_named_by_its_path_and_a_request_without_one_passes() {
+        let body = json!({"lines": [{"sku": "A", "qty": 1}, {"sku": null, "qty": 1}]});
+        assert_eq!(null_member(&body, "").as_deref(), Some("lines[1].sku"));
+        assert_eq!(
+            null_member(&json!({"client_key": null}), "").as_deref(),
+            Some("client_key")
+        );
+        assert_eq!(null_member(&json!({"lines": [{"qty": 1}]}), ""), None);
     }
 
     #[test]

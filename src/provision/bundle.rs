@@ -112,6 +112,23 @@ impl Bundle {
 /// Read and check the bundle at `path`. Every problem is reported at once.
 pub fn load(path: &Path) -> Result<Bundle, ProvisionError> {
     let (files, ignored) = read(path)?;
+    check(path, files, ignored)
+}
+
+/// Read and check a `.tar.gz` bundle from `reader`, exactly as [`load`] does one from a file
+/// (`source` names it in messages). For the fuzz target: the bytes of an archive are outside
+/// input, and this is everything that reads them.
+pub fn load_tar_gz(source: &Path, reader: impl Read) -> Result<Bundle, ProvisionError> {
+    let (files, ignored) = read_tar_gz(source, reader)?;
+    check(source, files, ignored)
+}
+
+/// Every check of a bundle's files, the problems gathered into one error.
+fn check(
+    path: &Path,
+    files: BTreeMap<String, Vec<u8>>,
+    ignored: Vec<String>,
+) -> Result<Bundle, ProvisionError> {
     let mut notes: Vec<String> = ignored
         .iter()
         .map(|name| format!("ignored {name}: not part of a bundle"))
@@ -505,7 +522,7 @@ impl<R: Read> Read for Bounded<R> {
 
 /// Entries are read into memory, never written out: names from the archive never become
 /// paths on this box. Files may sit at the top or in one directory (`tar czf b.tgz bundle/`).
-fn read_tar_gz(path: &Path, file: std::fs::File) -> Result<Contents, ProvisionError> {
+fn read_tar_gz(path: &Path, file: impl Read) -> Result<Contents, ProvisionError> {
     let not_bundle = |reason: String| ProvisionError::NotABundle {
         path: path.to_path_buf(),
         reason,

@@ -23,8 +23,12 @@ pub fn subject_common_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, St
     let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| match e {
         // `openssl x509 -req` without -extfile makes a v1 certificate, which rustls cannot
         // present either: say how to issue a usable one.
-        webpki::Error::UnsupportedCertVersion => "an X.509 v1 certificate, which TLS clients             refuse; issue it as v3 (`openssl x509 -req … -extfile` with             extendedKeyUsage=clientAuth, as docs/mosquitto/README.md shows)"
-            .to_string(),
+        webpki::Error::UnsupportedCertVersion => {
+            "an X.509 v1 certificate, which TLS clients refuse; issue it as v3 (`openssl x509 \
+             -req … -extfile` with extendedKeyUsage=clientAuth, as docs/mosquitto/README.md \
+             shows)"
+                .to_string()
+        }
         e => format!("not a valid X.509 certificate ({e})"),
     })?;
     common_names_of_name(parsed.subject())
