@@ -538,7 +538,12 @@ impl<'a> Generator<'a> {
         let items = if let Some((items, sold_on)) = from_sale {
             // A store sale brought back: the receipt it was sold on, sometimes as its origin.
             if self.rng.random_bool(0.5) {
-                origin = Some(json!({"channel": "store", "order_id": sold_on}));
+                // The API refuses `null` (leave a field out instead), as a careful till does.
+                origin = Some(if sold_on.is_null() {
+                    json!({"channel": "store"})
+                } else {
+                    json!({"channel": "store", "order_id": sold_on})
+                });
             } else {
                 receipt = sold_on;
             }
