@@ -11,7 +11,7 @@ use crate::shop::{self, Shop};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -1013,6 +1013,56 @@ impl<'a> Day<'a> {
     }
 
     /// Every SKU and every customer.
+    /// Every confirmed ticket that named a customer carries that customer's central id in its
+    /// event, and no other ticket carries one: the card as spelled at the till never leaves.
+    fn check_ticket_customers(&mut self) {
+        let events = self.store.outbox_events();
+        let by_id: HashMap<&str, &Value> = events
+            .iter()
+            .filter_map(|e| Some((e["id"].as_str()?, e)))
+            .collect();
+        let mut checks = Vec::new();
+        for recorded in self.model.keys.values() {
+            if recorded.path != "/v1/sales" && recorded.path != "/v1/returns" {
+                continue;
+            }
+            let Some(id) = recorded.answer["id"].as_str() else {
+                continue;
+            };
+            let named = &recorded.body["customer"];
+            let expected = if let Some(id) = named["customer_id"].as_str() {
+                Value::String(id.to_owned())
+            } else if let Some(card) = named["card"].as_str() {
+                let card: String = card
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .collect::<String>()
+                    .to_ascii_uppercase();
+                self.shop
+                    .customers
+                    .iter()
+                    .find(|c| c.card == card)
+                    .map_or(Value::Null, |c| Value::String(c.id.clone()))
+            } else {
+                Value::Null
+            };
+            let got = by_id.get(id).map_or(Value::String("no event".into()), |e| {
+                e["payload"]["customer_id"].clone()
+            });
+            if got != expected {
+                checks.push((recorded.body.to_string(), expected, got));
+            }
+        }
+        for (request, expected, got) in checks {
+            self.mismatch(
+                "a ticket's event names another customer than the till did".to_owned(),
+                request,
+                format!("payload.customer_id = {expected}"),
+                format!("payload.customer_id = {got}"),
+            );
+        }
+    }
+
     fn sweep(&mut self) {
         let products: Vec<usize> = (0..self.shop.products.len()).collect();
         self.check_stock(&products);
@@ -1064,6 +1114,7 @@ pub fn run(seed: u64, knobs: &Knobs, rounds: usize, faults: bool, report: &mut R
         day.round = rounds;
         day.sweep();
         day.check_pickups();
+        day.check_ticket_customers();
     }
     if day.report.total > 0
         && let Some(agent) = &day.agent

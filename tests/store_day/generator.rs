@@ -500,6 +500,13 @@ impl<'a> Generator<'a> {
         if self.rng.random_bool(0.7) {
             body["receipt"] = json!(format!("R-{}", self.next_key));
         }
+        if self.rng.random_bool(0.3) {
+            // A loyalty card scanned at the till (or the account named): the ticket is the
+            // customer's, and nothing else about it changes.
+            let c = self.rng.random_range(0..self.shop.customers.len());
+            let (field, who) = self.who(c);
+            body["customer"] = json!({ field: who });
+        }
         if self.rng.random_bool(0.5) {
             body["currency"] = json!("EUR");
         }
@@ -918,9 +925,9 @@ impl<'a> Generator<'a> {
         let p = self.rng.random_range(0..shop.products.len());
         let sku = shop.products[p].sku.clone();
         let c = self.rng.random_range(0..shop.customers.len());
-        let kind = self.rng.random_range(0..12);
+        let kind = self.rng.random_range(0..13);
         let route = match kind {
-            0..4 => Route::Sale,
+            0..4 | 12 => Route::Sale,
             4 => {
                 if self.rng.random_bool(0.5) {
                     Route::Earn
@@ -1034,6 +1041,13 @@ impl<'a> Generator<'a> {
                 json!({"client_key": key, "counts": [{"sku": sku, "counted": 1_000_001}]}),
                 Expect::error(400, "invalid_field", Some("counts[0].counted"), json!({})),
                 "count out of range",
+            ),
+            12 => (
+                "/v1/sales".to_owned(),
+                json!({"client_key": key, "customer": {"card": "04FFFFFFFFFFFF"},
+                       "lines": [{"sku": sku, "qty": 1}]}),
+                Expect::error(404, "not_found", None, json!({})),
+                "a ticket naming a card nobody holds",
             ),
             _ => (
                 "/v1/returns".to_owned(),
