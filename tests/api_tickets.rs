@@ -72,6 +72,16 @@ fn store() -> (Store, Agent) {
                    "status": "picked", "pickup_code": "PU-2L"}),
             json!({"order_id": "WEB-2L", "line": 2, "sku": "SKU-BREAD", "qty": 3,
                    "status": "picked", "pickup_code": "PU-2L"}),
+            // Not ready: its jam is not picked yet.
+            json!({"order_id": "WEB-NR", "line": 1, "sku": "SKU-EGGS", "qty": 1,
+                   "status": "picked", "pickup_code": "PU-NR"}),
+            json!({"order_id": "WEB-NR", "line": 2, "sku": "SKU-JAM", "qty": 1,
+                   "status": "open", "pickup_code": "PU-NR"}),
+            // Its tea was already collected at another store; the eggs wait here.
+            json!({"order_id": "WEB-MIX", "line": 1, "sku": "SKU-TEA", "qty": 1,
+                   "status": "collected", "pickup_code": "PU-MIX"}),
+            json!({"order_id": "WEB-MIX", "line": 2, "sku": "SKU-EGGS", "qty": 2,
+                   "status": "picked", "pickup_code": "PU-MIX"}),
         ],
     );
     let card_token = relais::cards::CardHasher::new(&common::CARD_KEY)
@@ -541,4 +551,56 @@ fn a_basket_naming_the_customer_by_card_carries_their_id_to_central_and_never_th
             );
         }
     }
+}
+
+#[test]
+fn an_order_not_fully_picked_is_not_handed_over_and_a_line_collected_elsewhere_is_not_handed_over_again()
+ {
+    let (_store, agent) = store();
+    let before = (
+        stock_of(&agent, 2),
+        stock_of(&agent, 3),
+        stock_of(&agent, 4),
+    );
+    let (status, body) =
+        agent.post_json("/v1/pickups/PU-NR/collect", &json!({"client_key": "pu-nr"}));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "order_not_ready", "{body}");
+    assert_eq!(body["error"]["details"]["not_picked"], json!([2]), "{body}");
+    assert_eq!(
+        (
+            stock_of(&agent, 2),
+            stock_of(&agent, 3),
+            stock_of(&agent, 4)
+        ),
+        before,
+        "nothing moved"
+    );
+
+    // Central says the tea was collected elsewhere: the order is ready with its eggs alone.
+    let (status, body) = agent.get_json("/v1/pickups/PU-MIX");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready", "{body}");
+    let (status, body) = agent.post_json(
+        "/v1/pickups/PU-MIX/collect",
+        &json!({"client_key": "pu-mix"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let handed: Vec<i64> = body["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_i64().unwrap())
+        .collect();
+    assert_eq!(handed, [2], "{body}");
+    assert_eq!(
+        stock_of(&agent, 2).0,
+        before.0.0 - 2,
+        "two eggs handed over"
+    );
+    assert_eq!(
+        stock_of(&agent, 4).0,
+        before.2.0,
+        "the tea is not taken out twice"
+    );
 }

@@ -35,7 +35,7 @@ struct PickupLine {
 enum PickupStatus {
     /// Every line picked: hand it over.
     Ready,
-    /// Some lines not picked yet: can still be handed over, but check the shelf.
+    /// Some lines not picked yet: not handed over until they are.
     NotReady,
     Collected,
     Cancelled,
@@ -117,13 +117,16 @@ fn find(
         .optional()?;
     let lines: Vec<PickupLine> = rows.into_iter().map(|(_, line)| line).collect();
     let live = || lines.iter().filter(|l| l.status != "cancelled");
-    let status = if collected_here.is_some() || live().all(|l| l.status == "collected") {
+    // Lines central already marks collected (handed over elsewhere) are never handed over
+    // again; the order is ready when every other live line is picked.
+    let remaining = || live().filter(|l| l.status != "collected");
+    let status = if collected_here.is_some() || remaining().count() == 0 {
         if live().count() == 0 {
             PickupStatus::Cancelled
         } else {
             PickupStatus::Collected
         }
-    } else if live().all(|l| l.status == "picked") {
+    } else if remaining().all(|l| l.status == "picked") {
         PickupStatus::Ready
     } else {
         PickupStatus::NotReady
@@ -193,6 +196,33 @@ pub(super) async fn collect(
                 pickup.order_id
             ),
         )),
+        PickupStatus::NotReady => {
+            let not_picked: Vec<i64> = pickup
+                .lines
+                .iter()
+                .filter(|l| !matches!(l.status.as_str(), "picked" | "cancelled" | "collected"))
+                .map(|l| l.line)
+                .collect();
+            let mut refusal = ApiError::new(
+                StatusCode::CONFLICT,
+                "order_not_ready",
+                format!(
+                    "order {} is not ready: line(s) {} not picked yet; hand it over once \
+                     central says every line is picked",
+                    pickup.order_id,
+                    not_picked
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            refusal.details = Some(serde_json::json!({
+                "reason": "order_not_ready",
+                "not_picked": not_picked,
+            }));
+            Some(refusal)
+        }
         _ => None,
     };
     if let Some(refusal) = refusal {
@@ -201,7 +231,7 @@ pub(super) async fn collect(
     let handed_over: Vec<HandedOverLine> = pickup
         .lines
         .into_iter()
-        .filter(|l| l.status != "cancelled")
+        .filter(|l| l.status != "cancelled" && l.status != "collected")
         .map(|l| HandedOverLine {
             line: l.line,
             sku: l.sku,

@@ -620,7 +620,9 @@ impl<'a> Generator<'a> {
             .filter(|o| !locks.orders.contains(o))
             .filter(|o| {
                 let order = &shop.orders[*o];
-                let refused = !order.collectable() || model.collected[*o];
+                let refused = !order.collectable()
+                    || model.collected[*o]
+                    || model.pickup_status(shop, *o) != "ready";
                 refused == want_refusal && order.live().all(|l| !locks.counted.contains(&l.product))
             })
             .collect();
@@ -634,6 +636,9 @@ impl<'a> Generator<'a> {
             Expect::error(409, "order_cancelled", None, json!({}))
         } else if o.collected_by_central() || model.collected[order] {
             Expect::error(409, "already_collected", None, json!({}))
+        } else if model.pickup_status(shop, order) != "ready" {
+            // A line not picked yet: the customer waits, nothing moves.
+            Expect::error(409, "order_not_ready", None, json!({}))
         } else {
             Expect::Created(collect_answer(shop, order))
         };
@@ -1192,7 +1197,11 @@ impl<'a> Generator<'a> {
     fn collect_race(&mut self, model: &Model, locks: &mut Locks) -> Option<Vec<Op>> {
         let shop = self.shop;
         let open: Vec<usize> = (0..shop.orders.len())
-            .filter(|o| shop.orders[*o].collectable() && !model.collected[*o])
+            .filter(|o| {
+                shop.orders[*o].collectable()
+                    && !model.collected[*o]
+                    && model.pickup_status(shop, *o) == "ready"
+            })
             .collect();
         let order = *open.choose(&mut self.rng)?;
         locks.orders.insert(order);
