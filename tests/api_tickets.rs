@@ -8,7 +8,6 @@ mod common;
 
 use common::{Agent, Store, gtin14, product, stock};
 use serde_json::{Value, json};
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 /// Tokens of the store's tills: till-N's is `TOKENS[N-1]`.
@@ -41,22 +40,12 @@ fn gtin(i: usize) -> String {
 /// picked) and nine tills with their own tokens.
 fn store() -> (Store, Agent) {
     let store = Store::new();
-    let tokens = store.path("api-tokens");
     let lines: String = TOKENS
         .iter()
         .enumerate()
         .map(|(i, t)| format!("till-{} {t}\n", i + 1))
         .collect();
-    std::fs::write(&tokens, lines).unwrap();
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = std::fs::read_to_string(&store.config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"\n",
-        &format!(
-            "listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"\nrate_limit_per_client = 0\n",
-            tokens.display()
-        ),
-    );
-    std::fs::write(&store.config, config).unwrap();
+    store.protect_api(&lines, "127.0.0.1:0", "rate_limit_per_client = 0\n");
     let products: Vec<Value> = ITEMS
         .iter()
         .map(|(body, sku, _)| product(&gtin14(*body), sku, sku))

@@ -18,18 +18,13 @@ const TOKEN: &str = "till-1-token-0123456789abcdefghijklmn";
 /// raised at start.
 fn store() -> Store {
     let store = Store::new();
-    let tokens = store.path("api-tokens");
-    std::fs::write(&tokens, format!("till-1 {TOKEN}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
     let port = broker::free_port();
-    let text = std::fs::read_to_string(&store.config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"\n",
-        &format!(
-            "listen = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
-            tokens.display()
-        ),
+    store.protect_api(
+        &format!("till-1 {TOKEN}\n"),
+        &format!("127.0.0.1:{port}"),
+        "",
     );
+    let text = std::fs::read_to_string(&store.config).unwrap();
     std::fs::write(
         &store.config,
         format!("{text}\n[disk]\nlow_free_mb = 1048576\n"),

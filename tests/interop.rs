@@ -14,7 +14,6 @@ mod broker;
 mod common;
 
 use common::{KillOnDrop, Settings, Store};
-use relais::outbox::{AppendRequest, MovementKind, StoreFact};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -226,30 +225,6 @@ fn ejabberd() -> Option<RealBroker> {
     })
 }
 
-fn seed(store: &Store, n: usize) -> HashSet<String> {
-    std::fs::create_dir_all(&store.data_dir).unwrap();
-    let settings = relais::outbox::writer::WriterSettings {
-        group_commit_max: 1024,
-        telemetry_quota_rows: 1_000_000,
-        low_free_mb: 0,
-        seq_floor: 0,
-        checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
-    };
-    let (handle, writer) =
-        relais::outbox::OutboxWriter::start(&store.outbox_db(), settings).expect("outbox");
-    let requests = (0..n).map(|i| {
-        AppendRequest::fact(StoreFact::stock_movement(
-            MovementKind::Sale,
-            &format!("SKU-{}", i % 97),
-            1,
-        ))
-    });
-    let appended = handle.append_pipelined_blocking(requests).expect("seed");
-    drop(handle);
-    writer.join();
-    appended.into_iter().map(|a| a.id.to_string()).collect()
-}
-
 fn sink_ids(sink: &Path) -> HashSet<String> {
     let Ok(conn) = rusqlite::Connection::open(sink) else {
         return HashSet::new();
@@ -313,7 +288,7 @@ fn round_trip(broker: &RealBroker, n: usize, sync_extra: &str) -> Outcome {
         ),
         ..Settings::default()
     });
-    let ids = seed(&store, n);
+    let ids = store.seed_outbox(n);
     let agent = store.start();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -12,7 +12,6 @@ use serialport::{SerialPort, TTYPort};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,17 +28,9 @@ const PRODUCT: &str = "Whole milk 1 L";
 /// agent) and a serial scanner configured at `scanner_link` (absent until plugged).
 fn store_with_a_scanner(scanner_link: &Path) -> (Store, String) {
     let store = Store::new();
-    let tokens = store.path("api-tokens");
-    std::fs::write(&tokens, format!("technician {TOKEN}\n")).unwrap();
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    store.protect_api(&format!("technician {TOKEN}\n"), "127.0.0.1:0", "");
     let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-profiles");
-    let config = std::fs::read_to_string(&store.config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"\n",
-        &format!(
-            "listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
-            tokens.display()
-        ),
-    );
+    let config = std::fs::read_to_string(&store.config).unwrap();
     std::fs::write(
         &store.config,
         format!(

@@ -10,7 +10,6 @@ mod https;
 
 use broker::{Broker, BrokerOptions, Proxy};
 use common::{KillOnDrop, Settings, Store};
-use relais::outbox::{AppendRequest, MovementKind, StoreFact};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -33,32 +32,6 @@ fn store_with_broker(broker_url: &str, extra: &str) -> Store {
         sync: format!("broker = \"{broker_url}\"\n{extra}"),
         ..Settings::default()
     })
-}
-
-/// Put `n` store facts (sales) into the store's outbox through the real writer, before the
-/// agent starts; returns their event ids.
-fn seed_outbox(store: &Store, n: usize) -> HashSet<String> {
-    std::fs::create_dir_all(&store.data_dir).unwrap();
-    let settings = relais::outbox::writer::WriterSettings {
-        group_commit_max: 1024,
-        telemetry_quota_rows: 1_000_000,
-        low_free_mb: 0,
-        seq_floor: 0,
-        checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
-    };
-    let (handle, writer) =
-        relais::outbox::OutboxWriter::start(&store.outbox_db(), settings).expect("outbox");
-    let requests = (0..n).map(|i| {
-        AppendRequest::fact(StoreFact::stock_movement(
-            MovementKind::Sale,
-            &format!("SKU-{}", i % 97),
-            1,
-        ))
-    });
-    let appended = handle.append_pipelined_blocking(requests).expect("seed");
-    drop(handle);
-    writer.join();
-    appended.into_iter().map(|a| a.id.to_string()).collect()
 }
 
 /// `relaisctl ingest` as a child process.
@@ -148,7 +121,7 @@ fn drain_with_fault(
     let ingest = Ingest::start(&broker, &sink);
     std::thread::sleep(Duration::from_millis(300));
     let store = store_with_broker(&broker.url(), sync);
-    let ids = seed_outbox(&store, N);
+    let ids = store.seed_outbox(N);
     let agent = store.start();
     wait_until("part of the drain", Duration::from_secs(120), || {
         sink_ids(&sink).len() >= N / part
@@ -267,7 +240,7 @@ fn a_publish_refused_by_the_broker_acl_is_dead_lettered_with_an_alarm_and_can_be
     let broker = Broker::start(BrokerOptions::default());
     // Username of another agent: the ACL pattern relais/v1/%u/# refuses our topics.
     let store = store_with_broker(&broker.url(), "username = \"other-store/agent-9\"\n");
-    seed_outbox(&store, 10);
+    store.seed_outbox(10);
     let agent = store.start();
     wait_until("the refusal", Duration::from_secs(30), || {
         agent.health()["dead_letters"].as_u64() == Some(10)
@@ -321,7 +294,7 @@ fn the_birth_state_is_retained_and_the_will_marks_a_killed_agent_offline() {
     }
     let broker = Broker::start(BrokerOptions::default());
     let store = store_with_broker(&broker.url(), "");
-    seed_outbox(&store, 3);
+    store.seed_outbox(3);
     let agent = store.start();
     wait_until(
         "the agent online in the fleet",
@@ -833,7 +806,7 @@ fn a_forged_central_ack_for_seqs_not_yet_sent_deletes_nothing_and_they_still_rea
         &broker.url(),
         "ack = \"central\"\nack_timeout = \"2s\"\nbatch_max_events = 1\ninflight_batches = 1\n",
     );
-    let ids = seed_outbox(&store, N);
+    let ids = store.seed_outbox(N);
     let agent = store.start();
     wait_until("the agent to deliver", Duration::from_secs(30), || {
         agent.health()["sync"]["connected"] == json!(true)

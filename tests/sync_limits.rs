@@ -10,7 +10,6 @@ mod common;
 mod scripted;
 
 use common::{Agent, Settings, Store};
-use relais::outbox::{AppendRequest, MovementKind, StoreFact};
 use scripted::{Script, ScriptedBroker};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -26,31 +25,6 @@ fn store_for(broker: &ScriptedBroker, extra: &str) -> Store {
         sync: format!("broker = \"{}\"\nack = \"puback\"\n{extra}", broker.url()),
         ..Settings::default()
     })
-}
-
-/// `n` sales in the outbox through the real writer before the agent starts; their ids.
-fn seed(store: &Store, n: usize) -> HashSet<String> {
-    std::fs::create_dir_all(&store.data_dir).unwrap();
-    let settings = relais::outbox::writer::WriterSettings {
-        group_commit_max: 1024,
-        telemetry_quota_rows: 1_000_000,
-        low_free_mb: 0,
-        seq_floor: 0,
-        checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
-    };
-    let (handle, writer) =
-        relais::outbox::OutboxWriter::start(&store.outbox_db(), settings).expect("outbox");
-    let requests = (0..n).map(|i| {
-        AppendRequest::fact(StoreFact::stock_movement(
-            MovementKind::Sale,
-            &format!("SKU-{}", i % 97),
-            1,
-        ))
-    });
-    let appended = handle.append_pipelined_blocking(requests).expect("seed");
-    drop(handle);
-    writer.join();
-    appended.into_iter().map(|a| a.id.to_string()).collect()
 }
 
 fn wait_until(what: &str, timeout: Duration, agent: &Agent, mut check: impl FnMut() -> bool) {
@@ -125,7 +99,7 @@ fn batches_fit_a_128_kib_packet_limit_with_their_envelope_and_the_limits_show_in
         ..Script::default()
     });
     let store = store_for(&broker, FAST);
-    let ids = seed(&store, 3000);
+    let ids = store.seed_outbox(3000);
     let agent = store.start();
     assert_delivered_exactly_once(&broker, &agent, &ids);
     let sizes: Vec<usize> = broker.record(|r| {
@@ -186,7 +160,7 @@ fn a_256_kib_broker_without_retain_gets_state_and_will_unretained_and_every_fact
         ..Script::default()
     });
     let store = store_for(&broker, FAST);
-    let ids = seed(&store, 3000);
+    let ids = store.seed_outbox(3000);
     let agent = store.start();
     assert_delivered_exactly_once(&broker, &agent, &ids);
     // The first CONNECT carried a retained Will (the agent could not know); the broker refused
@@ -214,7 +188,7 @@ fn receive_maximum_10_bounds_the_messages_in_flight() {
         &broker,
         &format!("{FAST}batch_max_events = 5\ninflight_batches = 64\n"),
     );
-    let ids = seed(&store, 1500);
+    let ids = store.seed_outbox(1500);
     let agent = store.start();
     assert_delivered_exactly_once(&broker, &agent, &ids);
     let most = broker.record(|r| r.max_in_flight);
@@ -229,7 +203,7 @@ fn an_event_larger_than_the_broker_packet_limit_is_dead_lettered_with_an_alarm_n
         ..Script::default()
     });
     let store = store_for(&broker, FAST);
-    seed(&store, 5);
+    store.seed_outbox(5);
     let agent = store.start();
     wait_until("5 dead letters", Duration::from_secs(20), &agent, || {
         agent.health()["dead_letters"] == 5
@@ -283,7 +257,7 @@ fn a_broker_that_stops_reading_is_noticed_by_the_write_timeout_and_delivery_resu
         "write_timeout = \"2s\"\npuback_timeout = \"60s\"\nreconnect_max = \"2s\"\n\
          batch_max_bytes = 1048576\ninflight_batches = 16\n",
     );
-    let ids = seed(&store, 25_000);
+    let ids = store.seed_outbox(25_000);
     let agent = store.start();
     wait_until(
         "the stall reported",
@@ -325,7 +299,7 @@ fn withheld_pubacks_close_the_link_after_the_puback_timeout_and_health_says_stal
         config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
     )
     .unwrap();
-    let ids = seed(&store, 200);
+    let ids = store.seed_outbox(200);
     let agent = store.start();
     wait_until(
         "the PUBACK timeout",
@@ -383,7 +357,7 @@ fn unusable_then_fixed(script: Script, reason: &str, fix: impl FnOnce(&mut Scrip
         &broker,
         "puback_timeout = \"2s\"\nwrite_timeout = \"2s\"\nreconnect_max = \"4s\"\n",
     );
-    let ids = seed(&store, 100);
+    let ids = store.seed_outbox(100);
     let agent = store.start();
     std::thread::sleep(Duration::from_secs(5));
     let connections = broker.connections();
@@ -448,7 +422,7 @@ fn sessions_that_end_before_any_puback_do_not_reset_the_backoff() {
         &broker,
         "puback_timeout = \"2s\"\nwrite_timeout = \"2s\"\nreconnect_max = \"4s\"\n",
     );
-    let ids = seed(&store, 50);
+    let ids = store.seed_outbox(50);
     let agent = store.start();
     std::thread::sleep(Duration::from_secs(6));
     let times: Vec<Instant> = broker.record(|r| r.connects.iter().map(|c| c.at).collect());
@@ -479,7 +453,7 @@ fn transient_refusals_are_retried_with_backoff_and_never_dead_lettered() {
         ..Script::default()
     });
     let store = store_for(&broker, FAST);
-    let ids = seed(&store, 50);
+    let ids = store.seed_outbox(50);
     let agent = store.start();
     assert_delivered_exactly_once(&broker, &agent, &ids);
     assert_eq!(agent.health()["dead_letters"], 0);
@@ -510,7 +484,7 @@ fn a_permanent_refusal_parks_the_batch_and_the_state_republished_at_once_counts_
         ..Script::default()
     });
     let store = store_for(&broker, FAST);
-    seed(&store, 10);
+    store.seed_outbox(10);
     let agent = store.start();
     wait_until("10 dead letters", Duration::from_secs(20), &agent, || {
         agent.health()["dead_letters"] == 10
@@ -540,7 +514,7 @@ fn a_puback_0x95_splits_the_batch_until_it_fits_and_nothing_is_lost() {
         ..Script::default()
     });
     let store = store_for(&broker, FAST);
-    let ids = seed(&store, 1000);
+    let ids = store.seed_outbox(1000);
     let agent = store.start();
     assert_delivered_exactly_once(&broker, &agent, &ids);
     assert_eq!(agent.health()["dead_letters"], 0);
@@ -555,7 +529,7 @@ fn server_keep_alive_0_switches_pings_off_without_a_reconnect_loop() {
         ..Script::default()
     });
     let store = store_for(&broker, &format!("{FAST}keep_alive = \"5s\"\n"));
-    let ids = seed(&store, 100);
+    let ids = store.seed_outbox(100);
     let agent = store.start();
     assert_delivered_exactly_once(&broker, &agent, &ids);
     std::thread::sleep(Duration::from_secs(6));
@@ -574,7 +548,7 @@ fn a_server_keep_alive_override_paces_the_pings_and_an_unanswered_one_ends_the_l
         ..Script::default()
     });
     let store = store_for(&broker, &format!("{FAST}keep_alive = \"60s\"\n"));
-    let ids = seed(&store, 20);
+    let ids = store.seed_outbox(20);
     let agent = store.start();
     wait_until(
         "the dead link noticed",
@@ -643,7 +617,7 @@ fn every_server_disconnect_form_ends_the_session_and_delivery_resumes() {
     let store = store_for(&broker, &format!("{FAST}batch_max_events = 10\n"));
     let mut ids = HashSet::new();
     let agent = {
-        ids.extend(seed(&store, 5));
+        ids.extend(store.seed_outbox(5));
         store.start()
     };
     wait_until("the first facts", Duration::from_secs(20), &agent, || {
@@ -678,7 +652,7 @@ fn an_unexpected_puback_is_ignored_and_the_connection_stays_up() {
         ..Script::default()
     });
     let store = store_for(&broker, FAST);
-    let ids = seed(&store, 300);
+    let ids = store.seed_outbox(300);
     let agent = store.start();
     assert_delivered_exactly_once(&broker, &agent, &ids);
     assert_eq!(broker.connections(), 1);
@@ -689,7 +663,7 @@ fn an_unexpected_puback_is_ignored_and_the_connection_stays_up() {
 fn a_clean_shutdown_publishes_the_offline_state_then_disconnects_with_0x00() {
     let broker = ScriptedBroker::start(Script::default());
     let store = store_for(&broker, FAST);
-    let ids = seed(&store, 20);
+    let ids = store.seed_outbox(20);
     let agent = store.start();
     assert_delivered_exactly_once(&broker, &agent, &ids);
     let status = agent.terminate();

@@ -22,23 +22,13 @@ const SKU: &str = "SKU-TECH-1";
 /// full token and a technician's read-only one.
 fn lan_store() -> (Store, String) {
     let store = Store::new();
-    let tokens = store.path("api-tokens");
-    std::fs::write(
-        &tokens,
-        format!(
+    store.protect_api(
+        &format!(
             "# tills\ntill-1 {TILL_TOKEN}\n# the technician's laptop\nlaptop {LAPTOP_TOKEN} read\n"
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = std::fs::read_to_string(&store.config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"\n",
-        &format!(
-            "listen = \"0.0.0.0:0\"\ntoken_file = \"{}\"\n",
-            tokens.display()
-        ),
+        "0.0.0.0:0",
+        "",
     );
-    std::fs::write(&store.config, config).unwrap();
     let gtin = gtin14(400_638_133_393);
     store.import_ok(
         "products",

@@ -84,28 +84,7 @@ fn serial_hex(serial: &[u8]) -> String {
 
 /// One DER TLV from the front of `input`: (tag, contents, rest).
 fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), CertError> {
-    const BAD: CertError = CertError::Der("truncated element");
-    let (&tag, rest) = input.split_first().ok_or(BAD)?;
-    let (&first, mut rest) = rest.split_first().ok_or(BAD)?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        // A certificate is far below 4 GiB: more than 4 length bytes is malformed here.
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return Err(CertError::Der("bad length"));
-        }
-        let (bytes, after) = rest.split_at(count);
-        rest = after;
-        bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
-    };
-    if rest.len() < len {
-        return Err(BAD);
-    }
-    let (contents, rest) = rest.split_at(len);
-    Ok((tag, contents, rest))
+    crate::provision::x509::der_tlv(input).ok_or(CertError::Der("truncated element or bad length"))
 }
 
 fn expect<'a>(

@@ -34,19 +34,19 @@ pub fn subject_common_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, St
     common_names_of_name(parsed.subject())
 }
 
-/// One DER TLV from the front of `input`: (tag, contents, rest).
-fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
-    let bad = || "malformed DER in the certificate subject".to_string();
-    let (&tag, rest) = input.split_first().ok_or_else(bad)?;
-    let (&first, mut rest) = rest.split_first().ok_or_else(bad)?;
+/// One DER TLV from the front of `input`: (tag, contents, rest); `None` when it is truncated or
+/// its length is malformed. Also what `identity::cert` walks a certificate with.
+pub(crate) fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
     let len = if first < 0x80 {
         usize::from(first)
     } else {
-        // Long form: the low bits say how many length bytes follow (a subject is far below
+        // Long form: the low bits say how many length bytes follow (a certificate is far below
         // 4 GiB, so more than 4 is malformed for our purposes).
         let count = usize::from(first & 0x7f);
         if count == 0 || count > 4 || rest.len() < count {
-            return Err(bad());
+            return None;
         }
         let (bytes, after) = rest.split_at(count);
         rest = after;
@@ -55,10 +55,14 @@ fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
             .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
     };
     if rest.len() < len {
-        return Err(bad());
+        return None;
     }
     let (contents, rest) = rest.split_at(len);
-    Ok((tag, contents, rest))
+    Some((tag, contents, rest))
+}
+
+fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
+    der_tlv(input).ok_or_else(|| "malformed DER in the certificate subject".to_string())
 }
 
 /// `name` is the contents of a `Name` (RDNSequence): SET OF SEQUENCE { type OID, value }.

@@ -125,6 +125,52 @@ impl Store {
         (status_code(&out), parse_json_stdout(&out))
     }
 
+    /// Put the API behind `token_lines` (the token file's text, written 0600), listening on
+    /// `listen`, with `extra_api` lines added to `[api]`; returns the token file's path.
+    pub fn protect_api(&self, token_lines: &str, listen: &str, extra_api: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let tokens = self.path("api-tokens");
+        std::fs::write(&tokens, token_lines).unwrap();
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = std::fs::read_to_string(&self.config).unwrap().replace(
+            "listen = \"127.0.0.1:0\"\n",
+            &format!(
+                "listen = \"{listen}\"\ntoken_file = \"{}\"\n{extra_api}",
+                tokens.display()
+            ),
+        );
+        std::fs::write(&self.config, config).unwrap();
+        tokens
+    }
+
+    /// Put `n` store facts (one-line sales over 97 SKUs) into the outbox through the real
+    /// writer, before the agent starts; returns their event ids.
+    pub fn seed_outbox(&self, n: usize) -> std::collections::HashSet<String> {
+        use relais::domain::{MovementKind, StoreFact};
+        use relais::outbox::AppendRequest;
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        let settings = relais::outbox::writer::WriterSettings {
+            group_commit_max: 1024,
+            telemetry_quota_rows: 1_000_000,
+            low_free_mb: 0,
+            seq_floor: 0,
+            checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
+        };
+        let (handle, writer) =
+            relais::outbox::OutboxWriter::start(&self.outbox_db(), settings).expect("outbox");
+        let requests = (0..n).map(|i| {
+            AppendRequest::fact(StoreFact::stock_movement(
+                MovementKind::Sale,
+                &format!("SKU-{}", i % 97),
+                1,
+            ))
+        });
+        let appended = handle.append_pipelined_blocking(requests).expect("seed");
+        drop(handle);
+        writer.join();
+        appended.into_iter().map(|a| a.id.to_string()).collect()
+    }
+
     /// Every envelope in the outbox, oldest first (`relais outbox tail`).
     pub fn outbox_events(&self) -> Vec<Value> {
         let out = self.relais(&["outbox", "tail", "-n", "1000000"]);
