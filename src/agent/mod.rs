@@ -629,6 +629,8 @@ pub(crate) fn start_sync(config: &Config, parts: &running::Parts) -> Option<runn
                         .oldest_store_fact_age_s(now)
                         .map_or(0, |s| s as u64),
                     last_seq: stats.last_seq,
+                    last_fact_seq: stats.last_fact_seq,
+                    fact_epoch: stats.fact_epoch,
                 },
                 devices: reads
                     .devices()

@@ -104,6 +104,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// How far central holds each agent's store facts without a gap, from an ingest sink, and
+    /// the watermark it may publish (docs/contract.md, "Store facts through N").
+    Facts {
+        /// SQLite sink written by `relaisctl ingest`.
+        #[arg(long)]
+        sink: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// The fleet as the agents last reported it.
     Fleet {
         #[command(subcommand)]
@@ -558,6 +567,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.sink_total,
                     report.seconds
                 );
+            }
+        }
+        Command::Facts { sink, json } => {
+            let conn = central::ingest::open_sink(&sink)?;
+            let rows = central::facts::status(&conn)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no numbered store fact in {} yet", sink.display());
+            } else {
+                println!(
+                    "{:<24} {:>10} {:>10} {:>10} {:>8} {:>12}  state",
+                    "agent", "epoch", "held", "reported", "missing", "watermark"
+                );
+                for r in rows {
+                    let state = if r.superseded && r.missing > 0 {
+                        "lost: the agent's outbox was replaced"
+                    } else if r.superseded {
+                        "closed"
+                    } else if r.missing > 0 {
+                        "waiting for facts"
+                    } else if r.reported == 0 {
+                        "no report yet"
+                    } else {
+                        "complete"
+                    };
+                    println!(
+                        "{:<24} {:>10} {:>10} {:>10} {:>8} {:>12}  {state}",
+                        r.agent, r.epoch, r.contiguous, r.reported, r.missing, r.watermark_seq
+                    );
+                }
             }
         }
         Command::Fleet {

@@ -4,7 +4,7 @@
 //! broker redelivers; after it, the duplicate is absorbed by the primary key.
 
 use super::{BrokerLogin, CentralError};
-use crate::sync::wire::{self, Ack, EventBatch, Topics};
+use crate::sync::wire::{self, Ack, EventBatch, FactsProgress, Topics};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event};
@@ -36,6 +36,8 @@ pub struct IngestReport {
     pub events_new: u64,
     pub duplicates: u64,
     pub rejected_messages: u64,
+    /// "Store facts through N" reports recorded.
+    pub fact_reports: u64,
     pub sink_total: u64,
     pub seconds: f64,
 }
@@ -66,6 +68,7 @@ pub fn open_sink(path: &Path) -> Result<Connection, CentralError> {
     )
     .map_err(sink_err)?;
     conn.execute_batch(SINK_SCHEMA).map_err(sink_err)?;
+    super::facts::upgrade_events(&conn).map_err(sink_err)?;
     Ok(conn)
 }
 
@@ -81,8 +84,9 @@ fn store(conn: &mut Connection, batch: &EventBatch) -> Result<(u64, Vec<u64>), r
     let mut seqs = Vec::with_capacity(batch.events.len());
     {
         let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO events(id, agent, seq, boot, type, class, wall_ms, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR IGNORE INTO events(id, agent, seq, boot, type, class, wall_ms, payload,
+                                          fact_epoch, fact_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         for e in &batch.events {
             new += insert.execute(params![
@@ -93,11 +97,14 @@ fn store(conn: &mut Connection, batch: &EventBatch) -> Result<(u64, Vec<u64>), r
                 e.event_type,
                 e.class.name(),
                 e.wall_ms,
-                e.payload.to_string()
+                e.payload.to_string(),
+                e.fact_epoch,
+                e.fact_seq.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
             ])? as u64;
             seqs.push(e.seq);
         }
     }
+    super::facts::advance(&tx, &batch.events)?;
     tx.commit()?;
     Ok((new, seqs))
 }
@@ -117,6 +124,22 @@ fn parse_batch(topic_agent: &str, payload: &[u8]) -> Result<EventBatch, String> 
         ));
     }
     Ok(batch)
+}
+
+/// Validate a "store facts through N" report: the agent named inside must be the topic's.
+fn parse_facts(topic_agent: &str, payload: &[u8]) -> Result<FactsProgress, String> {
+    let progress: FactsProgress =
+        serde_json::from_slice(payload).map_err(|e| format!("not a facts report: {e}"))?;
+    if progress.v != wire::CONTRACT_VERSION {
+        return Err(format!("contract version {} is not supported", progress.v));
+    }
+    if progress.agent != topic_agent {
+        return Err(format!(
+            "the report names agent {:?} but arrived on {topic_agent:?}'s topic",
+            progress.agent
+        ));
+    }
+    Ok(progress)
 }
 
 pub async fn run(
@@ -140,6 +163,7 @@ pub async fn run(
         ..IngestReport::default()
     };
     let filter = format!("{}/+/+/evt", wire::TOPIC_ROOT);
+    let facts_filter = format!("{}/+/+/facts", wire::TOPIC_ROOT);
     let mut last_message = Instant::now();
     tokio::pin!(shutdown);
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
@@ -162,10 +186,12 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 // Subscribed at every connect: the broker may have lost the session.
-                client
-                    .subscribe(filter.clone(), QoS::AtLeastOnce)
-                    .await
-                    .map_err(|e| CentralError::Broker(e.to_string()))?;
+                for topic in [&filter, &facts_filter] {
+                    client
+                        .subscribe(topic.clone(), QoS::AtLeastOnce)
+                        .await
+                        .map_err(|e| CentralError::Broker(e.to_string()))?;
+                }
                 tracing::info!(%filter, "ingest connected and subscribed");
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -207,6 +233,22 @@ async fn handle(
     let topic = String::from_utf8_lossy(&publish.topic);
     let parsed = match Topics::parse(&topic) {
         Some((agent, "evt")) => parse_batch(&agent, &publish.payload).map(|b| (agent, b)),
+        Some((agent, "facts")) => {
+            match parse_facts(&agent, &publish.payload) {
+                Ok(progress) => {
+                    tokio::task::block_in_place(|| super::facts::record_report(sink, &progress))?;
+                    report.fact_reports += 1;
+                }
+                Err(reason) => {
+                    report.rejected_messages += 1;
+                    tracing::warn!(%topic, %reason, "message refused by the ingest");
+                }
+            }
+            if let Err(e) = client.ack(publish).await {
+                tracing::warn!(error = %e, "cannot acknowledge to the broker; it will redeliver");
+            }
+            return Ok(());
+        }
         _ => Err(format!("unexpected topic {topic}")),
     };
     match parsed {

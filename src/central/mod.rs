@@ -1,6 +1,7 @@
 //! Central-side tools behind `relaisctl`: what an integrator starts from, and what makes the
 //! whole loop testable (snapshot build, delta publish, reference ingest, fleet status).
 
+pub mod facts;
 pub mod fleet;
 pub mod ingest;
 pub mod ops;

@@ -123,7 +123,7 @@ impl Appender {
                     self.unfiled_rows += written.movements;
                 }
                 self.stats
-                    .record_append(written.class, written.bytes, clock.wall_ms, seq);
+                    .record_append(written.class, written.bytes, clock.wall_ms, seq, written.fact_seq);
                 Ok(Ok(Appended {
                     id,
                     seq,
@@ -192,9 +192,12 @@ impl Appender {
                 )
             }
         };
+        // Numbered only once nothing can refuse it any more: a refused fact leaves no gap.
+        let fact_seq =
+            (class == RetentionClass::StoreFact).then(|| self.stats.last_fact_seq.saturating_add(1));
         tx.prepare_cached(
-            "INSERT INTO events(seq, id, class, type, schema, boot, wall_ms, mono_ns, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO events(seq, id, class, type, schema, boot, wall_ms, mono_ns, payload, fact_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             as_i64(seq),
@@ -206,6 +209,7 @@ impl Appender {
             clock.wall_ms,
             as_i64(clock.mono_ns),
             payload,
+            fact_seq.map(as_i64),
         ])?;
         if let Some(claim) = &request.idempotency {
             // A refused fact claims no key, so a corrected retry can use it.
@@ -214,6 +218,7 @@ impl Appender {
         }
         Ok(Written {
             class,
+            fact_seq,
             bytes: payload.len() as u64,
             answer,
             movements,
@@ -223,6 +228,7 @@ impl Appender {
 
 struct Written {
     class: RetentionClass,
+    fact_seq: Option<u64>,
     bytes: u64,
     answer: Option<String>,
     /// Stock movement rows written.

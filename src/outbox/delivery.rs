@@ -4,7 +4,7 @@
 
 use super::RetentionClass;
 use crate::storage::{self, StorageError};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::path::Path;
@@ -73,6 +73,10 @@ struct WireEnvelope<'a> {
     event_type: &'a str,
     schema: u32,
     class: RetentionClass,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fact_seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fact_epoch: Option<u32>,
     payload: &'a RawValue,
 }
 
@@ -151,14 +155,22 @@ pub fn fetch(conn: &Connection, agent: &str, q: FetchQuery) -> Result<Fetched, D
     let tx = conn.unchecked_transaction()?;
     let newest: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
     let before = q.before.min(newest.max(0) as u64 + 1);
+    let epoch: Option<i64> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'fact_epoch'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let epoch = epoch.and_then(|e| u32::try_from(e).ok());
     // Literal class values so telemetry can use its partial index.
     let sql = match q.class {
         RetentionClass::StoreFact => {
-            "SELECT seq, id, type, schema, boot, wall_ms, mono_ns, payload FROM events
+            "SELECT seq, id, type, schema, boot, wall_ms, mono_ns, payload, fact_seq FROM events
              WHERE class = 0 AND state = 0 AND seq > ?1 AND seq < ?2 ORDER BY seq LIMIT ?3"
         }
         RetentionClass::Telemetry => {
-            "SELECT seq, id, type, schema, boot, wall_ms, mono_ns, payload FROM events
+            "SELECT seq, id, type, schema, boot, wall_ms, mono_ns, payload, NULL FROM events
              WHERE class = 1 AND state = 0 AND seq > ?1 AND seq < ?2 ORDER BY seq LIMIT ?3"
         }
     };
@@ -198,6 +210,8 @@ pub fn fetch(conn: &Connection, agent: &str, q: FetchQuery) -> Result<Fetched, D
             event_type: &event_type,
             schema: row.get(3)?,
             class: q.class,
+            fact_seq: row.get::<_, Option<i64>>(8)?.map(|n| n.max(0) as u64),
+            fact_epoch: epoch.filter(|_| q.class == RetentionClass::StoreFact),
             payload: &raw,
         };
         let json = serde_json::to_string(&envelope)

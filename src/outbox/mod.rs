@@ -198,6 +198,12 @@ pub struct Envelope {
     pub event_type: String,
     pub schema: u32,
     pub class: RetentionClass,
+    /// Store facts only: their gap-free number within `fact_epoch` (ADR 0026).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fact_seq: Option<u64>,
+    /// The numbering `fact_seq` belongs to: one per outbox file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fact_epoch: Option<u32>,
     pub payload: serde_json::Value,
 }
 
@@ -393,6 +399,20 @@ DROP TABLE temp.route_of;
 INSERT INTO meta(key, value) VALUES ('unscoped_keys',
     (SELECT COUNT(*) FROM unfiled_keys WHERE fingerprint = X'00')
     + (SELECT COUNT(*) FROM idempotency WHERE fingerprint = X'00'));
+"#,
+    r#"
+-- ADR 0026: store facts carry a gap-free sequence of their own (`fact_seq`), beside `seq`
+-- (which telemetry shares and may leave gaps in), so central can prove it holds every store
+-- fact up to a number. The numbering belongs to this file: `fact_epoch` is drawn when it is
+-- made, so a replaced (damaged) outbox starts a new numbering that central can tell apart.
+-- Store facts still queued here are numbered in seq order.
+ALTER TABLE events ADD COLUMN fact_seq INTEGER;
+UPDATE events SET fact_seq = numbered.n
+    FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS n FROM events WHERE class = 0) AS numbered
+    WHERE events.seq = numbered.seq;
+INSERT INTO meta(key, value) VALUES
+    ('fact_epoch', (abs(random()) % 2147483646) + 1),
+    ('last_fact_seq', (SELECT COALESCE(MAX(fact_seq), 0) FROM events));
 "#,
 ];
 

@@ -21,6 +21,11 @@ pub struct OutboxStats {
     pub store_fact: ClassStats,
     pub telemetry: ClassStats,
     pub last_seq: u64,
+    /// The newest store fact's `fact_seq` (ADR 0026): every store fact of `fact_epoch` from 1
+    /// through this one is committed, and none after it up to `last_seq` (the two are updated
+    /// together, under the writer's lock, so they are one consistent pair).
+    pub last_fact_seq: u64,
+    pub fact_epoch: u32,
     pub boot: u64,
 }
 
@@ -45,12 +50,16 @@ impl OutboxStats {
         bytes: u64,
         wall_ms: i64,
         seq: u64,
+        fact_seq: Option<u64>,
     ) {
         let c = self.class_mut(class);
         c.depth += 1;
         c.bytes += bytes;
         c.oldest_unsent_ms.get_or_insert(wall_ms);
         self.last_seq = self.last_seq.max(seq);
+        if let Some(fact_seq) = fact_seq {
+            self.last_fact_seq = self.last_fact_seq.max(fact_seq);
+        }
     }
 
     pub(crate) fn record_drop(
@@ -118,6 +127,10 @@ pub fn read(conn: &Connection) -> Result<OutboxStats, rusqlite::Error> {
         .join(", ");
     let max_event: i64 = conn.query_row(&format!("SELECT MAX({newest})"), [], |r| r.get(0))?;
     out.last_seq = meta("last_seq")?.max(max_event.max(0) as u64);
+    let max_fact: i64 =
+        conn.query_row("SELECT COALESCE(MAX(fact_seq), 0) FROM events", [], |r| r.get(0))?;
+    out.last_fact_seq = meta("last_fact_seq")?.max(max_fact.max(0) as u64);
+    out.fact_epoch = u32::try_from(meta("fact_epoch")?).unwrap_or(0);
     out.boot = meta("boot")?;
     Ok(out)
 }
@@ -139,7 +152,7 @@ pub fn newest(
     let mut events = query_envelopes(
         conn,
         agent,
-        "SELECT seq, id, class, type, schema, boot, wall_ms, mono_ns, payload FROM events ORDER BY seq DESC LIMIT ?2",
+        "SELECT seq, id, class, type, schema, boot, wall_ms, mono_ns, payload, fact_seq, (SELECT value FROM meta WHERE key = 'fact_epoch') FROM events ORDER BY seq DESC LIMIT ?2",
         0,
         limit,
     )?;
@@ -157,7 +170,7 @@ pub fn after(
     query_envelopes(
         conn,
         agent,
-        "SELECT seq, id, class, type, schema, boot, wall_ms, mono_ns, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        "SELECT seq, id, class, type, schema, boot, wall_ms, mono_ns, payload, fact_seq, (SELECT value FROM meta WHERE key = 'fact_epoch') FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         after_seq,
         limit,
     )
@@ -184,6 +197,11 @@ fn query_envelopes(
             boot: r.get::<_, i64>(5)? as u64,
             wall_ms: r.get(6)?,
             mono_ns: r.get::<_, i64>(7)? as u64,
+            fact_seq: r.get::<_, Option<i64>>(9)?.map(|n| n.max(0) as u64),
+            fact_epoch: r
+                .get::<_, Option<i64>>(9)?
+                .and(r.get::<_, Option<i64>>(10)?)
+                .and_then(|e| u32::try_from(e).ok()),
             payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
         })
     })?;

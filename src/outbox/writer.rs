@@ -1054,6 +1054,11 @@ fn delete_delivered(
         "UPDATE meta SET value = MAX(value, ?1) WHERE key = 'last_seq'",
         [last_seq as i64],
     )?;
+    // Likewise the fact numbering: the newest fact may be among the rows deleted below.
+    tx.execute(
+        "UPDATE meta SET value = MAX(value, ?1) WHERE key = 'last_fact_seq'",
+        [stats.last_fact_seq.min(i64::MAX as u64) as i64],
+    )?;
     let mut count = tx.prepare_cached(
         "SELECT class, COUNT(*), COALESCE(SUM(length(payload)), 0) FROM events
          WHERE seq BETWEEN ?1 AND ?2 AND state = 0 GROUP BY class",
@@ -1140,3 +1145,7 @@ fn load_alarms(conn: &Connection) -> Result<Vec<Alarm>, rusqlite::Error> {
 #[cfg(test)]
 #[path = "writer_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "fact_seq_tests.rs"]
+mod fact_seq_tests;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 mod echo;
+mod facts;
 mod settle;
 
 /// What the session needs from the rest of the agent.
@@ -256,6 +257,7 @@ async fn connect_once(
         evt_alias_sent: false,
         delivered: false,
         echo_nonce: Vec::new(),
+        facts_reported: Default::default(),
     };
     let end = session.run(shutdown).await;
     learned.retain &= session.retain;
@@ -278,6 +280,7 @@ enum What {
     Fleet,
     Subscribe,
     Echo,
+    Facts,
 }
 
 struct Pending {
@@ -308,6 +311,8 @@ struct Session<'a> {
     evt_alias_sent: bool,
     /// The payload of this session's probe on `echo` (empty until it is published).
     echo_nonce: Vec<u8>,
+    /// The last "store facts through N" report (`session/facts.rs`).
+    facts_reported: facts::Reported,
     /// Anything acknowledged with success (PUBACK < 0x80, or central's ack).
     delivered: bool,
 }
@@ -336,6 +341,7 @@ impl Session<'_> {
         let state = online_state(self.ctx, self.limits.maximum_packet_size).await;
         self.publish_state(&state).await?;
         self.publish_echo().await?;
+        self.report_facts(true).await?;
         self.ctx.downlink.connected().await;
         self.publish_fleet(true).await?;
 
@@ -365,6 +371,7 @@ impl Session<'_> {
                     if second.elapsed() >= Duration::from_secs(1) {
                         second = Instant::now();
                         self.every_second(&mut dead_letters_seen);
+                        self.report_facts(false).await?;
                     }
                 }
                 _ = shutdown.changed() => {
@@ -422,6 +429,7 @@ impl Session<'_> {
                 What::Fleet => format!("a fleet message (packet id {pkid})"),
                 What::Subscribe => format!("SUBSCRIBE (packet id {pkid}, no SUBACK)"),
                 What::Echo => format!("the ACL probe on echo (packet id {pkid})"),
+                What::Facts => format!("the facts progress report (packet id {pkid})"),
             };
             return Err(SessionEnd::PubackTimeout {
                 what,
@@ -505,9 +513,9 @@ impl Session<'_> {
             return Ok(());
         }
         if !self.room() {
-            if what == What::State {
-                // Only the newest state matters.
-                self.waiting.retain(|w| w.what != What::State);
+            if what == What::State || what == What::Facts {
+                // Only the newest state (and progress report) matters.
+                self.waiting.retain(|w| w.what != what);
             }
             self.waiting.push_back(Waiting {
                 topic,
@@ -649,7 +657,7 @@ impl Session<'_> {
         }
         match pending.what {
             What::Subscribe => {}
-            What::State | What::Fleet | What::Echo => {
+            What::State | What::Fleet | What::Echo | What::Facts => {
                 if ack.reason >= 0x80 {
                     tracing::error!(
                         pkid = ack.pkid,

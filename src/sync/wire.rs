@@ -63,6 +63,10 @@ impl Topics {
     pub fn echo(&self) -> String {
         format!("{}/echo", self.base)
     }
+    /// Where the agent says how far its store facts go ([`FactsProgress`], ADR 0026).
+    pub fn facts(&self) -> String {
+        format!("{}/facts", self.base)
+    }
 
     /// Agent id (`store/agent`) and the rest of a topic under `relais/v1/`, for central-side
     /// consumers subscribed with wildcards.
@@ -192,6 +196,31 @@ pub struct OutboxState {
     /// Age in seconds of the oldest unsent store fact (0 when none).
     pub oldest_store_fact_age_s: u64,
     pub last_seq: u64,
+    /// The newest store fact's number in `fact_epoch` (ADR 0026); 0 from agents before it.
+    #[serde(default)]
+    pub last_fact_seq: u64,
+    #[serde(default)]
+    pub fact_epoch: u32,
+}
+
+/// On `facts` (QoS 1, not retained), after every connect and then periodically while
+/// connected: "every store fact of epoch `epoch` numbered 1 through `through` is committed
+/// here, and no other store fact has a `seq` up to `at_seq`" (ADR 0026).
+///
+/// Central holding every fact of the epoch through `through` therefore holds every store fact
+/// of this agent with `seq ≤ at_seq`, whatever telemetry was dropped in between: that `at_seq`
+/// is a watermark it may publish. Holding fewer, its watermark is the `seq` of the last fact
+/// it holds without a gap.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FactsProgress {
+    pub v: u32,
+    pub agent: String,
+    pub epoch: u32,
+    pub through: u64,
+    pub at_seq: u64,
+    /// Unix ms when the figures were read.
+    pub at_ms: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
