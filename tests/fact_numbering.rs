@@ -177,3 +177,86 @@ fn central_holds_every_store_fact_through_the_agents_report_despite_dropped_tele
     });
     drop(central);
 }
+
+/// `relaisctl ingest` as one worker of a shared-subscription group.
+fn worker(broker: &Broker, sink: &Path, name: &str, stdout: Stdio) -> std::process::Child {
+    Command::new(RELAISCTL)
+        .args(["ingest", "--broker", &broker.url(), "--json", "--share", "ingest"])
+        .args(["--client-id", name, "--idle-exit", "8s"])
+        .arg("--sink")
+        .arg(sink)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("relaisctl ingest worker")
+}
+
+#[test]
+fn two_ingest_workers_share_the_agents_events_and_one_killed_mid_stream_loses_and_doubles_nothing()
+ {
+    if !broker::available() {
+        eprintln!("mosquitto is not installed (scripts/test.sh installs it); skipping");
+        return;
+    }
+    const FACTS: usize = 20_000;
+    let broker = Broker::start(BrokerOptions { persistence: false });
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = tmp.path().join("sink.db");
+    let doomed = KillOnDrop(worker(&broker, &sink, "ingest-a", Stdio::null()));
+    let survivor = worker(&broker, &sink, "ingest-b", Stdio::piped());
+    std::thread::sleep(Duration::from_millis(500));
+    let store = Store::with(Settings {
+        sync: format!(
+            "broker = \"{}\"\nack = \"central\"\nack_timeout = \"3s\"\n",
+            broker.url()
+        ),
+        ..Settings::default()
+    });
+    let ids = store.seed_outbox(FACTS);
+    let agent = store.start();
+    wait_for("part of the drain", Duration::from_secs(60), || {
+        facts(&sink)
+            .first()
+            .is_some_and(|r| r["contiguous"].as_u64().unwrap_or(0) >= FACTS as u64 / 5)
+    });
+    // Worker A dies with batches in flight and never comes back: the agent resends what it
+    // never acknowledged, and the broker gives it to worker B.
+    drop(doomed);
+    wait_for("every fact held", Duration::from_secs(120), || {
+        facts(&sink)
+            .first()
+            .is_some_and(|r| r["contiguous"].as_u64() == Some(FACTS as u64))
+    });
+    let conn = rusqlite::Connection::open(&sink).unwrap();
+    let (rows, distinct): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT fact_seq) FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, distinct), (FACTS as i64, FACTS as i64), "each fact once");
+    let held: std::collections::HashSet<String> = conn
+        .prepare("SELECT id FROM events")
+        .unwrap()
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|id| uuid::Uuid::from_slice(&id.unwrap()).unwrap().to_string())
+        .collect();
+    assert!(held == ids, "the sink holds exactly the agent's facts");
+    let depth = || agent.health()["outbox"]["store_fact"]["depth"].as_u64();
+    wait_for("the agent's outbox to empty", Duration::from_secs(30), || {
+        depth() == Some(0)
+    });
+    // B took only its share before A died: the broker split the stream between them.
+    let out = survivor.wait_with_output().expect("worker B ends when idle");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("worker B's report");
+    let got = report["events_received"].as_u64().unwrap();
+    assert!(got > 0, "worker B received nothing: {report}");
+    let before_kill = FACTS as u64 / 5;
+    assert!(
+        report["events_new"].as_u64().unwrap() < FACTS as u64,
+        "worker B stored everything, so A never shared the load: {report} ({before_kill} before the kill)"
+    );
+}

@@ -94,6 +94,10 @@ enum Command {
         /// Do not send the end-to-end `ack` to agents.
         #[arg(long)]
         no_ack: bool,
+        /// Run as one worker of GROUP: workers started with the same GROUP (and distinct
+        /// --client-id) share the agents' messages through MQTT v5 shared subscriptions.
+        #[arg(long, value_name = "GROUP")]
+        share: Option<String>,
         /// Exit once the sink holds this many events.
         #[arg(long)]
         stop_after: Option<u64>,
@@ -538,15 +542,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sink,
             client_id,
             no_ack,
+            share,
             stop_after,
             idle_exit,
             json,
         } => {
+            if let Some(group) = &share
+                && !central::ingest::valid_share_group(group)
+            {
+                anyhow::bail!(
+                    "--share {group:?}: a group name is 1 to 64 letters, digits, '-' or '_'"
+                );
+            }
             let options = central::ingest::IngestOptions {
                 login: broker.login(),
                 sink,
                 client_id,
                 send_acks: !no_ack,
+                share_group: share,
                 stop_after_events: stop_after,
                 idle_exit,
             };

@@ -23,6 +23,9 @@ pub struct IngestOptions {
     pub client_id: String,
     /// Send the end-to-end `ack` to agents after each commit.
     pub send_acks: bool,
+    /// Share the agents' topics with the other workers of this group (MQTT v5 shared
+    /// subscriptions, `$share/<group>/…`): the broker gives each message to one of them.
+    pub share_group: Option<String>,
     /// Stop once the sink holds this many distinct events (tests, benchmarks).
     pub stop_after_events: Option<u64>,
     /// Stop after this long without a message.
@@ -51,7 +54,9 @@ CREATE TABLE IF NOT EXISTS events (
     type    TEXT NOT NULL,
     class   TEXT NOT NULL,
     wall_ms INTEGER NOT NULL,
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL,
+    fact_epoch INTEGER,
+    fact_seq   INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_by_agent ON events(agent, seq);
 ";
@@ -61,14 +66,19 @@ pub fn open_sink(path: &Path) -> Result<Connection, CentralError> {
         path: path.to_path_buf(),
         source,
     };
-    let conn = Connection::open(path).map_err(sink_err)?;
+    let mut conn = Connection::open(path).map_err(sink_err)?;
     // FULL: an `ack` tells the agent it may delete; the sink must survive a power cut first.
     conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
+        "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
     )
     .map_err(sink_err)?;
-    conn.execute_batch(SINK_SCHEMA).map_err(sink_err)?;
-    super::facts::upgrade_events(&conn).map_err(sink_err)?;
+    // Workers of one group open the same sink at once: one of them makes or upgrades it.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sink_err)?;
+    tx.execute_batch(SINK_SCHEMA).map_err(sink_err)?;
+    super::facts::upgrade_events(&tx).map_err(sink_err)?;
+    tx.commit().map_err(sink_err)?;
     Ok(conn)
 }
 
@@ -126,6 +136,26 @@ fn parse_batch(topic_agent: &str, payload: &[u8]) -> Result<EventBatch, String> 
     Ok(batch)
 }
 
+/// The filter for every agent's `kind` topic, shared within `group` when one is given. Each
+/// message then reaches one worker of the group; the end-to-end `ack` is what makes a worker
+/// killed with messages in flight harmless: the agent resends what was never acknowledged, and
+/// another worker takes it.
+pub fn subscription(group: Option<&str>, kind: &str) -> String {
+    match group {
+        Some(group) => format!("$share/{group}/{}/+/+/{kind}", wire::TOPIC_ROOT),
+        None => format!("{}/+/+/{kind}", wire::TOPIC_ROOT),
+    }
+}
+
+/// A share name as MQTT v5 allows it (§4.8.2: no `/`, `+` or `#`), kept to a plain charset.
+pub fn valid_share_group(group: &str) -> bool {
+    !group.is_empty()
+        && group.len() <= 64
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Validate a "store facts through N" report: the agent named inside must be the topic's.
 fn parse_facts(topic_agent: &str, payload: &[u8]) -> Result<FactsProgress, String> {
     let progress: FactsProgress =
@@ -162,8 +192,8 @@ pub async fn run(
         sink_total: sink_count(&sink).map_err(sink_err)?,
         ..IngestReport::default()
     };
-    let filter = format!("{}/+/+/evt", wire::TOPIC_ROOT);
-    let facts_filter = format!("{}/+/+/facts", wire::TOPIC_ROOT);
+    let filter = subscription(options.share_group.as_deref(), "evt");
+    let facts_filter = subscription(options.share_group.as_deref(), "facts");
     let mut last_message = Instant::now();
     tokio::pin!(shutdown);
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
