@@ -169,19 +169,30 @@ fn central_holds_every_store_fact_through_the_agents_report_despite_dropped_tele
         assert_eq!(status, 201, "{sale}");
         last_sale_seq = sale["seq"].as_u64().unwrap();
     }
-    wait_for("the two tickets held and reported", Duration::from_secs(30), || {
-        facts(&sink).first().is_some_and(|r| {
-            r["contiguous"].as_u64() == Some(seeded as u64 + 2)
-                && r["watermark_seq"].as_u64().unwrap_or(0) >= last_sale_seq
-        })
-    });
+    wait_for(
+        "the two tickets held and reported",
+        Duration::from_secs(30),
+        || {
+            facts(&sink).first().is_some_and(|r| {
+                r["contiguous"].as_u64() == Some(seeded as u64 + 2)
+                    && r["watermark_seq"].as_u64().unwrap_or(0) >= last_sale_seq
+            })
+        },
+    );
     drop(central);
 }
 
 /// `relaisctl ingest` as one worker of a shared-subscription group.
 fn worker(broker: &Broker, sink: &Path, name: &str, stdout: Stdio) -> std::process::Child {
     Command::new(RELAISCTL)
-        .args(["ingest", "--broker", &broker.url(), "--json", "--share", "ingest"])
+        .args([
+            "ingest",
+            "--broker",
+            &broker.url(),
+            "--json",
+            "--share",
+            "ingest",
+        ])
         .args(["--client-id", name, "--idle-exit", "8s"])
         .arg("--sink")
         .arg(sink)
@@ -194,7 +205,7 @@ fn worker(broker: &Broker, sink: &Path, name: &str, stdout: Stdio) -> std::proce
 
 #[test]
 fn two_ingest_workers_share_the_agents_events_and_one_killed_mid_stream_loses_and_doubles_nothing()
- {
+{
     if !broker::available() {
         eprintln!("mosquitto is not installed (scripts/test.sh installs it); skipping");
         return;
@@ -236,7 +247,11 @@ fn two_ingest_workers_share_the_agents_events_and_one_killed_mid_stream_loses_an
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((rows, distinct), (FACTS as i64, FACTS as i64), "each fact once");
+    assert_eq!(
+        (rows, distinct),
+        (FACTS as i64, FACTS as i64),
+        "each fact once"
+    );
     let held: std::collections::HashSet<String> = conn
         .prepare("SELECT id FROM events")
         .unwrap()
@@ -246,11 +261,15 @@ fn two_ingest_workers_share_the_agents_events_and_one_killed_mid_stream_loses_an
         .collect();
     assert!(held == ids, "the sink holds exactly the agent's facts");
     let depth = || agent.health()["outbox"]["store_fact"]["depth"].as_u64();
-    wait_for("the agent's outbox to empty", Duration::from_secs(30), || {
-        depth() == Some(0)
-    });
+    wait_for(
+        "the agent's outbox to empty",
+        Duration::from_secs(30),
+        || depth() == Some(0),
+    );
     // B took only its share before A died: the broker split the stream between them.
-    let out = survivor.wait_with_output().expect("worker B ends when idle");
+    let out = survivor
+        .wait_with_output()
+        .expect("worker B ends when idle");
     let report: Value = serde_json::from_slice(&out.stdout).expect("worker B's report");
     let got = report["events_received"].as_u64().unwrap();
     assert!(got > 0, "worker B received nothing: {report}");
@@ -259,4 +278,55 @@ fn two_ingest_workers_share_the_agents_events_and_one_killed_mid_stream_loses_an
         report["events_new"].as_u64().unwrap() < FACTS as u64,
         "worker B stored everything, so A never shared the load: {report} ({before_kill} before the kill)"
     );
+}
+
+#[test]
+fn a_simulated_fleet_of_agents_is_held_complete_by_two_shared_ingest_workers() {
+    if !broker::available() {
+        eprintln!("mosquitto is not installed (scripts/test.sh installs it); skipping");
+        return;
+    }
+    const AGENTS: usize = 60;
+    let broker = Broker::start(BrokerOptions { persistence: false });
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = tmp.path().join("sink.db");
+    let _a = KillOnDrop(worker(&broker, &sink, "ingest-a", Stdio::null()));
+    let _b = KillOnDrop(worker(&broker, &sink, "ingest-b", Stdio::null()));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new(RELAISCTL)
+        .args(["simulate", "fleet", "--broker", &broker.url(), "--json"])
+        .args([
+            "--agents",
+            &AGENTS.to_string(),
+            "--rate",
+            "5",
+            "--duration",
+            "4s",
+        ])
+        .args(["--ack-timeout", "3s", "--drain", "20s"])
+        .output()
+        .expect("relaisctl simulate fleet");
+    assert!(
+        out.status.success(),
+        "simulate fleet: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the fleet's report");
+    assert_eq!(report["connected"], AGENTS as u64, "{report}");
+    let committed = report["committed"].as_u64().unwrap();
+    assert!(committed >= AGENTS as u64 * 15, "{report}");
+    assert_eq!(report["acked"], committed, "{report}");
+    assert_eq!(report["unacked"], 0, "{report}");
+    // Central's view: every simulated agent complete, each fact once.
+    wait_for("the last reports", Duration::from_secs(15), || {
+        let rows = facts(&sink);
+        rows.len() == AGENTS
+            && rows
+                .iter()
+                .all(|r| r["missing"] == 0 && r["contiguous"] == r["reported"])
+    });
+    let rows = facts(&sink);
+    let held: u64 = rows.iter().map(|r| r["contiguous"].as_u64().unwrap()).sum();
+    assert_eq!(held, committed);
 }

@@ -117,6 +117,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load central's side like a chain of stores (docs/central.md).
+    Simulate {
+        #[command(subcommand)]
+        command: SimulateCommand,
+    },
     /// The fleet as the agents last reported it.
     Fleet {
         #[command(subcommand)]
@@ -336,6 +341,35 @@ enum SnapshotCommand {
         /// STREAM=FILE pairs, e.g. products=products.ndjson
         #[arg(required = true, value_parser = parse_input)]
         inputs: Vec<(Stream, PathBuf)>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimulateCommand {
+    /// Many agents in one process, each on its own MQTT connection speaking the real contract
+    /// (birth and Will, numbered store facts, resends until central's ack, facts reports);
+    /// prints the latency from each fact's commit to central's ack for it.
+    Fleet {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        /// Store facts per second per agent.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Agent ids are PREFIX-00000/till-1, PREFIX-00001/till-1, …
+        #[arg(long, default_value = "sim")]
+        prefix: String,
+        /// Resend a fact central has not acknowledged after this long.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        ack_timeout: Duration,
+        /// After --duration, how long to wait for the last acks.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain: Duration,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -580,6 +614,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.sink_total,
                     report.seconds
                 );
+            }
+        }
+        Command::Simulate {
+            command:
+                SimulateCommand::Fleet {
+                    broker,
+                    agents,
+                    rate,
+                    duration,
+                    prefix,
+                    ack_timeout,
+                    drain,
+                    json,
+                },
+        } => {
+            if !central::ingest::valid_share_group(&prefix) {
+                anyhow::bail!("--prefix {prefix:?}: 1 to 64 letters, digits, '-' or '_'");
+            }
+            let report = central::simulate::run(central::simulate::FleetOptions {
+                login: broker.login(),
+                agents,
+                rate,
+                duration,
+                prefix,
+                ack_timeout,
+                drain,
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{} agents ({} connected) at {}/s each: {} facts committed, {} acknowledged \
+                     ({:.0}/s), {} never, {} resent; commit → central ack p50 {:.1} ms, p99 {:.1} ms, \
+                     max {:.1} ms",
+                    report.agents,
+                    report.connected,
+                    report.rate_per_agent,
+                    report.committed,
+                    report.acked,
+                    report.acked_per_s,
+                    report.unacked,
+                    report.resent,
+                    report.latency_ms.p50,
+                    report.latency_ms.p99,
+                    report.latency_ms.max
+                );
+            }
+            if report.unacked > 0 {
+                return Ok(ExitCode::from(1));
             }
         }
         Command::Facts { sink, json } => {

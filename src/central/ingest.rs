@@ -119,6 +119,36 @@ fn store(conn: &mut Connection, batch: &EventBatch) -> Result<(u64, Vec<u64>), r
     Ok((new, seqs))
 }
 
+/// [`store`], waiting out another worker's write lock on the same sink (a busy sink is no reason
+/// to stop: the batch is simply not acknowledged until it is committed). Any other error ends
+/// the ingest, so an operator sees a full disk or a damaged sink.
+fn store_retrying(
+    conn: &mut Connection,
+    batch: &EventBatch,
+) -> Result<(u64, Vec<u64>), rusqlite::Error> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match store(conn, batch) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                if waited.as_millis() % 10_000 == 0 {
+                    tracing::warn!(
+                        waited_s = waited.as_secs(),
+                        "the sink is busy (another writer); retrying"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                waited += Duration::from_millis(50);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Validate a batch: the agent named inside must be the one of the topic (an agent cannot
 /// speak for another, even if the broker ACL were too wide).
 fn parse_batch(topic_agent: &str, payload: &[u8]) -> Result<EventBatch, String> {
@@ -183,9 +213,18 @@ pub async fn run(
         source,
     };
     let mut mqtt = options.login.options(&options.client_id)?;
-    // A persistent session: the broker queues for the ingest while it is down.
-    mqtt.set_clean_start(false);
-    mqtt.set_session_expiry_interval(Some(7 * 86_400));
+    if options.share_group.is_some() {
+        // One worker of a group: its session ends with its connection, so the broker stops
+        // handing it messages the moment it dies. The group, not the worker, is the durable
+        // consumer; what a dead worker had in flight was never acknowledged to its agent, which
+        // resends it to the group (ADR 0026).
+        mqtt.set_clean_start(true);
+        mqtt.set_session_expiry_interval(None);
+    } else {
+        // The only consumer: a persistent session, so the broker queues while it is down.
+        mqtt.set_clean_start(false);
+        mqtt.set_session_expiry_interval(Some(7 * 86_400));
+    }
     mqtt.set_manual_acks(true);
     let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
     let mut report = IngestReport {
@@ -285,7 +324,7 @@ async fn handle(
         Ok((agent, batch)) => {
             // Synchronous SQLite on the tool's runtime thread: the ingest is a single-purpose
             // process whose only work is this write; nothing else waits on the runtime.
-            let (new, seqs) = tokio::task::block_in_place(|| store(sink, &batch))?;
+            let (new, seqs) = tokio::task::block_in_place(|| store_retrying(sink, &batch))?;
             report.events_received += batch.events.len() as u64;
             report.events_new += new;
             report.duplicates += batch.events.len() as u64 - new;

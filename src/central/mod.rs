@@ -6,6 +6,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod ops;
 pub mod publish;
+pub mod simulate;
 pub mod snapshot;
 
 use crate::config::BrokerUrl;

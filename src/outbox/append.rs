@@ -122,8 +122,13 @@ impl Appender {
                     self.movements_upto = seq;
                     self.unfiled_rows += written.movements;
                 }
-                self.stats
-                    .record_append(written.class, written.bytes, clock.wall_ms, seq, written.fact_seq);
+                self.stats.record_append(
+                    written.class,
+                    written.bytes,
+                    clock.wall_ms,
+                    seq,
+                    written.fact_seq,
+                );
                 Ok(Ok(Appended {
                     id,
                     seq,
@@ -193,8 +198,8 @@ impl Appender {
             }
         };
         // Numbered only once nothing can refuse it any more: a refused fact leaves no gap.
-        let fact_seq =
-            (class == RetentionClass::StoreFact).then(|| self.stats.last_fact_seq.saturating_add(1));
+        let fact_seq = (class == RetentionClass::StoreFact)
+            .then(|| self.stats.last_fact_seq.saturating_add(1));
         tx.prepare_cached(
             "INSERT INTO events(seq, id, class, type, schema, boot, wall_ms, mono_ns, payload, fact_seq)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",

@@ -156,11 +156,9 @@ pub fn fetch(conn: &Connection, agent: &str, q: FetchQuery) -> Result<Fetched, D
     let newest: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
     let before = q.before.min(newest.max(0) as u64 + 1);
     let epoch: Option<i64> = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'fact_epoch'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT value FROM meta WHERE key = 'fact_epoch'", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     let epoch = epoch.and_then(|e| u32::try_from(e).ok());
     // Literal class values so telemetry can use its partial index.

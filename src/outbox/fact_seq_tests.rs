@@ -86,7 +86,10 @@ fn store_facts_are_numbered_without_a_gap_whatever_telemetry_refusals_and_restar
     let queued = numbering(&path);
     let facts: Vec<_> = queued.iter().filter(|(_, f, _)| f.is_some()).collect();
     assert_eq!(
-        facts.iter().map(|(_, f, _)| f.unwrap_or(0)).collect::<Vec<_>>(),
+        facts
+            .iter()
+            .map(|(_, f, _)| f.unwrap_or(0))
+            .collect::<Vec<_>>(),
         vec![1, 2, 3, 4]
     );
     assert_eq!(
@@ -95,7 +98,10 @@ fn store_facts_are_numbered_without_a_gap_whatever_telemetry_refusals_and_restar
     );
     assert!(facts.iter().all(|(_, _, e)| *e == Some(epoch)));
     assert!(
-        queued.iter().filter(|(_, f, _)| f.is_none()).all(|(_, _, e)| e.is_none()),
+        queued
+            .iter()
+            .filter(|(_, f, _)| f.is_none())
+            .all(|(_, _, e)| e.is_none()),
         "telemetry carries no fact number"
     );
 
@@ -107,14 +113,20 @@ fn store_facts_are_numbered_without_a_gap_whatever_telemetry_refusals_and_restar
             ranges: vec![[1, 1_000]],
         })
         .expect("deliver");
-    handle.append_blocking(scan()).expect("a group to carry the delete");
+    handle
+        .append_blocking(scan())
+        .expect("a group to carry the delete");
     drop(handle);
     writer.join();
     assert!(numbering(&path).iter().all(|(_, f, _)| f.is_none()));
     let (handle, writer) = OutboxWriter::start(&path, settings()).expect("restart");
     handle.append_blocking(sale("SKU-9")).expect("sale");
     assert_eq!(handle.stats().last_fact_seq, 5);
-    assert_eq!(handle.stats().fact_epoch, epoch, "the same file keeps its numbering");
+    assert_eq!(
+        handle.stats().fact_epoch,
+        epoch,
+        "the same file keeps its numbering"
+    );
     drop(handle);
     writer.join();
 }

@@ -128,7 +128,9 @@ pub fn read(conn: &Connection) -> Result<OutboxStats, rusqlite::Error> {
     let max_event: i64 = conn.query_row(&format!("SELECT MAX({newest})"), [], |r| r.get(0))?;
     out.last_seq = meta("last_seq")?.max(max_event.max(0) as u64);
     let max_fact: i64 =
-        conn.query_row("SELECT COALESCE(MAX(fact_seq), 0) FROM events", [], |r| r.get(0))?;
+        conn.query_row("SELECT COALESCE(MAX(fact_seq), 0) FROM events", [], |r| {
+            r.get(0)
+        })?;
     out.last_fact_seq = meta("last_fact_seq")?.max(max_fact.max(0) as u64);
     out.fact_epoch = u32::try_from(meta("fact_epoch")?).unwrap_or(0);
     out.boot = meta("boot")?;
