@@ -135,7 +135,7 @@ fn store_retrying(
                     rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
                 ) =>
             {
-                if waited.as_millis() % 10_000 == 0 {
+                if waited.as_millis().is_multiple_of(10_000) {
                     tracing::warn!(
                         waited_s = waited.as_secs(),
                         "the sink is busy (another writer); retrying"
