@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Central under a simulated fleet (issue 15, item 5): a real Mosquitto with the contract's ACL,
+# WORKERS `relaisctl ingest --share` workers on one SQLite sink, and `relaisctl simulate fleet`
+# at each agent count given; one JSON line per run on stdout (commit → central ack latency).
+#
+#   bench/fleet.sh                        # 1000 agents, 1 fact/s each, 30 s, 2 workers
+#   AGENTS="250 500 1000 2000" bench/fleet.sh   # look for the knee
+#   WORKERS=1 RATE=1 DURATION=60s bench/fleet.sh
+#
+# Needs mosquitto (apt-get install mosquitto). Builds relaisctl in release first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AGENTS=${AGENTS:-1000}
+WORKERS=${WORKERS:-2}
+RATE=${RATE:-1}
+DURATION=${DURATION:-30s}
+cargo build --release --bin relaisctl >&2
+ctl=target/release/relaisctl
+work=$(mktemp -d)
+chmod 755 "$work"  # mosquitto drops root for its own user, which must read the ACL
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${FLEET_KEEP:-}" ] || rm -rf "$work"; }
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'pattern readwrite relais/v1/%%u/#\n\nuser central\ntopic readwrite relais/v1/#\n' >"$work/acl"
+chmod 644 "$work/acl"
+cat >"$work/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+acl_file $work/acl
+persistence false
+max_queued_messages 10000000
+max_inflight_messages 0
+log_dest stderr
+log_type error
+CONF
+ulimit -n "$(ulimit -Hn)"
+/usr/sbin/mosquitto -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" &
+pids+=($!)
+sleep 0.5
+for n in $AGENTS; do
+  sink="$work/sink-$n.db"
+  for w in $(seq 1 "$WORKERS"); do
+    "$ctl" ingest --broker "mqtt://127.0.0.1:$port" --sink "$sink" --share bench \
+      --client-id "ingest-$n-$w" >/dev/null 2>>"$work/ingest.log" &
+    pids+=($!)
+  done
+  sleep 1
+  echo "# $n agents × $RATE/s for $DURATION, $WORKERS ingest workers ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  "$ctl" simulate fleet --broker "mqtt://127.0.0.1:$port" --agents "$n" --rate "$RATE" \
+    --duration "$DURATION" --prefix "bench$n" --json \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); r["bench"]="fleet"; r["workers"]='"$WORKERS"'; print(json.dumps(r))' || true
+done
