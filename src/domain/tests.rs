@@ -11,6 +11,7 @@ struct Memory {
     /// (customer, seq, points)
     points: Vec<(String, u64, i64)>,
     collected: HashMap<String, u64>,
+    coupons: HashMap<String, Redemption>,
 }
 
 impl Ledger for Memory {
@@ -42,6 +43,10 @@ impl Ledger for Memory {
 
     fn collected_at(&mut self, order_id: &str) -> Result<Option<u64>, Self::Error> {
         Ok(self.collected.get(order_id).copied())
+    }
+
+    fn coupon_redeemed(&mut self, coupon: &str) -> Result<Option<Redemption>, Self::Error> {
+        Ok(self.coupons.get(coupon).copied())
     }
 }
 
