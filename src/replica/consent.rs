@@ -4,6 +4,7 @@
 use super::import::{check_text, parse_time};
 use crate::domain::consent::ConsentChoice;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 const MAX_SEGMENTS: usize = 16;
 const MAX_OFFERS: usize = 16;
@@ -26,7 +27,8 @@ struct ChoiceLine {
     at: String,
 }
 
-/// `marketing`: what only a customer with marketing consent may be shown.
+/// `marketing`: what only a customer with marketing consent may be shown (as a lookup reads it
+/// back).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Marketing {
@@ -41,6 +43,27 @@ pub struct Marketing {
 pub struct PersonalOffer {
     pub offer_id: String,
     pub text: String,
+}
+
+/// The same object as checked on import, borrowing from the row's text: the row keeps the
+/// text it arrived as (as a product's attributes do), so checking it allocates nothing and
+/// nothing is serialised again.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarketingCheck<'a> {
+    #[serde(default, borrow)]
+    segments: Vec<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    offers: Vec<OfferCheck<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferCheck<'a> {
+    #[serde(borrow)]
+    offer_id: Cow<'a, str>,
+    #[serde(borrow)]
+    text: Cow<'a, str>,
 }
 
 /// A row's consent, checked.
@@ -68,10 +91,16 @@ pub(crate) fn check_consent(line: Option<ConsentLine>) -> Result<CustomerConsent
     })
 }
 
-/// The marketing object checked and kept as JSON text (read back only by a lookup that may
-/// show it).
-pub(crate) fn check_marketing(marketing: Option<Marketing>) -> Result<Option<String>, String> {
-    let Some(m) = marketing else { return Ok(None) };
+/// The marketing object checked and kept as the JSON text it arrived as (read back only by a
+/// lookup that may show it).
+pub(crate) fn check_marketing(
+    marketing: Option<Box<serde_json::value::RawValue>>,
+) -> Result<Option<String>, String> {
+    let Some(raw) = marketing else {
+        return Ok(None);
+    };
+    let m: MarketingCheck<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| format!("`marketing`: {e}"))?;
     if m.segments.len() > MAX_SEGMENTS {
         return Err(format!(
             "`marketing.segments` has {}; at most {MAX_SEGMENTS}",
@@ -95,9 +124,7 @@ pub(crate) fn check_marketing(marketing: Option<Marketing>) -> Result<Option<Str
         )?;
         check_text(&format!("marketing.offers[{i}].text"), &offer.text, 256)?;
     }
-    serde_json::to_string(&m)
-        .map(Some)
-        .map_err(|e| format!("`marketing`: {e}"))
+    Ok(Some(raw.get().to_owned()))
 }
 
 /// A stored choice: the two columns of one purpose.

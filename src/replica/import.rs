@@ -162,7 +162,7 @@ struct CustomerLine {
     #[serde(default)]
     consent: Option<super::consent::ConsentLine>,
     #[serde(default)]
-    marketing: Option<super::consent::Marketing>,
+    marketing: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Deserialize)]
