@@ -473,3 +473,21 @@ fn relaisctl_builds_a_customers_snapshot_with_consent_and_refuses_one_with_an_un
         common::describe(&out)
     );
 }
+
+#[test]
+fn relais_lookup_card_tells_the_technician_each_consent_and_where_it_comes_from() {
+    let store = Store::new();
+    store.import_ok("customers", "customers.ndjson", &customers());
+    let out = store.relais(&["lookup", "card", CARD_77]);
+    let text = common::stdout(&out);
+    assert!(
+        text.contains("consent  marketing yes (central, 2026-11-02T10:00:00Z) · profiling no (central, 2026-11-02T10:00:00Z)"),
+        "{text}"
+    );
+    let out = store.relais(&["lookup", "card", CARD_88]);
+    assert!(
+        common::stdout(&out).contains("marketing not asked (no consent)"),
+        "{}",
+        common::describe(&out)
+    );
+}
