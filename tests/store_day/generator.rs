@@ -7,8 +7,8 @@
 //! is recorded). A customer and a pickup order are used by one till per round — except in the
 //! deliberate contention rounds: N tills burn the same points from one balance (how many win
 //! does not depend on the order), tills earn and burn from one balance within what it allows
-//! (all win), K tills hand over one order (one wins), one till counts items the others sell
-//! and return. The answers' seqs then give the order the writer took, and each answer must be
+//! (all win), K tills hand over one order or redeem one single-use coupon (one wins), one till
+//! counts items the others sell and return. The answers' seqs then give the order the writer took, and each answer must be
 //! the one that order implies (`balance_after`, a count's `expected`).
 
 use crate::model::{Effect, Model, Route, Scope};
