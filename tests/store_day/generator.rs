@@ -8,8 +8,9 @@
 //! deliberate contention rounds: N tills burn the same points from one balance (how many win
 //! does not depend on the order), tills earn and burn from one balance within what it allows
 //! (all win), K tills hand over one order or redeem one single-use coupon (one wins), one till
-//! counts items the others sell and return. The answers' seqs then give the order the writer took, and each answer must be
-//! the one that order implies (`balance_after`, a count's `expected`).
+//! counts items the others sell and return. The answers' seqs then give the order the writer
+//! took, and each answer must be the one that order implies (`balance_after`, a count's
+//! `expected`).
 
 use crate::model::{Effect, Model, Route, Scope};
 use crate::shop::{LineStatus, Shop};
