@@ -1,11 +1,12 @@
 """Schemathesis extensions for scripts/schemathesis.sh (loaded with SCHEMATHESIS_HOOKS).
 
-Two rules of the API are stated in docs/openapi.json but cannot be written as JSON Schema, so
+Three rules of the API are stated in docs/openapi.json but cannot be written as JSON Schema, so
 Schemathesis is taught them here instead of being told to ignore what the agent answers:
 
 - `format: barcode`: a GTIN whose check digit holds, a GS1 element string or a GS1 Digital Link
   carrying one. A mod-10 check digit is no regular expression anyone could read, so the format
   gets a generator of its own.
+- `format: coupon`: a GS1 coupon whose variable-length fields hold together, or a plain code.
 - The idempotency key may travel in the body (`client_key`) and in the `Idempotency-Key` header
   only if both are equal, and one of them is required on every write but `POST /v1/movements`:
   OpenAPI cannot tie a header to a body field. A key is also unique to one fact: a generated
@@ -48,6 +49,22 @@ schemathesis.openapi.format(
     ),
 )
 
+# `format: coupon`: a GS1 coupon (AI 8110 with its variable-length fields, or 8112) in the forms
+# a till sends, or a plain code. The coupon rules are no regular expression either.
+_SERIAL = st.text("0123456789", min_size=6, max_size=6)
+_COUPON_8110 = _SERIAL.map(lambda s: f"061414100012325011000050{s}")
+_COUPON_8112 = _SERIAL.map(lambda s: f"106141410001230{s}")
+schemathesis.openapi.format(
+    "coupon",
+    st.one_of(
+        st.from_regex(r"\A[A-Za-z0-9-]{4,32}\Z"),
+        _COUPON_8110.map(lambda d: f"(8110){d}"),
+        _COUPON_8110.map(lambda d: f"]C18110{d}"),
+        _COUPON_8110.map(lambda d: f"8110{d}"),
+        _COUPON_8112.map(lambda d: f"(8112){d}"),
+    ),
+)
+
 # Writes whose key is required (in the body or the header).
 _KEYED = {
     ("POST", "/v1/sales"),
@@ -56,6 +73,8 @@ _KEYED = {
     ("POST", "/v1/loyalty/earn"),
     ("POST", "/v1/loyalty/burn"),
     ("POST", "/v1/pickups/{code}/collect"),
+    ("POST", "/v1/customers/{customer_id}/consent"),
+    ("POST", "/v1/coupons/redeem"),
 }
 _ALL_KEYED = _KEYED | {("POST", "/v1/movements")}
 _HEADER = "Idempotency-Key"

@@ -15,11 +15,13 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The operations that can refuse a request with 409 (a loyalty burn over the balance or the
-/// offline cap; a pickup that is ambiguous, cancelled or already collected), and no other.
-const CAN_CONFLICT: [(&str, &str); 3] = [
+/// offline cap; a pickup that is ambiguous, cancelled or already collected; a single-use coupon
+/// redeemed here before), and no other.
+const CAN_CONFLICT: [(&str, &str); 4] = [
     ("post", "/v1/loyalty/burn"),
     ("get", "/v1/pickups/{code}"),
     ("post", "/v1/pickups/{code}/collect"),
+    ("post", "/v1/coupons/redeem"),
 ];
 
 /// The error schemas every error response is built on.

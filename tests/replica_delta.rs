@@ -1136,3 +1136,52 @@ fn a_delta_applied_after_a_lookup_is_seen_by_the_next_lookup_on_the_same_connect
     assert!(matches!(bread, Answer::Found(_)), "{bread:?}");
     assert_eq!(products_version(&bread), Some(2));
 }
+
+#[test]
+fn consent_and_marketing_in_a_customers_delta_are_checked_like_a_snapshot_line_and_shown_only_with_consent()
+ {
+    let replica = Replica::new();
+    let mut ann = customer("C1", "Ann", 5, 0, &["04A1"]);
+    ann["marketing"] = json!({"segments": ["families"], "offers": []});
+    replica.import(Stream::Customers, std::slice::from_ref(&ann), 1);
+    let found = replica.customer_by_card("04A1").unwrap();
+    assert!(!found.consent.marketing.granted);
+    assert_eq!(found.marketing, None, "no consent, no marketing data");
+
+    ann["consent"] = json!({"marketing": {"granted": true, "at": "2026-11-02T10:00:00Z"}});
+    replica.apply(Stream::Customers, 2, vec![upsert(ann.clone())]);
+    let found = replica.customer_by_card("04A1").unwrap();
+    assert!(found.consent.marketing.granted);
+    assert_eq!(found.consent.marketing.at_ms, Some(1_793_613_600_000));
+    assert_eq!(
+        found.marketing.unwrap().segments,
+        vec!["families".to_owned()]
+    );
+
+    // The same mistakes a snapshot line is refused for, named with the op and the field.
+    for (consent, why) in [
+        (
+            json!({"marketing": {"granted": true, "at": "yesterday"}}),
+            "consent.marketing.at",
+        ),
+        (
+            json!({"newsletters": {"granted": true, "at": "2026-11-02T10:00:00Z"}}),
+            "newsletters",
+        ),
+        (
+            json!({"marketing": {"granted": "yes", "at": "2026-11-02T10:00:00Z"}}),
+            "granted",
+        ),
+    ] {
+        let mut bad = ann.clone();
+        bad["consent"] = consent;
+        let (index, message) = invalid_op(replica.try_apply(
+            Stream::Customers,
+            3,
+            vec![upsert(ann.clone()), upsert(bad)],
+        ));
+        assert_eq!(index, 1, "{message}");
+        assert!(message.contains(why), "{why}: {message}");
+    }
+    assert_eq!(replica.version(Stream::Customers), 2);
+}

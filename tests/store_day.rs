@@ -1,11 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! The store-day oracle: a seeded, deterministic day of a store — tickets of 1 to 30 lines,
 //! returns (web orders too), click-and-collect hand-overs, cycle counts, loyalty earn and burn,
-//! retries after client timeouts, invalid requests, idempotency keys used again — sent by eight
-//! tills at once through the real `relais run`'s HTTP API, each answer predicted and checked by
-//! an independent model of the store's rules, and every touched SKU's on-hand and available and
-//! every touched customer's balance checked after each round. A second day SIGKILLs the agent at
-//! seeded moments: nothing answered is lost, nothing applies twice, no answer changes.
+//! consent changes, coupon redemptions (again, and by several tills at once), retries after client
+//! timeouts, invalid requests, idempotency keys used again — sent by eight tills at once through
+//! the real `relais run`'s HTTP API, each answer predicted and checked by an independent model of
+//! the store's rules, and every touched SKU's on-hand and available and every touched customer's
+//! balance, consent and marketing data checked after each round. A second day SIGKILLs the agent
+//! at seeded moments: nothing answered is lost, nothing applies twice, no answer changes.
 //!
 //! Knobs (environment):
 //! - `RELAIS_STORE_DAY_SEEDS`: a count (`5`: five seeds from the test's first, 1 or 101) or a list

@@ -410,7 +410,7 @@ pub(super) async fn post_sale(
 /// The customer a ticket names, resolved against the replica (a card is hashed at once and
 /// never kept; an unknown card or id is a 404 and nothing is recorded) and bound into the
 /// request's fingerprint. Only central's customer id goes into the fact.
-async fn named_customer<T: serde::de::DeserializeOwned>(
+pub(super) async fn named_customer<T: serde::de::DeserializeOwned>(
     state: &ApiState,
     request: &mut FactRequest<T>,
     customer: impl Fn(&T) -> &Option<super::loyalty::CustomerBody>,

@@ -4,6 +4,8 @@
 
 pub mod auth;
 mod counts;
+mod coupons;
+mod customers;
 pub mod doctor_link;
 mod error;
 mod events;
@@ -96,7 +98,7 @@ pub(crate) fn until_shutdown<S: futures_util::Stream>(
 
 /// The protected routes: every one needs a bearer token when tokens are configured.
 /// `docs/openapi.json` documents each; a test keeps the two in step.
-pub const PROTECTED_ROUTES: [&str; 18] = [
+pub const PROTECTED_ROUTES: [&str; 20] = [
     "/v1/health",
     "/v1/products",
     "/v1/products/{code}",
@@ -109,6 +111,8 @@ pub const PROTECTED_ROUTES: [&str; 18] = [
     "/v1/loyalty/burn",
     "/v1/pickups/{code}",
     "/v1/pickups/{code}/collect",
+    "/v1/customers/{customer_id}/consent",
+    "/v1/coupons/redeem",
     "/v1/alarms/{code}",
     "/v1/devices/live",
     "/v1/events",
@@ -132,7 +136,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         let http = Arc::clone(&http);
         move |state: State<Arc<ApiState>>| metrics::metrics(state, Arc::clone(&http))
     };
-    let protected: [MethodRouter<Arc<ApiState>>; 18] = [
+    let protected: [MethodRouter<Arc<ApiState>>; 20] = [
         get(health),
         get(product_by_query),
         get(product),
@@ -145,6 +149,8 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         post(loyalty::post_burn),
         get(pickups::get_pickup),
         post(pickups::collect),
+        post(customers::post_consent),
+        post(coupons::post_redeem),
         delete(acknowledge_alarm),
         get(live_reads),
         get(events::events),

@@ -104,6 +104,24 @@ pub fn replica_status(config: &Config, json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// One purpose's consent for a technician: the choice, where it comes from and when it was made.
+fn consent_text(state: &lookup::PurposeState) -> String {
+    let (Some(at_ms), Some(source)) = (state.at_ms, state.source) else {
+        return "not asked (no consent)".to_owned();
+    };
+    let at =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(at_ms).unwrap_or(0));
+    let source = match source {
+        relais::domain::consent::ConsentSource::Central => "central",
+        relais::domain::consent::ConsentSource::Store => "recorded here",
+    };
+    format!(
+        "{} ({source}, {})",
+        if state.granted { "yes" } else { "no" },
+        humantime::format_rfc3339_seconds(at)
+    )
+}
+
 fn print_freshness(fresh: &Freshness) {
     for s in &fresh.streams {
         let age = match s.age_s {
@@ -299,6 +317,11 @@ pub fn lookup_card(config: &Config, id: &str, json: bool) -> anyhow::Result<u8> 
                 println!(
                     "loyalty  {} points ({} from central + {} pending local)",
                     c.loyalty.balance, c.loyalty.central_balance, c.loyalty.pending_local
+                );
+                println!(
+                    "consent  marketing {} · profiling {}",
+                    consent_text(&c.consent.marketing),
+                    consent_text(&c.consent.profiling)
                 );
                 print_freshness(&c.freshness);
             }

@@ -83,17 +83,33 @@ fn additional_gcp(
     }
 }
 
+/// What identifies one coupon offer (and one printed or issued coupon, when it has a serial):
+/// the rest of the data (save value, purchase requirements, dates) describes the offer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CouponFields {
+    /// The issuer's GS1 company prefix (AI 8110) or funder ID (AI 8112).
+    pub company_prefix: String,
+    pub offer_code: String,
+    pub serial: Option<String>,
+}
+
 pub fn coupon_code(value: &str) -> Result<(), LintError> {
+    coupon_code_fields(value).map(drop)
+}
+
+/// AI 8110 checked as [`coupon_code`] does, with the fields that identify the coupon.
+pub fn coupon_code_fields(value: &str) -> Result<CouponFields, LintError> {
     digits(value)?;
     let mut c = Cursor { rest: value };
-    c.sized(
+    let company_prefix = c.sized(
         0..=6,
         6,
         "missing company prefix length",
         "company prefix length indicator must be 0-6",
         "company prefix truncated",
     )?;
-    c.take(6, "offer code truncated")?;
+    let offer_code = c.take(6, "offer code truncated")?;
+    let mut serial = None;
     c.sized(
         1..=5,
         0,
@@ -179,13 +195,13 @@ pub fn coupon_code(value: &str) -> Result<(), LintError> {
                 start = Some(date);
             }
             5 => {
-                c.sized(
+                serial = Some(c.sized(
                     0..=9,
                     6,
                     "missing serial number length",
                     "serial number length indicator must be 0-9",
                     "serial number truncated",
-                )?;
+                )?);
             }
             6 => {
                 c.sized(
@@ -225,25 +241,35 @@ pub fn coupon_code(value: &str) -> Result<(), LintError> {
     {
         return Err(LintError::Invalid("coupon expires before it starts"));
     }
-    Ok(())
+    Ok(CouponFields {
+        company_prefix: company_prefix.to_owned(),
+        offer_code: offer_code.to_owned(),
+        serial: serial.map(str::to_owned),
+    })
 }
 
 pub fn coupon_pos_offer(value: &str) -> Result<(), LintError> {
+    coupon_pos_offer_fields(value).map(drop)
+}
+
+/// AI 8112 checked as [`coupon_pos_offer`] does, with the fields that identify the coupon
+/// (a paperless offer always has a serial).
+pub fn coupon_pos_offer_fields(value: &str) -> Result<CouponFields, LintError> {
     digits(value)?;
     let mut c = Cursor { rest: value };
     let format = c.digit("missing format code")?;
     if format > 1 {
         return Err(LintError::Invalid("format code must be 0 or 1"));
     }
-    c.sized(
+    let company_prefix = c.sized(
         0..=6,
         6,
         "missing funder ID length",
         "funder ID length indicator must be 0-6",
         "funder ID truncated",
     )?;
-    c.take(6, "offer code truncated")?;
-    c.sized(
+    let offer_code = c.take(6, "offer code truncated")?;
+    let serial = c.sized(
         0..=9,
         6,
         "missing serial number length",
@@ -251,7 +277,11 @@ pub fn coupon_pos_offer(value: &str) -> Result<(), LintError> {
         "serial number truncated",
     )?;
     if c.is_empty() {
-        Ok(())
+        Ok(CouponFields {
+            company_prefix: company_prefix.to_owned(),
+            offer_code: offer_code.to_owned(),
+            serial: Some(serial.to_owned()),
+        })
     } else {
         Err(LintError::Invalid("excess data after the serial number"))
     }
@@ -272,6 +302,20 @@ mod tests {
     fn optional_coupon_fields_must_come_in_ascending_order() {
         assert_eq!(coupon_code("061414100012325011000032612314260101"), Ok(()));
         assert!(coupon_code("061414100012325011000042601013261231").is_err());
+    }
+
+    #[test]
+    fn the_fields_that_identify_a_coupon_are_read_from_both_ais() {
+        let plain = coupon_code_fields("0614141000123250110000").unwrap();
+        assert_eq!(plain.company_prefix, "614141");
+        assert_eq!(plain.offer_code, "000123");
+        assert_eq!(plain.serial, None);
+        let serialised = coupon_code_fields("061414100012325011000050123456").unwrap();
+        assert_eq!(serialised.serial.as_deref(), Some("123456"));
+        let offer = coupon_pos_offer_fields("106141410001230000042").unwrap();
+        assert_eq!(offer.company_prefix, "614141");
+        assert_eq!(offer.offer_code, "000123");
+        assert_eq!(offer.serial.as_deref(), Some("000042"));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! the event it receives. Storage mechanics (SQL, keys, group commit) stay in `outbox/`; HTTP
 //! stays in `api/`.
 
+pub mod consent;
+pub mod coupons;
 pub mod facts;
 
 pub use facts::{
@@ -17,6 +19,9 @@ pub use facts::{
     LoyaltyRecorded, MovementKind, PickupCollected, ReturnOrigin, ReturnRecorded, SaleRecorded,
     StockMovementRecorded,
 };
+
+pub use consent::{ConsentChanged, ConsentPurpose};
+pub use coupons::CouponRedeemed;
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -30,6 +35,8 @@ pub enum StoreFact {
     CycleCount(CycleCount),
     Loyalty(LoyaltyOperation),
     PickupCollected(PickupCollected),
+    ConsentChanged(ConsentChanged),
+    CouponRedeemed(CouponRedeemed),
 }
 
 /// Central's stock figure for a SKU and the agent seq it already includes.
@@ -89,6 +96,16 @@ pub trait Ledger {
     ) -> Result<PendingPoints, Self::Error>;
     /// The seq of the fact that handed this order over here, if one did.
     fn collected_at(&mut self, order_id: &str) -> Result<Option<u64>, Self::Error>;
+    /// The first redemption here of a single-use coupon (by its identity), if there was one.
+    fn coupon_redeemed(&mut self, coupon: &str) -> Result<Option<Redemption>, Self::Error>;
+}
+
+/// When a coupon was first redeemed here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Redemption {
+    pub seq: u64,
+    /// Unix milliseconds (the event's time).
+    pub at_ms: i64,
 }
 
 /// Why a fact was not settled.
@@ -126,6 +143,15 @@ pub enum FactRefused {
     InsufficientPoints { balance: i64, requested: i64 },
     #[error("order {order_id} was already collected here (event seq {seq})")]
     AlreadyCollected { order_id: String, seq: u64 },
+    #[error(
+        "coupon {coupon} was already redeemed here (event seq {seq}); it can be used only \
+         once: finish the ticket without it"
+    )]
+    CouponAlreadyRedeemed {
+        coupon: String,
+        seq: u64,
+        at_ms: i64,
+    },
     #[error("{what} is out of range: {why}")]
     OutOfRange { what: String, why: String },
 }
@@ -137,6 +163,7 @@ impl FactRefused {
             FactRefused::BurnCapExceeded { .. } => "offline_burn_cap",
             FactRefused::InsufficientPoints { .. } => "insufficient_points",
             FactRefused::AlreadyCollected { .. } => "already_collected",
+            FactRefused::CouponAlreadyRedeemed { .. } => "coupon_already_redeemed",
             FactRefused::OutOfRange { .. } => "out_of_range",
         }
     }
@@ -168,6 +195,16 @@ pub enum Effect<'a> {
     /// A click-and-collect order handed over: its reservations stop counting, and a second
     /// hand-over of the same order is refused.
     OrderCollected { order_id: &'a str },
+    /// A customer's consent changed here: in effect at once, until central sends a choice
+    /// dated at or after it.
+    ConsentChanged {
+        customer_id: &'a str,
+        purpose: ConsentPurpose,
+        granted: bool,
+        at_ms: i64,
+    },
+    /// A single-use coupon taken: a second redemption here is refused.
+    CouponRedeemed { coupon: &'a str },
 }
 
 fn out_of_range(what: impl Into<String>, why: impl Into<String>) -> FactRefused {
@@ -203,6 +240,8 @@ impl StoreFact {
             StoreFact::Loyalty(op) if op.recorded.points < 0 => "loyalty.burned",
             StoreFact::Loyalty(_) => "loyalty.earned",
             StoreFact::PickupCollected(_) => "pickup.collected",
+            StoreFact::ConsentChanged(_) => "consent.changed",
+            StoreFact::CouponRedeemed(_) => "coupon.redeemed",
         }
     }
 
@@ -239,7 +278,25 @@ impl StoreFact {
                     None => Ok(()),
                 }
             }
-            StoreFact::Movement(_) | StoreFact::Sale(_) | StoreFact::Return(_) => Ok(()),
+            StoreFact::CouponRedeemed(redeemed) if redeemed.single_use => {
+                match ledger
+                    .coupon_redeemed(&redeemed.coupon)
+                    .map_err(Unsettled::Ledger)?
+                {
+                    Some(first) => Err(FactRefused::CouponAlreadyRedeemed {
+                        coupon: redeemed.coupon.clone(),
+                        seq: first.seq,
+                        at_ms: first.at_ms,
+                    }
+                    .into()),
+                    None => Ok(()),
+                }
+            }
+            StoreFact::Movement(_)
+            | StoreFact::Sale(_)
+            | StoreFact::Return(_)
+            | StoreFact::ConsentChanged(_)
+            | StoreFact::CouponRedeemed(_) => Ok(()),
         }
     }
 
@@ -311,6 +368,18 @@ impl StoreFact {
                 });
                 effects
             }
+            StoreFact::ConsentChanged(change) => vec![Effect::ConsentChanged {
+                customer_id: &change.customer_id,
+                purpose: change.purpose,
+                granted: change.granted,
+                at_ms: change.at_ms,
+            }],
+            StoreFact::CouponRedeemed(redeemed) if redeemed.single_use => {
+                vec![Effect::CouponRedeemed {
+                    coupon: &redeemed.coupon,
+                }]
+            }
+            StoreFact::CouponRedeemed(_) => Vec::new(),
         }
     }
 
@@ -323,6 +392,8 @@ impl StoreFact {
             StoreFact::CycleCount(count) => serde_json::to_string(&count.recorded),
             StoreFact::Loyalty(op) => serde_json::to_string(&op.recorded),
             StoreFact::PickupCollected(pickup) => serde_json::to_string(pickup),
+            StoreFact::ConsentChanged(change) => serde_json::to_string(change),
+            StoreFact::CouponRedeemed(redeemed) => serde_json::to_string(redeemed),
         }
     }
 
@@ -361,6 +432,17 @@ impl StoreFact {
             StoreFact::PickupCollected(pickup) => serde_json::to_string(&PickupAnswer {
                 order_id: &pickup.order_id,
                 lines: &pickup.lines,
+            }),
+            StoreFact::ConsentChanged(change) => serde_json::to_string(&ConsentAnswer {
+                customer_id: &change.customer_id,
+                purpose: change.purpose,
+                granted: change.granted,
+                at: &change.at,
+            }),
+            StoreFact::CouponRedeemed(redeemed) => serde_json::to_string(&CouponAnswer {
+                coupon: &redeemed.coupon,
+                scheme: redeemed.scheme,
+                single_use: redeemed.single_use,
             }),
         }
     }
@@ -404,6 +486,21 @@ struct LoyaltyAnswer<'a> {
 struct PickupAnswer<'a> {
     order_id: &'a str,
     lines: &'a [HandedOverLine],
+}
+
+#[derive(Serialize)]
+struct ConsentAnswer<'a> {
+    customer_id: &'a str,
+    purpose: ConsentPurpose,
+    granted: bool,
+    at: &'a str,
+}
+
+#[derive(Serialize)]
+struct CouponAnswer<'a> {
+    coupon: &'a str,
+    scheme: coupons::CouponScheme,
+    single_use: bool,
 }
 
 /// Sum the lines naming the same SKU (a count sheet may list an item on two shelves; two GTINs

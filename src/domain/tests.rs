@@ -11,6 +11,7 @@ struct Memory {
     /// (customer, seq, points)
     points: Vec<(String, u64, i64)>,
     collected: HashMap<String, u64>,
+    coupons: HashMap<String, Redemption>,
 }
 
 impl Ledger for Memory {
@@ -42,6 +43,10 @@ impl Ledger for Memory {
 
     fn collected_at(&mut self, order_id: &str) -> Result<Option<u64>, Self::Error> {
         Ok(self.collected.get(order_id).copied())
+    }
+
+    fn coupon_redeemed(&mut self, coupon: &str) -> Result<Option<Redemption>, Self::Error> {
+        Ok(self.coupons.get(coupon).copied())
     }
 }
 
@@ -319,4 +324,130 @@ fn a_payload_reads_back_into_its_own_type() {
     let json = fact.payload_json().expect("serialises");
     let back: SaleRecorded = serde_json::from_str(&json).expect("parses back");
     assert_eq!(&back, recorded);
+}
+
+fn coupon(code: &str) -> StoreFact {
+    let mut redeemed = CouponRedeemed::new(coupons::parse_coupon(code).expect("a valid coupon"));
+    redeemed.by = "till-1".into();
+    StoreFact::CouponRedeemed(redeemed)
+}
+
+#[test]
+fn a_single_use_coupon_redeemed_here_before_is_refused_with_the_first_redemption() {
+    let mut ledger = Memory::default();
+    let mut first = coupon("(8110)061414100012325011000050123456");
+    first.settle(&mut ledger, 7).unwrap();
+    assert_eq!(
+        first.effects(),
+        vec![Effect::CouponRedeemed {
+            coupon: "gs1:614141:000123:123456"
+        }]
+    );
+    ledger.coupons.insert(
+        "gs1:614141:000123:123456".into(),
+        Redemption {
+            seq: 7,
+            at_ms: 1_000,
+        },
+    );
+    let mut again = coupon("]C18110061414100012325011000050123456");
+    match again.settle(&mut ledger, 8) {
+        Err(Unsettled::Refused(refused)) => {
+            assert_eq!(refused.code(), "coupon_already_redeemed");
+            assert!(refused.is_conflict());
+            assert_eq!(
+                refused,
+                FactRefused::CouponAlreadyRedeemed {
+                    coupon: "gs1:614141:000123:123456".into(),
+                    seq: 7,
+                    at_ms: 1_000
+                }
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_gs1_coupon_without_serial_is_never_refused_and_leaves_no_redemption() {
+    let mut ledger = Memory::default();
+    ledger
+        .coupons
+        .insert("gs1:614141:000123".into(), Redemption { seq: 3, at_ms: 1 });
+    let mut fact = coupon("(8110)0614141000123250110000");
+    fact.settle(&mut ledger, 9).unwrap();
+    assert!(fact.effects().is_empty());
+}
+
+#[test]
+fn plain_codes_are_single_use_and_compared_without_case() {
+    let a = coupons::parse_coupon("welcome-7q2x").unwrap();
+    let b = coupons::parse_coupon("WELCOME-7Q2X").unwrap();
+    assert_eq!(a.identity, b.identity);
+    assert!(a.single_use);
+    assert!(coupons::parse_coupon("abc").is_err(), "too short");
+    assert!(coupons::parse_coupon("WELCOME 7").is_err(), "a space");
+    assert!(matches!(
+        coupons::parse_coupon("(01)09506000134352"),
+        Err(coupons::CouponCodeError::NoCouponAi)
+    ));
+}
+
+#[test]
+fn a_consent_change_here_wins_until_central_sends_a_choice_dated_at_or_after_it() {
+    use consent::{ConsentChoice, ConsentSource, in_effect};
+    let here = ConsentChoice {
+        granted: true,
+        at_ms: 2_000,
+    };
+    let older = ConsentChoice {
+        granted: false,
+        at_ms: 1_999,
+    };
+    let same = ConsentChoice {
+        granted: false,
+        at_ms: 2_000,
+    };
+    assert_eq!(
+        in_effect(Some(older), Some(here)),
+        Some((here, ConsentSource::Store))
+    );
+    assert_eq!(
+        in_effect(Some(same), Some(here)),
+        Some((same, ConsentSource::Central))
+    );
+    assert_eq!(
+        in_effect(None, Some(here)),
+        Some((here, ConsentSource::Store))
+    );
+    assert_eq!(in_effect(None, None), None);
+}
+
+#[test]
+fn a_consent_change_takes_effect_through_its_own_effect_and_names_no_card() {
+    let fact = StoreFact::ConsentChanged(ConsentChanged {
+        customer_id: "C-88".into(),
+        purpose: ConsentPurpose::Marketing,
+        granted: true,
+        at: "2026-12-07T09:00:00.000Z".into(),
+        at_ms: 1_796_634_000_000,
+        client_key: Some("k".into()),
+        by: "till-2".into(),
+    });
+    assert_eq!(fact.event_type(), "consent.changed");
+    assert_eq!(
+        fact.effects(),
+        vec![Effect::ConsentChanged {
+            customer_id: "C-88",
+            purpose: ConsentPurpose::Marketing,
+            granted: true,
+            at_ms: 1_796_634_000_000
+        }]
+    );
+    let payload: serde_json::Value = serde_json::from_str(&fact.payload_json().unwrap()).unwrap();
+    assert_eq!(
+        payload,
+        serde_json::json!({"customer_id": "C-88", "purpose": "marketing", "granted": true,
+                           "at": "2026-12-07T09:00:00.000Z", "client_key": "k", "by": "till-2"})
+    );
 }

@@ -9,7 +9,7 @@
 use super::keys::{Claimed, UnfiledKeys};
 use super::stats::OutboxStats;
 use super::{AppendBody, AppendRequest, Appended, OutboxError, RetentionClass};
-use crate::domain::{Effect, FactRefused, Ledger, PendingPoints, Unsettled};
+use crate::domain::{Effect, FactRefused, Ledger, PendingPoints, Redemption, Unsettled};
 use rusqlite::{ErrorCode, OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
@@ -293,6 +293,31 @@ fn write_effect(
             )?
             .execute(params![order_id, as_i64(seq), wall_ms])?;
         }
+        Effect::ConsentChanged {
+            customer_id,
+            purpose,
+            granted,
+            at_ms,
+        } => {
+            // The newest change per customer and purpose is what lookups compare with central's.
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO consent_changes(customer_id, purpose, granted, at_ms, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                customer_id,
+                purpose.name(),
+                granted,
+                at_ms,
+                as_i64(seq)
+            ])?;
+        }
+        Effect::CouponRedeemed { coupon } => {
+            tx.prepare_cached(
+                "INSERT INTO coupon_redemptions(coupon, seq, wall_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![coupon, as_i64(seq), wall_ms])?;
+        }
     }
     Ok(())
 }
@@ -355,5 +380,17 @@ impl Ledger for TxLedger<'_, '_> {
             .query_row([order_id], |r| r.get::<_, i64>(0))
             .optional()?
             .map(|seq| seq.max(0) as u64))
+    }
+
+    fn coupon_redeemed(&mut self, coupon: &str) -> rusqlite::Result<Option<Redemption>> {
+        self.tx
+            .prepare_cached("SELECT seq, wall_ms FROM coupon_redemptions WHERE coupon = ?1")?
+            .query_row([coupon], |r| {
+                Ok(Redemption {
+                    seq: r.get::<_, i64>(0)?.max(0) as u64,
+                    at_ms: r.get(1)?,
+                })
+            })
+            .optional()
     }
 }

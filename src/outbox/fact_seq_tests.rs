@@ -137,7 +137,11 @@ fn an_outbox_from_before_fact_numbering_numbers_its_queued_store_facts_in_seq_or
     let path = dir.path().join("outbox.db");
     {
         let mut conn = rusqlite::Connection::open(&path).expect("open");
-        let before = &crate::outbox::MIGRATIONS[..crate::outbox::MIGRATIONS.len() - 1];
+        let step = crate::outbox::MIGRATIONS
+            .iter()
+            .position(|sql| sql.contains("ADD COLUMN fact_seq"))
+            .expect("the numbering's step");
+        let before = &crate::outbox::MIGRATIONS[..step];
         storage::migrate(&mut conn, &path, before).expect("previous schema");
         // Store facts at seq 2, 5 and 6 between telemetry, as an older agent left them.
         for (seq, class) in [(2, 0), (3, 1), (5, 0), (6, 0), (7, 1)] {

@@ -414,6 +414,25 @@ INSERT INTO meta(key, value) VALUES
     ('fact_epoch', (abs(random()) % 2147483646) + 1),
     ('last_fact_seq', (SELECT COALESCE(MAX(fact_seq), 0) FROM events));
 "#,
+    r#"
+-- ADR 0023: the newest consent change recorded here per customer and purpose (lookups compare
+-- its date with central's), and the single-use coupons redeemed here (a second redemption is
+-- refused). Both are kept after delivery: they are what the rules read, and central's copy may
+-- lag (one consent row per customer and purpose at most; docs/privacy.md says how long).
+CREATE TABLE consent_changes (
+    customer_id TEXT NOT NULL,
+    purpose     TEXT NOT NULL,
+    granted     INTEGER NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, purpose)
+) WITHOUT ROWID;
+CREATE TABLE coupon_redemptions (
+    coupon  TEXT PRIMARY KEY,
+    seq     INTEGER NOT NULL,
+    wall_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The tables whose rows carry an event's `seq`: the newest `seq` ever used is the max over them

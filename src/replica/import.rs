@@ -159,6 +159,10 @@ struct CustomerLine {
     loyalty_watermark_seq: u64,
     #[serde(default)]
     card_tokens: Vec<String>,
+    #[serde(default)]
+    consent: Option<super::consent::ConsentLine>,
+    #[serde(default)]
+    marketing: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +227,9 @@ pub(crate) enum Row {
         balance: i64,
         watermark_seq: i64,
         tokens: Vec<CardToken>,
+        consent: super::consent::CustomerConsent,
+        /// JSON text, shown only with marketing consent in effect.
+        marketing: Option<String>,
     },
     Reservation {
         order_id: String,
@@ -411,6 +418,8 @@ pub(crate) fn parse_row_from(stream: Stream, source: impl RowSource) -> Result<R
                 balance: c.loyalty_balance,
                 watermark_seq: non_negative("loyalty_watermark_seq", c.loyalty_watermark_seq)?,
                 tokens,
+                consent: super::consent::check_consent(c.consent)?,
+                marketing: super::consent::check_marketing(c.marketing)?,
             })
         }
         Stream::Reservations => {
@@ -675,12 +684,19 @@ pub(crate) fn execute_main(stmt: &mut Statement<'_>, row: &Row) -> Result<(), ru
             balance,
             watermark_seq,
             tokens: _,
+            consent,
+            marketing,
         } => stmt.execute(params![
             customer_id,
             display_name,
             tier,
             balance,
-            watermark_seq
+            watermark_seq,
+            consent.marketing.map(|c| c.granted),
+            consent.marketing.map(|c| c.at_ms),
+            consent.profiling.map(|c| c.granted),
+            consent.profiling.map(|c| c.at_ms),
+            marketing,
         ]),
         Row::Reservation {
             order_id,
@@ -733,8 +749,9 @@ fn columns_and_values(table: &str) -> &'static str {
         }
         "stock" => "(sku, on_hand, watermark_seq) VALUES (?1, ?2, ?3)",
         "customers" => {
-            "(customer_id, display_name, tier, loyalty_balance, loyalty_watermark_seq) \
-             VALUES (?1, ?2, ?3, ?4, ?5)"
+            "(customer_id, display_name, tier, loyalty_balance, loyalty_watermark_seq, \
+             consent_marketing, consent_marketing_ms, consent_profiling, consent_profiling_ms, \
+             marketing) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         }
         "card_tokens" => "(token, customer_id) VALUES (?1, ?2)",
         _ => "(order_id, line, sku, qty, status, pickup_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -6,6 +6,7 @@
 use super::{Stream, StreamState, stream_states};
 use crate::cards::{CardHasher, CardIdError};
 use crate::decode::gtin::{Gtin14, GtinError};
+use crate::domain::consent::{ConsentChoice, ConsentPurpose, ConsentSource, in_effect};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -97,7 +98,43 @@ pub struct CustomerAnswer {
     pub display_name: String,
     pub tier: Option<String>,
     pub loyalty: LoyaltyBalance,
+    /// Every purpose's choice in effect, always: the till asks when there is none.
+    pub consent: ConsentState,
+    /// Segments and personal offers, only while marketing consent is in effect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marketing: Option<super::consent::Marketing>,
     pub freshness: Freshness,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConsentState {
+    pub marketing: PurposeState,
+    pub profiling: PurposeState,
+}
+
+/// One purpose: `granted` false with no date when the customer never chose.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PurposeState {
+    pub granted: bool,
+    pub at_ms: Option<i64>,
+    pub source: Option<ConsentSource>,
+}
+
+impl PurposeState {
+    fn of(choice: Option<(ConsentChoice, ConsentSource)>) -> PurposeState {
+        match choice {
+            Some((c, source)) => PurposeState {
+                granted: c.granted,
+                at_ms: Some(c.at_ms),
+                source: Some(source),
+            },
+            None => PurposeState {
+                granted: false,
+                at_ms: None,
+                source: None,
+            },
+        }
+    }
 }
 
 /// What a lookup found; `NotFound` carries freshness too, since "not found in a replica that
@@ -481,18 +518,68 @@ pub fn customer_by_id(
         now_ms,
         stale_after,
     );
-    let row: Option<(String, String, Option<String>, i64, i64)> = conn
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        i64,
+        i64,
+        [Option<ConsentChoice>; 2],
+    );
+    let row: Option<(Row, Option<String>)> = conn
         .prepare_cached(
-            "SELECT customer_id, display_name, tier, loyalty_balance, loyalty_watermark_seq
+            "SELECT customer_id, display_name, tier, loyalty_balance, loyalty_watermark_seq,
+                    consent_marketing, consent_marketing_ms, consent_profiling,
+                    consent_profiling_ms, marketing
              FROM customers WHERE customer_id = ?1",
         )?
         .query_row([customer_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            let central = [
+                super::consent::stored(r.get(5)?, r.get(6)?),
+                super::consent::stored(r.get(7)?, r.get(8)?),
+            ];
+            Ok((
+                (
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    central,
+                ),
+                r.get(9)?,
+            ))
         })
         .optional()?;
-    let Some((customer_id, display_name, tier, central_balance, watermark)) = row else {
+    let Some(((customer_id, display_name, tier, central_balance, watermark, central), marketing)) =
+        row
+    else {
         return Ok(Answer::NotFound { freshness: fresh });
     };
+    let mut store: [Option<ConsentChoice>; 2] = [None, None];
+    let mut stmt = conn.prepare_cached(
+        "SELECT purpose, granted, at_ms FROM facts.consent_changes WHERE customer_id = ?1",
+    )?;
+    let mut rows = stmt.query([&customer_id])?;
+    while let Some(r) = rows.next()? {
+        let purpose: String = r.get(0)?;
+        let at = ConsentPurpose::ALL.iter().position(|p| p.name() == purpose);
+        if let Some(at) = at {
+            store[at] = Some(ConsentChoice {
+                granted: r.get(1)?,
+                at_ms: r.get(2)?,
+            });
+        }
+    }
+    let consent = ConsentState {
+        marketing: PurposeState::of(in_effect(central[0], store[0])),
+        profiling: PurposeState::of(in_effect(central[1], store[1])),
+    };
+    // Stored as checked JSON; a row that no longer parses shows nothing rather than failing
+    // the lookup.
+    let marketing = marketing
+        .filter(|_| consent.marketing.granted)
+        .and_then(|text| serde_json::from_str(&text).ok());
     let pending: i64 = conn
         .prepare_cached("SELECT COALESCE(SUM(points), 0) FROM facts.loyalty_ops WHERE customer_id = ?1 AND seq > ?2")?
         .query_row(params![customer_id, watermark], |r| r.get(0))?;
@@ -506,6 +593,8 @@ pub fn customer_by_id(
             pending_local: pending,
             watermark_seq: watermark.max(0) as u64,
         },
+        consent,
+        marketing,
         freshness: fresh,
     }))
 }

@@ -4,6 +4,7 @@
 //! rather than repaired.
 
 pub mod apply;
+pub mod consent;
 pub mod delta;
 pub mod import;
 pub mod lookup;
@@ -84,7 +85,30 @@ pub(crate) fn migrations() -> Vec<String> {
         first,
         CUSTOMERS_TOKEN_LIST.to_owned(),
         customers_without_token_list(),
+        customers_with_consent(),
     ]
+}
+
+/// Step 4: consent choices with their dates and the marketing data they guard (ADR 0023). The
+/// table is rebuilt from [`table_ddl`] rather than altered, so a replica created by step 1 of
+/// today (which already has the columns) and one of an older schema end up identical.
+fn customers_with_consent() -> String {
+    let mut step = String::new();
+    for (_, ddl) in table_ddl(Stream::Customers, "__v4")
+        .into_iter()
+        .filter(|(table, _)| *table == "customers")
+    {
+        step.push_str(&ddl);
+        step.push_str(";\n");
+    }
+    step.push_str(
+        "INSERT INTO customers__v4 (customer_id, display_name, tier, loyalty_balance, \
+         loyalty_watermark_seq) SELECT customer_id, display_name, tier, loyalty_balance, \
+         loyalty_watermark_seq FROM customers;\n\
+         DROP TABLE customers;\n\
+         ALTER TABLE customers__v4 RENAME TO customers;\n",
+    );
+    step
 }
 
 /// Step 2 (kept as it shipped): customers carried the list of their card tokens, so that a delta
@@ -114,6 +138,7 @@ fn customers_without_token_list() -> String {
         step.push_str(&ddl);
         step.push_str(";\n");
     }
+    // Only the columns of step 3: the table is created as today's DDL has it.
     step.push_str(
         "INSERT INTO customers__v3 (customer_id, display_name, tier, loyalty_balance, \
          loyalty_watermark_seq) SELECT customer_id, display_name, tier, loyalty_balance, \
@@ -158,7 +183,9 @@ pub(crate) fn table_ddl(stream: Stream, suffix: &str) -> Vec<(&'static str, Stri
                 "customers",
                 format!(
                     "CREATE TABLE customers{suffix} (customer_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, \
-                     tier TEXT, loyalty_balance INTEGER NOT NULL, loyalty_watermark_seq INTEGER NOT NULL) \
+                     tier TEXT, loyalty_balance INTEGER NOT NULL, loyalty_watermark_seq INTEGER NOT NULL, \
+                     consent_marketing INTEGER, consent_marketing_ms INTEGER, \
+                     consent_profiling INTEGER, consent_profiling_ms INTEGER, marketing TEXT) \
                      WITHOUT ROWID"
                 ),
             ),

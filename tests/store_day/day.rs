@@ -161,8 +161,8 @@ fn describe_expect(expect: &Expect, after_unknown: bool) -> String {
         Expect::CountRace { .. } => {
             "201, expected = on-hand before + the round's facts with a smaller seq".to_owned()
         }
-        Expect::CollectRace { answer } => {
-            format!("exactly one 201 ⊇ {answer}, the others 409 already_collected")
+        Expect::CollectRace { answer, refused } => {
+            format!("exactly one 201 ⊇ {answer}, the others 409 {refused}")
         }
     }
 }
@@ -567,12 +567,15 @@ impl<'a> Day<'a> {
         if alive {
             let mut products = BTreeSet::new();
             let mut customers = BTreeSet::new();
+            let mut consenting = BTreeSet::new();
             for op in &ops {
                 products.extend(op.effect.stock.iter().map(|(p, _)| *p));
                 customers.extend(op.effect.points.iter().map(|(c, _)| *c));
+                consenting.extend(op.effect.consent.iter().map(|(c, _, _)| *c));
             }
             self.check_stock(&products.into_iter().collect::<Vec<_>>());
             self.check_balances(&customers.into_iter().collect::<Vec<_>>());
+            self.check_consent(&consenting.into_iter().collect::<Vec<_>>());
             self.check_outbox();
         }
         alive
@@ -658,12 +661,13 @@ impl<'a> Day<'a> {
                 Outcome::Answered { status, body } => {
                     let refusal = match &expect {
                         Expect::LoyaltyRace { refusal, .. } => refusal.as_deref().cloned(),
-                        _ => Some(Expect::Error {
+                        Expect::CollectRace { refused, .. } => Some(Expect::Error {
                             status: 409,
-                            code: "already_collected".to_owned(),
+                            code: refused.clone(),
                             field: None,
                             details: json!({}),
                         }),
+                        _ => None,
                     };
                     match refusal {
                         Some(r) if check(&r, *status, body, false).is_none() => {}
@@ -705,10 +709,24 @@ impl<'a> Day<'a> {
                     }
                 }
             }
-            Expect::CollectRace { answer } => {
+            Expect::CollectRace { answer, .. } => {
                 for (op, body) in &won {
                     if let Some(why) = check(&Expect::Created(answer.clone()), 201, body, false) {
                         wrong.push(format!("{}: {why}", self.shop.tills[op.till].name));
+                    }
+                }
+                // A refusal that names the first fact names the winner.
+                if let [(_, winner)] = won.as_slice() {
+                    for (op, outcome) in race {
+                        if let Outcome::Answered { status: 409, body } = outcome
+                            && let Some(seq) = body["error"]["details"].get("seq")
+                            && seq != &winner["seq"]
+                        {
+                            wrong.push(format!(
+                                "{} was refused naming seq {seq}, the winner's is {}",
+                                self.shop.tills[op.till].name, winner["seq"]
+                            ));
+                        }
                     }
                 }
             }
@@ -978,6 +996,50 @@ impl<'a> Day<'a> {
         }
     }
 
+    /// Each purpose's consent in effect, and the marketing data shown exactly when marketing
+    /// consent is.
+    fn check_consent(&mut self, customers: &[usize]) {
+        let paths: Vec<String> = customers
+            .iter()
+            .map(|c| format!("/v1/customers/by-card/{}", self.shop.customers[*c].card))
+            .collect();
+        let answers = self.lookups(&paths);
+        for ((&c, path), outcome) in customers.iter().zip(&paths).zip(answers) {
+            let id = &self.shop.customers[c].id;
+            let marketing = self.model.consent(self.shop, c, 0);
+            let want = json!({
+                "marketing": marketing,
+                "profiling": self.model.consent(self.shop, c, 1),
+                "data": if marketing { shop::marketing_of(id) } else { Value::Null },
+            });
+            let got = match &outcome {
+                Outcome::Answered { status: 200, body } => Some(json!({
+                    "marketing": body["consent"]["marketing"]["granted"],
+                    "profiling": body["consent"]["profiling"]["granted"],
+                    "data": body.get("marketing").cloned().unwrap_or(Value::Null),
+                })),
+                _ => None,
+            };
+            if got.as_ref() == Some(&want) {
+                continue;
+            }
+            self.mismatch(
+                "a customer's consent or marketing data after a round differs".to_owned(),
+                format!(
+                    "GET {} ({id})",
+                    path.replace(&self.shop.customers[c].card, "<card>")
+                ),
+                want.to_string(),
+                got.as_ref()
+                    .map_or_else(|| outcome.describe(), |g| g.to_string()),
+            );
+            // Follow the agent from here, so one divergence is reported once.
+            if let Some(g) = got {
+                self.model.consent[c] = [g["marketing"].as_bool(), g["profiling"].as_bool()];
+            }
+        }
+    }
+
     fn check_pickups(&mut self) {
         let paths: Vec<String> = self
             .shop
@@ -1068,6 +1130,7 @@ impl<'a> Day<'a> {
         self.check_stock(&products);
         let customers: Vec<usize> = (0..self.shop.customers.len()).collect();
         self.check_balances(&customers);
+        self.check_consent(&customers);
     }
 }
 

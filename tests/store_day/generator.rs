@@ -7,9 +7,10 @@
 //! is recorded). A customer and a pickup order are used by one till per round — except in the
 //! deliberate contention rounds: N tills burn the same points from one balance (how many win
 //! does not depend on the order), tills earn and burn from one balance within what it allows
-//! (all win), K tills hand over one order (one wins), one till counts items the others sell
-//! and return. The answers' seqs then give the order the writer took, and each answer must be
-//! the one that order implies (`balance_after`, a count's `expected`).
+//! (all win), K tills hand over one order or redeem one single-use coupon (one wins), one till
+//! counts items the others sell and return. The answers' seqs then give the order the writer
+//! took, and each answer must be the one that order implies (`balance_after`, a count's
+//! `expected`).
 
 use crate::model::{Effect, Model, Route, Scope};
 use crate::shop::{LineStatus, Shop};
@@ -50,8 +51,10 @@ pub enum Expect {
     /// before the round plus every fact of the round with a smaller seq (`before`: product,
     /// on-hand before the round, counted).
     CountRace { before: Vec<(usize, i64, i64)> },
-    /// One of K tills handing over one order: exactly one 201 with `answer`, the others 409.
-    CollectRace { answer: Value },
+    /// K tills taking one thing at once (handing over one order, redeeming one single-use
+    /// coupon): exactly one 201 with `answer`, the others 409 `refused`, whose `details.seq`,
+    /// when they carry one, is the winner's.
+    CollectRace { answer: Value, refused: String },
 }
 
 impl Expect {
@@ -139,6 +142,9 @@ struct Locks {
     touched: HashSet<usize>,
     customers: HashSet<usize>,
     orders: HashSet<usize>,
+    /// Coupons redeemed this round (one till each: a second redemption's answer depends on
+    /// which came first).
+    coupons: HashSet<usize>,
     /// Products counted in a count race: the other tills sell and return them on purpose.
     raced: Vec<usize>,
 }
@@ -210,10 +216,11 @@ impl<'a> Generator<'a> {
         let mut ops: Vec<Option<Op>> = vec![None; tills];
         let mut racing = false;
         if allow_race && self.rng.random_bool(0.1) {
-            let race = match self.rng.random_range(0..4) {
+            let race = match self.rng.random_range(0..5) {
                 0 => self.burn_race(model, &mut locks),
                 1 => self.loyalty_race(model, &mut locks),
                 2 => self.collect_race(model, &mut locks),
+                3 => self.coupon_race(model, &mut locks),
                 _ => self.count_race(model, &mut locks),
             };
             for op in race.into_iter().flatten() {
@@ -246,7 +253,8 @@ impl<'a> Generator<'a> {
         let scoped = self.knobs.scoped_keys;
         let pick = self.rng.random_range(0..100);
         let op = match pick {
-            0..34 => Some(self.sale(locks, till)),
+            0..28 => Some(self.sale(locks, till)),
+            28..34 => self.coupon(model, locks, till),
             34..43 => Some(self.ret(model, locks, till)),
             43..50 => self.collect(model, locks, till),
             50..56 => self.count(model, locks, till),
@@ -258,6 +266,7 @@ impl<'a> Generator<'a> {
             84..86 if scoped => self.other_route_key(model, locks, till),
             86..89 => self.unused_key(model, locks, till),
             89..95 => Some(self.invalid(till)),
+            95..100 => self.consent(locks, till),
             _ => None,
         };
         op.unwrap_or_else(|| self.sale(locks, till))
@@ -272,6 +281,8 @@ impl<'a> Generator<'a> {
             Route::Count => self.count(model, locks, till),
             Route::Earn => self.earn(model, locks, till),
             Route::Burn => self.burn(model, locks, till),
+            Route::Consent => self.consent(locks, till),
+            Route::Coupon => self.coupon(model, locks, till),
         }
     }
 
@@ -817,6 +828,67 @@ impl<'a> Generator<'a> {
     }
 
     // ---------------------------------------------------------------------------------------
+    // Consent and coupons
+
+    /// A customer allows or withdraws marketing (mostly) or profiling at the till.
+    fn consent(&mut self, locks: &mut Locks, till: usize) -> Option<Op> {
+        let c = self.customer(locks)?;
+        let purpose = usize::from(self.rng.random_bool(0.25));
+        let granted = self.rng.random_bool(0.5);
+        let name = ["marketing", "profiling"][purpose];
+        let key = self.key(till, Route::Consent);
+        let id = &self.shop.customers[c].id;
+        let mut op = self.op(
+            till,
+            Route::Consent,
+            &format!("/v1/customers/{id}/consent"),
+            json!({"client_key": key, "purpose": name, "granted": granted}),
+            Expect::Created(json!({"customer_id": id, "purpose": name, "granted": granted})),
+        );
+        op.effect.consent = Some((c, purpose, granted));
+        Some(op)
+    }
+
+    /// A coupon taken on a ticket, in one of its forms: a single-use one already redeemed
+    /// today is refused with the first redemption's seq.
+    fn coupon(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Option<Op> {
+        let shop = self.shop;
+        let i = (0..10)
+            .map(|_| self.rng.random_range(0..shop.coupons.len()))
+            .find(|i| locks.coupons.insert(*i))?;
+        let coupon = &shop.coupons[i];
+        let code = coupon.forms.choose(&mut self.rng)?.clone();
+        let key = self.key(till, Route::Coupon);
+        let mut body = json!({"client_key": key, "code": code});
+        if self.rng.random_bool(0.6) {
+            body["receipt"] = json!(format!("R-{}", self.next_key));
+        }
+        if self.rng.random_bool(0.3) {
+            let c = self.rng.random_range(0..shop.customers.len());
+            let (field, who) = self.who(c);
+            body["customer"] = json!({field: who});
+        }
+        let first = model.redeemed.get(&coupon.identity);
+        let expect = match first {
+            Some(seq) if coupon.single_use => Expect::error(
+                409,
+                "coupon_already_redeemed",
+                None,
+                json!({"coupon": coupon.identity, "seq": seq}),
+            ),
+            _ => {
+                Expect::Created(json!({"coupon": coupon.identity, "single_use": coupon.single_use}))
+            }
+        };
+        let applies = matches!(expect, Expect::Created(_));
+        let mut op = self.op(till, Route::Coupon, "/v1/coupons/redeem", body, expect);
+        if applies && coupon.single_use {
+            op.effect.coupon = Some(coupon.identity.clone());
+        }
+        Some(op)
+    }
+
+    // ---------------------------------------------------------------------------------------
     // Keys used again
 
     /// A till retries a request that was answered: the first answer comes back.
@@ -930,7 +1002,7 @@ impl<'a> Generator<'a> {
         let p = self.rng.random_range(0..shop.products.len());
         let sku = shop.products[p].sku.clone();
         let c = self.rng.random_range(0..shop.customers.len());
-        let kind = self.rng.random_range(0..13);
+        let kind = self.rng.random_range(0..15);
         let route = match kind {
             0..4 | 12 => Route::Sale,
             4 => {
@@ -945,6 +1017,8 @@ impl<'a> Generator<'a> {
             7 => Route::Burn,
             10 => Route::Sale,
             11 => Route::Count,
+            13 => Route::Consent,
+            14 => Route::Coupon,
             _ => Route::Collect,
         };
         let key = self.key(till, route);
@@ -1054,6 +1128,29 @@ impl<'a> Generator<'a> {
                 Expect::error(404, "not_found", None, json!({})),
                 "a ticket naming a card nobody holds",
             ),
+            13 => (
+                "/v1/customers/C-NOBODY/consent".to_owned(),
+                json!({"client_key": key, "purpose": "marketing", "granted": true}),
+                Expect::error(404, "not_found", None, json!({})),
+                "consent of an unknown customer",
+            ),
+            14 => {
+                let code = *[
+                    // The serial's length indicator promises 6 digits; 3 follow.
+                    "(8110)061414100012325011000050123",
+                    "(01)09506000134352",
+                    "NO SPACES",
+                    "ab",
+                ]
+                .choose(&mut self.rng)
+                .unwrap_or(&"ab");
+                (
+                    "/v1/coupons/redeem".to_owned(),
+                    json!({"client_key": key, "code": code}),
+                    Expect::error(400, "invalid_field", Some("code"), json!({})),
+                    "malformed coupon",
+                )
+            }
             _ => (
                 "/v1/returns".to_owned(),
                 json!({"client_key": key, "lines": [{"sku": sku, "qty": 1, "colour": "red"}]}),
@@ -1193,6 +1290,49 @@ impl<'a> Generator<'a> {
         Some(vec![op])
     }
 
+    /// Several tills redeem one single-use coupon not taken yet, each in a form of its own.
+    fn coupon_race(&mut self, model: &Model, locks: &mut Locks) -> Option<Vec<Op>> {
+        let shop = self.shop;
+        let free: Vec<usize> = (0..shop.coupons.len())
+            .filter(|i| {
+                shop.coupons[*i].single_use
+                    && !model.redeemed.contains_key(&shop.coupons[*i].identity)
+            })
+            .collect();
+        let i = *free.choose(&mut self.rng)?;
+        locks.coupons.insert(i);
+        let coupon = &shop.coupons[i];
+        let mut tills: Vec<usize> = (0..self.knobs.tills).collect();
+        rand::seq::SliceRandom::shuffle(tills.as_mut_slice(), &mut self.rng);
+        let k = self.rng.random_range(2..=self.knobs.tills.max(2));
+        let ops = tills
+            .into_iter()
+            .take(k)
+            .map(|till| {
+                let key = self.key(till, Route::Coupon);
+                let code = coupon
+                    .forms
+                    .choose(&mut self.rng)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut op = self.op(
+                    till,
+                    Route::Coupon,
+                    "/v1/coupons/redeem",
+                    json!({"client_key": key, "code": code}),
+                    Expect::CollectRace {
+                        answer: json!({"coupon": coupon.identity, "single_use": true}),
+                        refused: "coupon_already_redeemed".to_owned(),
+                    },
+                );
+                op.effect.coupon = Some(coupon.identity.clone());
+                op.label = "coupon race".to_owned();
+                op
+            })
+            .collect();
+        Some(ops)
+    }
+
     /// Several tills hand over the same order at the same moment.
     fn collect_race(&mut self, model: &Model, locks: &mut Locks) -> Option<Vec<Op>> {
         let shop = self.shop;
@@ -1226,6 +1366,7 @@ impl<'a> Generator<'a> {
                     json!({"client_key": key}),
                     Expect::CollectRace {
                         answer: answer.clone(),
+                        refused: "already_collected".to_owned(),
                     },
                 );
                 op.effect.stock = o.live().map(|l| (l.product, -l.qty)).collect();

@@ -14,16 +14,20 @@ pub enum Route {
     Count,
     Earn,
     Burn,
+    Consent,
+    Coupon,
 }
 
 impl Route {
-    pub const ALL: [Route; 6] = [
+    pub const ALL: [Route; 8] = [
         Route::Sale,
         Route::Return,
         Route::Collect,
         Route::Count,
         Route::Earn,
         Route::Burn,
+        Route::Consent,
+        Route::Coupon,
     ];
 
     pub fn short(self) -> &'static str {
@@ -34,6 +38,8 @@ impl Route {
             Route::Count => "count",
             Route::Earn => "earn",
             Route::Burn => "burn",
+            Route::Consent => "consent",
+            Route::Coupon => "coupon",
         }
     }
 }
@@ -47,6 +53,10 @@ pub struct Effect {
     pub points: Option<(usize, i64)>,
     /// An order handed over here: its reservations no longer count.
     pub collect: Option<usize>,
+    /// A consent change: (customer, purpose: 0 marketing / 1 profiling, granted).
+    pub consent: Option<(usize, usize, bool)>,
+    /// A single-use coupon taken (its identity).
+    pub coupon: Option<String>,
 }
 
 impl Effect {
@@ -96,6 +106,11 @@ pub struct Model {
     pub raced: Vec<Scope>,
     /// Keys a till sent that the agent refused (400/404/409/422): unused, free to use again.
     pub unused_keys: Vec<Scope>,
+    /// Consent changes recorded today, per customer and purpose: dated after central's, so
+    /// they are in effect.
+    pub consent: Vec<[Option<bool>; 2]>,
+    /// Single-use coupons redeemed today and the seq of the first redemption.
+    pub redeemed: HashMap<String, u64>,
     pub seqs: HashSet<u64>,
     pub ids: HashSet<String>,
     pub cap: i64,
@@ -115,6 +130,8 @@ impl Model {
             recorded: Vec::new(),
             raced: Vec::new(),
             unused_keys: Vec::new(),
+            consent: vec![[None, None]; shop.customers.len()],
+            redeemed: HashMap::new(),
             seqs: HashSet::new(),
             ids: HashSet::new(),
             cap: shop.cap,
@@ -170,10 +187,23 @@ impl Model {
                 self.burned[customer] -= points;
             }
         }
+        if let Some((customer, purpose, granted)) = effect.consent {
+            self.consent[customer][purpose] = Some(granted);
+        }
+        if let (Some(coupon), Some(seq)) = (&effect.coupon, seq) {
+            self.redeemed.entry(coupon.clone()).or_insert(seq);
+        }
         if let Some(order) = effect.collect {
             self.collected[order] = true;
             self.collected_seq[order] = seq;
         }
+    }
+
+    /// The consent in effect for a purpose: today's change, else central's, else none.
+    pub fn consent(&self, shop: &Shop, customer: usize, purpose: usize) -> bool {
+        self.consent[customer][purpose]
+            .or(shop.customers[customer].central_consent[purpose])
+            .unwrap_or(false)
     }
 
     /// The pickup status `GET /v1/pickups/{code}` must show.

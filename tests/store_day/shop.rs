@@ -30,6 +30,62 @@ pub struct Customer {
     /// The card UID, normalised (upper-case hex, no separators).
     pub card: String,
     pub central_balance: i64,
+    /// Central's consent per purpose (marketing, profiling), dated long before the day: `None`
+    /// = the customer never chose (no consent).
+    pub central_consent: [Option<bool>; 2],
+}
+
+/// A coupon of the day: the forms a till may send it in (all one coupon), the identity the
+/// agent answers, and whether it can be redeemed once only.
+pub struct Coupon {
+    pub forms: Vec<String>,
+    pub identity: String,
+    pub single_use: bool,
+}
+
+/// The date of every choice central holds: before anything a till records today.
+pub const CENTRAL_CONSENT_AT: &str = "2026-01-05T09:00:00Z";
+
+/// A few coupons, so the day redeems some more than once: plain codes (single-use, any case),
+/// serialised GS1 coupons (AI 8110 and 8112; single-use) and one without a serial (not).
+fn coupons(seed: u64) -> Vec<Coupon> {
+    let mut pool = Vec::new();
+    for i in 0..6 {
+        let code = format!("DAY{}-{i:02}X", seed % 1000);
+        pool.push(Coupon {
+            forms: vec![code.clone(), code.to_lowercase()],
+            identity: format!("plain:{code}"),
+            single_use: true,
+        });
+    }
+    for i in 0..4u64 {
+        let serial = format!("{:06}", seed % 1000 * 10 + i);
+        let data = format!("061414100012325011000050{serial}");
+        pool.push(Coupon {
+            forms: vec![
+                format!("(8110){data}"),
+                format!("]C18110{data}"),
+                format!("8110{data}"),
+            ],
+            identity: format!("gs1:614141:000123:{serial}"),
+            single_use: true,
+        });
+    }
+    let serial = format!("{:06}", seed % 997);
+    pool.push(Coupon {
+        forms: vec![format!("(8112)106141410007770{serial}")],
+        identity: format!("gs1:614141:000777:{serial}"),
+        single_use: true,
+    });
+    pool.push(Coupon {
+        forms: vec![
+            "(8110)0614141000123250110000".to_owned(),
+            "]C181100614141000123250110000".to_owned(),
+        ],
+        identity: "gs1:614141:000123".to_owned(),
+        single_use: false,
+    });
+    pool
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -109,6 +165,7 @@ pub struct Shop {
     pub auditor: Till,
     /// Per product: (order, qty) of each reserving line.
     pub reservations: Vec<Vec<(usize, i64)>>,
+    pub coupons: Vec<Coupon>,
 }
 
 impl Shop {
@@ -157,6 +214,10 @@ pub fn generate(seed: u64, tills: usize, max_lines: usize) -> Shop {
             } else {
                 rng.random_range(100..=20_000)
             },
+            central_consent: [
+                [None, Some(true), Some(false)][i % 3],
+                [None, Some(true)][i % 2],
+            ],
         })
         .collect();
     let mut orders = Vec::with_capacity(ORDERS);
@@ -236,6 +297,7 @@ pub fn generate(seed: u64, tills: usize, max_lines: usize) -> Shop {
         tills,
         auditor,
         reservations,
+        coupons: coupons(seed),
     }
 }
 
@@ -290,8 +352,17 @@ pub fn install(shop: &Shop) -> Store {
             let token = hasher
                 .token(&relais::cards::normalize_card_id(&c.card).expect("card id"))
                 .to_hex();
-            json!({"customer_id": c.id, "display_name": format!("Customer {}", c.id),
-                   "loyalty_balance": c.central_balance, "card_tokens": [token]})
+            let mut row = json!({"customer_id": c.id,
+                                 "display_name": format!("Customer {}", c.id),
+                                 "loyalty_balance": c.central_balance, "card_tokens": [token],
+                                 "marketing": marketing_of(&c.id)});
+            for (purpose, choice) in ["marketing", "profiling"].iter().zip(c.central_consent) {
+                if let Some(granted) = choice {
+                    row["consent"][*purpose] =
+                        json!({"granted": granted, "at": CENTRAL_CONSENT_AT});
+                }
+            }
+            row
         })
         .collect();
     store.import_ok("customers", "customers.ndjson", &customers);
@@ -307,4 +378,10 @@ pub fn install(shop: &Shop) -> Store {
         .collect();
     store.import_ok("reservations", "reservations.ndjson", &reservations);
     store
+}
+
+/// Central's marketing data of a customer: shown only while marketing consent is in effect.
+pub fn marketing_of(customer_id: &str) -> Value {
+    json!({"segments": [format!("seg-{}", &customer_id[customer_id.len() - 1..])],
+           "offers": [{"offer_id": format!("OF-{customer_id}"), "text": "10 % off your next visit"}]})
 }
