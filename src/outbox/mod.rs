@@ -10,6 +10,7 @@ mod append;
 mod checkpointer;
 pub mod delivery;
 mod keys;
+pub mod prune;
 pub mod stats;
 
 /// Alarm raised when the broker refuses events (they become dead letters).
@@ -393,6 +394,14 @@ DROP TABLE temp.route_of;
 INSERT INTO meta(key, value) VALUES ('unscoped_keys',
     (SELECT COUNT(*) FROM unfiled_keys WHERE fingerprint = X'00')
     + (SELECT COUNT(*) FROM idempotency WHERE fingerprint = X'00'));
+"#,
+    r#"
+-- ADR 0025: stored answers are kept `outbox.keys_keep` after they were filed, then pruned once
+-- central has their event. Keys filed before this step count from the upgrade. The index finds
+-- the oldest keys without reading the whole table (filing appends to its right edge).
+ALTER TABLE idempotency ADD COLUMN at_ms INTEGER;
+UPDATE idempotency SET at_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER);
+CREATE INDEX idempotency_by_seq ON idempotency(seq);
 "#,
 ];
 

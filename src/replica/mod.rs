@@ -230,6 +230,20 @@ pub fn stream_states(conn: &rusqlite::Connection) -> Result<Vec<StreamState>, ru
     Ok(out)
 }
 
+/// A GDPR erasure must reach every copy of the replica: a damaged one moved aside still holds
+/// the customers it had (issue 16). The replica is rebuilt from snapshots, so nothing is lost.
+/// Shared by the running agent's applier and `relais replica import` (the agent stopped).
+pub(crate) fn forget_damaged_copies(path: &std::path::Path, why: &str) {
+    let removed = crate::storage::remove_damaged_copies(path, None);
+    if !removed.is_empty() {
+        tracing::info!(
+            copies = removed.len(),
+            reason = why,
+            "damaged replica copies deleted with the erasure"
+        );
+    }
+}
+
 /// Open (creating and migrating if needed) the replica's writer connection.
 pub fn open_writer(
     path: &std::path::Path,
