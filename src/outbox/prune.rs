@@ -106,7 +106,7 @@ impl Kind {
         self != Kind::Keys
     }
 
-    /// The seq of the last of the next `?2` rows after `?1`, and the newest time among them.
+    /// The seq of the last of the next `?2` rows after `?1`, and the oldest time among them.
     fn chunk_sql(self) -> &'static str {
         match self {
             Kind::Movements => {
@@ -172,10 +172,12 @@ impl Kind {
     fn delete_sql(self) -> &'static [&'static str] {
         match self {
             Kind::Movements => &[
-                "DELETE FROM main.stock_movements WHERE seq = ?1 AND line = ?2",
+                "DELETE FROM main.stock_movements WHERE seq = ?1 AND line = ?2 AND sku = ?3",
                 "DELETE FROM main.sku_movements WHERE sku = ?3 AND seq = ?1 AND line = ?2",
             ],
-            Kind::Loyalty => &["DELETE FROM main.loyalty_ops WHERE seq = ?1 AND line = ?2"],
+            Kind::Loyalty => {
+                &["DELETE FROM main.loyalty_ops WHERE seq = ?1 AND line = ?2 AND customer_id = ?3"]
+            }
             Kind::Keys => &["DELETE FROM main.idempotency WHERE client_key = ?3 AND seq = ?1"],
             Kind::Collected => {
                 &["DELETE FROM main.collected_orders WHERE order_id = ?3 AND seq = ?1"]
@@ -438,3 +440,7 @@ fn read_only_uri(path: &Path) -> String {
     uri.push_str("?mode=ro");
     uri
 }
+
+#[cfg(test)]
+#[path = "prune_tests.rs"]
+mod tests;
