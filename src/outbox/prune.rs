@@ -52,7 +52,7 @@ const ROUND_EVERY: Duration = Duration::from_secs(600);
 /// Rows one marking or deleting transaction handles at most: a chunk of deletes is a few
 /// milliseconds (two b-trees and the marks), and the writer goes back to its channel between
 /// chunks, so a till's ticket waits for one chunk at most.
-pub(super) const PRUNE_CHUNK: i64 = 512;
+pub(super) const PRUNE_CHUNK: i64 = 256;
 
 impl PruneSettings {
     pub fn new(history_keep: Duration, keys_keep: Duration, replica: Option<PathBuf>) -> Self {

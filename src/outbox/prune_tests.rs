@@ -443,3 +443,134 @@ fn a_replica_path_with_uri_characters_is_attached_as_itself() {
         "file:/var/lib/re%25lais%3F%23/replica %C3%A9.db?mode=ro"
     );
 }
+
+/// 200,000 movements central counted a day ago, filed by SKU, over 500 SKUs whose replica
+/// baseline covers them all.
+fn seed_history(store: &Store, rows: i64) {
+    crate::outbox::writer::migrate_only(&store.outbox).expect("migrate");
+    let mut conn =
+        crate::storage::open_writer(&store.outbox, crate::storage::Durability::StoreFacts)
+            .expect("outbox");
+    let day_ago = crate::storage::now_unix_ms() - 86_400_000;
+    let tx = conn.transaction().expect("tx");
+    {
+        let mut movement = tx
+            .prepare(
+                "INSERT INTO stock_movements(seq, line, sku, delta, kind, wall_ms)
+                 VALUES (?1, 0, ?2, -1, 'sale', ?3)",
+            )
+            .expect("prepare");
+        let mut filed = tx
+            .prepare("INSERT INTO sku_movements(sku, seq, line, delta) VALUES (?1, ?2, 0, -1)")
+            .expect("prepare");
+        for seq in 1..=rows {
+            let sku = format!("SKU-{}", seq % 500);
+            movement
+                .execute(params![seq, sku, day_ago])
+                .expect("movement");
+            filed.execute(params![sku, seq]).expect("filed");
+        }
+    }
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key IN ('sku_indexed_upto', 'last_seq')",
+        [rows],
+    )
+    .expect("meta");
+    tx.commit().expect("commit");
+    let replica = crate::replica::open_writer(&store.replica).expect("replica");
+    for sku in 0..500 {
+        replica
+            .execute(
+                "INSERT INTO stock(sku, on_hand, watermark_seq) VALUES (?1, 1000, ?2)",
+                params![format!("SKU-{sku}"), rows],
+            )
+            .expect("stock");
+    }
+}
+
+/// Four tills record five-line tickets, each every 150–450 ms (a Saturday rush is one every
+/// few seconds per till), until `done` says so; returns every ticket's latency.
+fn four_tills(handle: &OutboxHandle, done: &(dyn Fn() -> bool + Sync)) -> Vec<Duration> {
+    std::thread::scope(|scope| {
+        let tills: Vec<_> = (0..4u64)
+            .map(|till| {
+                let handle = handle.clone();
+                scope.spawn(move || {
+                    let mut latencies = Vec::new();
+                    let mut n = till;
+                    while !done() {
+                        let skus: Vec<String> = (0..5)
+                            .map(|i| format!("SKU-{}", (n % 500 + i * 7) % 500))
+                            .collect();
+                        let lines: Vec<(&str, i64)> =
+                            skus.iter().map(|s| (s.as_str(), 1)).collect();
+                        let started = Instant::now();
+                        handle.append_blocking(ticket(&lines)).expect("ticket");
+                        latencies.push(started.elapsed());
+                        n = n
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695);
+                        std::thread::sleep(Duration::from_millis(150 + (n >> 33) % 300));
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        tills
+            .into_iter()
+            .flat_map(|t| t.join().expect("till"))
+            .collect()
+    })
+}
+
+fn percentile(latencies: &mut [Duration], p: f64) -> Duration {
+    latencies.sort();
+    let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+    latencies.get(i).copied().unwrap_or_default()
+}
+
+#[test]
+fn pruning_200k_movements_while_four_tills_record_tickets_keeps_each_tickets_latency() {
+    const ROWS: i64 = 200_000;
+    let store = Store::new(&[]);
+    seed_history(&store, ROWS);
+    // Before: the same outbox and load, nothing to prune (no replica to read watermarks from).
+    let mut before_settings = store.settings(KEEP, KEEP);
+    before_settings.prune.replica = None;
+    let (handle, writer) = OutboxWriter::start(&store.outbox, before_settings).expect("writer");
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut before = four_tills(&handle, &|| Instant::now() >= until);
+    drop(handle);
+    writer.join();
+    assert_eq!(store.pruned("stock_movements"), 0);
+
+    let (handle, writer) = store.start();
+    let started = Instant::now();
+    let give_up = started + Duration::from_secs(240);
+    let mut during = four_tills(&handle, &|| {
+        store.pruned("stock_movements") >= ROWS || Instant::now() >= give_up
+    });
+    let took = started.elapsed();
+    drop(handle);
+    writer.join();
+    assert_eq!(
+        store.pruned("stock_movements"),
+        ROWS,
+        "not all pruned in {took:?}"
+    );
+    assert_eq!(store.pruned("sku_movements"), ROWS);
+    let (p50_before, p99_before) = (percentile(&mut before, 0.5), percentile(&mut before, 0.99));
+    let (p50_during, p99_during) = (percentile(&mut during, 0.5), percentile(&mut during, 0.99));
+    println!(
+        "pruning {ROWS} rows took {took:?} under 4 tills; tickets before: {} p50 {p50_before:?} \
+         p99 {p99_before:?}; during: {} p50 {p50_during:?} p99 {p99_during:?} max {:?}",
+        before.len(),
+        during.len(),
+        during.iter().max().copied().unwrap_or_default()
+    );
+    // A ticket waits for one chunk at most: a few milliseconds, not the whole prune.
+    assert!(
+        p99_during <= p99_before + Duration::from_millis(50),
+        "p99 {p99_before:?} before, {p99_during:?} while pruning"
+    );
+}
