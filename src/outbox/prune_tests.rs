@@ -574,3 +574,62 @@ fn pruning_200k_movements_while_four_tills_record_tickets_keeps_each_tickets_lat
         "p99 {p99_before:?} before, {p99_during:?} while pruning"
     );
 }
+
+fn handed_over(order: &str) -> AppendRequest {
+    AppendRequest::fact(StoreFact::PickupCollected(crate::domain::PickupCollected {
+        order_id: order.into(),
+        pickup_code: format!("PU-{order}"),
+        lines: vec![crate::domain::HandedOverLine {
+            line: 1,
+            sku: "MILK".into(),
+            qty: 2,
+            status: "picked".into(),
+        }],
+        was_ready: true,
+        client_key: None,
+        by: "till-1".into(),
+    }))
+}
+
+#[test]
+fn a_hand_over_record_goes_once_central_no_longer_lists_the_order_and_one_still_listed_stays() {
+    let store = Store::new(&[("MILK", 100, 0)]);
+    {
+        let conn = crate::replica::open_writer(&store.replica).expect("replica");
+        for order in ["WEB-1", "WEB-2"] {
+            conn.execute(
+                "INSERT INTO reservations(order_id, line, sku, qty, status, pickup_code)
+                 VALUES (?1, 1, 'MILK', 2, 'picked', 'PU-' || ?1)",
+                [order],
+            )
+            .expect("reservation");
+        }
+    }
+    let (handle, writer) = store.start();
+    let first = handle.append_blocking(handed_over("WEB-1")).expect("WEB-1");
+    let second = handle.append_blocking(handed_over("WEB-2")).expect("WEB-2");
+    // Central has both hand-overs and has closed WEB-1; WEB-2 is still in its stream.
+    {
+        let conn = crate::replica::open_writer(&store.replica).expect("replica");
+        conn.execute("DELETE FROM reservations WHERE order_id = 'WEB-1'", [])
+            .expect("delta");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
+    rt.block_on(handle.delivered(vec![[first.seq, second.seq]]))
+        .expect("delivered");
+    store.wait_pruned("collected_orders", 1);
+    assert_eq!(
+        store.rows("SELECT COUNT(*) FROM collected_orders WHERE order_id = 'WEB-2'"),
+        1
+    );
+    // The record kept still stops a second hand-over of the order central lists.
+    let again = handle.append_blocking(handed_over("WEB-2"));
+    assert!(
+        matches!(&again, Err(crate::outbox::OutboxError::Refused(_))),
+        "{again:?}"
+    );
+    drop(handle);
+    writer.join();
+}
