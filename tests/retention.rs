@@ -2,11 +2,14 @@
 //! Personal data and history kept no longer than needed (issue 18, item 8), through the real
 //! binary: sales central has counted go once the retention passed while the shelf shows the
 //! same stock, `relais outbox stats` shows it, and an erasure imported by hand reaches the
-//! damaged copies of the replica.
+//! damaged copies of the replica, and a till's key replays until its retention passed and
+//! central has the fact.
 
+#[path = "common/broker.rs"]
+mod broker;
 mod common;
 
-use common::{Agent, Store, assert_success, gtin14, product, stock};
+use common::{Agent, Settings, Store, assert_success, gtin14, product, stock};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -187,4 +190,57 @@ fn a_customers_snapshot_imported_by_hand_deletes_the_damaged_replica_copies_hold
         )
         .unwrap();
     assert_eq!(left, 0);
+}
+
+#[test]
+fn a_retry_within_the_key_retention_replays_and_one_after_it_once_central_has_the_fact_is_a_new_fact()
+ {
+    if !broker::available() {
+        eprintln!("mosquitto is not installed (scripts/test.sh installs it); skipping");
+        return;
+    }
+    let broker = broker::Broker::start(broker::BrokerOptions::default());
+    // PUBACK is central's acknowledgment here: a delivered event leaves the outbox at once.
+    let store = Store::with(Settings {
+        sync: format!("broker = \"{}\"\nack = \"puback\"\n", broker.url()),
+        ..Settings::default()
+    });
+    let mut config = std::fs::read_to_string(&store.config).unwrap();
+    config.push_str("\n[outbox]\nkeys_keep = \"1s\"\n");
+    std::fs::write(&store.config, config).unwrap();
+    store.import_ok(
+        "products",
+        "products.ndjson",
+        &[product(&gtin14(ITEMS[0].0), ITEMS[0].1, "Milk")],
+    );
+    let agent = store.start();
+    let sale = json!({"sku": ITEMS[0].1, "kind": "sale", "qty": 2, "client_key": "t1/r1"});
+    let (status, first) = agent.post_movement(&sale);
+    assert_eq!(status, 201, "{first}");
+    let (status, retry) = agent.post_movement(&sale);
+    assert_eq!(status, 200, "within the retention: {retry}");
+    assert_eq!(retry["replayed"], true);
+    assert_eq!(retry["id"], first["id"]);
+
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = retention(&store, "idempotency");
+        if keys["pruned"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "key not pruned after 30 s: {keys}, {}",
+            store.outbox_stats()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, again) = agent.post_movement(&sale);
+    assert_eq!(
+        status, 201,
+        "past the retention, central has it: a new fact: {again}"
+    );
+    assert_ne!(again["id"], first["id"]);
+    assert!(again["seq"].as_u64() > first["seq"].as_u64(), "{again}");
+    agent.terminate();
 }
