@@ -148,7 +148,7 @@ fn sales_central_has_counted_are_pruned_after_the_retention_and_the_shelf_shows_
 }
 
 #[test]
-fn a_customers_snapshot_imported_by_hand_deletes_the_damaged_replica_copies_holding_the_erased_customer()
+fn a_customers_snapshot_imported_by_hand_deletes_the_damaged_replica_copies_and_cut_downloads_holding_the_erased_customer()
  {
     let store = Store::new();
     let customers = |ids: &[&str]| -> Vec<Value> {
@@ -169,6 +169,10 @@ fn a_customers_snapshot_imported_by_hand_deletes_the_damaged_replica_copies_hold
     // The outbox's copy may hold undelivered facts: it is kept to its own retention.
     let outbox_aside = store.data_dir.join("outbox.db.damaged-1765000000");
     std::fs::write(&outbox_aside, b"store facts").unwrap();
+    // A customers snapshot whose download was cut holds C-2 as well.
+    std::fs::create_dir_all(store.data_dir.join("snapshots")).unwrap();
+    let part = store.data_dir.join("snapshots/customers-41.ndjson.part");
+    std::fs::write(&part, b"{\"customer_id\":\"C-2\"").unwrap();
 
     // Central's snapshot without C-2: an erasure, imported with the agent stopped.
     store.import_ok("customers", "customers-2.ndjson", &customers(&["C-1"]));
@@ -177,6 +181,10 @@ fn a_customers_snapshot_imported_by_hand_deletes_the_damaged_replica_copies_hold
         "the damaged copy still holds the erased customer"
     );
     assert!(!aside_wal.exists());
+    assert!(
+        !part.exists(),
+        "the cut download still holds the erased customer"
+    );
     assert!(
         outbox_aside.exists(),
         "the outbox's damaged copy is not the replica's"

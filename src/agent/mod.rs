@@ -590,7 +590,7 @@ pub(crate) fn start_sync(config: &Config, parts: &running::Parts) -> Option<runn
         applier: parts.applier.clone(),
         snapshots,
         snapshot_url: config.sync.snapshot_url.clone(),
-        snapshot_dir: parts.paths.dir.join("snapshots"),
+        snapshot_dir: parts.paths.dir.join(storage::SNAPSHOTS_DIR),
         shared: Arc::clone(shared),
     });
     let tunables = Arc::clone(&parts.tunables);
