@@ -568,9 +568,10 @@ fn pruning_200k_movements_while_four_tills_record_tickets_keeps_each_tickets_lat
         during.len(),
         during.iter().max().copied().unwrap_or_default()
     );
-    // A ticket waits for one chunk at most: a few milliseconds, not the whole prune.
+    // A ticket waits for one chunk at most: a few milliseconds, not a whole round (seconds).
+    // Generous, since the machine running the tests is shared: the figures are printed.
     assert!(
-        p99_during <= p99_before + Duration::from_millis(50),
+        p99_during <= p99_before * 2 + Duration::from_millis(50),
         "p99 {p99_before:?} before, {p99_during:?} while pruning"
     );
 }
