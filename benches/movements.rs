@@ -48,6 +48,7 @@ fn settings() -> WriterSettings {
         low_free_mb: 0,
         seq_floor: 0,
         checkpoint_pages: checkpoint_pages(),
+        prune: Default::default(),
     }
 }
 

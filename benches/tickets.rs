@@ -1091,6 +1091,7 @@ fn seed(outbox: &Path, n: u64, products: u64) {
             low_free_mb: 0,
             seq_floor: 0,
             checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
+            prune: Default::default(),
         },
     )
     .expect("outbox");

@@ -435,6 +435,7 @@ fn checkpoint_crash_child() {
         // Eight pages: the writer checkpoints between nearly every two groups, so a kill
         // lands in the middle of one often.
         checkpoint_pages: 8,
+        prune: Default::default(),
     };
     let (handle, _writer) =
         OutboxWriter::start(std::path::Path::new(&path), settings).expect("outbox");

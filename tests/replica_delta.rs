@@ -769,6 +769,7 @@ fn outbox_settings() -> WriterSettings {
         low_free_mb: 0,
         seq_floor: 0,
         checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
+        prune: Default::default(),
     }
 }
 

@@ -158,6 +158,11 @@ pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
             low_free_mb: config.disk.low_free_mb,
             seq_floor,
             checkpoint_pages: crate::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
+            prune: crate::outbox::prune::PruneSettings::new(
+                config.outbox.history_keep,
+                config.outbox.keys_keep,
+                Some(paths.replica.clone()),
+            ),
         },
     )?;
     let readers = ReaderPool::start(&paths.replica, &paths.outbox, config.replica.readers)?;
@@ -585,7 +590,7 @@ pub(crate) fn start_sync(config: &Config, parts: &running::Parts) -> Option<runn
         applier: parts.applier.clone(),
         snapshots,
         snapshot_url: config.sync.snapshot_url.clone(),
-        snapshot_dir: parts.paths.dir.join("snapshots"),
+        snapshot_dir: parts.paths.dir.join(storage::SNAPSHOTS_DIR),
         shared: Arc::clone(shared),
     });
     let tunables = Arc::clone(&parts.tunables);

@@ -345,6 +345,8 @@ pub fn outbox_stats(config: &Config, json: bool) -> anyhow::Result<u8> {
     let paths = prepare(config)?;
     let conn = storage::open_reader(&paths.outbox)?;
     let stats = outbox::stats::read(&conn)?;
+    // What the retention keeps and has pruned, per table (docs/privacy.md).
+    let retention = outbox::stats::retention(&conn)?;
     let bytes_on_disk = ["", "-wal"]
         .iter()
         .filter_map(|suffix| {
@@ -362,6 +364,9 @@ pub fn outbox_stats(config: &Config, json: bool) -> anyhow::Result<u8> {
             "boot": stats.boot,
             "oldest_unsent_store_fact_age_s": stats.oldest_store_fact_age_s(now),
             "bytes_on_disk": bytes_on_disk,
+            "retention": retention,
+            "history_keep_s": config.outbox.history_keep.as_secs(),
+            "keys_keep_s": config.outbox.keys_keep.as_secs(),
         });
         println!("{value}");
     } else {
@@ -387,6 +392,26 @@ pub fn outbox_stats(config: &Config, json: bool) -> anyhow::Result<u8> {
             "last seq {}  boot {}  on disk {} B",
             stats.last_seq, stats.boot, bytes_on_disk
         );
+        println!(
+            "retention: history {}, keys {} (then pruned once central has them)",
+            humantime::format_duration(config.outbox.history_keep),
+            humantime::format_duration(config.outbox.keys_keep)
+        );
+        for table in &retention {
+            let oldest = table
+                .oldest_kept_ms
+                .map(|ms| {
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        ((now - ms).max(0) / 1000) as u64,
+                    ))
+                    .to_string()
+                })
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<16} rows {:>9}  pruned {:>9}  oldest kept {oldest}",
+                table.table, table.rows, table.pruned
+            );
+        }
     }
     Ok(0)
 }

@@ -45,6 +45,16 @@ pub(crate) const READERS: (i64, i64, i64) = (2, 1, 16);
 pub(crate) const GROUP_COMMIT_MAX: (i64, i64, i64) = (1_024, 1, 65_536);
 pub(crate) const TELEMETRY_QUOTA_ROWS: (i64, i64, i64) = (200_000, 0, 100_000_000);
 
+/// `outbox.history_keep`: stock movements, loyalty operations and hand-over records covered by
+/// central are kept this long (a week of local history to answer a till's or an auditor's
+/// question without central), then pruned (ADR 0025). One second at least: shorter is for
+/// tests only, since it also shortens how long marked rows settle before they go.
+pub(crate) const HISTORY_KEEP: Duration = Duration::from_secs(7 * 86_400);
+/// `outbox.keys_keep`: a stored idempotency answer is replayed to a till's retry this long.
+pub(crate) const KEYS_KEEP: Duration = Duration::from_secs(7 * 86_400);
+pub(crate) const KEEP_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3650 * 86_400));
+
 pub(crate) const LOW_FREE_MB: (i64, i64, i64) = (256, 0, 1_048_576);
 
 pub(crate) const LOG_LEVEL: &str = "info";
@@ -204,6 +214,18 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "telemetry_quota_rows",
         kind: "an integer",
         example: "200000",
+    },
+    KeySpec {
+        section: "outbox",
+        key: "history_keep",
+        kind: "a duration string",
+        example: "\"7d\"",
+    },
+    KeySpec {
+        section: "outbox",
+        key: "keys_keep",
+        kind: "a duration string",
+        example: "\"7d\"",
     },
     KeySpec {
         section: "disk",

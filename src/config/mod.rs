@@ -155,6 +155,12 @@ pub struct ReplicaConfig {
 pub struct OutboxConfig {
     pub group_commit_max: usize,
     pub telemetry_quota_rows: u64,
+    /// Stock movements, loyalty operations and hand-over records are kept at least this long,
+    /// then pruned once central's replica covers them (docs/privacy.md, ADR 0025).
+    pub history_keep: Duration,
+    /// Stored idempotency answers are kept at least this long (a till's retry window), then
+    /// pruned once central acknowledged their event.
+    pub keys_keep: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,6 +388,8 @@ impl Config {
             outbox: OutboxConfig {
                 group_commit_max: defaults::GROUP_COMMIT_MAX.0 as usize,
                 telemetry_quota_rows: defaults::TELEMETRY_QUOTA_ROWS.0 as u64,
+                history_keep: defaults::HISTORY_KEEP,
+                keys_keep: defaults::KEYS_KEEP,
             },
             disk: DiskConfig {
                 low_free_mb: defaults::LOW_FREE_MB.0 as u64,

@@ -69,6 +69,8 @@ pub(crate) struct RawReplica {
 pub(crate) struct RawOutbox {
     pub group_commit_max: Field<i64>,
     pub telemetry_quota_rows: Field<i64>,
+    pub history_keep: Field<String>,
+    pub keys_keep: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

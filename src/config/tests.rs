@@ -69,6 +69,8 @@ fn an_empty_file_gives_the_defaults() {
     assert_eq!(c.replica.readers, 2);
     assert_eq!(c.outbox.group_commit_max, 1024);
     assert_eq!(c.outbox.telemetry_quota_rows, 200_000);
+    assert_eq!(c.outbox.history_keep, Duration::from_secs(7 * 86_400));
+    assert_eq!(c.outbox.keys_keep, Duration::from_secs(7 * 86_400));
     assert_eq!(c.disk.low_free_mb, 256);
     assert_eq!(
         c.customers.card_hash_key_file,
@@ -577,4 +579,15 @@ fn every_bad_sync_setting_is_named_with_its_fix() {
         assert!(keys.contains(&key), "{key} missing from {p:#?}");
     }
     assert!(p.iter().all(|p| !p.fix.is_empty()));
+}
+
+#[test]
+fn retention_periods_are_settable_down_to_one_second_for_tests_and_not_below() {
+    let c = parse("[outbox]\nhistory_keep = \"1s\"\nkeys_keep = \"2h\"\n").unwrap();
+    assert_eq!(c.outbox.history_keep, Duration::from_secs(1));
+    assert_eq!(c.outbox.keys_keep, Duration::from_secs(7200));
+    for key in ["history_keep", "keys_keep"] {
+        let p = only_problem(&format!("[outbox]\n{key} = \"500ms\"\n"));
+        assert_eq!(p.key, format!("outbox.{key}"));
+    }
 }

@@ -578,6 +578,18 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         &outbox.telemetry_quota_rows,
         defaults::TELEMETRY_QUOTA_ROWS,
     );
+    let history_keep = c.duration(
+        "outbox.history_keep",
+        &outbox.history_keep,
+        defaults::HISTORY_KEEP,
+        defaults::KEEP_RANGE,
+    );
+    let keys_keep = c.duration(
+        "outbox.keys_keep",
+        &outbox.keys_keep,
+        defaults::KEYS_KEEP,
+        defaults::KEEP_RANGE,
+    );
     let low_free_mb = c.int("disk.low_free_mb", &disk.low_free_mb, defaults::LOW_FREE_MB);
     let damaged_copies_keep = c.duration(
         "disk.damaged_copies_keep",
@@ -676,6 +688,8 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         outbox: OutboxConfig {
             group_commit_max,
             telemetry_quota_rows,
+            history_keep,
+            keys_keep,
         },
         disk: DiskConfig {
             low_free_mb,

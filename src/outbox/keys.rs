@@ -208,11 +208,12 @@ impl UnfiledKeys {
         };
         // OR IGNORE: a key is claimed once (checked on this thread), so a conflict cannot
         // happen; if it ever did, the first claim is the one to keep.
+        // Stamped when filed, moments after the claim: `outbox.keys_keep` counts from here.
         tx.prepare_cached(
-            "INSERT OR IGNORE INTO idempotency(client_key, seq, id, answer, fingerprint)
-             SELECT client_key, seq, id, answer, fingerprint FROM unfiled_keys WHERE seq <= ?1",
+            "INSERT OR IGNORE INTO idempotency(client_key, seq, id, answer, fingerprint, at_ms)
+             SELECT client_key, seq, id, answer, fingerprint, ?2 FROM unfiled_keys WHERE seq <= ?1",
         )?
-        .execute([upto])?;
+        .execute(params![upto, crate::storage::now_unix_ms()])?;
         tx.prepare_cached("DELETE FROM unfiled_keys WHERE seq <= ?1")?
             .execute([upto])?;
         tx.commit()?;

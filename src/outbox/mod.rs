@@ -10,6 +10,7 @@ mod append;
 mod checkpointer;
 pub mod delivery;
 mod keys;
+pub mod prune;
 pub mod stats;
 
 /// Alarm raised when the broker refuses events (they become dead letters).
@@ -432,6 +433,14 @@ CREATE TABLE coupon_redemptions (
     seq     INTEGER NOT NULL,
     wall_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#,
+    r#"
+-- ADR 0025: stored answers are kept `outbox.keys_keep` after they were filed, then pruned once
+-- central has their event. Keys filed before this step count from the upgrade. The index finds
+-- the oldest keys without reading the whole table (filing appends to its right edge).
+ALTER TABLE idempotency ADD COLUMN at_ms INTEGER;
+UPDATE idempotency SET at_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER);
+CREATE INDEX idempotency_by_seq ON idempotency(seq);
 "#,
 ];
 

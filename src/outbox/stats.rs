@@ -1,7 +1,7 @@
 //! Outbox depth, age and size, and reading events back as envelopes (`outbox stats`, `tail`).
 
 use super::{Envelope, RetentionClass};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -208,4 +208,67 @@ fn query_envelopes(
         })
     })?;
     rows.collect()
+}
+
+/// The tables whose rows are pruned once central covers them (ADR 0025), as `outbox stats`
+/// reports them.
+pub const RETENTION_TABLES: &[&str] = &[
+    "stock_movements",
+    "sku_movements",
+    "loyalty_ops",
+    "idempotency",
+    "unfiled_keys",
+    "collected_orders",
+];
+
+/// One table's retention, for an auditor: rows held, rows pruned since the outbox was created,
+/// and the time of the oldest row kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TableRetention {
+    pub table: &'static str,
+    pub rows: u64,
+    pub pruned: u64,
+    /// Unix ms of the oldest row still held; `None` when empty or when the table keeps no
+    /// time of its own (`sku_movements` copies `stock_movements`; `unfiled_keys` are filed
+    /// into `idempotency` within moments).
+    pub oldest_kept_ms: Option<i64>,
+}
+
+/// Every table of [`RETENTION_TABLES`]; counts whole tables, for the CLI only.
+pub fn retention(conn: &Connection) -> Result<Vec<TableRetention>, rusqlite::Error> {
+    RETENTION_TABLES
+        .iter()
+        .map(|&table| {
+            let rows: i64 =
+                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            let pruned: Option<i64> = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = ?1",
+                    [super::prune::pruned_key(table)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let oldest_sql = match table {
+                "stock_movements" | "loyalty_ops" => Some(format!(
+                    "SELECT wall_ms FROM {table} ORDER BY seq, line LIMIT 1"
+                )),
+                "idempotency" => Some("SELECT MIN(at_ms) FROM idempotency".to_string()),
+                "collected_orders" => Some("SELECT MIN(wall_ms) FROM collected_orders".to_string()),
+                _ => None,
+            };
+            let oldest_kept_ms = match oldest_sql {
+                Some(sql) => conn
+                    .query_row(&sql, [], |r| r.get::<_, Option<i64>>(0))
+                    .optional()?
+                    .flatten(),
+                None => None,
+            };
+            Ok(TableRetention {
+                table,
+                rows: rows.max(0) as u64,
+                pruned: pruned.unwrap_or(0).max(0) as u64,
+                oldest_kept_ms,
+            })
+        })
+        .collect()
 }

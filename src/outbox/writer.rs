@@ -9,6 +9,7 @@
 use super::append::{Appender, GroupClock};
 use super::checkpointer::{self, Checkpointer};
 use super::keys::UnfiledKeys;
+use super::prune::{PruneSettings, Pruner};
 use super::stats::{self, OutboxStats};
 use super::{AppendBody, AppendRequest, Appended, OutboxError, RetentionClass};
 use crate::storage::{self, Durability};
@@ -34,6 +35,9 @@ pub struct WriterSettings {
     /// often; 0 leaves SQLite's own auto-checkpoint inside the commit (the behaviour before
     /// ADR 0011, kept so the benchmark can compare both in one build).
     pub checkpoint_pages: u32,
+    /// How long history and stored answers are kept, and where central's watermarks are
+    /// read (ADR 0025).
+    pub prune: PruneSettings,
 }
 
 /// 16 MiB of 1 KiB pages, the volume of ADR 0006. Not smaller: movements touch index pages
@@ -224,8 +228,10 @@ impl OutboxWriter {
         let checkpointer = (settings.checkpoint_pages > 0)
             .then(|| Checkpointer::start(path))
             .transpose()?;
+        let pruner = Pruner::new(settings.prune.clone());
         let mut state = WriterState {
             conn,
+            pruner,
             path: path.to_path_buf(),
             data_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             settings,
@@ -438,6 +444,8 @@ struct Pending {
 
 struct WriterState {
     conn: Connection,
+    /// Deletes the history central covers, a chunk at a time when idle (ADR 0025).
+    pruner: Pruner,
     path: PathBuf,
     data_dir: PathBuf,
     settings: WriterSettings,
@@ -558,11 +566,16 @@ impl WriterState {
             let Some(timer) = timer else {
                 return receiver.blocking_recv();
             };
-            let deferred = self.unfiled_work() || self.idle_fold_pending();
+            let deferred = self.unfiled_work() || self.idle_fold_pending() || self.pruner.due_now();
+            // Pruning waits for its own time (a round, or the settle time) when nothing else
+            // is deferred; the load pausing `IDLE_FOLD_AFTER` is still what lets it run.
             let wait = if deferred {
                 IDLE_FOLD_AFTER
             } else {
-                DISK_TIMER
+                self.pruner.due_at().map_or(DISK_TIMER, |at| {
+                    at.saturating_duration_since(Instant::now())
+                        .clamp(IDLE_FOLD_AFTER, DISK_TIMER)
+                })
             };
             // The timeout is made inside the runtime: its timer needs the runtime's context.
             let next = timer.block_on(async { tokio::time::timeout(wait, receiver.recv()).await });
@@ -578,6 +591,15 @@ impl WriterState {
                             Err(mpsc::error::TryRecvError::Empty) => {}
                         }
                     }
+                    // Pruning after filing (its deletes find the movements filed), a chunk
+                    // per transaction like filing.
+                    while !self.unfiled_work() && self.pruner.due_now() && self.prune_step() {
+                        match receiver.try_recv() {
+                            Ok(command) => return Some(command),
+                            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                            Err(mpsc::error::TryRecvError::Empty) => {}
+                        }
+                    }
                     // The round runs on its own thread: a command arriving meanwhile is
                     // committed at once (the round then shares the disk with it).
                     if self.idle_fold_pending()
@@ -586,6 +608,19 @@ impl WriterState {
                         checkpointer.request();
                     }
                 }
+            }
+        }
+    }
+
+    /// One bounded step of pruning; false when it failed (logged; the round starts over
+    /// later, and nothing is deleted that was not marked and settled).
+    fn prune_step(&mut self) -> bool {
+        let last_seq = self.appender.next_seq.saturating_sub(1);
+        match self.pruner.step(&mut self.conn, last_seq) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning the outbox history failed; the history is kept and the next round tries again");
+                false
             }
         }
     }

@@ -213,19 +213,6 @@ impl ApplierHandle {
     }
 }
 
-/// A GDPR erasure must reach every copy of the replica: a damaged one moved aside still holds
-/// the customers it had (issue 16). The replica is rebuilt from snapshots, so nothing is lost.
-fn forget_damaged_copies(path: &Path, why: &str) {
-    let removed = crate::storage::remove_damaged_copies(path, None);
-    if !removed.is_empty() {
-        tracing::info!(
-            copies = removed.len(),
-            reason = why,
-            "damaged replica copies deleted with the erasure"
-        );
-    }
-}
-
 fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Command>) {
     while let Some(command) = receiver.blocking_recv() {
         match command {
@@ -237,7 +224,7 @@ fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Command>)
                         .iter()
                         .any(|op| matches!(op, delta::DeltaOp::Delete { .. }));
                 if erased && matches!(result, Ok(DeltaOutcome::Applied { .. })) {
-                    forget_damaged_copies(path, "a customer was erased");
+                    super::forget_damaged_copies(path, "a customer was erased");
                 }
                 let _ = reply.send(result);
             }
@@ -256,7 +243,10 @@ fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Command>)
                 }
                 if stream == Stream::Customers && result.is_ok() {
                     // A customers snapshot drops every customer it does not list.
-                    forget_damaged_copies(path, "a customers snapshot replaced the customers");
+                    super::forget_damaged_copies(
+                        path,
+                        "a customers snapshot replaced the customers",
+                    );
                 }
                 let _ = reply.send(result.map_err(ApplyError::from));
             }

@@ -767,7 +767,13 @@ pub fn import_file(
     progress: Progress,
 ) -> Result<ImportReport, ImportError> {
     let mut conn = super::open_writer(replica_path)?;
-    import_with(&mut conn, stream, path, version, progress)
+    let report = import_with(&mut conn, stream, path, version, progress)?;
+    if stream == Stream::Customers {
+        // As the running agent does (`apply`): the customers it does not list are erased, in
+        // the copies moved aside too.
+        super::forget_damaged_copies(replica_path, "a customers snapshot replaced the customers");
+    }
+    Ok(report)
 }
 
 /// Same as [`import_file`] on an open writer connection.

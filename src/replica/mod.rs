@@ -257,6 +257,38 @@ pub fn stream_states(conn: &rusqlite::Connection) -> Result<Vec<StreamState>, ru
     Ok(out)
 }
 
+/// A GDPR erasure must reach every copy of the replica: a damaged one moved aside still holds
+/// the customers it had (issue 16). The replica is rebuilt from snapshots, so nothing is lost.
+/// Shared by the running agent's applier and `relais replica import` (the agent stopped).
+/// A cut snapshot download (`snapshots/*.part`) may hold the erased customer too: it goes as
+/// well (any stream's: a part does not say which stream it is, and the next attempt simply
+/// downloads the file again).
+pub(crate) fn forget_damaged_copies(path: &std::path::Path, why: &str) {
+    let removed = crate::storage::remove_damaged_copies(path, None);
+    if !removed.is_empty() {
+        tracing::info!(
+            copies = removed.len(),
+            reason = why,
+            "damaged replica copies deleted with the erasure"
+        );
+    }
+    let parts = path
+        .parent()
+        .map(|dir| dir.join(crate::storage::SNAPSHOTS_DIR))
+        .and_then(|dir| std::fs::read_dir(dir).ok());
+    for entry in parts.into_iter().flatten().flatten() {
+        let part = entry.path();
+        if part.extension().is_some_and(|ext| ext == "part") {
+            match std::fs::remove_file(&part) {
+                Ok(()) => tracing::info!(path = %part.display(), reason = why,
+                    "partial snapshot download deleted with the erasure"),
+                Err(e) => tracing::warn!(path = %part.display(), error = %e,
+                    "cannot delete a partial snapshot download at an erasure; delete it by hand"),
+            }
+        }
+    }
+}
+
 /// Open (creating and migrating if needed) the replica's writer connection.
 pub fn open_writer(
     path: &std::path::Path,

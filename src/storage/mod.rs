@@ -21,6 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const REPLICA_FILE: &str = "replica.db";
 pub const OUTBOX_FILE: &str = "outbox.db";
+/// Snapshot downloads, under the data directory (`<file>.part` while incomplete).
+pub const SNAPSHOTS_DIR: &str = "snapshots";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -560,6 +560,7 @@ mod tests {
             low_free_mb: 0,
             seq_floor: 0,
             checkpoint_pages: crate::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
+            prune: Default::default(),
         };
         let (handle, writer) = OutboxWriter::start(&path, settings).expect("outbox");
         // The backlog: telemetry first, then store facts (seq 1-30 telemetry, 31-60 facts).

@@ -155,6 +155,7 @@ impl Store {
             low_free_mb: 0,
             seq_floor: 0,
             checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
+            prune: Default::default(),
         };
         let (handle, writer) =
             relais::outbox::OutboxWriter::start(&self.outbox_db(), settings).expect("outbox");
