@@ -37,6 +37,8 @@ pub(super) mod route {
     pub const LOYALTY_EARN: &str = "POST /v1/loyalty/earn";
     pub const LOYALTY_BURN: &str = "POST /v1/loyalty/burn";
     pub const PICKUP_COLLECT: &str = "POST /v1/pickups/{code}/collect";
+    pub const PICKUP_PREPARE: &str = "POST /v1/pickups/{code}/prepare";
+    pub const SHIPMENT_STEP: &str = "POST /v1/shipments/{order_id}/{step}";
 }
 
 /// A store fact's request: its body, parsed, and what identifies it for its key.

@@ -14,6 +14,7 @@ mod loyalty;
 mod metrics;
 mod pickups;
 pub mod server;
+mod shipments;
 mod status_page;
 
 pub use auth::{ApiTokens, Gate, GateCell, Role, TokenFileError, token_secrets};
@@ -96,7 +97,7 @@ pub(crate) fn until_shutdown<S: futures_util::Stream>(
 
 /// The protected routes: every one needs a bearer token when tokens are configured.
 /// `docs/openapi.json` documents each; a test keeps the two in step.
-pub const PROTECTED_ROUTES: [&str; 18] = [
+pub const PROTECTED_ROUTES: [&str; 20] = [
     "/v1/health",
     "/v1/products",
     "/v1/products/{code}",
@@ -109,6 +110,8 @@ pub const PROTECTED_ROUTES: [&str; 18] = [
     "/v1/loyalty/burn",
     "/v1/pickups/{code}",
     "/v1/pickups/{code}/collect",
+    "/v1/pickups/{code}/prepare",
+    "/v1/shipments/{order_id}/{step}",
     "/v1/alarms/{code}",
     "/v1/devices/live",
     "/v1/events",
@@ -132,7 +135,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         let http = Arc::clone(&http);
         move |state: State<Arc<ApiState>>| metrics::metrics(state, Arc::clone(&http))
     };
-    let protected: [MethodRouter<Arc<ApiState>>; 18] = [
+    let protected: [MethodRouter<Arc<ApiState>>; 20] = [
         get(health),
         get(product_by_query),
         get(product),
@@ -145,6 +148,8 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         post(loyalty::post_burn),
         get(pickups::get_pickup),
         post(pickups::collect),
+        post(pickups::prepare),
+        post(shipments::post_step),
         delete(acknowledge_alarm),
         get(live_reads),
         get(events::events),
