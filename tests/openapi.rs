@@ -16,10 +16,16 @@ const METHODS: [&str; 8] = [
 
 /// The operations that can refuse a request with 409 (a loyalty burn over the balance or the
 /// offline cap; a pickup that is ambiguous, cancelled or already collected), and no other.
-const CAN_CONFLICT: [(&str, &str); 3] = [
+const CAN_CONFLICT: [(&str, &str); 8] = [
     ("post", "/v1/loyalty/burn"),
     ("get", "/v1/pickups/{code}"),
     ("post", "/v1/pickups/{code}/collect"),
+    // `[pickups] protect_reserved`: a ticket selling reserved units.
+    ("post", "/v1/sales"),
+    ("post", "/v1/pickups/{code}/prepare"),
+    ("post", "/v1/shipments/{order_id}/picked"),
+    ("post", "/v1/shipments/{order_id}/packed"),
+    ("post", "/v1/shipments/{order_id}/shipped"),
 ];
 
 /// The error schemas every error response is built on.

@@ -97,7 +97,7 @@ pub(crate) fn until_shutdown<S: futures_util::Stream>(
 
 /// The protected routes: every one needs a bearer token when tokens are configured.
 /// `docs/openapi.json` documents each; a test keeps the two in step.
-pub const PROTECTED_ROUTES: [&str; 20] = [
+pub const PROTECTED_ROUTES: [&str; 22] = [
     "/v1/health",
     "/v1/products",
     "/v1/products/{code}",
@@ -111,7 +111,9 @@ pub const PROTECTED_ROUTES: [&str; 20] = [
     "/v1/pickups/{code}",
     "/v1/pickups/{code}/collect",
     "/v1/pickups/{code}/prepare",
-    "/v1/shipments/{order_id}/{step}",
+    "/v1/shipments/{order_id}/picked",
+    "/v1/shipments/{order_id}/packed",
+    "/v1/shipments/{order_id}/shipped",
     "/v1/alarms/{code}",
     "/v1/devices/live",
     "/v1/events",
@@ -135,7 +137,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         let http = Arc::clone(&http);
         move |state: State<Arc<ApiState>>| metrics::metrics(state, Arc::clone(&http))
     };
-    let protected: [MethodRouter<Arc<ApiState>>; 20] = [
+    let protected: [MethodRouter<Arc<ApiState>>; 22] = [
         get(health),
         get(product_by_query),
         get(product),
@@ -149,7 +151,9 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         get(pickups::get_pickup),
         post(pickups::collect),
         post(pickups::prepare),
-        post(shipments::post_step),
+        post(shipments::picked),
+        post(shipments::packed),
+        post(shipments::shipped),
         delete(acknowledge_alarm),
         get(live_reads),
         get(events::events),

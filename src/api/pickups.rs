@@ -227,8 +227,8 @@ pub(super) fn conflict(code: &'static str, message: String, lines: &[i64]) -> Ap
 
 pub(super) fn wrong_fulfilment(order_id: &str, fulfilment: &str) -> ApiError {
     let what = if fulfilment == "ship" {
-        "is shipped from the store: record its steps with POST /v1/shipments/{order_id}/{step}, \
-         do not hand it over at the counter"
+        "is shipped from the store: record its steps with POST /v1/shipments/{order_id}/picked, \
+         …/packed and …/shipped; do not hand it over at the counter"
     } else {
         "is collected at the counter (POST /v1/pickups/{code}/collect), not shipped"
     };
@@ -417,7 +417,9 @@ pub(super) async fn prepare(
 ) -> Result<Response, ApiError> {
     let request =
         FactRequest::<LinesBody>::parse_or_empty(route::PICKUP_PREPARE, &[code.as_str()], body)?;
-    let key = idempotency_key(&headers, request.body.client_key.as_deref(), true)?;
+    // Optional: a line is prepared once whatever the key, so a retry without one is refused
+    // (409 `already_prepared`) rather than recorded twice.
+    let key = idempotency_key(&headers, request.body.client_key.as_deref(), false)?;
     let pickup = load(&state, code).await?;
     if pickup.fulfilment != "collect" {
         return Err(wrong_fulfilment(&pickup.order_id, &pickup.fulfilment));

@@ -1,6 +1,6 @@
 //! Ship-from-store: central assigns a web order to the store (a reservation with
 //! `fulfilment: ship`), staff record its steps in order, each once
-//! (`POST /v1/shipments/{order_id}/{step}`, step `picked`, `packed`, `shipped`). The order's
+//! (`POST /v1/shipments/{order_id}/picked`, `…/packed`, `…/shipped`). The order's
 //! units stay reserved until `shipped`, which takes each line out of on-hand and out of
 //! `reserved` together, with the carrier and tracking number central tells the customer
 //! (ADR 0022). The writer keeps the steps in order (two packing benches cannot both ship).
@@ -74,23 +74,54 @@ fn tracking(step: ShipStep, body: &StepBody) -> Result<Option<Tracking>, ApiErro
     }
 }
 
-pub(super) async fn post_step(
+pub(super) async fn picked(
+    state: State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    post_step(state, caller, order_id, ShipStep::Picked, headers, body).await
+}
+
+pub(super) async fn packed(
+    state: State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    post_step(state, caller, order_id, ShipStep::Packed, headers, body).await
+}
+
+pub(super) async fn shipped(
+    state: State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    post_step(state, caller, order_id, ShipStep::Shipped, headers, body).await
+}
+
+/// One step of a ship order. The key is optional: each step is recorded once whatever the key,
+/// so a retry without one is refused (409 `step_already_recorded`) rather than counted twice.
+async fn post_step(
     State(state): State<Arc<ApiState>>,
     caller: Option<Extension<Caller>>,
-    Path((order_id, step)): Path<(String, String)>,
+    order_id: String,
+    step: ShipStep,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request = FactRequest::<StepBody>::parse_or_empty(
         route::SHIPMENT_STEP,
-        &[order_id.as_str(), step.as_str()],
+        &[order_id.as_str(), step.name()],
         body,
     )?;
     bounded_text("order_id", &Some(order_id.clone()), 64)?;
-    let step = ShipStep::parse(&step)
-        .ok_or_else(|| ApiError::invalid("step", "one of `picked`, `packed`, `shipped`"))?;
     let tracking = tracking(step, &request.body)?;
-    let key = idempotency_key(&headers, request.body.client_key.as_deref(), true)?;
+    let key = idempotency_key(&headers, request.body.client_key.as_deref(), false)?;
     let rows = {
         let order_id = order_id.clone();
         state
