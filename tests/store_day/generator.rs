@@ -258,6 +258,8 @@ impl<'a> Generator<'a> {
             84..86 if scoped => self.other_route_key(model, locks, till),
             86..89 => self.unused_key(model, locks, till),
             89..95 => Some(self.invalid(till)),
+            95..97 => self.prepare(model, locks, till),
+            97..100 => self.ship(model, locks, till),
             _ => None,
         };
         op.unwrap_or_else(|| self.sale(locks, till))
@@ -272,6 +274,8 @@ impl<'a> Generator<'a> {
             Route::Count => self.count(model, locks, till),
             Route::Earn => self.earn(model, locks, till),
             Route::Burn => self.burn(model, locks, till),
+            Route::Prepare => self.prepare(model, locks, till),
+            Route::Ship => self.ship(model, locks, till),
         }
     }
 
@@ -613,17 +617,22 @@ impl<'a> Generator<'a> {
         op
     }
 
+    /// A hand-over at the counter: the whole order (every line still to collect), or the lines
+    /// the customer takes now (a partial hand-over), sometimes one the agent must refuse.
     fn collect(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Option<Op> {
         let shop = self.shop;
         let want_refusal = self.rng.random_bool(0.15);
         let candidates: Vec<usize> = (0..shop.orders.len())
-            .filter(|o| !locks.orders.contains(o))
+            .filter(|o| !shop.orders[*o].ship && !locks.orders.contains(o))
             .filter(|o| {
-                let order = &shop.orders[*o];
-                let refused = !order.collectable()
-                    || model.collected[*o]
-                    || model.pickup_status(shop, *o) != "ready";
-                refused == want_refusal && order.live().all(|l| !locks.counted.contains(&l.product))
+                let ready = model
+                    .open_lines(shop, *o)
+                    .into_iter()
+                    .any(|l| model.ready(shop, *o, l));
+                (want_refusal || ready)
+                    && shop.orders[*o]
+                        .live()
+                        .all(|l| !locks.counted.contains(&l.product))
             })
             .collect();
         let order = *candidates.choose(&mut self.rng)?;
@@ -631,24 +640,239 @@ impl<'a> Generator<'a> {
         let o = &shop.orders[order];
         let key = self.key(till, Route::Collect);
         let path = format!("/v1/pickups/{}/collect", o.code);
-        let body = json!({"client_key": key});
-        let expect = if o.all_cancelled() {
-            Expect::error(409, "order_cancelled", None, json!({}))
-        } else if o.collected_by_central() || model.collected[order] {
-            Expect::error(409, "already_collected", None, json!({}))
-        } else if model.pickup_status(shop, order) != "ready" {
-            // A line not picked yet: the customer waits, nothing moves.
-            Expect::error(409, "order_not_ready", None, json!({}))
+        let open = model.open_lines(shop, order);
+        let ready: Vec<usize> = open
+            .iter()
+            .copied()
+            .filter(|l| model.ready(shop, order, *l))
+            .collect();
+        let not_ready: Vec<usize> = open
+            .iter()
+            .copied()
+            .filter(|l| !model.ready(shop, order, *l))
+            .collect();
+        let gone: Vec<usize> = (0..o.lines.len())
+            .filter(|l| model.released[order][*l])
+            .collect();
+        let number = |l: usize| o.lines[l].line;
+        let mut handed: Vec<usize> = Vec::new();
+        let (body, expect) = if self.rng.random_bool(0.4) {
+            // Named lines.
+            if want_refusal
+                && !gone.is_empty()
+                && (not_ready.is_empty() || self.rng.random_bool(0.5))
+            {
+                let l = *gone.choose(&mut self.rng)?;
+                (
+                    json!({"client_key": key, "lines": [number(l)]}),
+                    Expect::error(
+                        409,
+                        "already_collected",
+                        None,
+                        json!({"lines": [number(l)]}),
+                    ),
+                )
+            } else if want_refusal && !not_ready.is_empty() {
+                let l = *not_ready.choose(&mut self.rng)?;
+                (
+                    json!({"client_key": key, "lines": [number(l)]}),
+                    Expect::error(
+                        409,
+                        "order_not_ready",
+                        None,
+                        json!({"not_picked": [number(l)]}),
+                    ),
+                )
+            } else if !ready.is_empty() {
+                handed = ready
+                    .iter()
+                    .copied()
+                    .filter(|_| self.rng.random_bool(0.6))
+                    .collect();
+                if handed.is_empty() {
+                    handed.push(ready[0]);
+                }
+                let partial = open.len() > handed.len();
+                let numbers: Vec<i64> = handed.iter().map(|l| number(*l)).collect();
+                (
+                    json!({"client_key": key, "lines": numbers}),
+                    Expect::Created(collect_answer(shop, order, &handed, partial)),
+                )
+            } else {
+                return None;
+            }
         } else {
-            Expect::Created(collect_answer(shop, order))
+            let body = json!({"client_key": key});
+            let expect = if o.all_cancelled() {
+                Expect::error(409, "order_cancelled", None, json!({}))
+            } else if open.is_empty() {
+                // Handed over already: by central's account, or here under another key.
+                Expect::error(409, "already_collected", None, json!({}))
+            } else if !not_ready.is_empty() {
+                // A line not ready yet: the customer waits, nothing moves.
+                Expect::error(409, "order_not_ready", None, json!({}))
+            } else {
+                handed = open.clone();
+                Expect::Created(collect_answer(shop, order, &handed, false))
+            };
+            (body, expect)
         };
         let mut op = self.op(till, Route::Collect, &path, body, expect);
-        if !want_refusal {
-            for line in o.live() {
-                locks.touched.insert(line.product);
-                op.effect.stock.push((line.product, -line.qty));
+        for l in handed {
+            let line = &o.lines[l];
+            locks.touched.insert(line.product);
+            op.effect.stock.push((line.product, -line.qty));
+            op.effect.release.push((order, l));
+        }
+        Some(op)
+    }
+
+    /// Staff pick lines of a click-and-collect order here (`pickup.prepared`): named, or every
+    /// line not ready yet; a line prepared twice is refused.
+    fn prepare(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Option<Op> {
+        let shop = self.shop;
+        let want_refusal = self.rng.random_bool(0.15);
+        let waiting = |o: usize| -> Vec<usize> {
+            model
+                .open_lines(shop, o)
+                .into_iter()
+                .filter(|l| !model.ready(shop, o, *l))
+                .collect()
+        };
+        let prepared = |o: usize| -> Vec<usize> {
+            model
+                .open_lines(shop, o)
+                .into_iter()
+                .filter(|l| model.prepared[o][*l])
+                .collect()
+        };
+        let candidates: Vec<usize> = (0..shop.orders.len())
+            .filter(|o| !shop.orders[*o].ship && !locks.orders.contains(o))
+            .filter(|o| {
+                if want_refusal {
+                    !prepared(*o).is_empty()
+                } else {
+                    !waiting(*o).is_empty()
+                }
+            })
+            .collect();
+        let order = *candidates.choose(&mut self.rng)?;
+        locks.orders.insert(order);
+        let o = &shop.orders[order];
+        let key = self.key(till, Route::Prepare);
+        let path = format!("/v1/pickups/{}/prepare", o.code);
+        let line_json = |l: usize| {
+            let line = &o.lines[l];
+            json!({"line": line.line, "sku": shop.products[line.product].sku, "qty": line.qty})
+        };
+        if want_refusal {
+            let l = *prepared(order).choose(&mut self.rng)?;
+            let body = json!({"client_key": key, "lines": [o.lines[l].line]});
+            let expect = Expect::error(
+                409,
+                "already_prepared",
+                None,
+                json!({"lines": [o.lines[l].line]}),
+            );
+            return Some(self.op(till, Route::Prepare, &path, body, expect));
+        }
+        let all = waiting(order);
+        let (body, lines) = if self.rng.random_bool(0.5) {
+            (json!({"client_key": key}), all)
+        } else {
+            let mut some: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|_| self.rng.random_bool(0.5))
+                .collect();
+            if some.is_empty() {
+                some.push(all[0]);
             }
-            op.effect.collect = Some(order);
+            let numbers: Vec<i64> = some.iter().map(|l| o.lines[*l].line).collect();
+            (json!({"client_key": key, "lines": numbers}), some)
+        };
+        let answer = json!({
+            "order_id": o.id,
+            "lines": lines.iter().map(|l| line_json(*l)).collect::<Vec<_>>(),
+        });
+        let mut op = self.op(till, Route::Prepare, &path, body, Expect::Created(answer));
+        op.effect.prepare = lines.into_iter().map(|l| (order, l)).collect();
+        Some(op)
+    }
+
+    /// The next step of a ship-from-store order, or (sometimes) one out of turn.
+    fn ship(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Option<Op> {
+        const STEPS: [&str; 3] = ["picked", "packed", "shipped"];
+        let shop = self.shop;
+        let want_refusal = self.rng.random_bool(0.15);
+        let candidates: Vec<usize> = (0..shop.orders.len())
+            .filter(|o| shop.orders[*o].ship && !locks.orders.contains(o))
+            .filter(|o| want_refusal || model.steps[*o] < 3)
+            .filter(|o| {
+                shop.orders[*o]
+                    .live()
+                    .all(|l| !locks.counted.contains(&l.product))
+            })
+            .collect();
+        let order = *candidates.choose(&mut self.rng)?;
+        locks.orders.insert(order);
+        let o = &shop.orders[order];
+        let done = model.steps[order];
+        let (step, expect) = if want_refusal {
+            if done > 0 && (done == 3 || self.rng.random_bool(0.5)) {
+                let again = self.rng.random_range(0..done);
+                (
+                    again,
+                    Expect::error(
+                        409,
+                        "step_already_recorded",
+                        None,
+                        json!({"step": STEPS[again]}),
+                    ),
+                )
+            } else if done + 1 < 3 {
+                let ahead = self.rng.random_range(done + 1..3);
+                (
+                    ahead,
+                    Expect::error(
+                        409,
+                        "step_out_of_order",
+                        None,
+                        json!({"expected": STEPS[done]}),
+                    ),
+                )
+            } else {
+                return None;
+            }
+        } else {
+            let lines: Vec<Value> = o
+                .live()
+                .map(|l| json!({"line": l.line, "sku": self.shop.products[l.product].sku, "qty": l.qty}))
+                .collect();
+            (
+                done,
+                Expect::Created(json!({"order_id": o.id, "step": STEPS[done], "lines": lines})),
+            )
+        };
+        let key = self.key(till, Route::Ship);
+        let mut body = json!({"client_key": key});
+        if step == 2 {
+            body["carrier"] = json!(if order % 2 == 0 { "DHL Paket" } else { "UPS" });
+            body["tracking_number"] = json!(format!("JJD{:06}{order:03}", self.next_key));
+        }
+        let path = format!("/v1/shipments/{}/{}", o.id, STEPS[step]);
+        let mut op = self.op(till, Route::Ship, &path, body, expect);
+        if !want_refusal {
+            op.effect.ship_step = Some(order);
+            if step == 2 {
+                for (i, line) in o.lines.iter().enumerate() {
+                    if line.status != LineStatus::Cancelled {
+                        locks.touched.insert(line.product);
+                        op.effect.stock.push((line.product, -line.qty));
+                        op.effect.release.push((order, i));
+                    }
+                }
+            }
         }
         Some(op)
     }
@@ -1198,21 +1422,22 @@ impl<'a> Generator<'a> {
         let shop = self.shop;
         let open: Vec<usize> = (0..shop.orders.len())
             .filter(|o| {
-                shop.orders[*o].collectable()
-                    && !model.collected[*o]
+                !shop.orders[*o].ship
+                    && !locks.orders.contains(o)
                     && model.pickup_status(shop, *o) == "ready"
             })
             .collect();
         let order = *open.choose(&mut self.rng)?;
         locks.orders.insert(order);
         let o = &shop.orders[order];
-        for line in o.live() {
-            locks.touched.insert(line.product);
+        let open = model.open_lines(shop, order);
+        for l in &open {
+            locks.touched.insert(o.lines[*l].product);
         }
         let mut tills: Vec<usize> = (0..self.knobs.tills).collect();
         rand::seq::SliceRandom::shuffle(tills.as_mut_slice(), &mut self.rng);
         let k = self.rng.random_range(2..=self.knobs.tills.max(2));
-        let answer = collect_answer(shop, order);
+        let answer = collect_answer(shop, order, &open, false);
         let path = format!("/v1/pickups/{}/collect", o.code);
         let ops = tills
             .into_iter()
@@ -1228,8 +1453,11 @@ impl<'a> Generator<'a> {
                         answer: answer.clone(),
                     },
                 );
-                op.effect.stock = o.live().map(|l| (l.product, -l.qty)).collect();
-                op.effect.collect = Some(order);
+                op.effect.stock = open
+                    .iter()
+                    .map(|l| (o.lines[*l].product, -o.lines[*l].qty))
+                    .collect();
+                op.effect.release = open.iter().map(|l| (order, *l)).collect();
                 op.label = "collect race".to_owned();
                 op
             })
@@ -1238,18 +1466,19 @@ impl<'a> Generator<'a> {
     }
 }
 
-/// The answer of a hand-over: the order and every line not cancelled.
-fn collect_answer(shop: &Shop, order: usize) -> Value {
+/// The answer of a hand-over: the order, the lines handed over (central's status of each),
+/// and whether other lines stay to be collected.
+fn collect_answer(shop: &Shop, order: usize, handed: &[usize], partial: bool) -> Value {
     let o = &shop.orders[order];
-    let lines: Vec<Value> = o
-        .live()
-        .map(|l| {
+    let lines: Vec<Value> = handed
+        .iter()
+        .map(|i| {
+            let l = &o.lines[*i];
             json!({"line": l.line, "sku": shop.products[l.product].sku, "qty": l.qty,
                    "status": l.status.name()})
         })
         .collect();
-    debug_assert!(o.lines.iter().all(|l| l.status != LineStatus::Collected) || lines.is_empty());
-    json!({"order_id": o.id, "lines": lines})
+    json!({"order_id": o.id, "lines": lines, "partial": partial})
 }
 
 /// Balance first, then the offline cap (points burned here, never confirmed by central).
