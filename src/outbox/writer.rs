@@ -1140,3 +1140,7 @@ fn load_alarms(conn: &Connection) -> Result<Vec<Alarm>, rusqlite::Error> {
 #[cfg(test)]
 #[path = "writer_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "orders_tests.rs"]
+mod orders_tests;
