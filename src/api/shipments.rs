@@ -11,6 +11,8 @@ use super::idempotency::{FactRequest, idempotency_key, route};
 use super::pickups::{conflict, order_lines, wrong_fulfilment};
 use super::{ApiError, ApiState};
 use crate::domain::{OrderLine, ShipStep, ShipmentRecorded, StoreFact, Tracking};
+use crate::replica::{Stream, lookup, stream_states};
+use crate::storage;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
@@ -122,18 +124,30 @@ async fn post_step(
     bounded_text("order_id", &Some(order_id.clone()), 64)?;
     let tracking = tracking(step, &request.body)?;
     let key = idempotency_key(&headers, request.body.client_key.as_deref(), false)?;
-    let rows = {
+    let stale_after = state.tunables.stale_after();
+    let (rows, fresh) = {
         let order_id = order_id.clone();
         state
             .readers
-            .run(move |conn| order_lines(conn, "r.order_id = ?1", &order_id))
+            .run(move |conn| {
+                let fresh = lookup::freshness(
+                    &stream_states(conn)?,
+                    &[Stream::Reservations],
+                    storage::now_unix_ms(),
+                    stale_after,
+                );
+                Ok::<_, rusqlite::Error>((order_lines(conn, "r.order_id = ?1", &order_id)?, fresh))
+            })
             .await?
             .map_err(|e| ApiError::internal(format!("replica read failed: {e}")))?
     };
     let Some((_, fulfilment, _)) = rows.first() else {
-        return Err(ApiError::not_found(
-            "no order with this id in the replica (mistyped, or not synced yet)",
-        ));
+        let mut err = ApiError::not_found(
+            "no order with this id in the replica (mistyped, or not synced yet: see \
+             `freshness`)",
+        );
+        err.details = serde_json::to_value(&fresh).ok();
+        return Err(err);
     };
     if fulfilment != "ship" {
         return Err(wrong_fulfilment(&order_id, fulfilment));
