@@ -40,15 +40,6 @@ pub fn read_deltas(path: &Path) -> Result<Vec<Delta>, CentralError> {
             )));
         }
         let delta: Delta = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-        // The agent's own row rules (a ship order's `fulfilment` included): a delta the stores
-        // would refuse is refused here, before it reaches any of them.
-        for (index, op) in delta.ops.iter().enumerate() {
-            if let crate::replica::delta::DeltaOp::Upsert { row } = op {
-                let bytes = serde_json::to_vec(row).map_err(|e| bad(e.to_string()))?;
-                crate::replica::import::parse_row(delta.stream, &bytes)
-                    .map_err(|reason| bad(format!("ops[{index}].row: {reason}")))?;
-            }
-        }
         deltas.push(delta);
     }
     Ok(deltas)
