@@ -265,3 +265,7 @@ pub fn open_writer(
     crate::storage::migrate(&mut conn, path, &steps)?;
     Ok(conn)
 }
+
+#[cfg(test)]
+#[path = "migration_tests.rs"]
+mod migration_tests;
