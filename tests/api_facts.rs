@@ -102,6 +102,7 @@ fn protected_requests(gtin: &str) -> Vec<(Method, String)> {
                 },
             )
             .replace("{id}", CARD)
+            .replace("{order_id}", "WEB-77")
     };
     relais::api::PROTECTED_ROUTES
         .iter()
@@ -115,6 +116,10 @@ fn protected_requests(gtin: &str) -> Vec<(Method, String)> {
                 | "/v1/loyalty/earn"
                 | "/v1/loyalty/burn"
                 | "/v1/pickups/{code}/collect"
+                | "/v1/pickups/{code}/prepare"
+                | "/v1/shipments/{order_id}/picked"
+                | "/v1/shipments/{order_id}/packed"
+                | "/v1/shipments/{order_id}/shipped"
                 | "/v1/outbox/requeue" => Method::POST,
                 _ => Method::GET,
             };

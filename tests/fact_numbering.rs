@@ -68,6 +68,7 @@ fn seed_with_dropped_telemetry(store: &Store, facts: usize) -> (usize, u64) {
         low_free_mb: 0,
         seq_floor: 0,
         checkpoint_pages: relais::outbox::writer::DEFAULT_CHECKPOINT_PAGES,
+        prune: Default::default(),
     };
     let (handle, writer) =
         relais::outbox::OutboxWriter::start(&store.outbox_db(), settings).expect("outbox");

@@ -16,12 +16,18 @@ const METHODS: [&str; 8] = [
 
 /// The operations that can refuse a request with 409 (a loyalty burn over the balance or the
 /// offline cap; a pickup that is ambiguous, cancelled or already collected; a single-use coupon
-/// redeemed here before), and no other.
-const CAN_CONFLICT: [(&str, &str); 4] = [
+/// redeemed here before; an order step recorded already), and no other.
+const CAN_CONFLICT: [(&str, &str); 9] = [
     ("post", "/v1/loyalty/burn"),
     ("get", "/v1/pickups/{code}"),
     ("post", "/v1/pickups/{code}/collect"),
     ("post", "/v1/coupons/redeem"),
+    // `[pickups] protect_reserved`: a ticket selling reserved units.
+    ("post", "/v1/sales"),
+    ("post", "/v1/pickups/{code}/prepare"),
+    ("post", "/v1/shipments/{order_id}/picked"),
+    ("post", "/v1/shipments/{order_id}/packed"),
+    ("post", "/v1/shipments/{order_id}/shipped"),
 ];
 
 /// The error schemas every error response is built on.

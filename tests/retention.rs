@@ -139,7 +139,9 @@ fn sales_central_has_counted_are_pruned_after_the_retention_and_the_shelf_shows_
         "stock_movements",
         "loyalty_ops",
         "idempotency",
-        "collected_orders",
+        "released_lines",
+        "prepared_lines",
+        "shipment_steps",
     ] {
         assert!(text.contains(table), "{table} missing from:\n{text}");
     }

@@ -395,7 +395,7 @@ pub(super) async fn post_sale(
         ..
     } = request.body;
     let lines = resolve_lines(&state, lines).await?;
-    let fact = StoreFact::Sale(SaleRecorded {
+    let recorded = SaleRecorded {
         receipt,
         total_minor: ticket_total(&lines)?,
         lines,
@@ -403,7 +403,8 @@ pub(super) async fn post_sale(
         customer_id,
         client_key: key,
         by,
-    });
+    };
+    let fact = super::pickups::sale_fact(&state, recorded).await?;
     record(&state, fact, claim).await
 }
 

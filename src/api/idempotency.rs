@@ -39,6 +39,8 @@ pub(super) mod route {
     pub const PICKUP_COLLECT: &str = "POST /v1/pickups/{code}/collect";
     pub const CONSENT: &str = "POST /v1/customers/{customer_id}/consent";
     pub const COUPON_REDEEM: &str = "POST /v1/coupons/redeem";
+    pub const PICKUP_PREPARE: &str = "POST /v1/pickups/{code}/prepare";
+    pub const SHIPMENT_STEP: &str = "POST /v1/shipments/{order_id}/{step}";
 }
 
 /// A store fact's request: its body, parsed, and what identifies it for its key.

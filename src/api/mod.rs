@@ -16,6 +16,7 @@ mod loyalty;
 mod metrics;
 mod pickups;
 pub mod server;
+mod shipments;
 mod status_page;
 
 pub use auth::{ApiTokens, Gate, GateCell, Role, TokenFileError, token_secrets};
@@ -98,7 +99,7 @@ pub(crate) fn until_shutdown<S: futures_util::Stream>(
 
 /// The protected routes: every one needs a bearer token when tokens are configured.
 /// `docs/openapi.json` documents each; a test keeps the two in step.
-pub const PROTECTED_ROUTES: [&str; 20] = [
+pub const PROTECTED_ROUTES: [&str; 24] = [
     "/v1/health",
     "/v1/products",
     "/v1/products/{code}",
@@ -113,6 +114,10 @@ pub const PROTECTED_ROUTES: [&str; 20] = [
     "/v1/pickups/{code}/collect",
     "/v1/customers/{customer_id}/consent",
     "/v1/coupons/redeem",
+    "/v1/pickups/{code}/prepare",
+    "/v1/shipments/{order_id}/picked",
+    "/v1/shipments/{order_id}/packed",
+    "/v1/shipments/{order_id}/shipped",
     "/v1/alarms/{code}",
     "/v1/devices/live",
     "/v1/events",
@@ -136,7 +141,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         let http = Arc::clone(&http);
         move |state: State<Arc<ApiState>>| metrics::metrics(state, Arc::clone(&http))
     };
-    let protected: [MethodRouter<Arc<ApiState>>; 20] = [
+    let protected: [MethodRouter<Arc<ApiState>>; 24] = [
         get(health),
         get(product_by_query),
         get(product),
@@ -151,6 +156,10 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         post(pickups::collect),
         post(customers::post_consent),
         post(coupons::post_redeem),
+        post(pickups::prepare),
+        post(shipments::picked),
+        post(shipments::packed),
+        post(shipments::shipped),
         delete(acknowledge_alarm),
         get(live_reads),
         get(events::events),

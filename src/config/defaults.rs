@@ -105,6 +105,7 @@ pub(crate) const SECTIONS: &[&str] = &[
     "disk",
     "customers",
     "loyalty",
+    "pickups",
     "log",
     "sync",
     "fleet",
@@ -250,6 +251,12 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "offline_burn_cap",
         kind: "an integer (points)",
         example: "1000",
+    },
+    KeySpec {
+        section: "pickups",
+        key: "protect_reserved",
+        kind: "a boolean",
+        example: "true",
     },
     KeySpec {
         section: "log",

@@ -3,7 +3,7 @@
 
 use super::Config;
 use serde::Serialize;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ pub struct ConfigInEffect {
 pub struct Tunables {
     stale_after_ms: AtomicU64,
     offline_burn_cap: AtomicI64,
+    protect_reserved: AtomicBool,
     in_effect: RwLock<ConfigInEffect>,
     /// `[scans]`: read once per scan or lookup (an `Arc` clone under a read lock), replaced whole
     /// by a reload.
@@ -32,6 +33,7 @@ impl Tunables {
         let t = Tunables {
             stale_after_ms: AtomicU64::new(0),
             offline_burn_cap: AtomicI64::new(0),
+            protect_reserved: AtomicBool::new(false),
             in_effect: RwLock::new(in_effect),
             scan_rules: RwLock::new(Arc::new(config.scans.rules.clone())),
         };
@@ -45,6 +47,8 @@ impl Tunables {
         self.stale_after_ms.store(ms, Ordering::Relaxed);
         self.offline_burn_cap
             .store(config.loyalty.offline_burn_cap, Ordering::Relaxed);
+        self.protect_reserved
+            .store(config.pickups.protect_reserved, Ordering::Relaxed);
         if let Ok(mut rules) = self.scan_rules.write() {
             *rules = Arc::new(config.scans.rules.clone());
         }
@@ -64,6 +68,11 @@ impl Tunables {
 
     pub fn offline_burn_cap(&self) -> i64 {
         self.offline_burn_cap.load(Ordering::Relaxed)
+    }
+
+    /// `[pickups] protect_reserved`.
+    pub fn protect_reserved(&self) -> bool {
+        self.protect_reserved.load(Ordering::Relaxed)
     }
 
     pub fn in_effect(&self) -> ConfigInEffect {

@@ -65,6 +65,7 @@ pub struct Config {
     pub disk: DiskConfig,
     pub customers: CustomersConfig,
     pub loyalty: LoyaltyConfig,
+    pub pickups: PickupsConfig,
     pub log: LogConfig,
     pub sync: SyncConfig,
     pub fleet: FleetConfig,
@@ -143,6 +144,15 @@ pub struct LoyaltyConfig {
     /// Points one customer may burn here beyond central's last confirmed balance: the most a
     /// store cut off from central can lose to the same points being spent in two places.
     pub offline_burn_cap: i64,
+}
+
+/// `[pickups]`: web orders the store hands over or ships.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PickupsConfig {
+    /// Refuse a till sale that would take a SKU's on-hand below the units reserved for web
+    /// orders (409 `reserved_stock`). Off by default: a store may prefer to sell and let
+    /// central re-source the order.
+    pub protect_reserved: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,6 +391,7 @@ impl Config {
             loyalty: LoyaltyConfig {
                 offline_burn_cap: defaults::OFFLINE_BURN_CAP.0,
             },
+            pickups: PickupsConfig::default(),
             replica: ReplicaConfig {
                 stale_after: defaults::STALE_AFTER,
                 readers: defaults::READERS.0 as usize,

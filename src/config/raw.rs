@@ -25,6 +25,7 @@ pub(crate) struct RawConfig {
     pub disk: Option<RawDisk>,
     pub customers: Option<RawCustomers>,
     pub loyalty: Option<RawLoyalty>,
+    pub pickups: Option<RawPickups>,
     pub log: Option<RawLog>,
     pub sync: Option<RawSync>,
     pub fleet: Option<RawFleet>,
@@ -90,6 +91,12 @@ pub(crate) struct RawCustomers {
 #[serde(deny_unknown_fields, expecting = "a table ([loyalty])")]
 pub(crate) struct RawLoyalty {
     pub offline_burn_cap: Field<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([pickups])")]
+pub(crate) struct RawPickups {
+    pub protect_reserved: Field<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

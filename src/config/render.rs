@@ -48,6 +48,9 @@ card_hash_key_file = {card_hash_key_file}
 [loyalty]
 offline_burn_cap = {offline_burn_cap}
 
+[pickups]
+protect_reserved = {protect_reserved}
+
 [log]
 level = {level}
 format = {format}
@@ -69,6 +72,7 @@ format = {format}
         allowed_hosts = strings(&c.api.allowed_hosts),
         allowed_origins = strings(&c.api.allowed_origins),
         offline_burn_cap = c.loyalty.offline_burn_cap,
+        protect_reserved = c.pickups.protect_reserved,
         stale_after = string(&duration(c.replica.stale_after)),
         readers = c.replica.readers,
         group_commit_max = c.outbox.group_commit_max,

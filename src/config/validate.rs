@@ -13,7 +13,7 @@ use crate::config::{AckMode, BrokerUrl, SyncConfig};
 use crate::config::{
     AgentConfig, AgentId, ApiConfig, Config, ConfigError, ConfigProblem, CustomersConfig,
     DiskConfig, FleetConfig, Location, LogConfig, LogFormat, LoyaltyConfig, OutboxConfig,
-    ReplicaConfig,
+    PickupsConfig, ReplicaConfig,
 };
 
 const ID_PART_MAX: usize = 64;
@@ -379,6 +379,7 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
     let disk = raw.disk.unwrap_or_default();
     let customers = raw.customers.unwrap_or_default();
     let loyalty = raw.loyalty.unwrap_or_default();
+    let pickups = raw.pickups.unwrap_or_default();
     let log = raw.log.unwrap_or_default();
     let sync = raw.sync.unwrap_or_default();
     let fleet = raw.fleet.unwrap_or_default();
@@ -681,6 +682,12 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
             allowed_origins,
         },
         loyalty: LoyaltyConfig { offline_burn_cap },
+        pickups: PickupsConfig {
+            protect_reserved: pickups
+                .protect_reserved
+                .as_ref()
+                .is_some_and(|v| *v.get_ref()),
+        },
         replica: ReplicaConfig {
             stale_after,
             readers,

@@ -187,6 +187,9 @@ pub struct PickupCollected {
     pub pickup_code: String,
     pub lines: Vec<HandedOverLine>,
     pub was_ready: bool,
+    /// Other lines of the order stay to be collected in a later visit (a partial hand-over).
+    #[serde(default)]
+    pub partial: bool,
     pub client_key: Option<String>,
     pub by: String,
 }

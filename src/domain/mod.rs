@@ -13,11 +13,16 @@
 pub mod consent;
 pub mod coupons;
 pub mod facts;
+pub mod orders;
 
 pub use facts::{
     Channel, CountSource, CountedItem, CycleCountRecorded, FactLine, HandedOverLine, IgnoredTag,
     LoyaltyRecorded, MovementKind, PickupCollected, ReturnOrigin, ReturnRecorded, SaleRecorded,
     StockMovementRecorded,
+};
+pub use orders::{
+    OrderLine, PickupPrepared, ProtectedSale, Release, ReservedLine, ReservedStock, ShipStep,
+    ShipmentRecorded, Tracking, WHOLE_ORDER,
 };
 
 pub use consent::{ConsentChanged, ConsentPurpose};
@@ -37,6 +42,10 @@ pub enum StoreFact {
     PickupCollected(PickupCollected),
     ConsentChanged(ConsentChanged),
     CouponRedeemed(CouponRedeemed),
+    PickupPrepared(PickupPrepared),
+    Shipment(ShipmentRecorded),
+    /// A till sale settled against the units reserved for web orders (`sale.recorded`).
+    ProtectedSale(ProtectedSale),
 }
 
 /// Central's stock figure for a SKU and the agent seq it already includes.
@@ -94,8 +103,13 @@ pub trait Ledger {
         customer_id: &str,
         watermark_seq: u64,
     ) -> Result<PendingPoints, Self::Error>;
-    /// The seq of the fact that handed this order over here, if one did.
-    fn collected_at(&mut self, order_id: &str) -> Result<Option<u64>, Self::Error>;
+    /// The lines of this order handed over or shipped here, as (line, seq of the fact);
+    /// [`WHOLE_ORDER`] stands for every line.
+    fn released_lines(&mut self, order_id: &str) -> Result<Vec<(i64, u64)>, Self::Error>;
+    /// The lines of this order prepared here.
+    fn prepared_lines(&mut self, order_id: &str) -> Result<Vec<i64>, Self::Error>;
+    /// The steps of this ship-from-store order recorded here.
+    fn shipment_steps(&mut self, order_id: &str) -> Result<Vec<ShipStep>, Self::Error>;
     /// The first redemption here of a single-use coupon (by its identity), if there was one.
     fn coupon_redeemed(&mut self, coupon: &str) -> Result<Option<Redemption>, Self::Error>;
 }
@@ -141,8 +155,6 @@ pub enum FactRefused {
     },
     #[error("the balance is {balance} points; burning {requested} would make it negative")]
     InsufficientPoints { balance: i64, requested: i64 },
-    #[error("order {order_id} was already collected here (event seq {seq})")]
-    AlreadyCollected { order_id: String, seq: u64 },
     #[error(
         "coupon {coupon} was already redeemed here (event seq {seq}); it can be used only \
          once: finish the ticket without it"
@@ -151,6 +163,44 @@ pub enum FactRefused {
         coupon: String,
         seq: u64,
         at_ms: i64,
+    },
+    #[error(
+        "line(s) {lines:?} of order {order_id} already left the store here (event seq {seq}): \
+         do not hand them over again; hand over only the other lines"
+    )]
+    AlreadyCollected {
+        order_id: String,
+        lines: Vec<i64>,
+        seq: u64,
+    },
+    #[error("line(s) {lines:?} of order {order_id} were already prepared here: nothing to do")]
+    AlreadyPrepared { order_id: String, lines: Vec<i64> },
+    #[error("order {order_id} was already recorded {step} here: nothing to do")]
+    StepAlreadyRecorded {
+        order_id: String,
+        step: &'static str,
+    },
+    #[error(
+        "order {order_id} cannot be recorded {step} now: the next step is {expected} \
+         (last recorded: {last:?}); record the steps in order"
+    )]
+    StepOutOfOrder {
+        order_id: String,
+        step: &'static str,
+        last: Option<&'static str>,
+        expected: &'static str,
+    },
+    #[error(
+        "selling {requested} of {sku} would take on-hand ({on_hand}) below the {reserved} units \
+         reserved for web orders: sell at most {may_sell}, or ask the back office to release a \
+         reservation"
+    )]
+    ReservedStock {
+        sku: String,
+        on_hand: i64,
+        reserved: i64,
+        requested: i64,
+        may_sell: i64,
     },
     #[error("{what} is out of range: {why}")]
     OutOfRange { what: String, why: String },
@@ -164,6 +214,10 @@ impl FactRefused {
             FactRefused::InsufficientPoints { .. } => "insufficient_points",
             FactRefused::AlreadyCollected { .. } => "already_collected",
             FactRefused::CouponAlreadyRedeemed { .. } => "coupon_already_redeemed",
+            FactRefused::AlreadyPrepared { .. } => "already_prepared",
+            FactRefused::StepAlreadyRecorded { .. } => "step_already_recorded",
+            FactRefused::StepOutOfOrder { .. } => "step_out_of_order",
+            FactRefused::ReservedStock { .. } => "reserved_stock",
             FactRefused::OutOfRange { .. } => "out_of_range",
         }
     }
@@ -192,9 +246,17 @@ pub enum Effect<'a> {
         customer_id: &'a str,
         points: i64,
     },
-    /// A click-and-collect order handed over: its reservations stop counting, and a second
-    /// hand-over of the same order is refused.
-    OrderCollected { order_id: &'a str },
+    /// A reserved line handed over or shipped: its reservation stops counting, and a second
+    /// hand-over of it is refused.
+    LineReleased {
+        order_id: &'a str,
+        line: i64,
+        how: Release,
+    },
+    /// A click-and-collect line prepared here: ready for hand-over.
+    LinePrepared { order_id: &'a str, line: i64 },
+    /// A step of a ship-from-store order.
+    ShipmentStep { order_id: &'a str, step: ShipStep },
     /// A customer's consent changed here: in effect at once, until central sends a choice
     /// dated at or after it.
     ConsentChanged {
@@ -207,7 +269,7 @@ pub enum Effect<'a> {
     CouponRedeemed { coupon: &'a str },
 }
 
-fn out_of_range(what: impl Into<String>, why: impl Into<String>) -> FactRefused {
+pub(crate) fn out_of_range(what: impl Into<String>, why: impl Into<String>) -> FactRefused {
     FactRefused::OutOfRange {
         what: what.into(),
         why: why.into(),
@@ -242,6 +304,13 @@ impl StoreFact {
             StoreFact::PickupCollected(_) => "pickup.collected",
             StoreFact::ConsentChanged(_) => "consent.changed",
             StoreFact::CouponRedeemed(_) => "coupon.redeemed",
+            StoreFact::PickupPrepared(_) => "pickup.prepared",
+            StoreFact::Shipment(s) => match s.step {
+                ShipStep::Picked => "shipment.picked",
+                ShipStep::Packed => "shipment.packed",
+                ShipStep::Shipped => "shipment.shipped",
+            },
+            StoreFact::ProtectedSale(_) => "sale.recorded",
         }
     }
 
@@ -266,18 +335,12 @@ impl StoreFact {
             StoreFact::CycleCount(count) => settle_count(ledger, seq, count),
             StoreFact::Loyalty(op) => settle_loyalty(ledger, op),
             StoreFact::PickupCollected(pickup) => {
-                match ledger
-                    .collected_at(&pickup.order_id)
-                    .map_err(Unsettled::Ledger)?
-                {
-                    Some(seq) => Err(FactRefused::AlreadyCollected {
-                        order_id: pickup.order_id.clone(),
-                        seq,
-                    }
-                    .into()),
-                    None => Ok(()),
-                }
+                let lines: Vec<i64> = pickup.lines.iter().map(|l| l.line).collect();
+                orders::settle_collect(ledger, &pickup.order_id, &lines)
             }
+            StoreFact::PickupPrepared(prepared) => orders::settle_prepare(ledger, prepared),
+            StoreFact::Shipment(shipment) => orders::settle_shipment(ledger, shipment),
+            StoreFact::ProtectedSale(sale) => orders::settle_protected_sale(ledger, sale),
             StoreFact::CouponRedeemed(redeemed) if redeemed.single_use => {
                 match ledger
                     .coupon_redeemed(&redeemed.coupon)
@@ -329,6 +392,7 @@ impl StoreFact {
             }
             StoreFact::Movement(_) => Vec::new(),
             StoreFact::Sale(sale) => lines(&sale.lines, MovementKind::Sale),
+            StoreFact::ProtectedSale(sale) => lines(&sale.recorded.lines, MovementKind::Sale),
             StoreFact::Return(ret) if ret.restocked => lines(&ret.lines, MovementKind::Return),
             StoreFact::Return(_) => Vec::new(),
             StoreFact::CycleCount(count) if count.recorded.applied => count
@@ -349,22 +413,35 @@ impl StoreFact {
                 customer_id: &op.recorded.customer_id,
                 points: op.recorded.points,
             }],
-            StoreFact::PickupCollected(pickup) => {
-                let mut effects: Vec<Effect<'_>> = pickup
-                    .lines
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, l)| {
-                        Some(Effect::Movement {
-                            line: u32::try_from(i).ok()?,
-                            sku: &l.sku,
-                            delta: MovementKind::Sale.delta(l.qty)?,
-                            kind: MovementKind::Sale,
-                        })
-                    })
-                    .collect();
-                effects.push(Effect::OrderCollected {
-                    order_id: &pickup.order_id,
+            StoreFact::PickupCollected(pickup) => released(
+                &pickup.order_id,
+                pickup.lines.iter().map(|l| (l.line, l.sku.as_str(), l.qty)),
+                Release::Collected,
+            ),
+            StoreFact::PickupPrepared(prepared) => prepared
+                .lines
+                .iter()
+                .map(|l| Effect::LinePrepared {
+                    order_id: &prepared.order_id,
+                    line: l.line,
+                })
+                .collect(),
+            StoreFact::Shipment(shipment) => {
+                let mut effects = if shipment.step == ShipStep::Shipped {
+                    released(
+                        &shipment.order_id,
+                        shipment
+                            .lines
+                            .iter()
+                            .map(|l| (l.line, l.sku.as_str(), l.qty)),
+                        Release::Shipped,
+                    )
+                } else {
+                    Vec::new()
+                };
+                effects.push(Effect::ShipmentStep {
+                    order_id: &shipment.order_id,
+                    step: shipment.step,
                 });
                 effects
             }
@@ -394,6 +471,9 @@ impl StoreFact {
             StoreFact::PickupCollected(pickup) => serde_json::to_string(pickup),
             StoreFact::ConsentChanged(change) => serde_json::to_string(change),
             StoreFact::CouponRedeemed(redeemed) => serde_json::to_string(redeemed),
+            StoreFact::PickupPrepared(prepared) => serde_json::to_string(prepared),
+            StoreFact::Shipment(shipment) => serde_json::to_string(shipment),
+            StoreFact::ProtectedSale(sale) => serde_json::to_string(&sale.recorded),
         }
     }
 
@@ -405,10 +485,13 @@ impl StoreFact {
                 sku: &m.sku,
                 stock_applied: m.stock_applied,
             }),
-            StoreFact::Sale(sale) => serde_json::to_string(&SaleAnswer {
-                lines: &sale.lines,
-                total_minor: sale.total_minor,
-            }),
+            StoreFact::Sale(sale)
+            | StoreFact::ProtectedSale(ProtectedSale { recorded: sale, .. }) => {
+                serde_json::to_string(&SaleAnswer {
+                    lines: &sale.lines,
+                    total_minor: sale.total_minor,
+                })
+            }
             StoreFact::Return(ret) => serde_json::to_string(&ReturnAnswer {
                 lines: &ret.lines,
                 cross_channel: ret.cross_channel,
@@ -432,6 +515,17 @@ impl StoreFact {
             StoreFact::PickupCollected(pickup) => serde_json::to_string(&PickupAnswer {
                 order_id: &pickup.order_id,
                 lines: &pickup.lines,
+                partial: pickup.partial,
+            }),
+            StoreFact::PickupPrepared(prepared) => serde_json::to_string(&OrderAnswer {
+                order_id: &prepared.order_id,
+                lines: &prepared.lines,
+                step: None,
+            }),
+            StoreFact::Shipment(shipment) => serde_json::to_string(&OrderAnswer {
+                order_id: &shipment.order_id,
+                lines: &shipment.lines,
+                step: Some(shipment.step),
             }),
             StoreFact::ConsentChanged(change) => serde_json::to_string(&ConsentAnswer {
                 customer_id: &change.customer_id,
@@ -486,6 +580,40 @@ struct LoyaltyAnswer<'a> {
 struct PickupAnswer<'a> {
     order_id: &'a str,
     lines: &'a [HandedOverLine],
+    partial: bool,
+}
+
+#[derive(Serialize)]
+struct OrderAnswer<'a> {
+    order_id: &'a str,
+    lines: &'a [OrderLine],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<ShipStep>,
+}
+
+/// A sale-kind movement and a release per line: the goods leave on-hand and `reserved` together.
+fn released<'a>(
+    order_id: &'a str,
+    lines: impl Iterator<Item = (i64, &'a str, i64)>,
+    how: Release,
+) -> Vec<Effect<'a>> {
+    let mut effects = Vec::new();
+    for (i, (line, sku, qty)) in lines.enumerate() {
+        if let (Ok(at), Some(delta)) = (u32::try_from(i), MovementKind::Sale.delta(qty)) {
+            effects.push(Effect::Movement {
+                line: at,
+                sku,
+                delta,
+                kind: MovementKind::Sale,
+            });
+        }
+        effects.push(Effect::LineReleased {
+            order_id,
+            line,
+            how,
+        });
+    }
+    effects
 }
 
 #[derive(Serialize)]

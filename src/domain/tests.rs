@@ -10,8 +10,45 @@ struct Memory {
     movements: Vec<(String, u64, i64)>,
     /// (customer, seq, points)
     points: Vec<(String, u64, i64)>,
-    collected: HashMap<String, u64>,
+    /// order → (line, seq) released here
+    released: HashMap<String, Vec<(i64, u64)>>,
+    prepared: HashMap<String, Vec<i64>>,
+    steps: HashMap<String, Vec<ShipStep>>,
     coupons: HashMap<String, Redemption>,
+}
+
+impl Memory {
+    /// Record what a settled fact did, as the writer would.
+    fn commit(&mut self, fact: &StoreFact, seq: u64) {
+        for effect in fact.effects() {
+            match effect {
+                Effect::Movement { sku, delta, .. } => {
+                    self.movements.push((sku.to_owned(), seq, delta))
+                }
+                Effect::Loyalty {
+                    customer_id,
+                    points,
+                    ..
+                } => self.points.push((customer_id.to_owned(), seq, points)),
+                Effect::LineReleased { order_id, line, .. } => self
+                    .released
+                    .entry(order_id.to_owned())
+                    .or_default()
+                    .push((line, seq)),
+                Effect::LinePrepared { order_id, line } => self
+                    .prepared
+                    .entry(order_id.to_owned())
+                    .or_default()
+                    .push(line),
+                Effect::ShipmentStep { order_id, step } => self
+                    .steps
+                    .entry(order_id.to_owned())
+                    .or_default()
+                    .push(step),
+                Effect::ConsentChanged { .. } | Effect::CouponRedeemed { .. } => {}
+            }
+        }
+    }
 }
 
 impl Ledger for Memory {
@@ -41,8 +78,16 @@ impl Ledger for Memory {
         })
     }
 
-    fn collected_at(&mut self, order_id: &str) -> Result<Option<u64>, Self::Error> {
-        Ok(self.collected.get(order_id).copied())
+    fn released_lines(&mut self, order_id: &str) -> Result<Vec<(i64, u64)>, Self::Error> {
+        Ok(self.released.get(order_id).cloned().unwrap_or_default())
+    }
+
+    fn prepared_lines(&mut self, order_id: &str) -> Result<Vec<i64>, Self::Error> {
+        Ok(self.prepared.get(order_id).cloned().unwrap_or_default())
+    }
+
+    fn shipment_steps(&mut self, order_id: &str) -> Result<Vec<ShipStep>, Self::Error> {
+        Ok(self.steps.get(order_id).cloned().unwrap_or_default())
     }
 
     fn coupon_redeemed(&mut self, coupon: &str) -> Result<Option<Redemption>, Self::Error> {
@@ -292,6 +337,7 @@ fn an_order_handed_over_here_is_refused_a_second_time() {
             },
         ],
         was_ready: true,
+        partial: false,
         client_key: None,
         by: "till-1".into(),
     });
@@ -300,19 +346,18 @@ fn an_order_handed_over_here_is_refused_a_second_time() {
         movements(&pickup),
         vec![(0, "A".into(), -2), (1, "A".into(), -1)]
     );
-    assert!(
-        pickup
-            .effects()
-            .contains(&Effect::OrderCollected { order_id: "WEB-9" })
-    );
-    ledger.collected.insert("WEB-9".into(), 5);
-    assert!(matches!(
-        pickup.settle(&mut ledger, 6),
-        Err(Unsettled::Refused(FactRefused::AlreadyCollected {
-            seq: 5,
-            ..
-        }))
-    ));
+    assert!(pickup.effects().contains(&Effect::LineReleased {
+        order_id: "WEB-9",
+        line: 2,
+        how: Release::Collected
+    }));
+    ledger.commit(&pickup, 5);
+    match pickup.settle(&mut ledger, 6) {
+        Err(Unsettled::Refused(FactRefused::AlreadyCollected { seq: 5, lines, .. })) => {
+            assert_eq!(lines, vec![1, 2])
+        }
+        other => panic!("expected already collected, got {other:?}"),
+    }
 }
 
 #[test]
@@ -324,6 +369,186 @@ fn a_payload_reads_back_into_its_own_type() {
     let json = fact.payload_json().expect("serialises");
     let back: SaleRecorded = serde_json::from_str(&json).expect("parses back");
     assert_eq!(&back, recorded);
+}
+
+fn order_line(line: i64, sku: &str, qty: i64) -> OrderLine {
+    OrderLine {
+        line,
+        sku: sku.into(),
+        qty,
+    }
+}
+
+fn handed(order_id: &str, lines: &[(i64, &str, i64)]) -> StoreFact {
+    StoreFact::PickupCollected(PickupCollected {
+        order_id: order_id.into(),
+        pickup_code: "PU".into(),
+        lines: lines
+            .iter()
+            .map(|(line, sku, qty)| HandedOverLine {
+                line: *line,
+                sku: (*sku).into(),
+                qty: *qty,
+                status: "picked".into(),
+            })
+            .collect(),
+        was_ready: true,
+        partial: true,
+        client_key: None,
+        by: "till-1".into(),
+    })
+}
+
+#[test]
+fn a_partial_hand_over_leaves_the_other_lines_to_a_later_visit_and_refuses_a_line_twice() {
+    let mut ledger = Memory::default();
+    let mut first = handed("WEB-3", &[(1, "A", 1), (2, "B", 2)]);
+    first.settle(&mut ledger, 1).expect("first visit");
+    ledger.commit(&first, 1);
+    let mut rest = handed("WEB-3", &[(3, "C", 1)]);
+    rest.settle(&mut ledger, 2).expect("the remaining line");
+    ledger.commit(&rest, 2);
+    let mut again = handed("WEB-3", &[(2, "B", 2), (4, "D", 1)]);
+    match again.settle(&mut ledger, 3) {
+        Err(Unsettled::Refused(FactRefused::AlreadyCollected { lines, seq: 1, .. })) => {
+            assert_eq!(lines, vec![2])
+        }
+        other => panic!("expected line 2 refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_order_migrated_as_a_whole_refuses_every_line() {
+    let mut ledger = Memory::default();
+    ledger
+        .released
+        .insert("OLD-1".into(), vec![(WHOLE_ORDER, 4)]);
+    let mut again = handed("OLD-1", &[(7, "A", 1)]);
+    assert!(matches!(
+        again.settle(&mut ledger, 9),
+        Err(Unsettled::Refused(FactRefused::AlreadyCollected {
+            seq: 4,
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn a_line_is_prepared_once_and_moves_no_stock() {
+    let mut ledger = Memory::default();
+    let mut prepared = StoreFact::PickupPrepared(PickupPrepared {
+        order_id: "WEB-4".into(),
+        pickup_code: "PU-4".into(),
+        lines: vec![order_line(1, "A", 2)],
+        client_key: None,
+        by: "till-1".into(),
+    });
+    prepared.settle(&mut ledger, 1).expect("first preparation");
+    assert!(movements(&prepared).is_empty());
+    ledger.commit(&prepared, 1);
+    assert!(matches!(
+        prepared.settle(&mut ledger, 2),
+        Err(Unsettled::Refused(FactRefused::AlreadyPrepared { .. }))
+    ));
+}
+
+fn shipment(step: ShipStep) -> StoreFact {
+    StoreFact::Shipment(ShipmentRecorded {
+        order_id: "SHIP-1".into(),
+        step,
+        lines: vec![order_line(1, "A", 2), order_line(2, "B", 1)],
+        tracking: (step == ShipStep::Shipped).then(|| Tracking {
+            carrier: "DHL".into(),
+            tracking_number: "JD0146".into(),
+        }),
+        client_key: None,
+        by: "bench-1".into(),
+    })
+}
+
+#[test]
+fn shipment_steps_go_in_order_once_each_and_only_shipped_moves_stock() {
+    let mut ledger = Memory::default();
+    let mut packed = shipment(ShipStep::Packed);
+    match packed.settle(&mut ledger, 1) {
+        Err(Unsettled::Refused(FactRefused::StepOutOfOrder { expected, .. })) => {
+            assert_eq!(expected, "picked")
+        }
+        other => panic!("expected out of order, got {other:?}"),
+    }
+    for (seq, step) in ShipStep::ALL.into_iter().enumerate() {
+        let mut fact = shipment(step);
+        fact.settle(&mut ledger, seq as u64 + 1).expect("in order");
+        if step == ShipStep::Shipped {
+            assert_eq!(
+                movements(&fact),
+                vec![(0, "A".into(), -2), (1, "B".into(), -1)]
+            );
+        } else {
+            assert!(movements(&fact).is_empty());
+        }
+        ledger.commit(&fact, seq as u64 + 1);
+    }
+    assert!(matches!(
+        shipment(ShipStep::Shipped).settle(&mut ledger, 9),
+        Err(Unsettled::Refused(FactRefused::StepAlreadyRecorded { .. }))
+    ));
+}
+
+#[test]
+fn a_protected_sale_may_not_sell_reserved_units_and_counts_releases_since_the_reader() {
+    let mut ledger = Memory::default();
+    let stock = ReservedStock {
+        sku: "A".into(),
+        baseline: Some(StockBaseline {
+            on_hand: 5,
+            watermark_seq: 0,
+        }),
+        reservations: vec![
+            ReservedLine {
+                order_id: "WEB-1".into(),
+                line: 1,
+                qty: 3,
+            },
+            ReservedLine {
+                order_id: "WEB-2".into(),
+                line: 1,
+                qty: 1,
+            },
+        ],
+    };
+    let protected = |qty| {
+        let StoreFact::Sale(recorded) = sale(vec![line(Some("A"), qty)]) else {
+            unreachable!()
+        };
+        StoreFact::ProtectedSale(ProtectedSale {
+            recorded,
+            stock: vec![stock.clone()],
+        })
+    };
+    let mut one = protected(1);
+    one.settle(&mut ledger, 1).expect("5 on hand, 4 reserved");
+    ledger.commit(&one, 1);
+    match protected(1).settle(&mut ledger, 2) {
+        Err(Unsettled::Refused(FactRefused::ReservedStock {
+            on_hand: 4,
+            reserved: 4,
+            may_sell: 0,
+            ..
+        })) => {}
+        other => panic!("expected reserved_stock, got {other:?}"),
+    }
+    // WEB-2 handed over since the reader looked: its unit left on-hand and `reserved`.
+    let collected = handed("WEB-2", &[(1, "A", 1)]);
+    ledger.commit(&collected, 2);
+    match protected(1).settle(&mut ledger, 3) {
+        Err(Unsettled::Refused(FactRefused::ReservedStock {
+            on_hand: 3,
+            reserved: 3,
+            ..
+        })) => {}
+        other => panic!("expected reserved_stock, got {other:?}"),
+    }
 }
 
 fn coupon(code: &str) -> StoreFact {

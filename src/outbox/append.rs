@@ -9,7 +9,7 @@
 use super::keys::{Claimed, UnfiledKeys};
 use super::stats::OutboxStats;
 use super::{AppendBody, AppendRequest, Appended, OutboxError, RetentionClass};
-use crate::domain::{Effect, FactRefused, Ledger, PendingPoints, Redemption, Unsettled};
+use crate::domain::{Effect, FactRefused, Ledger, PendingPoints, Redemption, ShipStep, Unsettled};
 use rusqlite::{ErrorCode, OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
@@ -287,11 +287,28 @@ fn write_effect(
             )?
             .execute(params![as_i64(seq), line, customer_id, points, wall_ms])?;
         }
-        Effect::OrderCollected { order_id } => {
+        Effect::LineReleased {
+            order_id,
+            line,
+            how,
+        } => {
             tx.prepare_cached(
-                "INSERT INTO collected_orders(order_id, seq, wall_ms) VALUES (?1, ?2, ?3)",
+                "INSERT INTO released_lines(order_id, line, seq, wall_ms, how)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![order_id, as_i64(seq), wall_ms])?;
+            .execute(params![order_id, line, as_i64(seq), wall_ms, how.name()])?;
+        }
+        Effect::LinePrepared { order_id, line } => {
+            tx.prepare_cached(
+                "INSERT INTO prepared_lines(order_id, line, seq, wall_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![order_id, line, as_i64(seq), wall_ms])?;
+        }
+        Effect::ShipmentStep { order_id, step } => {
+            tx.prepare_cached(
+                "INSERT INTO shipment_steps(order_id, step, seq, wall_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![order_id, step.code(), as_i64(seq), wall_ms])?;
         }
         Effect::ConsentChanged {
             customer_id,
@@ -373,13 +390,29 @@ impl Ledger for TxLedger<'_, '_> {
             })
     }
 
-    fn collected_at(&mut self, order_id: &str) -> rusqlite::Result<Option<u64>> {
-        Ok(self
+    fn released_lines(&mut self, order_id: &str) -> rusqlite::Result<Vec<(i64, u64)>> {
+        self.tx
+            .prepare_cached("SELECT line, seq FROM released_lines WHERE order_id = ?1")?
+            .query_map([order_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?
+            .collect()
+    }
+
+    fn prepared_lines(&mut self, order_id: &str) -> rusqlite::Result<Vec<i64>> {
+        self.tx
+            .prepare_cached("SELECT line FROM prepared_lines WHERE order_id = ?1")?
+            .query_map([order_id], |r| r.get::<_, i64>(0))?
+            .collect()
+    }
+
+    fn shipment_steps(&mut self, order_id: &str) -> rusqlite::Result<Vec<ShipStep>> {
+        let codes: Vec<i64> = self
             .tx
-            .prepare_cached("SELECT seq FROM collected_orders WHERE order_id = ?1")?
-            .query_row([order_id], |r| r.get::<_, i64>(0))
-            .optional()?
-            .map(|seq| seq.max(0) as u64))
+            .prepare_cached("SELECT step FROM shipment_steps WHERE order_id = ?1")?
+            .query_map([order_id], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(codes.into_iter().filter_map(ShipStep::from_code).collect())
     }
 
     fn coupon_redeemed(&mut self, coupon: &str) -> rusqlite::Result<Option<Redemption>> {

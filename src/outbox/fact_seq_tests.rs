@@ -11,6 +11,7 @@ fn settings() -> WriterSettings {
         low_free_mb: 0,
         seq_floor: 0,
         checkpoint_pages: DEFAULT_CHECKPOINT_PAGES,
+        prune: Default::default(),
     }
 }
 

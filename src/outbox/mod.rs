@@ -442,6 +442,47 @@ ALTER TABLE idempotency ADD COLUMN at_ms INTEGER;
 UPDATE idempotency SET at_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER);
 CREATE INDEX idempotency_by_seq ON idempotency(seq);
 "#,
+    r#"
+-- ADR 0022: web orders are handed over line by line (a partial hand-over leaves the rest
+-- open) and shipped from the store, so what left the store is kept per (order_id, line), with
+-- how it left. Kept after delivery, like collected_orders was: it stops a line going out twice
+-- and takes its reservation out of `available` until central's stream catches up. An order
+-- collected before this step is listed line by line from its event; if the event is no longer
+-- here, line -1 stands for every line of it (the hand-over was of the whole order then).
+CREATE TABLE released_lines (
+    order_id TEXT NOT NULL,
+    line     INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    wall_ms  INTEGER NOT NULL,
+    how      TEXT NOT NULL,
+    PRIMARY KEY (order_id, line)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO released_lines(order_id, line, seq, wall_ms, how)
+    SELECT c.order_id, json_extract(l.value, '$.line'), c.seq, c.wall_ms, 'collected'
+    FROM collected_orders c JOIN events e ON e.seq = c.seq AND e.type = 'pickup.collected',
+         json_each(e.payload, '$.lines') l
+    WHERE json_valid(e.payload) AND json_type(l.value, '$.line') = 'integer';
+INSERT OR IGNORE INTO released_lines(order_id, line, seq, wall_ms, how)
+    SELECT c.order_id, -1, c.seq, c.wall_ms, 'collected' FROM collected_orders c
+    WHERE NOT EXISTS (SELECT 1 FROM released_lines r WHERE r.order_id = c.order_id);
+DROP TABLE collected_orders;
+-- Click-and-collect lines staff picked here (`pickup.prepared`): ready for hand-over here.
+CREATE TABLE prepared_lines (
+    order_id TEXT NOT NULL,
+    line     INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    wall_ms  INTEGER NOT NULL,
+    PRIMARY KEY (order_id, line)
+) WITHOUT ROWID;
+-- Steps of ship-from-store orders recorded here (1 picked, 2 packed, 3 shipped).
+CREATE TABLE shipment_steps (
+    order_id TEXT NOT NULL,
+    step     INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    wall_ms  INTEGER NOT NULL,
+    PRIMARY KEY (order_id, step)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The tables whose rows carry an event's `seq`: the newest `seq` ever used is the max over them

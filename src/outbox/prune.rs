@@ -91,11 +91,21 @@ enum Kind {
     Loyalty,
     /// `idempotency`: past `keys_keep` and their event acknowledged (deleted from `events`).
     Keys,
-    /// `collected_orders`: central no longer lists the order and the hand-over was delivered.
-    Collected,
+    /// `released_lines` (hand-overs and shipments), `prepared_lines` and `shipment_steps`:
+    /// central no longer lists the order and the fact was delivered.
+    Released,
+    Prepared,
+    ShipmentSteps,
 }
 
-const KINDS: [Kind; 4] = [Kind::Movements, Kind::Loyalty, Kind::Keys, Kind::Collected];
+const KINDS: [Kind; 6] = [
+    Kind::Movements,
+    Kind::Loyalty,
+    Kind::Keys,
+    Kind::Released,
+    Kind::Prepared,
+    Kind::ShipmentSteps,
+];
 
 impl Kind {
     fn code(self) -> i64 {
@@ -121,9 +131,17 @@ impl Kind {
                 "SELECT MAX(seq), MIN(at_ms) FROM (SELECT seq, at_ms FROM main.idempotency
                    WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
             }
-            // A small table (orders handed over in a week): no index by seq is worth its cost.
-            Kind::Collected => {
-                "SELECT MAX(seq), MIN(wall_ms) FROM (SELECT seq, wall_ms FROM main.collected_orders
+            // Small tables (order lines of a week): no index by seq is worth its cost.
+            Kind::Released => {
+                "SELECT MAX(seq), MIN(wall_ms) FROM (SELECT seq, wall_ms FROM main.released_lines
+                   WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
+            }
+            Kind::Prepared => {
+                "SELECT MAX(seq), MIN(wall_ms) FROM (SELECT seq, wall_ms FROM main.prepared_lines
+                   WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
+            }
+            Kind::ShipmentSteps => {
+                "SELECT MAX(seq), MIN(wall_ms) FROM (SELECT seq, wall_ms FROM main.shipment_steps
                    WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
             }
         }
@@ -157,9 +175,25 @@ impl Kind {
                  WHERE i.seq > ?1 AND i.seq <= ?2 AND i.at_ms <= ?3
                    AND NOT EXISTS (SELECT 1 FROM main.events e WHERE e.seq = i.seq)"
             }
-            Kind::Collected => {
+            Kind::Released => {
                 "INSERT OR IGNORE INTO temp.prune_due(kind, seq, line, key)
-                 SELECT 3, c.seq, 0, c.order_id FROM main.collected_orders c
+                 SELECT 3, c.seq, c.line, c.order_id FROM main.released_lines c
+                 WHERE c.seq > ?1 AND c.seq <= ?2 AND c.wall_ms <= ?3
+                   AND (SELECT version FROM rpl.streams WHERE name = 'reservations') > 0
+                   AND NOT EXISTS (SELECT 1 FROM rpl.reservations r WHERE r.order_id = c.order_id)
+                   AND NOT EXISTS (SELECT 1 FROM main.events e WHERE e.seq = c.seq)"
+            }
+            Kind::Prepared => {
+                "INSERT OR IGNORE INTO temp.prune_due(kind, seq, line, key)
+                 SELECT 4, c.seq, c.line, c.order_id FROM main.prepared_lines c
+                 WHERE c.seq > ?1 AND c.seq <= ?2 AND c.wall_ms <= ?3
+                   AND (SELECT version FROM rpl.streams WHERE name = 'reservations') > 0
+                   AND NOT EXISTS (SELECT 1 FROM rpl.reservations r WHERE r.order_id = c.order_id)
+                   AND NOT EXISTS (SELECT 1 FROM main.events e WHERE e.seq = c.seq)"
+            }
+            Kind::ShipmentSteps => {
+                "INSERT OR IGNORE INTO temp.prune_due(kind, seq, line, key)
+                 SELECT 5, c.seq, c.step, c.order_id FROM main.shipment_steps c
                  WHERE c.seq > ?1 AND c.seq <= ?2 AND c.wall_ms <= ?3
                    AND (SELECT version FROM rpl.streams WHERE name = 'reservations') > 0
                    AND NOT EXISTS (SELECT 1 FROM rpl.reservations r WHERE r.order_id = c.order_id)
@@ -179,8 +213,14 @@ impl Kind {
                 &["DELETE FROM main.loyalty_ops WHERE seq = ?1 AND line = ?2 AND customer_id = ?3"]
             }
             Kind::Keys => &["DELETE FROM main.idempotency WHERE client_key = ?3 AND seq = ?1"],
-            Kind::Collected => {
-                &["DELETE FROM main.collected_orders WHERE order_id = ?3 AND seq = ?1"]
+            Kind::Released => {
+                &["DELETE FROM main.released_lines WHERE order_id = ?3 AND line = ?2 AND seq = ?1"]
+            }
+            Kind::Prepared => {
+                &["DELETE FROM main.prepared_lines WHERE order_id = ?3 AND line = ?2 AND seq = ?1"]
+            }
+            Kind::ShipmentSteps => {
+                &["DELETE FROM main.shipment_steps WHERE order_id = ?3 AND step = ?2 AND seq = ?1"]
             }
         }
     }
@@ -191,7 +231,9 @@ impl Kind {
             Kind::Movements => &["stock_movements", "sku_movements"],
             Kind::Loyalty => &["loyalty_ops"],
             Kind::Keys => &["idempotency"],
-            Kind::Collected => &["collected_orders"],
+            Kind::Released => &["released_lines"],
+            Kind::Prepared => &["prepared_lines"],
+            Kind::ShipmentSteps => &["shipment_steps"],
         }
     }
 }

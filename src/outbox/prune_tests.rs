@@ -587,6 +587,7 @@ fn handed_over(order: &str) -> AppendRequest {
             status: "picked".into(),
         }],
         was_ready: true,
+        partial: false,
         client_key: None,
         by: "till-1".into(),
     }))
@@ -620,9 +621,9 @@ fn a_hand_over_record_goes_once_central_no_longer_lists_the_order_and_one_still_
         .expect("rt");
     rt.block_on(handle.delivered(vec![[first.seq, second.seq]]))
         .expect("delivered");
-    store.wait_pruned("collected_orders", 1);
+    store.wait_pruned("released_lines", 1);
     assert_eq!(
-        store.rows("SELECT COUNT(*) FROM collected_orders WHERE order_id = 'WEB-2'"),
+        store.rows("SELECT COUNT(*) FROM released_lines WHERE order_id = 'WEB-2'"),
         1
     );
     // The record kept still stops a second hand-over of the order central lists.

@@ -218,7 +218,9 @@ pub const RETENTION_TABLES: &[&str] = &[
     "loyalty_ops",
     "idempotency",
     "unfiled_keys",
-    "collected_orders",
+    "released_lines",
+    "prepared_lines",
+    "shipment_steps",
 ];
 
 /// One table's retention, for an auditor: rows held, rows pruned since the outbox was created,
@@ -253,7 +255,9 @@ pub fn retention(conn: &Connection) -> Result<Vec<TableRetention>, rusqlite::Err
                     "SELECT wall_ms FROM {table} ORDER BY seq, line LIMIT 1"
                 )),
                 "idempotency" => Some("SELECT MIN(at_ms) FROM idempotency".to_string()),
-                "collected_orders" => Some("SELECT MIN(wall_ms) FROM collected_orders".to_string()),
+                "released_lines" | "prepared_lines" | "shipment_steps" => {
+                    Some(format!("SELECT MIN(wall_ms) FROM {table}"))
+                }
                 _ => None,
             };
             let oldest_kept_ms = match oldest_sql {

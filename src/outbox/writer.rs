@@ -1184,3 +1184,7 @@ mod tests;
 #[cfg(test)]
 #[path = "fact_seq_tests.rs"]
 mod fact_seq_tests;
+
+#[cfg(test)]
+#[path = "orders_tests.rs"]
+mod orders_tests;

@@ -175,6 +175,26 @@ struct ReservationLine {
     status: ReservationStatus,
     #[serde(default)]
     pickup_code: Option<String>,
+    /// How the order leaves the store; absent in streams from before ship-from-store.
+    #[serde(default)]
+    fulfilment: Fulfilment,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, Default)]
+#[serde(rename_all = "snake_case")]
+enum Fulfilment {
+    #[default]
+    Collect,
+    Ship,
+}
+
+impl Fulfilment {
+    fn name(self) -> &'static str {
+        match self {
+            Fulfilment::Collect => "collect",
+            Fulfilment::Ship => "ship",
+        }
+    }
 }
 
 #[derive(Deserialize, Clone, Copy, Debug)]
@@ -238,6 +258,7 @@ pub(crate) enum Row {
         qty: i64,
         status: &'static str,
         pickup_code: Option<String>,
+        fulfilment: &'static str,
     },
 }
 
@@ -439,6 +460,7 @@ pub(crate) fn parse_row_from(stream: Stream, source: impl RowSource) -> Result<R
                 qty: r.qty,
                 status: r.status.name(),
                 pickup_code: r.pickup_code,
+                fulfilment: r.fulfilment.name(),
             })
         }
     }
@@ -705,7 +727,16 @@ pub(crate) fn execute_main(stmt: &mut Statement<'_>, row: &Row) -> Result<(), ru
             qty,
             status,
             pickup_code,
-        } => stmt.execute(params![order_id, line, sku, qty, status, pickup_code]),
+            fulfilment,
+        } => stmt.execute(params![
+            order_id,
+            line,
+            sku,
+            qty,
+            status,
+            pickup_code,
+            fulfilment
+        ]),
     }
     .map(drop)
 }
@@ -754,7 +785,10 @@ fn columns_and_values(table: &str) -> &'static str {
              marketing) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         }
         "card_tokens" => "(token, customer_id) VALUES (?1, ?2)",
-        _ => "(order_id, line, sku, qty, status, pickup_code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        _ => {
+            "(order_id, line, sku, qty, status, pickup_code, fulfilment) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        }
     }
 }
 

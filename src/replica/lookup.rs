@@ -287,8 +287,9 @@ pub fn product_by_gtin(
                 {},
                 (SELECT COALESCE(SUM(r.qty), 0) FROM reservations r
                   WHERE r.sku = p.sku AND +r.status IN ('open', 'picked')
-                    AND NOT EXISTS (SELECT 1 FROM facts.collected_orders c
-                                     WHERE c.order_id = r.order_id)),
+                    AND NOT EXISTS (SELECT 1 FROM facts.released_lines c
+                                     WHERE c.order_id = r.order_id
+                                       AND c.line IN (r.line, -1))),
                 pr.kind, pr.price_minor, pr.currency, pr.valid_from, pr.valid_to, pr.promo_id
          FROM products p LEFT JOIN stock s ON s.sku = p.sku
               LEFT JOIN prices pr ON pr.sku = p.sku AND pr.valid_from <= ?2

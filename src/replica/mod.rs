@@ -86,6 +86,7 @@ pub(crate) fn migrations() -> Vec<String> {
         CUSTOMERS_TOKEN_LIST.to_owned(),
         customers_without_token_list(),
         customers_with_consent(),
+        reservations_with_fulfilment(),
     ]
 }
 
@@ -108,6 +109,29 @@ fn customers_with_consent() -> String {
          DROP TABLE customers;\n\
          ALTER TABLE customers__v4 RENAME TO customers;\n",
     );
+    step
+}
+
+/// ADR 0022: a reservation says how the order leaves the store (`collect` at the counter or
+/// `ship` from here); rows from before are click-and-collect, as they were. Rebuilt rather than
+/// altered so that a fresh replica, whose first step already has the column, takes the same
+/// path.
+fn reservations_with_fulfilment() -> String {
+    let mut step = String::new();
+    for (table, ddl) in table_ddl(Stream::Reservations, "__v4") {
+        step.push_str(&ddl);
+        step.push_str(";\n");
+        step.push_str(&format!(
+            "INSERT INTO {table}__v4 (order_id, line, sku, qty, status, pickup_code) \
+             SELECT order_id, line, sku, qty, status, pickup_code FROM {table};\n\
+             DROP TABLE {table};\n\
+             ALTER TABLE {table}__v4 RENAME TO {table};\n"
+        ));
+        for index in index_ddl(table, "", "v4") {
+            step.push_str(&index);
+            step.push_str(";\n");
+        }
+    }
     step
 }
 
@@ -202,6 +226,7 @@ pub(crate) fn table_ddl(stream: Stream, suffix: &str) -> Vec<(&'static str, Stri
             format!(
                 "CREATE TABLE reservations{suffix} (order_id TEXT NOT NULL, line INTEGER NOT NULL, \
                  sku TEXT NOT NULL, qty INTEGER NOT NULL, status TEXT NOT NULL, pickup_code TEXT, \
+                 fulfilment TEXT NOT NULL DEFAULT 'collect', \
                  PRIMARY KEY (order_id, line)) WITHOUT ROWID"
             ),
         )],
@@ -299,3 +324,7 @@ pub fn open_writer(
     crate::storage::migrate(&mut conn, path, &steps)?;
     Ok(conn)
 }
+
+#[cfg(test)]
+#[path = "migration_tests.rs"]
+mod migration_tests;

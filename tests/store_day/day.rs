@@ -1045,6 +1045,7 @@ impl<'a> Day<'a> {
             .shop
             .orders
             .iter()
+            .filter(|o| !o.ship)
             .map(|o| format!("/v1/pickups/{}", o.code))
             .collect();
         let answers = self.lookups(&paths);

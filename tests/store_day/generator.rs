@@ -13,13 +13,17 @@
 //! `expected`).
 
 use crate::model::{Effect, Model, Route, Scope};
-use crate::shop::{LineStatus, Shop};
+use crate::shop::Shop;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
+
+/// Web orders: hand-overs (whole and partial), lines prepared here, ship-from-store steps.
+#[path = "generator_orders.rs"]
+mod orders;
 
 /// What the agent must answer.
 #[derive(Clone, Debug)]
@@ -266,7 +270,9 @@ impl<'a> Generator<'a> {
             84..86 if scoped => self.other_route_key(model, locks, till),
             86..89 => self.unused_key(model, locks, till),
             89..95 => Some(self.invalid(till)),
-            95..100 => self.consent(locks, till),
+            95..97 => self.consent(locks, till),
+            97..98 => self.prepare(model, locks, till),
+            98..100 => self.ship(model, locks, till),
             _ => None,
         };
         op.unwrap_or_else(|| self.sale(locks, till))
@@ -283,6 +289,8 @@ impl<'a> Generator<'a> {
             Route::Burn => self.burn(model, locks, till),
             Route::Consent => self.consent(locks, till),
             Route::Coupon => self.coupon(model, locks, till),
+            Route::Prepare => self.prepare(model, locks, till),
+            Route::Ship => self.ship(model, locks, till),
         }
     }
 
@@ -622,46 +630,6 @@ impl<'a> Generator<'a> {
                 .collect();
         }
         op
-    }
-
-    fn collect(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Option<Op> {
-        let shop = self.shop;
-        let want_refusal = self.rng.random_bool(0.15);
-        let candidates: Vec<usize> = (0..shop.orders.len())
-            .filter(|o| !locks.orders.contains(o))
-            .filter(|o| {
-                let order = &shop.orders[*o];
-                let refused = !order.collectable()
-                    || model.collected[*o]
-                    || model.pickup_status(shop, *o) != "ready";
-                refused == want_refusal && order.live().all(|l| !locks.counted.contains(&l.product))
-            })
-            .collect();
-        let order = *candidates.choose(&mut self.rng)?;
-        locks.orders.insert(order);
-        let o = &shop.orders[order];
-        let key = self.key(till, Route::Collect);
-        let path = format!("/v1/pickups/{}/collect", o.code);
-        let body = json!({"client_key": key});
-        let expect = if o.all_cancelled() {
-            Expect::error(409, "order_cancelled", None, json!({}))
-        } else if o.collected_by_central() || model.collected[order] {
-            Expect::error(409, "already_collected", None, json!({}))
-        } else if model.pickup_status(shop, order) != "ready" {
-            // A line not picked yet: the customer waits, nothing moves.
-            Expect::error(409, "order_not_ready", None, json!({}))
-        } else {
-            Expect::Created(collect_answer(shop, order))
-        };
-        let mut op = self.op(till, Route::Collect, &path, body, expect);
-        if !want_refusal {
-            for line in o.live() {
-                locks.touched.insert(line.product);
-                op.effect.stock.push((line.product, -line.qty));
-            }
-            op.effect.collect = Some(order);
-        }
-        Some(op)
     }
 
     fn count(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Option<Op> {
@@ -1332,65 +1300,6 @@ impl<'a> Generator<'a> {
             .collect();
         Some(ops)
     }
-
-    /// Several tills hand over the same order at the same moment.
-    fn collect_race(&mut self, model: &Model, locks: &mut Locks) -> Option<Vec<Op>> {
-        let shop = self.shop;
-        let open: Vec<usize> = (0..shop.orders.len())
-            .filter(|o| {
-                shop.orders[*o].collectable()
-                    && !model.collected[*o]
-                    && model.pickup_status(shop, *o) == "ready"
-            })
-            .collect();
-        let order = *open.choose(&mut self.rng)?;
-        locks.orders.insert(order);
-        let o = &shop.orders[order];
-        for line in o.live() {
-            locks.touched.insert(line.product);
-        }
-        let mut tills: Vec<usize> = (0..self.knobs.tills).collect();
-        rand::seq::SliceRandom::shuffle(tills.as_mut_slice(), &mut self.rng);
-        let k = self.rng.random_range(2..=self.knobs.tills.max(2));
-        let answer = collect_answer(shop, order);
-        let path = format!("/v1/pickups/{}/collect", o.code);
-        let ops = tills
-            .into_iter()
-            .take(k)
-            .map(|till| {
-                let key = self.key(till, Route::Collect);
-                let mut op = self.op(
-                    till,
-                    Route::Collect,
-                    &path,
-                    json!({"client_key": key}),
-                    Expect::CollectRace {
-                        answer: answer.clone(),
-                        refused: "already_collected".to_owned(),
-                    },
-                );
-                op.effect.stock = o.live().map(|l| (l.product, -l.qty)).collect();
-                op.effect.collect = Some(order);
-                op.label = "collect race".to_owned();
-                op
-            })
-            .collect();
-        Some(ops)
-    }
-}
-
-/// The answer of a hand-over: the order and every line not cancelled.
-fn collect_answer(shop: &Shop, order: usize) -> Value {
-    let o = &shop.orders[order];
-    let lines: Vec<Value> = o
-        .live()
-        .map(|l| {
-            json!({"line": l.line, "sku": shop.products[l.product].sku, "qty": l.qty,
-                   "status": l.status.name()})
-        })
-        .collect();
-    debug_assert!(o.lines.iter().all(|l| l.status != LineStatus::Collected) || lines.is_empty());
-    json!({"order_id": o.id, "lines": lines})
 }
 
 /// Balance first, then the offline cap (points burned here, never confirmed by central).

@@ -16,10 +16,12 @@ pub enum Route {
     Burn,
     Consent,
     Coupon,
+    Prepare,
+    Ship,
 }
 
 impl Route {
-    pub const ALL: [Route; 8] = [
+    pub const ALL: [Route; 10] = [
         Route::Sale,
         Route::Return,
         Route::Collect,
@@ -28,6 +30,8 @@ impl Route {
         Route::Burn,
         Route::Consent,
         Route::Coupon,
+        Route::Prepare,
+        Route::Ship,
     ];
 
     pub fn short(self) -> &'static str {
@@ -40,6 +44,8 @@ impl Route {
             Route::Burn => "burn",
             Route::Consent => "consent",
             Route::Coupon => "coupon",
+            Route::Prepare => "prepare",
+            Route::Ship => "ship",
         }
     }
 }
@@ -51,12 +57,17 @@ pub struct Effect {
     pub stock: Vec<(usize, i64)>,
     /// (customer, signed points).
     pub points: Option<(usize, i64)>,
-    /// An order handed over here: its reservations no longer count.
-    pub collect: Option<usize>,
     /// A consent change: (customer, purpose: 0 marketing / 1 profiling, granted).
     pub consent: Option<(usize, usize, bool)>,
     /// A single-use coupon taken (its identity).
     pub coupon: Option<String>,
+    /// (order, index of the line) handed over or shipped here: its reservation no longer
+    /// counts, and it is never handed over again.
+    pub release: Vec<(usize, usize)>,
+    /// (order, index of the line) prepared here: ready for hand-over.
+    pub prepare: Vec<(usize, usize)>,
+    /// A ship order's next step recorded.
+    pub ship_step: Option<usize>,
 }
 
 impl Effect {
@@ -86,10 +97,16 @@ pub struct Recorded {
 
 pub struct Model {
     pub on_hand: Vec<i64>,
-    /// Orders handed over here.
+    /// Click-and-collect orders with a line handed over here.
     pub collected: Vec<bool>,
-    /// The seq of the fact that handed each order over here.
+    /// The seq of the latest fact that handed a line of each order over here.
     pub collected_seq: Vec<Option<u64>>,
+    /// Per order and line: handed over (or shipped) here.
+    pub released: Vec<Vec<bool>>,
+    /// Per order and line: prepared here.
+    pub prepared: Vec<Vec<bool>>,
+    /// Per ship order: steps recorded (0 none, 1 picked, 2 packed, 3 shipped).
+    pub steps: Vec<usize>,
     pub earned: Vec<i64>,
     /// Points burned here (never confirmed by central in a day without a broker).
     pub burned: Vec<i64>,
@@ -122,6 +139,17 @@ impl Model {
             on_hand: shop.products.iter().map(|p| p.baseline).collect(),
             collected: vec![false; shop.orders.len()],
             collected_seq: vec![None; shop.orders.len()],
+            released: shop
+                .orders
+                .iter()
+                .map(|o| vec![false; o.lines.len()])
+                .collect(),
+            prepared: shop
+                .orders
+                .iter()
+                .map(|o| vec![false; o.lines.len()])
+                .collect(),
+            steps: vec![0; shop.orders.len()],
             earned: vec![0; shop.customers.len()],
             burned: vec![0; shop.customers.len()],
             balance_fix: vec![0; shop.customers.len()],
@@ -138,14 +166,36 @@ impl Model {
         }
     }
 
-    /// Σ qty of `open` and `picked` lines of orders not handed over here.
+    /// Σ qty of `open` and `picked` lines not handed over or shipped here.
     pub fn reserved(&self, shop: &Shop, product: usize) -> i64 {
         shop.reservations[product]
             .iter()
-            .filter(|(order, _)| !self.collected[*order])
-            .map(|(_, qty)| qty)
+            .filter(|(order, line, _)| !self.released[*order][*line])
+            .map(|(_, _, qty)| qty)
             .sum::<i64>()
             + self.reserved_fix[product]
+    }
+
+    /// Lines (indices) of an order still to leave the store: not cancelled, not collected per
+    /// central, not handed over here.
+    pub fn open_lines(&self, shop: &Shop, order: usize) -> Vec<usize> {
+        shop.orders[order]
+            .lines
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| {
+                l.status != crate::shop::LineStatus::Cancelled
+                    && l.status != crate::shop::LineStatus::Collected
+                    && !self.released[order][*i]
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Picked per central, or prepared here.
+    pub fn ready(&self, shop: &Shop, order: usize, line: usize) -> bool {
+        shop.orders[order].lines[line].status == crate::shop::LineStatus::Picked
+            || self.prepared[order][line]
     }
 
     pub fn available(&self, shop: &Shop, product: usize) -> i64 {
@@ -193,9 +243,16 @@ impl Model {
         if let (Some(coupon), Some(seq)) = (&effect.coupon, seq) {
             self.redeemed.entry(coupon.clone()).or_insert(seq);
         }
-        if let Some(order) = effect.collect {
-            self.collected[order] = true;
-            self.collected_seq[order] = seq;
+        for (order, line) in &effect.release {
+            self.released[*order][*line] = true;
+            self.collected[*order] = true;
+            self.collected_seq[*order] = seq;
+        }
+        for (order, line) in &effect.prepare {
+            self.prepared[*order][*line] = true;
+        }
+        if let Some(order) = effect.ship_step {
+            self.steps[order] += 1;
         }
     }
 
@@ -209,14 +266,12 @@ impl Model {
     /// The pickup status `GET /v1/pickups/{code}` must show.
     pub fn pickup_status(&self, shop: &Shop, order: usize) -> &'static str {
         let o = &shop.orders[order];
+        let open = self.open_lines(shop, order);
         if o.all_cancelled() {
             "cancelled"
-        } else if self.collected[order] || o.collected_by_central() {
+        } else if open.is_empty() {
             "collected"
-        } else if o
-            .live()
-            .all(|l| l.status == crate::shop::LineStatus::Picked)
-        {
+        } else if open.iter().all(|l| self.ready(shop, order, *l)) {
             "ready"
         } else {
             "not_ready"

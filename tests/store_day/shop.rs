@@ -13,6 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 pub const PRODUCTS: usize = 300;
 pub const CUSTOMERS: usize = 80;
 pub const ORDERS: usize = 70;
+/// Web orders central assigns to the store to ship (`fulfilment: ship`), after the collect ones.
+pub const SHIP_ORDERS: usize = 14;
 /// GTIN bodies of the catalogue (indicator 0, so the EAN-13 form is the GTIN-14 without its 0).
 const GTIN_BASE: u64 = 400_100_000_000;
 /// GTIN bodies no product has: items the replica does not know yet.
@@ -122,8 +124,11 @@ pub struct OrderLine {
 
 pub struct Order {
     pub id: String,
+    /// The pickup code (click-and-collect orders only).
     pub code: String,
     pub lines: Vec<OrderLine>,
+    /// Shipped from the store (picked, packed, shipped), never handed over at the counter.
+    pub ship: bool,
 }
 
 impl Order {
@@ -142,10 +147,6 @@ impl Order {
     pub fn collected_by_central(&self) -> bool {
         !self.all_cancelled() && self.live().all(|l| l.status == LineStatus::Collected)
     }
-
-    pub fn collectable(&self) -> bool {
-        !self.all_cancelled() && !self.collected_by_central()
-    }
 }
 
 pub struct Till {
@@ -163,8 +164,8 @@ pub struct Shop {
     pub tills: Vec<Till>,
     /// The token the oracle's own lookups use (not a till: it posts nothing).
     pub auditor: Till,
-    /// Per product: (order, qty) of each reserving line.
-    pub reservations: Vec<Vec<(usize, i64)>>,
+    /// Per product: (order, index into its `lines`, qty) of each reserving line.
+    pub reservations: Vec<Vec<(usize, usize, i64)>>,
     pub coupons: Vec<Coupon>,
 }
 
@@ -267,13 +268,36 @@ pub fn generate(seed: u64, tills: usize, max_lines: usize) -> Shop {
             id: format!("WEB-{seed}-{i:03}"),
             code: format!("PU{seed}X{i:03}"),
             lines,
+            ship: false,
+        });
+    }
+    for i in 0..SHIP_ORDERS {
+        let n = rng.random_range(1..=4usize).min(max_lines);
+        let mut lines: Vec<OrderLine> = (0..n)
+            .map(|l| OrderLine {
+                line: l as i64 + 1,
+                product: rng.random_range(0..PRODUCTS),
+                qty: rng.random_range(1..=3),
+                status: if rng.random_bool(0.1) {
+                    LineStatus::Cancelled
+                } else {
+                    LineStatus::Open
+                },
+            })
+            .collect();
+        lines[0].status = LineStatus::Open;
+        orders.push(Order {
+            id: format!("SHIP-{seed}-{i:03}"),
+            code: String::new(),
+            lines,
+            ship: true,
         });
     }
     let mut reservations = vec![Vec::new(); PRODUCTS];
     for (o, order) in orders.iter().enumerate() {
-        for line in &order.lines {
+        for (i, line) in order.lines.iter().enumerate() {
             if line.status.reserves() {
-                reservations[line.product].push((o, line.qty));
+                reservations[line.product].push((o, i, line.qty));
             }
         }
     }
@@ -371,8 +395,13 @@ pub fn install(shop: &Shop) -> Store {
         .iter()
         .flat_map(|o| {
             o.lines.iter().map(|l| {
-                json!({"order_id": o.id, "line": l.line, "sku": shop.products[l.product].sku,
-                       "qty": l.qty, "status": l.status.name(), "pickup_code": o.code})
+                if o.ship {
+                    json!({"order_id": o.id, "line": l.line, "sku": shop.products[l.product].sku,
+                           "qty": l.qty, "status": l.status.name(), "fulfilment": "ship"})
+                } else {
+                    json!({"order_id": o.id, "line": l.line, "sku": shop.products[l.product].sku,
+                           "qty": l.qty, "status": l.status.name(), "pickup_code": o.code})
+                }
             })
         })
         .collect();
