@@ -8,8 +8,9 @@ use crate::sync::wire::{self, Ack, EventBatch, FactsProgress, Topics};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -87,9 +88,8 @@ pub fn sink_count(conn: &Connection) -> Result<u64, rusqlite::Error> {
         .map(|n| n.max(0) as u64)
 }
 
-/// Store one batch; returns (new events, the seqs to acknowledge).
-fn store(conn: &mut Connection, batch: &EventBatch) -> Result<(u64, Vec<u64>), rusqlite::Error> {
-    let tx = conn.transaction()?;
+/// Store one batch in the group's transaction; returns (new events, the seqs to acknowledge).
+fn store_in(tx: &Transaction<'_>, batch: &EventBatch) -> Result<(u64, Vec<u64>), rusqlite::Error> {
     let mut new = 0;
     let mut seqs = Vec::with_capacity(batch.events.len());
     {
@@ -114,21 +114,46 @@ fn store(conn: &mut Connection, batch: &EventBatch) -> Result<(u64, Vec<u64>), r
             seqs.push(e.seq);
         }
     }
-    super::facts::advance(&tx, &batch.events)?;
-    tx.commit()?;
+    super::facts::advance(tx, &batch.events)?;
     Ok((new, seqs))
 }
 
-/// [`store`], waiting out another worker's write lock on the same sink (a busy sink is no reason
-/// to stop: the batch is simply not acknowledged until it is committed). Any other error ends
-/// the ingest, so an operator sees a full disk or a damaged sink.
-fn store_retrying(
-    conn: &mut Connection,
-    batch: &EventBatch,
-) -> Result<(u64, Vec<u64>), rusqlite::Error> {
+/// One message of a group, parsed.
+enum Message {
+    Batch { agent: String, batch: EventBatch },
+    Facts(FactsProgress),
+    Refused { topic: String, reason: String },
+}
+
+fn parse_message(publish: &Publish) -> Message {
+    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+    let parsed = match Topics::parse(&topic) {
+        Some((agent, "evt")) => {
+            parse_batch(&agent, &publish.payload).map(|batch| Message::Batch { agent, batch })
+        }
+        Some((agent, "facts")) => parse_facts(&agent, &publish.payload).map(Message::Facts),
+        _ => Err(format!("unexpected topic {topic}")),
+    };
+    parsed.unwrap_or_else(|reason| Message::Refused { topic, reason })
+}
+
+/// What a committed group tells: per agent, the seqs it may now acknowledge.
+#[derive(Default)]
+struct Committed {
+    acks: BTreeMap<String, Vec<u64>>,
+    received: u64,
+    new: u64,
+    fact_reports: u64,
+}
+
+/// Every message of a group in one transaction: one `fsync` for all of them, so the sink's
+/// throughput is its commit rate times the group size. A busy sink (another worker's write
+/// lock) is waited out: nothing is acknowledged until it commits. Any other error ends the
+/// ingest, so an operator sees a full disk or a damaged sink.
+fn commit_group(conn: &mut Connection, messages: &[Message]) -> Result<Committed, rusqlite::Error> {
     let mut waited = Duration::ZERO;
     loop {
-        match store(conn, batch) {
+        match try_commit_group(conn, messages) {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if matches!(
                     e.code,
@@ -147,6 +172,31 @@ fn store_retrying(
             other => return other,
         }
     }
+}
+
+fn try_commit_group(
+    conn: &mut Connection,
+    messages: &[Message],
+) -> Result<Committed, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut out = Committed::default();
+    for message in messages {
+        match message {
+            Message::Batch { agent, batch } => {
+                let (new, seqs) = store_in(&tx, batch)?;
+                out.received += batch.events.len() as u64;
+                out.new += new;
+                out.acks.entry(agent.clone()).or_default().extend(seqs);
+            }
+            Message::Facts(progress) => {
+                super::facts::record_report(&tx, progress)?;
+                out.fact_reports += 1;
+            }
+            Message::Refused { .. } => {}
+        }
+    }
+    tx.commit()?;
+    Ok(out)
 }
 
 /// Validate a batch: the agent named inside must be the one of the topic (an agent cannot
@@ -202,6 +252,11 @@ fn parse_facts(topic_agent: &str, payload: &[u8]) -> Result<FactsProgress, Strin
     Ok(progress)
 }
 
+/// Messages committed in one transaction at most.
+const GROUP_MAX: usize = 256;
+/// How long a group waits for its next message once it has one.
+const GROUP_WAIT: Duration = Duration::from_millis(3);
+
 pub async fn run(
     options: IngestOptions,
     shutdown: impl std::future::Future<Output = ()>,
@@ -226,7 +281,8 @@ pub async fn run(
         mqtt.set_session_expiry_interval(Some(7 * 86_400));
     }
     mqtt.set_manual_acks(true);
-    let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
+    // Room for a whole group's PUBACKs and acks while the loop is not polled.
+    let (client, mut eventloop) = AsyncClient::new(mqtt, 4 * GROUP_MAX + 64);
     let mut report = IngestReport {
         sink_total: sink_count(&sink).map_err(sink_err)?,
         ..IngestReport::default()
@@ -236,6 +292,20 @@ pub async fn run(
     let mut last_message = Instant::now();
     tokio::pin!(shutdown);
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
+    let subscribe = |client: AsyncClient| {
+        let topics = [filter.clone(), facts_filter.clone()];
+        async move {
+            // Subscribed at every connect: the broker may have lost the session.
+            for topic in topics {
+                client
+                    .subscribe(topic, QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| CentralError::Broker(e.to_string()))?;
+            }
+            tracing::info!("ingest connected and subscribed");
+            Ok::<(), CentralError>(())
+        }
+    };
     loop {
         if let Some(target) = options.stop_after_events
             && report.sink_total >= target
@@ -252,28 +322,31 @@ pub async fn run(
             }
             event = eventloop.poll() => event,
         };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                // Subscribed at every connect: the broker may have lost the session.
-                for topic in [&filter, &facts_filter] {
-                    client
-                        .subscribe(topic.clone(), QoS::AtLeastOnce)
-                        .await
-                        .map_err(|e| CentralError::Broker(e.to_string()))?;
+        // A group: this message and whatever else arrives within GROUP_WAIT, up to GROUP_MAX.
+        let mut group: Vec<Publish> = Vec::new();
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => subscribe(client.clone()).await?,
+                Ok(Event::Incoming(Packet::Publish(publish))) => group.push(publish),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "ingest lost the broker; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
                 }
-                tracing::info!(%filter, "ingest connected and subscribed");
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                last_message = Instant::now();
-                handle(&client, &mut sink, &options, &mut report, &publish)
+            if !group.is_empty() && group.len() < GROUP_MAX {
+                next = tokio::time::timeout(GROUP_WAIT, eventloop.poll())
                     .await
-                    .map_err(sink_err)?;
+                    .ok();
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "ingest lost the broker; reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+        }
+        if !group.is_empty() {
+            last_message = Instant::now();
+            settle_group(&client, &mut sink, &options, &mut report, group)
+                .await
+                .map_err(sink_err)?;
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
@@ -291,64 +364,47 @@ pub async fn run(
     Ok(report)
 }
 
-async fn handle(
+/// Commit a group, then tell each agent once what it may delete, then PUBACK every message
+/// (a refused one too: redelivering garbage would not fix it).
+async fn settle_group(
     client: &AsyncClient,
     sink: &mut Connection,
     options: &IngestOptions,
     report: &mut IngestReport,
-    publish: &Publish,
+    group: Vec<Publish>,
 ) -> Result<(), rusqlite::Error> {
-    report.messages += 1;
-    let topic = String::from_utf8_lossy(&publish.topic);
-    let parsed = match Topics::parse(&topic) {
-        Some((agent, "evt")) => parse_batch(&agent, &publish.payload).map(|b| (agent, b)),
-        Some((agent, "facts")) => {
-            match parse_facts(&agent, &publish.payload) {
-                Ok(progress) => {
-                    tokio::task::block_in_place(|| super::facts::record_report(sink, &progress))?;
-                    report.fact_reports += 1;
-                }
-                Err(reason) => {
-                    report.rejected_messages += 1;
-                    tracing::warn!(%topic, %reason, "message refused by the ingest");
-                }
-            }
-            if let Err(e) = client.ack(publish).await {
-                tracing::warn!(error = %e, "cannot acknowledge to the broker; it will redeliver");
-            }
-            return Ok(());
-        }
-        _ => Err(format!("unexpected topic {topic}")),
-    };
-    match parsed {
-        Ok((agent, batch)) => {
-            // Synchronous SQLite on the tool's runtime thread: the ingest is a single-purpose
-            // process whose only work is this write; nothing else waits on the runtime.
-            let (new, seqs) = tokio::task::block_in_place(|| store_retrying(sink, &batch))?;
-            report.events_received += batch.events.len() as u64;
-            report.events_new += new;
-            report.duplicates += batch.events.len() as u64 - new;
-            report.sink_total += new;
-            if options.send_acks {
-                let ack = Ack::from_seqs(seqs);
-                let payload = serde_json::to_vec(&ack).unwrap_or_default();
-                if let Err(e) = client
-                    .publish(Topics::new(&agent).ack(), QoS::AtLeastOnce, false, payload)
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot send the ack; the agent will resend and the duplicate is absorbed");
-                }
-            }
-        }
-        Err(reason) => {
+    report.messages += group.len() as u64;
+    let messages: Vec<Message> = group.iter().map(parse_message).collect();
+    for message in &messages {
+        if let Message::Refused { topic, reason } = message {
             report.rejected_messages += 1;
             tracing::warn!(%topic, %reason, "message refused by the ingest");
         }
     }
-    // PUBACK only now: the events are durable in the sink (or the message is garbage that
-    // redelivery would not fix).
-    if let Err(e) = client.ack(publish).await {
-        tracing::warn!(error = %e, "cannot acknowledge to the broker; it will redeliver");
+    // Synchronous SQLite on the tool's runtime thread: the ingest is a single-purpose process
+    // whose only work is this write; nothing else waits on the runtime.
+    let committed = tokio::task::block_in_place(|| commit_group(sink, &messages))?;
+    report.events_received += committed.received;
+    report.events_new += committed.new;
+    report.duplicates += committed.received - committed.new;
+    report.sink_total += committed.new;
+    report.fact_reports += committed.fact_reports;
+    if options.send_acks {
+        for (agent, seqs) in committed.acks {
+            let payload = serde_json::to_vec(&Ack::from_seqs(seqs)).unwrap_or_default();
+            if let Err(e) = client
+                .publish(Topics::new(&agent).ack(), QoS::AtLeastOnce, false, payload)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot send the ack; the agent will resend and the duplicate is absorbed");
+            }
+        }
+    }
+    // PUBACK only now: the events are durable in the sink.
+    for publish in &group {
+        if let Err(e) = client.ack(publish).await {
+            tracing::warn!(error = %e, "cannot acknowledge to the broker; it will redeliver");
+        }
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use super::{BrokerLogin, CentralError};
 use crate::domain::{MovementKind, StoreFact};
 use crate::outbox::{Envelope, RetentionClass};
 use crate::sync::wire::{
-    self, Ack, AgentState, Birth, ConfigState, EventBatch, FactsProgress, OutboxState, Topics,
+    self, Ack, AgentState, Birth, ConfigState, FactsProgress, OutboxState, Topics,
 };
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
@@ -209,11 +209,9 @@ async fn simulate_agent(
                 let _ = client
                     .publish(topics.state(), QoS::AtLeastOnce, true, birth)
                     .await;
-                // A fresh connection: everything unacknowledged goes again.
-                for (_, (_, sent, json)) in pending.iter_mut() {
-                    *sent = Instant::now();
-                    let _ = client.publish(topics.evt(), QoS::AtLeastOnce, false, json.clone()).await;
-                }
+                // A fresh connection: everything unacknowledged goes again, in batches.
+                let all: Vec<u64> = pending.keys().copied().collect();
+                resend(&client, &topics, &agent, &mut pending, &all).await;
             }
             Some(ack) = acks.recv() => {
                 let now = Instant::now();
@@ -229,21 +227,22 @@ async fn simulate_agent(
             }
             _ = ticker.tick(), if online && Instant::now() < stop_committing => {
                 fact_seq += 1;
-                let json = batch_json(&agent, epoch, fact_seq);
+                let envelope = envelope_json(&agent, epoch, fact_seq);
                 let now = Instant::now();
-                pending.insert(fact_seq, (now, now, json.clone()));
+                let batch = batch_json(&agent, std::slice::from_ref(&envelope));
+                pending.insert(fact_seq, (now, now, envelope));
                 totals.committed.fetch_add(1, Ordering::Relaxed);
-                let _ = client.publish(topics.evt(), QoS::AtLeastOnce, false, json).await;
+                let _ = client.publish(topics.evt(), QoS::AtLeastOnce, false, batch).await;
             }
             _ = housekeeping.tick() => {
                 let now = Instant::now();
-                for (_, (_, sent, json)) in pending.iter_mut() {
-                    if now.duration_since(*sent) >= options.ack_timeout {
-                        *sent = now;
-                        totals.resent.fetch_add(1, Ordering::Relaxed);
-                        let _ = client.publish(topics.evt(), QoS::AtLeastOnce, false, json.clone()).await;
-                    }
-                }
+                let overdue: Vec<u64> = pending
+                    .iter()
+                    .filter(|(_, (_, sent, _))| now.duration_since(*sent) >= options.ack_timeout)
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                totals.resent.fetch_add(overdue.len() as u64, Ordering::Relaxed);
+                resend(&client, &topics, &agent, &mut pending, &overdue).await;
                 if online && last_report.elapsed() >= Duration::from_secs(5) {
                     last_report = Instant::now();
                     report_facts(&client, &topics, &agent, epoch, fact_seq).await;
@@ -286,34 +285,73 @@ async fn report_facts(
         .await;
 }
 
-/// One store fact (a one-unit sale) as the agent's uplink sends it: an event batch of one
-/// envelope, the payload from the shared typed fact.
-fn batch_json(agent: &str, epoch: u32, seq: u64) -> String {
+/// Events of one batch at most when unacknowledged facts go again (the agent's
+/// `sync.batch_max_events` default).
+const RESEND_BATCH: usize = 1000;
+
+/// Send `seqs` of `pending` again, as the agent does after a reconnect or an ack timeout: in
+/// batches, not one message per fact.
+async fn resend(
+    client: &AsyncClient,
+    topics: &Topics,
+    agent: &str,
+    pending: &mut BTreeMap<u64, (Instant, Instant, String)>,
+    seqs: &[u64],
+) {
+    let now = Instant::now();
+    for chunk in seqs.chunks(RESEND_BATCH) {
+        let envelopes: Vec<String> = chunk
+            .iter()
+            .filter_map(|seq| {
+                let entry = pending.get_mut(seq)?;
+                entry.1 = now;
+                Some(entry.2.clone())
+            })
+            .collect();
+        if envelopes.is_empty() {
+            continue;
+        }
+        let batch = batch_json(agent, &envelopes);
+        let _ = client
+            .publish(topics.evt(), QoS::AtLeastOnce, false, batch)
+            .await;
+    }
+}
+
+/// One store fact (a one-unit sale) as the agent stores it: an envelope whose payload is the
+/// shared typed fact.
+fn envelope_json(agent: &str, epoch: u32, seq: u64) -> String {
     let fact = StoreFact::stock_movement(MovementKind::Sale, &format!("SKU-{}", seq % 50), 1);
     let payload = fact
         .payload_json()
         .ok()
         .and_then(|json| serde_json::from_str(&json).ok())
         .unwrap_or(serde_json::Value::Null);
-    let batch = EventBatch {
-        v: wire::CONTRACT_VERSION,
+    let envelope = Envelope {
+        id: uuid::Uuid::now_v7(),
         agent: agent.to_owned(),
-        events: vec![Envelope {
-            id: uuid::Uuid::now_v7(),
-            agent: agent.to_owned(),
-            seq,
-            boot: 1,
-            wall_ms: crate::storage::now_unix_ms(),
-            mono_ns: crate::outbox::monotonic_ns(),
-            event_type: fact.event_type().to_owned(),
-            schema: 1,
-            class: RetentionClass::StoreFact,
-            fact_seq: Some(seq),
-            fact_epoch: Some(epoch),
-            payload,
-        }],
+        seq,
+        boot: 1,
+        wall_ms: crate::storage::now_unix_ms(),
+        mono_ns: crate::outbox::monotonic_ns(),
+        event_type: fact.event_type().to_owned(),
+        schema: 1,
+        class: RetentionClass::StoreFact,
+        fact_seq: Some(seq),
+        fact_epoch: Some(epoch),
+        payload,
     };
-    serde_json::to_string(&batch).unwrap_or_default()
+    serde_json::to_string(&envelope).unwrap_or_default()
+}
+
+/// An event batch around stored envelopes, as the agent's uplink writes it (no re-encoding).
+fn batch_json(agent: &str, envelopes: &[String]) -> String {
+    let agent = serde_json::to_string(agent).unwrap_or_default();
+    format!(
+        "{{\"v\":{},\"agent\":{agent},\"events\":[{}]}}",
+        wire::CONTRACT_VERSION,
+        envelopes.join(",")
+    )
 }
 
 fn birth_state(agent: &str, epoch: u32, last_fact_seq: u64) -> Vec<u8> {
