@@ -38,6 +38,9 @@ pub struct FleetOptions {
     pub ack_timeout: Duration,
     /// After `duration`, how long to wait for the last acks.
     pub drain: Duration,
+    /// Facts committed in the first `warmup` (every agent connecting at once) count in the
+    /// totals but not in `latency_ms`, which is the steady state; `latency_all_ms` has them.
+    pub warmup: Duration,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -46,6 +49,25 @@ pub struct LatencyMs {
     pub p90: f64,
     pub p99: f64,
     pub max: f64,
+}
+
+impl LatencyMs {
+    fn of(mut samples: Vec<f64>) -> LatencyMs {
+        samples.sort_by(f64::total_cmp);
+        let pick = |q: f64| -> f64 {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let at = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples[at.min(samples.len() - 1)]
+        };
+        LatencyMs {
+            p50: pick(0.50),
+            p90: pick(0.90),
+            p99: pick(0.99),
+            max: pick(1.0),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -61,8 +83,11 @@ pub struct FleetReport {
     pub resent: u64,
     /// Acknowledged store facts per second over the run.
     pub acked_per_s: f64,
-    /// Commit at the (simulated) agent → central's `ack` for it.
+    /// Commit at the (simulated) agent → central's `ack` for it, after the warm-up.
     pub latency_ms: LatencyMs,
+    /// The same over every acknowledged fact, the warm-up's included.
+    pub latency_all_ms: LatencyMs,
+    pub warmup_s: f64,
     pub seconds: f64,
 }
 
@@ -115,23 +140,22 @@ pub async fn run(options: FleetOptions) -> Result<FleetReport, CentralError> {
             simulate_agent(agent, mqtt, options, totals).await
         });
     }
-    let mut samples: Vec<f64> = Vec::new();
+    let mut steady: Vec<f64> = Vec::new();
+    let mut all: Vec<f64> = Vec::new();
     let mut unacked = 0;
+    let warm_until = started + options.warmup;
     while let Some(done) = tasks.join_next().await {
         if let Ok((latencies, left)) = done {
-            samples.extend(latencies);
+            for (committed, ms) in latencies {
+                all.push(ms);
+                if committed >= warm_until {
+                    steady.push(ms);
+                }
+            }
             unacked += left;
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    samples.sort_by(f64::total_cmp);
-    let pick = |q: f64| -> f64 {
-        if samples.is_empty() {
-            return 0.0;
-        }
-        let at = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples[at.min(samples.len() - 1)]
-    };
     let acked = totals.acked.load(Ordering::Relaxed);
     Ok(FleetReport {
         agents: options.agents,
@@ -142,25 +166,22 @@ pub async fn run(options: FleetOptions) -> Result<FleetReport, CentralError> {
         unacked,
         resent: totals.resent.load(Ordering::Relaxed),
         acked_per_s: acked as f64 / options.duration.as_secs_f64().max(0.001),
-        latency_ms: LatencyMs {
-            p50: pick(0.50),
-            p90: pick(0.90),
-            p99: pick(0.99),
-            max: pick(1.0),
-        },
+        latency_ms: LatencyMs::of(steady),
+        latency_all_ms: LatencyMs::of(all),
+        warmup_s: options.warmup.as_secs_f64(),
         seconds,
     })
 }
 
 /// One simulated agent: its MQTT event loop in a task of its own (so publishing never waits on
 /// the loop it needs), its store facts and their acks here. Returns the latency of each
-/// acknowledged fact (ms) and how many were never acknowledged.
+/// acknowledged fact (when it was committed, ms) and how many were never acknowledged.
 async fn simulate_agent(
     agent: String,
     mqtt: rumqttc::v5::MqttOptions,
     options: FleetOptions,
     totals: Arc<Totals>,
-) -> (Vec<f64>, u64) {
+) -> (Vec<(Instant, f64)>, u64) {
     let topics = Topics::new(&agent);
     let (client, mut eventloop) = AsyncClient::new(mqtt, 256);
     let (acks_tx, mut acks) = mpsc::channel::<Ack>(64);
@@ -219,7 +240,7 @@ async fn simulate_agent(
                     let settled: Vec<u64> = pending.range(first..=last).map(|(s, _)| *s).collect();
                     for seq in settled {
                         if let Some((committed, _, _)) = pending.remove(&seq) {
-                            latencies.push(now.duration_since(committed).as_secs_f64() * 1000.0);
+                            latencies.push((committed, now.duration_since(committed).as_secs_f64() * 1000.0));
                             totals.acked.fetch_add(1, Ordering::Relaxed);
                         }
                     }
