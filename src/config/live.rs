@@ -21,6 +21,7 @@ pub struct ConfigInEffect {
 pub struct Tunables {
     stale_after_ms: AtomicU64,
     offline_burn_cap: AtomicI64,
+    earn_per_minor_units: AtomicI64,
     in_effect: RwLock<ConfigInEffect>,
     /// `[scans]`: read once per scan or lookup (an `Arc` clone under a read lock), replaced whole
     /// by a reload.
@@ -32,6 +33,7 @@ impl Tunables {
         let t = Tunables {
             stale_after_ms: AtomicU64::new(0),
             offline_burn_cap: AtomicI64::new(0),
+            earn_per_minor_units: AtomicI64::new(0),
             in_effect: RwLock::new(in_effect),
             scan_rules: RwLock::new(Arc::new(config.scans.rules.clone())),
         };
@@ -45,6 +47,8 @@ impl Tunables {
         self.stale_after_ms.store(ms, Ordering::Relaxed);
         self.offline_burn_cap
             .store(config.loyalty.offline_burn_cap, Ordering::Relaxed);
+        self.earn_per_minor_units
+            .store(config.loyalty.earn_per_minor_units, Ordering::Relaxed);
         if let Ok(mut rules) = self.scan_rules.write() {
             *rules = Arc::new(config.scans.rules.clone());
         }
@@ -64,6 +68,10 @@ impl Tunables {
 
     pub fn offline_burn_cap(&self) -> i64 {
         self.offline_burn_cap.load(Ordering::Relaxed)
+    }
+
+    pub fn earn_per_minor_units(&self) -> i64 {
+        self.earn_per_minor_units.load(Ordering::Relaxed)
     }
 
     pub fn in_effect(&self) -> ConfigInEffect {

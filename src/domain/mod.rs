@@ -11,12 +11,14 @@
 //! stays in `api/`.
 
 pub mod facts;
+pub mod returns;
 
 pub use facts::{
     Channel, CountSource, CountedItem, CycleCountRecorded, FactLine, HandedOverLine, IgnoredTag,
-    LoyaltyRecorded, MovementKind, PickupCollected, ReturnOrigin, ReturnRecorded, SaleRecorded,
-    StockMovementRecorded,
+    LoyaltyRecorded, MovementKind, PickupCollected, ReturnOrigin, ReturnOriginal, ReturnRecorded,
+    SaleRecorded, StockMovementRecorded,
 };
+pub use returns::{OrderedLine, Return, Sale, SoldLine};
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -25,8 +27,8 @@ use std::collections::HashMap;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreFact {
     Movement(StockMovementRecorded),
-    Sale(SaleRecorded),
-    Return(ReturnRecorded),
+    Sale(Sale),
+    Return(Return),
     CycleCount(CycleCount),
     Loyalty(LoyaltyOperation),
     PickupCollected(PickupCollected),
@@ -89,6 +91,12 @@ pub trait Ledger {
     ) -> Result<PendingPoints, Self::Error>;
     /// The seq of the fact that handed this order over here, if one did.
     fn collected_at(&mut self, order_id: &str) -> Result<Option<u64>, Self::Error>;
+    /// The seq of the sale recorded here under this receipt, if one was.
+    fn receipt_seq(&mut self, receipt: &str) -> Result<Option<u64>, Self::Error>;
+    /// What the sale recorded here under this receipt sold, line by line (empty: none was).
+    fn sold_lines(&mut self, receipt: &str) -> Result<Vec<SoldLine>, Self::Error>;
+    /// Units of one line of an original returned here so far.
+    fn returned_qty(&mut self, original: &ReturnOriginal, line: u32) -> Result<i64, Self::Error>;
 }
 
 /// Why a fact was not settled.
@@ -128,6 +136,43 @@ pub enum FactRefused {
     AlreadyCollected { order_id: String, seq: u64 },
     #[error("{what} is out of range: {why}")]
     OutOfRange { what: String, why: String },
+    #[error(
+        "receipt {receipt} was already used by the sale recorded here as event seq {seq}; give \
+         this ticket a receipt number of its own (returns find a ticket by its receipt)"
+    )]
+    ReceiptReused { receipt: String, seq: u64 },
+    #[error(
+        "line {line} returns {requested} of line {original_line} of the original, which sold \
+         {sold} and of which {already_returned} came back already: at most {returnable} can be \
+         returned now"
+    )]
+    ReturnExceedsSale {
+        line: usize,
+        original_line: u32,
+        sold: i64,
+        already_returned: i64,
+        returnable: i64,
+        requested: i64,
+    },
+    #[error(
+        "line {line} names line {original_line} of the original, which has no such line (its \
+         lines: {original_lines:?}); check the line on the receipt or order"
+    )]
+    LineNotInOriginal {
+        line: usize,
+        original_line: u32,
+        original_lines: Vec<u32>,
+    },
+    #[error(
+        "line {line} returns {returned_sku:?} but line {original_line} of the original sold \
+         {sold_sku:?}; name the line the item was sold on"
+    )]
+    ItemDiffersFromOriginal {
+        line: usize,
+        original_line: u32,
+        sold_sku: Option<String>,
+        returned_sku: Option<String>,
+    },
 }
 
 impl FactRefused {
@@ -138,6 +183,10 @@ impl FactRefused {
             FactRefused::InsufficientPoints { .. } => "insufficient_points",
             FactRefused::AlreadyCollected { .. } => "already_collected",
             FactRefused::OutOfRange { .. } => "out_of_range",
+            FactRefused::ReceiptReused { .. } => "receipt_reused",
+            FactRefused::ReturnExceedsSale { .. } => "return_exceeds_sale",
+            FactRefused::LineNotInOriginal { .. } => "line_not_in_original",
+            FactRefused::ItemDiffersFromOriginal { .. } => "item_differs_from_original",
         }
     }
 
@@ -168,9 +217,28 @@ pub enum Effect<'a> {
     /// A click-and-collect order handed over: its reservations stop counting, and a second
     /// hand-over of the same order is refused.
     OrderCollected { order_id: &'a str },
+    /// A line of a ticket with a receipt, filed under it so a return can name it.
+    Sold {
+        receipt: &'a str,
+        line: u32,
+        sku: Option<&'a str>,
+        gtin: Option<i64>,
+        qty: i64,
+        points: i64,
+        customer_id: Option<&'a str>,
+    },
+    /// Units of a line of an original (ticket or order) brought back by the return's line
+    /// `return_line`, with the points that reversed.
+    Returned {
+        original: &'a ReturnOriginal,
+        line: u32,
+        return_line: u32,
+        qty: i64,
+        points: i64,
+    },
 }
 
-fn out_of_range(what: impl Into<String>, why: impl Into<String>) -> FactRefused {
+pub(crate) fn out_of_range(what: impl Into<String>, why: impl Into<String>) -> FactRefused {
     FactRefused::OutOfRange {
         what: what.into(),
         why: why.into(),
@@ -208,12 +276,21 @@ impl StoreFact {
 
     /// Whether [`settle`](Self::settle) fills in part of the payload (a count's `expected`).
     pub fn settling_changes_payload(&self) -> bool {
-        matches!(self, StoreFact::CycleCount(_))
+        match self {
+            StoreFact::CycleCount(_) => true,
+            StoreFact::Return(ret) => ret.recorded.original.is_some(),
+            _ => false,
+        }
     }
 
     /// Whether [`settle`](Self::settle) fills in part of the answer (a balance after).
     pub fn settling_changes_answer(&self) -> bool {
-        matches!(self, StoreFact::CycleCount(_) | StoreFact::Loyalty(_))
+        match self {
+            StoreFact::CycleCount(_) | StoreFact::Loyalty(_) => true,
+            StoreFact::Sale(sale) => sale.loyalty.is_some(),
+            StoreFact::Return(ret) => ret.recorded.original.is_some(),
+            _ => false,
+        }
     }
 
     /// Check the fact against every fact before it and compute what depends on them, as the
@@ -239,7 +316,9 @@ impl StoreFact {
                     None => Ok(()),
                 }
             }
-            StoreFact::Movement(_) | StoreFact::Sale(_) | StoreFact::Return(_) => Ok(()),
+            StoreFact::Sale(sale) => returns::settle_sale(ledger, sale),
+            StoreFact::Return(ret) => returns::settle_return(ledger, ret),
+            StoreFact::Movement(_) => Ok(()),
         }
     }
 
@@ -271,9 +350,66 @@ impl StoreFact {
                 movement(0, &m.sku, m.delta, m.kind).into_iter().collect()
             }
             StoreFact::Movement(_) => Vec::new(),
-            StoreFact::Sale(sale) => lines(&sale.lines, MovementKind::Sale),
-            StoreFact::Return(ret) if ret.restocked => lines(&ret.lines, MovementKind::Return),
-            StoreFact::Return(_) => Vec::new(),
+            StoreFact::Sale(sale) => {
+                let sale = &sale.recorded;
+                let mut effects = lines(&sale.lines, MovementKind::Sale);
+                if let Some(receipt) = &sale.receipt {
+                    effects.extend(sale.lines.iter().enumerate().filter_map(|(i, l)| {
+                        Some(Effect::Sold {
+                            receipt,
+                            line: u32::try_from(i).ok()?,
+                            sku: l.sku.as_deref(),
+                            gtin: l.gtin.map(|g| g.as_i64()),
+                            qty: l.qty,
+                            points: l.points.unwrap_or(0),
+                            customer_id: sale.customer_id.as_deref(),
+                        })
+                    }));
+                }
+                if let (Some(customer_id), Some(points)) = (&sale.customer_id, sale.points_earned)
+                    && points > 0
+                {
+                    effects.push(Effect::Loyalty {
+                        line: 0,
+                        customer_id,
+                        points,
+                    });
+                }
+                effects
+            }
+            StoreFact::Return(ret) => {
+                let ret = &ret.recorded;
+                let mut effects = if ret.restocked {
+                    lines(&ret.lines, MovementKind::Return)
+                } else {
+                    Vec::new()
+                };
+                if let Some(original) = &ret.original
+                    && ret.original_checked
+                {
+                    effects.extend(returns::returned_lines(&ret.lines).map(
+                        |(line, return_line, qty, points)| Effect::Returned {
+                            original,
+                            line,
+                            return_line,
+                            qty,
+                            points,
+                        },
+                    ));
+                }
+                if let (Some(customer_id), Some(points)) =
+                    (&ret.reversed_customer_id, ret.points_reversed)
+                    && let Some(points) = points.checked_neg()
+                    && points < 0
+                {
+                    effects.push(Effect::Loyalty {
+                        line: 0,
+                        customer_id,
+                        points,
+                    });
+                }
+                effects
+            }
             StoreFact::CycleCount(count) if count.recorded.applied => count
                 .recorded
                 .items
@@ -318,8 +454,8 @@ impl StoreFact {
     pub fn payload_json(&self) -> serde_json::Result<String> {
         match self {
             StoreFact::Movement(m) => serde_json::to_string(m),
-            StoreFact::Sale(sale) => serde_json::to_string(sale),
-            StoreFact::Return(ret) => serde_json::to_string(ret),
+            StoreFact::Sale(sale) => serde_json::to_string(&sale.recorded),
+            StoreFact::Return(ret) => serde_json::to_string(&ret.recorded),
             StoreFact::CycleCount(count) => serde_json::to_string(&count.recorded),
             StoreFact::Loyalty(op) => serde_json::to_string(&op.recorded),
             StoreFact::PickupCollected(pickup) => serde_json::to_string(pickup),
@@ -335,14 +471,24 @@ impl StoreFact {
                 stock_applied: m.stock_applied,
             }),
             StoreFact::Sale(sale) => serde_json::to_string(&SaleAnswer {
-                lines: &sale.lines,
-                total_minor: sale.total_minor,
+                lines: &sale.recorded.lines,
+                total_minor: sale.recorded.total_minor,
+                customer_id: sale.recorded.customer_id.as_deref(),
+                points_earned: sale.recorded.points_earned,
+                balance_after: sale.balance_after,
             }),
-            StoreFact::Return(ret) => serde_json::to_string(&ReturnAnswer {
-                lines: &ret.lines,
-                cross_channel: ret.cross_channel,
-                restocked: ret.restocked,
-            }),
+            StoreFact::Return(ret) => {
+                let ret = &ret.recorded;
+                serde_json::to_string(&ReturnAnswer {
+                    lines: &ret.lines,
+                    cross_channel: ret.cross_channel,
+                    restocked: ret.restocked,
+                    original: ret.original.as_ref(),
+                    original_checked: ret.original_checked,
+                    reversed_customer_id: ret.reversed_customer_id.as_deref(),
+                    points_reversed: ret.points_reversed,
+                })
+            }
             StoreFact::CycleCount(count) => serde_json::to_string(&CountAnswer {
                 items: &count.recorded.items,
                 ignored_tags: &count.recorded.ignored_tags,
@@ -376,6 +522,13 @@ struct MovementAnswer<'a> {
 struct SaleAnswer<'a> {
     lines: &'a [FactLine],
     total_minor: Option<i64>,
+    // A ticket without a customer answers exactly what it did before earning existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points_earned: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance_after: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -383,6 +536,13 @@ struct ReturnAnswer<'a> {
     lines: &'a [FactLine],
     cross_channel: bool,
     restocked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original: Option<&'a ReturnOriginal>,
+    original_checked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reversed_customer_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points_reversed: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -502,5 +662,7 @@ fn settle_loyalty<L: Ledger>(
     Ok(())
 }
 
+#[cfg(test)]
+mod returns_tests;
 #[cfg(test)]
 mod tests;

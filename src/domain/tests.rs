@@ -5,12 +5,64 @@ use std::collections::HashMap;
 
 /// Earlier facts, as plain maps.
 #[derive(Default)]
-struct Memory {
+pub(super) struct Memory {
     /// (sku, seq, delta)
-    movements: Vec<(String, u64, i64)>,
+    pub movements: Vec<(String, u64, i64)>,
     /// (customer, seq, points)
-    points: Vec<(String, u64, i64)>,
-    collected: HashMap<String, u64>,
+    pub points: Vec<(String, u64, i64)>,
+    pub collected: HashMap<String, u64>,
+    /// receipt → (seq, lines)
+    pub sold: HashMap<String, (u64, Vec<SoldLine>)>,
+    /// (original, line, qty)
+    pub returned: Vec<(ReturnOriginal, u32, i64)>,
+}
+
+impl Memory {
+    /// Record the effects of a settled fact as the writer would.
+    pub fn commit(&mut self, fact: &StoreFact, seq: u64) {
+        for effect in fact.effects() {
+            match effect {
+                Effect::Movement { sku, delta, .. } => {
+                    self.movements.push((sku.to_owned(), seq, delta))
+                }
+                Effect::Loyalty {
+                    customer_id,
+                    points,
+                    ..
+                } => self.points.push((customer_id.to_owned(), seq, points)),
+                Effect::OrderCollected { order_id } => {
+                    self.collected.insert(order_id.to_owned(), seq);
+                }
+                Effect::Sold {
+                    receipt,
+                    line,
+                    sku,
+                    gtin,
+                    qty,
+                    points,
+                    customer_id,
+                } => self
+                    .sold
+                    .entry(receipt.to_owned())
+                    .or_insert_with(|| (seq, Vec::new()))
+                    .1
+                    .push(SoldLine {
+                        line,
+                        sku: sku.map(str::to_owned),
+                        gtin,
+                        qty,
+                        points,
+                        customer_id: customer_id.map(str::to_owned),
+                    }),
+                Effect::Returned {
+                    original,
+                    line,
+                    qty,
+                    ..
+                } => self.returned.push((original.clone(), line, qty)),
+            }
+        }
+    }
 }
 
 impl Ledger for Memory {
@@ -43,15 +95,38 @@ impl Ledger for Memory {
     fn collected_at(&mut self, order_id: &str) -> Result<Option<u64>, Self::Error> {
         Ok(self.collected.get(order_id).copied())
     }
+
+    fn receipt_seq(&mut self, receipt: &str) -> Result<Option<u64>, Self::Error> {
+        Ok(self.sold.get(receipt).map(|(seq, _)| *seq))
+    }
+
+    fn sold_lines(&mut self, receipt: &str) -> Result<Vec<SoldLine>, Self::Error> {
+        Ok(self
+            .sold
+            .get(receipt)
+            .map(|(_, lines)| lines.clone())
+            .unwrap_or_default())
+    }
+
+    fn returned_qty(&mut self, original: &ReturnOriginal, line: u32) -> Result<i64, Self::Error> {
+        Ok(self
+            .returned
+            .iter()
+            .filter(|(o, l, _)| o == original && *l == line)
+            .map(|(_, _, q)| q)
+            .sum())
+    }
 }
 
-fn line(sku: Option<&str>, qty: i64) -> FactLine {
+pub(super) fn line(sku: Option<&str>, qty: i64) -> FactLine {
     FactLine {
         sku: sku.map(str::to_owned),
         gtin: None,
         qty,
         unit_price_minor: None,
         stock_applied: sku.is_some(),
+        original_line: None,
+        points: None,
     }
 }
 
@@ -68,15 +143,17 @@ fn movements(fact: &StoreFact) -> Vec<(u32, String, i64)> {
 }
 
 fn sale(lines: Vec<FactLine>) -> StoreFact {
-    StoreFact::Sale(SaleRecorded {
+    StoreFact::Sale(Sale::plain(SaleRecorded {
         receipt: None,
         lines,
         total_minor: None,
         currency: None,
         customer_id: Some("C-1".into()),
+        earn_per_minor_units: None,
+        points_earned: None,
         client_key: Some("t1/r1".into()),
         by: "till-1".into(),
-    })
+    }))
 }
 
 #[test]
@@ -100,20 +177,27 @@ fn a_basket_moves_each_known_line_once_the_same_item_twice_included() {
 #[test]
 fn a_return_restocks_each_line_unless_the_goods_are_damaged() {
     let ret = |restocked: bool| {
-        StoreFact::Return(ReturnRecorded {
-            receipt: None,
-            lines: vec![line(Some("A"), 1), line(Some("B"), 2)],
-            origin: ReturnOrigin {
-                channel: Channel::Web,
-                order_id: Some("WEB-1".into()),
-                store: None,
+        StoreFact::Return(Return {
+            order_lines: None,
+            recorded: ReturnRecorded {
+                receipt: None,
+                lines: vec![line(Some("A"), 1), line(Some("B"), 2)],
+                origin: ReturnOrigin {
+                    channel: Channel::Web,
+                    order_id: Some("WEB-1".into()),
+                    store: None,
+                },
+                cross_channel: true,
+                reason: None,
+                restocked,
+                customer_id: None,
+                original: None,
+                original_checked: false,
+                reversed_customer_id: None,
+                points_reversed: None,
+                client_key: None,
+                by: "till-1".into(),
             },
-            cross_channel: true,
-            reason: None,
-            restocked,
-            customer_id: None,
-            client_key: None,
-            by: "till-1".into(),
         })
     };
     assert_eq!(
@@ -313,7 +397,7 @@ fn an_order_handed_over_here_is_refused_a_second_time() {
 #[test]
 fn a_payload_reads_back_into_its_own_type() {
     let fact = sale(vec![line(Some("MILK"), 2), line(None, 1)]);
-    let StoreFact::Sale(recorded) = &fact else {
+    let StoreFact::Sale(Sale { recorded, .. }) = &fact else {
         unreachable!()
     };
     let json = fact.payload_json().expect("serialises");
