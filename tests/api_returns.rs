@@ -474,3 +474,37 @@ fn a_second_sale_reusing_a_receipt_is_refused_and_a_sale_may_not_name_an_origina
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["field"], "lines[0].original_line", "{body}");
 }
+
+#[test]
+fn a_return_after_the_points_were_spent_takes_the_balance_below_zero_and_blocks_burns() {
+    let (_store, agent) = store();
+    sell_r1(&agent);
+    let (status, body) = post_as(
+        &agent,
+        1,
+        "/v1/loyalty/burn",
+        &json!({"client_key": "t1/burn-all", "card": CARD, "points": 166}),
+    );
+    assert_eq!(status, 201, "{body}");
+    // The goods come back whatever was spent: the return is never refused for the points.
+    let (status, body) = post_as(
+        &agent,
+        2,
+        "/v1/returns",
+        &give_back(
+            "t2/ret-1",
+            json!([{"sku": "SKU-MILK", "qty": 3, "original_line": 0}]),
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["points_reversed"], 7, "{body}");
+    assert_eq!(balance(&agent), -7);
+    let (status, body) = post_as(
+        &agent,
+        1,
+        "/v1/loyalty/burn",
+        &json!({"client_key": "t1/burn-1", "card": CARD, "points": 1}),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_points", "{body}");
+}

@@ -217,6 +217,9 @@ pub enum Effect<'a> {
     /// A click-and-collect order handed over: its reservations stop counting, and a second
     /// hand-over of the same order is refused.
     OrderCollected { order_id: &'a str },
+    /// Points a return took back from the customer whose sale earned them (negative): they
+    /// lower the balance, may take it below zero, and are not a burn (no offline cap).
+    PointsReversed { customer_id: &'a str, points: i64 },
     /// A line of a ticket with a receipt, filed under it so a return can name it.
     Sold {
         receipt: &'a str,
@@ -402,8 +405,7 @@ impl StoreFact {
                     && let Some(points) = points.checked_neg()
                     && points < 0
                 {
-                    effects.push(Effect::Loyalty {
-                        line: 0,
+                    effects.push(Effect::PointsReversed {
                         customer_id,
                         points,
                     });

@@ -206,11 +206,12 @@ fn a_return_reverses_the_points_its_lines_earned_for_the_sales_customer() {
     // ⌊7 × 1/3⌋ = 2 of A's 7, all 20 of C's.
     assert_eq!(recorded.points_reversed, Some(22));
     assert_eq!(recorded.reversed_customer_id.as_deref(), Some("C-1"));
-    assert!(ret.effects().contains(&Effect::Loyalty {
-        line: 0,
+    assert!(ret.effects().contains(&Effect::PointsReversed {
         customer_id: "C-1",
         points: -22
     }));
+    // Not a burn: the offline cap is untouched.
+    assert_eq!(ledger.pending_points("C-1", 0).map(|p| p.burned), Ok(0));
     let mut rest = give_back(receipt("R-1"), vec![("A", 0, 2)]);
     settle(&mut ledger, &mut rest, 3).expect("the rest of A");
     assert_eq!(recorded_return(&rest).points_reversed, Some(5));

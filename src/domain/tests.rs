@@ -13,6 +13,8 @@ pub(super) struct Memory {
     pub collected: HashMap<String, u64>,
     /// receipt → (seq, lines)
     pub sold: HashMap<String, (u64, Vec<SoldLine>)>,
+    /// (customer, seq, points): reversals, not burns
+    pub reversed: Vec<(String, u64, i64)>,
     /// (original, line, qty)
     pub returned: Vec<(ReturnOriginal, u32, i64)>,
 }
@@ -30,6 +32,10 @@ impl Memory {
                     points,
                     ..
                 } => self.points.push((customer_id.to_owned(), seq, points)),
+                Effect::PointsReversed {
+                    customer_id,
+                    points,
+                } => self.reversed.push((customer_id.to_owned(), seq, points)),
                 Effect::OrderCollected { order_id } => {
                     self.collected.insert(order_id.to_owned(), seq);
                 }
@@ -82,13 +88,16 @@ impl Ledger for Memory {
         customer_id: &str,
         watermark_seq: u64,
     ) -> Result<PendingPoints, Self::Error> {
-        let ops = self
-            .points
-            .iter()
-            .filter(|(c, seq, _)| c == customer_id && *seq > watermark_seq);
+        let after = |ops: &'_ Vec<(String, u64, i64)>| {
+            ops.iter()
+                .filter(|(c, seq, _)| c == customer_id && *seq > watermark_seq)
+                .map(|(_, _, p)| *p)
+                .collect::<Vec<i64>>()
+        };
+        let ops = after(&self.points);
         Ok(PendingPoints {
-            net: ops.clone().map(|(_, _, p)| p).sum(),
-            burned: ops.map(|(_, _, p)| (-p).max(0)).sum(),
+            net: ops.iter().sum::<i64>() + after(&self.reversed).iter().sum::<i64>(),
+            burned: ops.iter().map(|p| (-p).max(0)).sum(),
         })
     }
 

@@ -284,6 +284,16 @@ fn write_effect(
             )?
             .execute(params![order_id, as_i64(seq), wall_ms])?;
         }
+        Effect::PointsReversed {
+            customer_id,
+            points,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO loyalty_ops(seq, line, customer_id, points, wall_ms, reversal)
+                 VALUES (?1, 0, ?2, ?3, ?4, 1)",
+            )?
+            .execute(params![as_i64(seq), customer_id, points, wall_ms])?;
+        }
         Effect::Sold {
             receipt,
             line,
@@ -374,7 +384,8 @@ impl Ledger for TxLedger<'_, '_> {
         self.tx
             .prepare_cached(
                 "SELECT COALESCE(SUM(points), 0),
-                        COALESCE(SUM(CASE WHEN points < 0 THEN -points ELSE 0 END), 0)
+                        COALESCE(SUM(CASE WHEN points < 0 AND reversal = 0
+                                          THEN -points ELSE 0 END), 0)
                  FROM loyalty_ops WHERE customer_id = ?1 AND seq > ?2",
             )?
             .query_row(params![customer_id, as_i64(watermark_seq)], |r| {

@@ -421,6 +421,9 @@ CREATE TABLE returned_lines (
     points      INTEGER NOT NULL,
     PRIMARY KEY (source, original, line, seq, return_line)
 ) WITHOUT ROWID;
+-- Points a return took back: they lower the balance like a burn but are not one, so they do
+-- not use up loyalty.offline_burn_cap (nothing can be spent twice through them).
+ALTER TABLE loyalty_ops ADD COLUMN reversal INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
