@@ -570,6 +570,7 @@ impl<'a> Day<'a> {
             for op in &ops {
                 products.extend(op.effect.stock.iter().map(|(p, _)| *p));
                 customers.extend(op.effect.points.iter().map(|(c, _)| *c));
+                customers.extend(op.effect.reversed.iter().map(|(c, _)| *c));
             }
             self.check_stock(&products.into_iter().collect::<Vec<_>>());
             self.check_balances(&customers.into_iter().collect::<Vec<_>>());

@@ -11,7 +11,7 @@
 //! and return. The answers' seqs then give the order the writer took, and each answer must be
 //! the one that order implies (`balance_after`, a count's `expected`).
 
-use crate::model::{Effect, Model, Route, Scope};
+use crate::model::{Effect, Model, Route, Scope, SoldLine, SoldTicket};
 use crate::shop::{LineStatus, Shop};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -139,6 +139,9 @@ struct Locks {
     touched: HashSet<usize>,
     customers: HashSet<usize>,
     orders: HashSet<usize>,
+    /// Originals (receipts, web orders) a return names this round: what is left of them
+    /// depends on every return before.
+    originals: HashSet<String>,
     /// Products counted in a count race: the other tills sell and return them on purpose.
     raced: Vec<usize>,
 }
@@ -246,7 +249,7 @@ impl<'a> Generator<'a> {
         let scoped = self.knobs.scoped_keys;
         let pick = self.rng.random_range(0..100);
         let op = match pick {
-            0..34 => Some(self.sale(locks, till)),
+            0..34 => Some(self.sale(model, locks, till)),
             34..43 => Some(self.ret(model, locks, till)),
             43..50 => self.collect(model, locks, till),
             50..56 => self.count(model, locks, till),
@@ -260,13 +263,13 @@ impl<'a> Generator<'a> {
             89..95 => Some(self.invalid(till)),
             _ => None,
         };
-        op.unwrap_or_else(|| self.sale(locks, till))
+        op.unwrap_or_else(|| self.sale(model, locks, till))
     }
 
     /// A fresh fact of `route` (None when nothing fits this round).
     fn fresh(&mut self, model: &Model, locks: &mut Locks, till: usize, route: Route) -> Option<Op> {
         match route {
-            Route::Sale => Some(self.sale(locks, till)),
+            Route::Sale => Some(self.sale(model, locks, till)),
             Route::Return => Some(self.ret(model, locks, till)),
             Route::Collect => self.collect(model, locks, till),
             Route::Count => self.count(model, locks, till),
@@ -483,10 +486,10 @@ impl<'a> Generator<'a> {
     // ---------------------------------------------------------------------------------------
     // Facts
 
-    fn sale(&mut self, locks: &mut Locks, till: usize) -> Op {
+    fn sale(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Op {
         let n = self.line_count(30);
         let items = self.items(locks, n);
-        let (request, answer) = self.render(&items, true);
+        let (request, mut answer) = self.render(&items, true);
         let total: Option<i64> = request
             .iter()
             .map(|l| {
@@ -496,26 +499,57 @@ impl<'a> Generator<'a> {
             })
             .sum();
         let key = self.key(till, Route::Sale);
-        let mut body = json!({"client_key": key, "lines": request});
-        if self.rng.random_bool(0.7) {
-            body["receipt"] = json!(format!("R-{}", self.next_key));
+        let mut body = json!({"client_key": key, "lines": request.clone()});
+        let receipt = self
+            .rng
+            .random_bool(0.7)
+            .then(|| format!("R-{}", self.next_key));
+        if let Some(receipt) = &receipt {
+            body["receipt"] = json!(receipt);
         }
-        if self.rng.random_bool(0.3) {
-            // A loyalty card scanned at the till (or the account named): the ticket is the
-            // customer's, and nothing else about it changes.
-            let c = self.rng.random_range(0..self.shop.customers.len());
+        // A loyalty card scanned at the till (or the account named): the ticket is the
+        // customer's, and earns them points by the store's rule; one till per customer and
+        // round, since the answer shows the balance after.
+        let customer = if self.rng.random_bool(0.3) {
+            self.customer(locks)
+        } else {
+            None
+        };
+        if let Some(c) = customer {
             let (field, who) = self.who(c);
             body["customer"] = json!({ field: who });
         }
         if self.rng.random_bool(0.5) {
             body["currency"] = json!("EUR");
         }
+        // One point per `earn_rule` minor units of each priced line, rounded down per line.
+        let rule = self.shop.earn_rule;
+        let points: Vec<i64> = request
+            .iter()
+            .map(|l| match (customer, l["unit_price_minor"].as_i64()) {
+                (Some(_), Some(price)) if rule > 0 => price * l["qty"].as_i64().unwrap_or(0) / rule,
+                _ => 0,
+            })
+            .collect();
+        let earned: i64 = points.iter().sum();
+        let earns = customer.is_some() && rule > 0;
+        for (line, p) in answer.iter_mut().zip(&points) {
+            line["points"] = if earns { json!(p) } else { Value::Null };
+        }
+        let expected = match customer {
+            Some(c) => json!({"lines": answer, "total_minor": total,
+                "customer_id": self.shop.customers[c].id,
+                "points_earned": if earns { json!(earned) } else { Value::Null },
+                "balance_after": model.balance(self.shop, c) + earned}),
+            None => json!({"lines": answer, "total_minor": total, "customer_id": null,
+                "points_earned": null, "balance_after": null}),
+        };
         let mut op = self.op(
             till,
             Route::Sale,
             "/v1/sales",
             body,
-            Expect::Created(json!({"lines": answer, "total_minor": total})),
+            Expect::Created(expected),
         );
         op.effect.stock = items
             .iter()
@@ -524,10 +558,39 @@ impl<'a> Generator<'a> {
                 Item::Unknown(_) => None,
             })
             .collect();
+        if let Some(c) = customer
+            && earned > 0
+        {
+            op.effect.points = Some((c, earned));
+        }
+        if let Some(receipt) = receipt {
+            let lines = items
+                .iter()
+                .zip(&points)
+                .map(|((item, qty), p)| SoldLine {
+                    product: match item {
+                        Item::Known(p) => Some(*p),
+                        Item::Unknown(_) => None,
+                    },
+                    gtin: match item {
+                        Item::Known(p) => self.shop.products[*p].gtin.clone(),
+                        Item::Unknown(u) => self.shop.unknown[*u].clone(),
+                    },
+                    qty: *qty,
+                    points: *p,
+                })
+                .collect();
+            op.effect.sold = Some((receipt, SoldTicket { customer, lines }));
+        }
         op
     }
 
     fn ret(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Op {
+        if self.rng.random_bool(0.5)
+            && let Some(op) = self.named_return(model, locks, till)
+        {
+            return op;
+        }
         let source = self.rng.random_range(0..100);
         let key = self.key(till, Route::Return);
         let mut origin = None;
@@ -594,12 +657,25 @@ impl<'a> Generator<'a> {
             }
         }
         let cross = matches!(channel.as_deref(), Some("web") | Some("app"));
+        // Now and then a receipt from another store's till, line by line: this agent never
+        // recorded it, so the return is recorded unchecked and central decides.
+        if !cross && body.get("receipt").is_none() && self.rng.random_bool(0.15) {
+            body["original"] = json!({"receipt": format!("R-ELSEWHERE-{}", self.next_key)});
+            if let Some(lines) = body["lines"].as_array_mut() {
+                for (i, line) in lines.iter_mut().enumerate() {
+                    line["original_line"] = json!(i);
+                }
+            }
+        }
         let mut op = self.op(
             till,
             Route::Return,
             "/v1/returns",
             body,
-            Expect::Created(json!({"lines": answer, "cross_channel": cross, "restocked": restock})),
+            Expect::Created(
+                json!({"lines": answer, "cross_channel": cross, "restocked": restock,
+                                   "original_checked": false, "points_reversed": null}),
+            ),
         );
         if restock {
             op.effect.stock = items
@@ -611,6 +687,200 @@ impl<'a> Generator<'a> {
                 .collect();
         }
         op
+    }
+
+    /// A return naming its original line by line: a ticket recorded here (by receipt) or a
+    /// click-and-collect order (by its id and line numbers). What each line may bring back is
+    /// what the original sold minus every return of it before; one in seven asks one unit
+    /// too many (409 naming the line and what is left), a few name a line the original lacks.
+    /// Points the ticket earned on the returned units come back off its customer's balance:
+    /// ⌊points × returned / sold⌋ of the cumulative units, so parts add up to the line.
+    fn named_return(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Option<Op> {
+        let shop = self.shop;
+        // (original line, product, gtin, sold, points)
+        let (key, original_body, sold, customer, channel) = if self.rng.random_bool(0.75) {
+            let receipt = model.receipts.choose(&mut self.rng)?.clone();
+            let ticket = &model.sold[&receipt];
+            let lines: Vec<(u32, Option<usize>, String, i64, i64)> = ticket
+                .lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i as u32, l.product, l.gtin.clone(), l.qty, l.points))
+                .collect();
+            let earned = lines.iter().any(|l| l.4 > 0);
+            (
+                format!("receipt:{receipt}"),
+                json!({"original": {"receipt": receipt}}),
+                lines,
+                ticket.customer.filter(|_| earned),
+                "store",
+            )
+        } else {
+            let o = self.rng.random_range(0..shop.orders.len());
+            let order = &shop.orders[o];
+            let lines = order
+                .lines
+                .iter()
+                .map(|l| {
+                    let qty = if l.status == LineStatus::Cancelled {
+                        0
+                    } else {
+                        l.qty
+                    };
+                    (
+                        l.line as u32,
+                        Some(l.product),
+                        shop.products[l.product].gtin.clone(),
+                        qty,
+                        0,
+                    )
+                })
+                .collect();
+            (
+                format!("order:{}", order.id),
+                json!({"origin": {"channel": "web", "order_id": order.id}}),
+                lines,
+                None,
+                "web",
+            )
+        };
+        if locks.originals.contains(&key) {
+            return None;
+        }
+        if let Some(c) = customer
+            && locks.customers.contains(&c)
+        {
+            return None;
+        }
+        let over = self.rng.random_bool(0.14);
+        let missing = !over && self.rng.random_bool(0.04);
+        let mut chosen = Vec::new();
+        for (at, product, gtin, qty, points) in &sold {
+            if product.is_some_and(|p| locks.counted.contains(&p)) {
+                continue;
+            }
+            let before = model
+                .returned
+                .get(&(key.clone(), *at))
+                .copied()
+                .unwrap_or(0);
+            let left = qty - before;
+            if self.rng.random_bool(0.6) && (left > 0 || over) {
+                chosen.push((*at, *product, gtin.clone(), *qty, *points, before, left));
+            }
+        }
+        chosen.truncate(self.knobs.max_lines);
+        if chosen.is_empty() {
+            return None;
+        }
+        let over_at = over.then(|| self.rng.random_range(0..chosen.len()));
+        locks.originals.insert(key.clone());
+        if let Some(c) = customer {
+            locks.customers.insert(c);
+        }
+        let restock = self.rng.random_bool(0.8);
+        let mut request = Vec::new();
+        let mut answer = Vec::new();
+        let mut refusal = None;
+        let mut effect = Effect::default();
+        let mut reversed = 0;
+        for (i, (at, product, gtin, sold_qty, points, before, left)) in
+            chosen.into_iter().enumerate()
+        {
+            let item = match product {
+                Some(p) => Item::Known(p),
+                None => Item::Unknown(shop.unknown_by_gtin(&gtin)?),
+            };
+            if let Item::Known(p) = item {
+                locks.touched.insert(p);
+            }
+            let qty = if over_at == Some(i) {
+                left.max(0) + self.rng.random_range(1..=3)
+            } else {
+                self.rng.random_range(1..=left.max(1))
+            };
+            let named_line = if missing && i == 0 {
+                sold.iter().map(|l| l.0).max().unwrap_or(0) + 1 + self.rng.random_range(0..5)
+            } else {
+                at
+            };
+            let (field, name) = self.name_item(item);
+            request.push(json!({field: name, "qty": qty, "original_line": named_line}));
+            if refusal.is_none() && named_line != at {
+                refusal = Some(Expect::error(
+                    409,
+                    "line_not_in_original",
+                    None,
+                    json!({"line": i, "original_line": named_line}),
+                ));
+            }
+            if refusal.is_none() && qty > left {
+                refusal = Some(Expect::error(
+                    409,
+                    "return_exceeds_sale",
+                    None,
+                    json!({"line": i, "original_line": at, "sold": sold_qty,
+                           "already_returned": before, "returnable": left.max(0),
+                           "requested": qty}),
+                ));
+            }
+            let back = |units: i64| {
+                if sold_qty > 0 {
+                    points * units / sold_qty
+                } else {
+                    0
+                }
+            };
+            let line_points = back(before + qty) - back(before);
+            reversed += line_points;
+            let (sku, gtin) = match item {
+                Item::Known(p) => (json!(shop.products[p].sku), shop.products[p].gtin.clone()),
+                Item::Unknown(_) => (Value::Null, gtin.clone()),
+            };
+            answer.push(
+                json!({"sku": sku, "gtin": gtin, "qty": qty, "original_line": at,
+                "stock_applied": restock && matches!(item, Item::Known(_)),
+                "points": if customer.is_some() { json!(line_points) } else { Value::Null }}),
+            );
+            if let (true, Item::Known(p)) = (restock, item) {
+                effect.stock.push((p, qty));
+            }
+            effect.returned.push((key.clone(), at, qty));
+        }
+        let key_ = self.key(till, Route::Return);
+        let mut body = original_body;
+        body["client_key"] = json!(key_);
+        body["lines"] = json!(request);
+        if !restock || self.rng.random_bool(0.3) {
+            body["restock"] = json!(restock);
+        }
+        let expect = match refusal {
+            Some(refusal) => {
+                effect = Effect::default();
+                refusal
+            }
+            None => {
+                if let Some(c) = customer
+                    && reversed > 0
+                {
+                    effect.reversed = Some((c, reversed));
+                }
+                let (points, who) = match customer {
+                    Some(c) if reversed > 0 => (json!(reversed), json!(shop.customers[c].id)),
+                    _ => (Value::Null, Value::Null),
+                };
+                Expect::Created(json!({"lines": answer, "cross_channel": channel == "web",
+                    "restocked": restock, "original_checked": true,
+                    "points_reversed": points, "reversed_customer_id": who}))
+            }
+        };
+        let mut op = self.op(till, Route::Return, "/v1/returns", body, expect);
+        op.effect = effect;
+        op.label = format!(
+            "return naming its {}",
+            if channel == "web" { "order" } else { "ticket" }
+        );
+        Some(op)
     }
 
     fn collect(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Option<Op> {
