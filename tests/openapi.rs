@@ -16,7 +16,9 @@ const METHODS: [&str; 8] = [
 
 /// The operations that can refuse a request with 409 (a loyalty burn over the balance or the
 /// offline cap; a pickup that is ambiguous, cancelled or already collected), and no other.
-const CAN_CONFLICT: [(&str, &str); 3] = [
+const CAN_CONFLICT: [(&str, &str); 5] = [
+    ("post", "/v1/sales"),
+    ("post", "/v1/returns"),
     ("post", "/v1/loyalty/burn"),
     ("get", "/v1/pickups/{code}"),
     ("post", "/v1/pickups/{code}/collect"),
