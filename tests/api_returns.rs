@@ -508,3 +508,54 @@ fn a_return_after_the_points_were_spent_takes_the_balance_below_zero_and_blocks_
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_points", "{body}");
 }
+
+#[test]
+fn the_earn_rule_is_reloaded_and_written_into_each_ticket_and_zero_turns_earning_off() {
+    let (store, agent) = store();
+    sell_r1(&agent);
+    let config = std::fs::read_to_string(&store.config).unwrap();
+    let reload = |rule: i64, nth: usize| {
+        std::fs::write(
+            &store.config,
+            format!("{config}\n[loyalty]\nearn_per_minor_units = {rule}\n"),
+        )
+        .unwrap();
+        let pid = rustix::process::Pid::from_raw(agent.pid() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while agent.log_text().matches("configuration reloaded").count() < nth {
+            assert!(std::time::Instant::now() < deadline, "{}", agent.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let ticket = |key: &str, receipt: &str| {
+        post_as(
+            &agent,
+            1,
+            "/v1/sales",
+            &json!({"client_key": key, "receipt": receipt, "customer": {"card": CARD},
+                    "lines": [{"sku": "SKU-MILK", "qty": 3, "unit_price_minor": 250}]}),
+        )
+    };
+    reload(50, 1);
+    let (status, body) = ticket("t1/r-50", "R-50");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["points_earned"], 15,
+        "750 minor units at one point per 50: {body}"
+    );
+    assert_eq!(balance(&agent), 166 + 15);
+    reload(0, 2);
+    let (status, body) = ticket("t1/r-0", "R-0");
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body.get("points_earned").is_none(),
+        "earning is off: {body}"
+    );
+    assert_eq!(body["balance_after"], 181, "{body}");
+    assert_eq!(balance(&agent), 181);
+    drop(agent);
+    let events = store.outbox_events();
+    assert_eq!(events[1]["payload"]["earn_per_minor_units"], 50);
+    assert!(events[2]["payload"].get("earn_per_minor_units").is_none());
+}
