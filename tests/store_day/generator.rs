@@ -563,6 +563,19 @@ impl<'a> Generator<'a> {
         {
             op.effect.points = Some((c, earned));
         }
+        // Now and then a till reuses the receipt of a ticket already recorded: receipts are
+        // unique per agent (returns find a ticket by it), so the sale is refused, nothing moves.
+        if receipt.is_some()
+            && self.rng.random_bool(0.03)
+            && let Some(first) = model.receipts.choose(&mut self.rng)
+        {
+            op.body["receipt"] = json!(first);
+            op.raw = op.body.to_string();
+            op.expect = Expect::error(409, "receipt_reused", None, json!({"receipt": first}));
+            op.effect = Effect::default();
+            op.label = "sale reusing a receipt".to_owned();
+            return op;
+        }
         if let Some(receipt) = receipt {
             let lines = items
                 .iter()
