@@ -12,7 +12,10 @@
 //! drawn from 10,000 of the replica's products, quantities 1–3, `unit_price_minor` on lines 1, 3
 //! and 5, a `receipt`, `currency`, and a `client_key` unique per ticket. The reference is the
 //! one-line rate: the same 32 tills posting `POST /v1/movements` sales (one GTIN, a unique
-//! key), measured on the same agent in the same run, interleaved with the tickets.
+//! key), measured on the same agent in the same run, interleaved with the tickets. The same
+//! ticket naming a customer by loyalty card (`"customer": {"card": …}`, one of the store's
+//! customers at random), which earns points in the sale's own transaction (ADR 0021), is
+//! measured between the two and printed beside the plain ticket (`customer_ticket_*`).
 //!
 //! **Client.** The tills are this bench's own HTTP/1.1 client: two threads (like `wrk -t2`),
 //! each a current-thread tokio runtime driving 16 keep-alive connections, building each request
@@ -107,6 +110,8 @@ const PACED_TICKETS_PER_S_PER_TILL: f64 = 4.0;
 const SNAPSHOT_VERSION: u64 = 2;
 const POLL: Duration = Duration::from_millis(20);
 const BENCH: &str = "tickets";
+/// Customers of the generated store (their cards are `demo::customer_card_number(0..n)`).
+static CUSTOMERS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
 // ---------------------------------------------------------------------------------------
 // The tills: an HTTP/1.1 client, closed loop, one connection per till.
@@ -115,6 +120,10 @@ const BENCH: &str = "tickets";
 enum Kind {
     /// `POST /v1/sales`, 5 lines.
     Ticket,
+    /// The same ticket naming a customer by loyalty card: resolved on a reader (card hashed,
+    /// customer looked up), points earned in the sale's transaction, balance settled on the
+    /// writer (ADR 0021).
+    CustomerTicket,
     /// `POST /v1/movements`, one sale line.
     Movement,
 }
@@ -122,13 +131,13 @@ enum Kind {
 impl Kind {
     fn path(self) -> &'static str {
         match self {
-            Kind::Ticket => "/v1/sales",
+            Kind::Ticket | Kind::CustomerTicket => "/v1/sales",
             Kind::Movement => "/v1/movements",
         }
     }
     fn lines(self) -> usize {
         match self {
-            Kind::Ticket => LINES,
+            Kind::Ticket | Kind::CustomerTicket => LINES,
             Kind::Movement => 1,
         }
     }
@@ -320,11 +329,19 @@ fn write_body(body: &mut String, config: &LoadConfig, till: usize, n: u64, rng: 
     let gtins = &config.gtins;
     let tag = &config.tag;
     match config.kind {
-        Kind::Ticket => {
+        Kind::Ticket | Kind::CustomerTicket => {
+            // The receipt carries the load's tag: receipts are unique per agent (ADR 0021), and
+            // one agent serves several loads.
             let _ = write!(
                 body,
-                r#"{{"client_key":"{tag}/till-{till:02}/t-{n}","receipt":"R-{till:02}-{n:07}","currency":"EUR","lines":["#
+                r#"{{"client_key":"{tag}/till-{till:02}/t-{n}","receipt":"R-{tag}-{till:02}-{n:07}","currency":"EUR","#
             );
+            if config.kind == Kind::CustomerTicket {
+                let card =
+                    demo::customer_card_number(rng.below(CUSTOMERS.get().copied().unwrap_or(100)));
+                let _ = write!(body, r#""customer":{{"card":"{card}"}},"#);
+            }
+            body.push_str(r#""lines":["#);
             let mut picked = [usize::MAX; LINES];
             for i in 0..LINES {
                 let g = loop {
@@ -694,8 +711,11 @@ fn sighup(pid: u32) {
 struct Quiet {
     tickets: Stats,
     movements: Stats,
+    /// The same 5-line tickets naming a customer by card, earning points.
+    customer_tickets: Stats,
     tickets_load: LoadOut,
     movements_load: LoadOut,
+    customer_tickets_load: LoadOut,
 }
 
 /// One measured load: warm-up, then `measure`; the stats of the requests sent after warm-up.
@@ -720,19 +740,22 @@ fn quiet_run(setup: &Setup, run: usize) -> Quiet {
     let dir = fresh_data_dir(setup, &format!("run{run}-quiet"));
     let (agent, _) = start_agent(setup, &dir, &format!("bench-store/tickets-{run}-quiet"));
     agent.wait_healthy(&client(), Some(&setup.load.tokens[0]));
-    let tickets_first = run.is_multiple_of(2);
+    // Order alternating between runs; the customer tickets always between the other two, so
+    // both ticket kinds are measured as near in time as the plain ticket and the movement.
+    let order = if run.is_multiple_of(2) {
+        [Kind::Ticket, Kind::CustomerTicket, Kind::Movement]
+    } else {
+        [Kind::Movement, Kind::CustomerTicket, Kind::Ticket]
+    };
     let mut tickets = None;
     let mut movements = None;
-    for step in 0..2 {
-        let kind = if (step == 0) == tickets_first {
-            Kind::Ticket
-        } else {
-            Kind::Movement
-        };
+    let mut customer_tickets = None;
+    for (step, kind) in order.into_iter().enumerate() {
         let tag = format!("r{run}q{step}");
         let (s, out) = measured_load(setup, &agent, kind, tag);
         let who = match kind {
             Kind::Ticket => "quiet tickets  ",
+            Kind::CustomerTicket => "quiet customer tickets",
             Kind::Movement => "quiet movements",
         };
         eprintln!(
@@ -746,6 +769,7 @@ fn quiet_run(setup: &Setup, run: usize) -> Quiet {
         }
         match kind {
             Kind::Ticket => tickets = Some((s, out)),
+            Kind::CustomerTicket => customer_tickets = Some((s, out)),
             Kind::Movement => movements = Some((s, out)),
         }
     }
@@ -756,11 +780,15 @@ fn quiet_run(setup: &Setup, run: usize) -> Quiet {
     );
     let (tickets, tickets_load) = tickets.expect("tickets measured");
     let (movements, movements_load) = movements.expect("movements measured");
+    let (customer_tickets, customer_tickets_load) =
+        customer_tickets.expect("customer tickets measured");
     Quiet {
         tickets,
         movements,
+        customer_tickets,
         tickets_load,
         movements_load,
+        customer_tickets_load,
     }
 }
 
@@ -1136,13 +1164,21 @@ fn setup() -> Setup {
             &gen_dir,
             StoreSize {
                 products,
-                customers: scaled(1_000, 100),
+                customers: *CUSTOMERS.get_or_init(|| scaled(1_000, 100)),
             },
             &CardHasher::new(&[7u8; 32]),
             relais::storage::now_unix_ms(),
         )
         .expect("generate store")
     });
+    // The fleet's card key, so the agent hashes the tills' cards as the generator did.
+    let card_key = template.join("card-hash.key");
+    std::fs::write(&card_key, [7u8; 32]).expect("write the card key");
+    std::fs::set_permissions(&card_key, {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::Permissions::from_mode(0o600)
+    })
+    .expect("chmod the card key");
     let replica = template.join(relais::storage::REPLICA_FILE);
     let (_, import_t) = common::time(|| {
         for (stream, file) in &store.files {
@@ -1395,11 +1431,13 @@ fn report(
         .collect());
     let quiet_non_2xx: usize = quiet
         .iter()
-        .map(|q| q.tickets.non_2xx + q.movements.non_2xx)
+        .map(|q| q.tickets.non_2xx + q.movements.non_2xx + q.customer_tickets.non_2xx)
         .sum();
     let quiet_socket: usize = quiet
         .iter()
-        .map(|q| q.tickets.socket_errors + q.movements.socket_errors)
+        .map(|q| {
+            q.tickets.socket_errors + q.movements.socket_errors + q.customer_tickets.socket_errors
+        })
         .sum();
     let measure_s = setup.durations.measure.as_secs_f64();
     eprintln!(
@@ -1460,6 +1498,55 @@ fn report(
             None,
             None,
             q(serde_json::json!({"limit_is": "one-line movement latency, same run"})),
+        );
+    }
+    // The same ticket naming a customer by card and earning points in its transaction, beside
+    // the plain ticket of the same run (ADR 0021).
+    let c_pct = |f: fn(&Stats) -> f64| med(quiet.iter().map(|q| f(&q.customer_tickets)).collect());
+    let c_tickets = med(quiet.iter().map(|q| q.customer_tickets.rate()).collect());
+    let c_agent_cpu = med(quiet
+        .iter()
+        .map(|q| q.customer_tickets_load.agent_cpu_us_per_request())
+        .collect());
+    eprintln!(
+        "median, quiet store: {c_tickets:.0} customer tickets/s (card + earn) vs {tickets:.0} plain; \
+         p50 {:.2} ms vs {:.2}, p99 {:.2} ms vs {:.2}; agent {c_agent_cpu:.0} µs CPU per customer \
+         ticket vs {agent_cpu:.0}",
+        c_pct(|s| s.p50_ms),
+        t_pct(|s| s.p50_ms),
+        c_pct(|s| s.p99_ms),
+        t_pct(|s| s.p99_ms),
+    );
+    let customer = |more: serde_json::Value| {
+        let mut v = q(serde_json::json!({
+            "limit_is": "the plain 5-line ticket, same tills, same agent, same run",
+            "customer": "by loyalty card (hashed, looked up on a reader), points earned in the sale's transaction",
+        }));
+        if let (Some(map), serde_json::Value::Object(more)) = (v.as_object_mut(), more) {
+            map.extend(more);
+        }
+        v
+    };
+    emit(
+        BENCH,
+        "customer_tickets_per_s",
+        c_tickets,
+        Some(tickets),
+        None,
+        None,
+        customer(serde_json::json!({
+            "agent_cpu_us_per_request": c_agent_cpu, "plain_agent_cpu_us_per_request": agent_cpu,
+        })),
+    );
+    for (metric, f) in [("p50_ms", (|s| s.p50_ms) as Pick), ("p99_ms", |s| s.p99_ms)] {
+        emit(
+            BENCH,
+            &format!("customer_ticket_{metric}"),
+            c_pct(f),
+            Some(t_pct(f)),
+            None,
+            None,
+            customer(serde_json::json!({})),
         );
     }
     emit(

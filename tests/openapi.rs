@@ -17,7 +17,8 @@ const METHODS: [&str; 8] = [
 /// The operations that can refuse a request with 409 (a loyalty burn over the balance or the
 /// offline cap; a pickup that is ambiguous, cancelled or already collected; a single-use coupon
 /// redeemed here before; an order step recorded already), and no other.
-const CAN_CONFLICT: [(&str, &str); 9] = [
+const CAN_CONFLICT: [(&str, &str); 10] = [
+    ("post", "/v1/returns"),
     ("post", "/v1/loyalty/burn"),
     ("get", "/v1/pickups/{code}"),
     ("post", "/v1/pickups/{code}/collect"),

@@ -59,7 +59,7 @@ pub(super) async fn post_redeem(
     let claim = request.claim(&by, key.as_deref());
     let mut redeemed = CouponRedeemed::new(coupon);
     redeemed.receipt = body.receipt.clone();
-    redeemed.customer_id = customer_id;
+    redeemed.customer_id = customer_id.map(|(id, _)| id);
     redeemed.client_key = key;
     redeemed.by = by;
     record(&state, StoreFact::CouponRedeemed(redeemed), claim).await

@@ -13,8 +13,8 @@ use super::idempotency::{FactRequest, idempotency_key, route};
 use super::{ApiError, ApiState};
 use crate::decode::gtin::Gtin14;
 use crate::domain::{
-    Channel, FactLine, MovementKind, ReturnOrigin, ReturnRecorded, SaleRecorded,
-    StockMovementRecorded, StoreFact,
+    FactLine, LoyaltyBaseline, MovementKind, Sale, SaleRecorded, StockMovementRecorded, StoreFact,
+    returns,
 };
 use crate::outbox::{AppendRequest, IdempotencyClaim};
 use crate::replica::lookup;
@@ -129,6 +129,9 @@ pub(super) struct LineBody {
     qty: i64,
     #[serde(default)]
     unit_price_minor: Option<i64>,
+    /// A return's line: the line of its original (index in the ticket, or the order's line).
+    #[serde(default)]
+    pub(super) original_line: Option<i64>,
 }
 
 pub(super) enum ItemRef {
@@ -205,7 +208,10 @@ fn check_lines(lines: &[LineBody]) -> Result<Vec<ItemRef>, ApiError> {
 }
 
 /// Resolve every line on one reader, so a ticket sees one replica snapshot.
-async fn resolve_lines(state: &ApiState, lines: Vec<LineBody>) -> Result<Vec<FactLine>, ApiError> {
+pub(super) async fn resolve_lines(
+    state: &ApiState,
+    lines: Vec<LineBody>,
+) -> Result<Vec<FactLine>, ApiError> {
     let items = check_lines(&lines)?;
     state
         .readers
@@ -223,6 +229,8 @@ async fn resolve_lines(state: &ApiState, lines: Vec<LineBody>) -> Result<Vec<Fac
                         gtin,
                         qty: line.qty,
                         unit_price_minor: line.unit_price_minor,
+                        original_line: line.original_line.and_then(|l| u32::try_from(l).ok()),
+                        points: None,
                     })
                 })
                 .collect::<Result<Vec<FactLine>, rusqlite::Error>>()
@@ -366,6 +374,10 @@ struct SaleBody {
     customer: Option<super::loyalty::CustomerBody>,
 }
 
+pub(super) fn yes() -> bool {
+    true
+}
+
 fn check_currency(currency: &Option<String>) -> Result<(), ApiError> {
     match currency {
         Some(c) if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) => Err(
@@ -385,7 +397,18 @@ pub(super) async fn post_sale(
     let key = idempotency_key(&headers, request.body.client_key.as_deref(), true)?;
     bounded_text("receipt", &request.body.receipt, 64)?;
     check_currency(&request.body.currency)?;
-    let customer_id = named_customer(&state, &mut request, |b| &b.customer).await?;
+    if let Some(i) = request
+        .body
+        .lines
+        .iter()
+        .position(|l| l.original_line.is_some())
+    {
+        return Err(ApiError::invalid(
+            &format!("lines[{i}].original_line"),
+            "only a return names an original line",
+        ));
+    }
+    let customer = named_customer(&state, &mut request, |b| &b.customer).await?;
     let by = caller_name(&caller);
     let claim = request.claim(&by, key.as_deref());
     let SaleBody {
@@ -395,16 +418,27 @@ pub(super) async fn post_sale(
         ..
     } = request.body;
     let lines = resolve_lines(&state, lines).await?;
-    let recorded = SaleRecorded {
+    let mut recorded = SaleRecorded {
         receipt,
         total_minor: ticket_total(&lines)?,
         lines,
         currency,
-        customer_id,
+        customer_id: customer.as_ref().map(|c| c.0.clone()),
+        earn_per_minor_units: None,
+        points_earned: None,
         client_key: key,
         by,
     };
-    let fact = super::pickups::sale_fact(&state, recorded).await?;
+    // The rule in effect now, written into the payload: central recomputes from the event.
+    returns::apply_earn(&mut recorded, state.tunables.earn_per_minor_units())
+        .map_err(|e| ApiError::invalid("lines", e.to_string()))?;
+    let recorded_skus = super::pickups::stocked_skus(&recorded);
+    let fact = StoreFact::Sale(Sale {
+        recorded,
+        loyalty: customer.map(|c| c.1),
+        balance_after: None,
+        reserved: super::pickups::reserved_for(&state, &recorded_skus).await?,
+    });
     record(&state, fact, claim).await
 }
 
@@ -415,116 +449,18 @@ pub(super) async fn named_customer<T: serde::de::DeserializeOwned>(
     state: &ApiState,
     request: &mut FactRequest<T>,
     customer: impl Fn(&T) -> &Option<super::loyalty::CustomerBody>,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<(String, LoyaltyBaseline)>, ApiError> {
     let Some(body) = customer(&request.body) else {
         return Ok(None);
     };
     let who = body.reference("customer")?;
     let found = super::loyalty::customer(state, who).await?;
     request.bind_customer(&found.customer_id);
-    Ok(Some(found.customer_id))
-}
-
-// ---------------------------------------------------------------------------------------
-// POST /v1/returns
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OriginBody {
-    channel: Channel,
-    /// The original order or receipt; required for a web or app order.
-    #[serde(default)]
-    order_id: Option<String>,
-    #[serde(default)]
-    store: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReturnBody {
-    #[serde(default)]
-    client_key: Option<String>,
-    #[serde(default)]
-    receipt: Option<String>,
-    lines: Vec<LineBody>,
-    #[serde(default)]
-    origin: Option<OriginBody>,
-    #[serde(default)]
-    reason: Option<String>,
-    /// Damaged goods are recorded but not put back on sale.
-    #[serde(default = "yes")]
-    restock: bool,
-    /// The customer bringing the goods back, when known.
-    #[serde(default)]
-    customer: Option<super::loyalty::CustomerBody>,
-}
-
-pub(super) fn yes() -> bool {
-    true
-}
-
-pub(super) async fn post_return(
-    State(state): State<Arc<ApiState>>,
-    caller: Option<Extension<Caller>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let mut request = FactRequest::<ReturnBody>::parse(route::RETURNS, &[], body)?;
-    let customer_id = named_customer(&state, &mut request, |b| &b.customer).await?;
-    let body = &request.body;
-    let key = idempotency_key(&headers, body.client_key.as_deref(), true)?;
-    bounded_text("receipt", &body.receipt, 64)?;
-    bounded_text("reason", &body.reason, 256)?;
-    if let Some(origin) = &body.origin {
-        bounded_text("origin.order_id", &origin.order_id, 64)?;
-        bounded_text("origin.store", &origin.store, 64)?;
-        if origin.channel != Channel::Store && origin.order_id.is_none() {
-            return Err(ApiError::invalid(
-                "origin.order_id",
-                "required for a web or app order: central matches the return to it",
-            ));
-        }
-    }
-    let by = caller_name(&caller);
-    let claim = request.claim(&by, key.as_deref());
-    let ReturnBody {
-        receipt,
-        lines,
-        origin,
-        reason,
-        restock,
-        ..
-    } = request.body;
-    let mut lines = resolve_lines(&state, lines).await?;
-    if !restock {
-        for line in &mut lines {
-            line.stock_applied = false;
-        }
-    }
-    let origin = origin.map_or(
-        ReturnOrigin {
-            channel: Channel::Store,
-            order_id: None,
-            store: None,
-        },
-        |o| ReturnOrigin {
-            channel: o.channel,
-            order_id: o.order_id,
-            store: o.store,
-        },
-    );
-    let fact = StoreFact::Return(ReturnRecorded {
-        receipt,
-        lines,
-        cross_channel: origin.channel != Channel::Store,
-        origin,
-        reason,
-        restocked: restock,
-        customer_id,
-        client_key: key,
-        by,
-    });
-    record(&state, fact, claim).await
+    let baseline = LoyaltyBaseline {
+        central_balance: found.loyalty.central_balance,
+        watermark_seq: found.loyalty.watermark_seq,
+    };
+    Ok(Some((found.customer_id, baseline)))
 }
 
 #[cfg(test)]
@@ -567,6 +503,8 @@ mod tests {
             qty,
             unit_price_minor: price,
             stock_applied: false,
+            original_line: None,
+            points: None,
         };
         assert_eq!(
             ticket_total(&[line(2, Some(150)), line(1, Some(99))]).ok(),

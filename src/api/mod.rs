@@ -15,6 +15,7 @@ mod idempotency;
 mod loyalty;
 mod metrics;
 mod pickups;
+mod returns;
 pub mod server;
 mod shipments;
 mod status_page;
@@ -148,7 +149,7 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize, gate: Arc<GateCell>) 
         get(customer_by_card),
         post(facts::post_movement),
         post(facts::post_sale),
-        post(facts::post_return),
+        post(returns::post_return),
         post(counts::post_cycle_count),
         post(loyalty::post_earn),
         post(loyalty::post_burn),

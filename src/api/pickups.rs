@@ -13,8 +13,8 @@ use super::facts::{MAX_LINES, bounded_text, caller_name, record};
 use super::idempotency::{FactRequest, idempotency_key, route};
 use super::{ApiError, ApiState};
 use crate::domain::{
-    HandedOverLine, OrderLine, PickupCollected, PickupPrepared, ProtectedSale, ReservedLine,
-    ReservedStock, SaleRecorded, StockBaseline, StoreFact,
+    HandedOverLine, OrderLine, PickupCollected, PickupPrepared, ReservedLine, ReservedStock,
+    SaleRecorded, StockBaseline, StoreFact,
 };
 use crate::replica::{Stream, lookup, stream_states};
 use crate::storage;
@@ -454,28 +454,32 @@ pub(super) async fn prepare(
     record(&state, fact, claim).await
 }
 
-/// A till sale as the writer settles it: with `[pickups] protect_reserved`, each SKU of the
-/// ticket that web orders reserve carries central's baseline and the reserving lines as this
-/// reader sees them; the writer adds the local movements and releases after them.
-pub(super) async fn sale_fact(
-    state: &ApiState,
-    recorded: SaleRecorded,
-) -> Result<StoreFact, ApiError> {
-    if !state.tunables.protect_reserved() {
-        return Ok(StoreFact::Sale(recorded));
-    }
-    let skus: BTreeSet<String> = recorded
+/// The SKUs a ticket moves: what `[pickups] protect_reserved` checks against reservations.
+pub(super) fn stocked_skus(recorded: &SaleRecorded) -> BTreeSet<String> {
+    recorded
         .lines
         .iter()
         .filter(|l| l.stock_applied)
         .filter_map(|l| l.sku.clone())
-        .collect();
-    let stock = state
+        .collect()
+}
+
+/// With `[pickups] protect_reserved`, each SKU of a ticket that web orders reserve, with
+/// central's baseline and the reserving lines as this reader sees them; the writer adds the
+/// local movements and releases after them (empty when the protection is off).
+pub(super) async fn reserved_for(
+    state: &ApiState,
+    skus: &BTreeSet<String>,
+) -> Result<Vec<ReservedStock>, ApiError> {
+    if !state.tunables.protect_reserved() || skus.is_empty() {
+        return Ok(Vec::new());
+    }
+    let skus = skus.clone();
+    state
         .readers
         .run(move |conn| reserved_stock(conn, skus))
         .await?
-        .map_err(|e| ApiError::internal(format!("replica read failed: {e}")))?;
-    Ok(StoreFact::ProtectedSale(ProtectedSale { recorded, stock }))
+        .map_err(|e| ApiError::internal(format!("replica read failed: {e}")))
 }
 
 fn reserved_stock(

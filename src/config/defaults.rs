@@ -36,6 +36,9 @@ pub(crate) const HEADER_READ_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(300));
 /// Points a customer may burn here that central has not confirmed yet (see docs/config.md).
 pub(crate) const OFFLINE_BURN_CAP: (i64, i64, i64) = (1_000, 0, 1_000_000_000);
+/// Minor currency units that earn one loyalty point on a ticket naming a customer (100: one
+/// point per euro); 0 turns earning on tickets off.
+pub(crate) const EARN_PER_MINOR_UNITS: (i64, i64, i64) = (100, 0, 1_000_000_000);
 
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(36 * 3600);
 pub(crate) const STALE_AFTER_MIN: Duration = Duration::from_secs(60);
@@ -251,6 +254,12 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "offline_burn_cap",
         kind: "an integer (points)",
         example: "1000",
+    },
+    KeySpec {
+        section: "loyalty",
+        key: "earn_per_minor_units",
+        kind: "an integer (minor currency units per point)",
+        example: "100",
     },
     KeySpec {
         section: "pickups",

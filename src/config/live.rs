@@ -22,6 +22,7 @@ pub struct Tunables {
     stale_after_ms: AtomicU64,
     offline_burn_cap: AtomicI64,
     protect_reserved: AtomicBool,
+    earn_per_minor_units: AtomicI64,
     in_effect: RwLock<ConfigInEffect>,
     /// `[scans]`: read once per scan or lookup (an `Arc` clone under a read lock), replaced whole
     /// by a reload.
@@ -34,6 +35,7 @@ impl Tunables {
             stale_after_ms: AtomicU64::new(0),
             offline_burn_cap: AtomicI64::new(0),
             protect_reserved: AtomicBool::new(false),
+            earn_per_minor_units: AtomicI64::new(0),
             in_effect: RwLock::new(in_effect),
             scan_rules: RwLock::new(Arc::new(config.scans.rules.clone())),
         };
@@ -49,6 +51,8 @@ impl Tunables {
             .store(config.loyalty.offline_burn_cap, Ordering::Relaxed);
         self.protect_reserved
             .store(config.pickups.protect_reserved, Ordering::Relaxed);
+        self.earn_per_minor_units
+            .store(config.loyalty.earn_per_minor_units, Ordering::Relaxed);
         if let Ok(mut rules) = self.scan_rules.write() {
             *rules = Arc::new(config.scans.rules.clone());
         }
@@ -73,6 +77,11 @@ impl Tunables {
     /// `[pickups] protect_reserved`.
     pub fn protect_reserved(&self) -> bool {
         self.protect_reserved.load(Ordering::Relaxed)
+    }
+
+    /// `[loyalty] earn_per_minor_units`.
+    pub fn earn_per_minor_units(&self) -> i64 {
+        self.earn_per_minor_units.load(Ordering::Relaxed)
     }
 
     pub fn in_effect(&self) -> ConfigInEffect {

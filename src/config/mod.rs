@@ -144,6 +144,9 @@ pub struct LoyaltyConfig {
     /// Points one customer may burn here beyond central's last confirmed balance: the most a
     /// store cut off from central can lose to the same points being spent in two places.
     pub offline_burn_cap: i64,
+    /// Minor currency units of a ticket line that earn one point for the customer it names
+    /// (rounded down per line); 0: tickets earn nothing.
+    pub earn_per_minor_units: i64,
 }
 
 /// `[pickups]`: web orders the store hands over or ships.
@@ -390,6 +393,7 @@ impl Config {
             },
             loyalty: LoyaltyConfig {
                 offline_burn_cap: defaults::OFFLINE_BURN_CAP.0,
+                earn_per_minor_units: defaults::EARN_PER_MINOR_UNITS.0,
             },
             pickups: PickupsConfig::default(),
             replica: ReplicaConfig {

@@ -91,6 +91,7 @@ pub(crate) struct RawCustomers {
 #[serde(deny_unknown_fields, expecting = "a table ([loyalty])")]
 pub(crate) struct RawLoyalty {
     pub offline_burn_cap: Field<i64>,
+    pub earn_per_minor_units: Field<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -47,6 +47,7 @@ card_hash_key_file = {card_hash_key_file}
 
 [loyalty]
 offline_burn_cap = {offline_burn_cap}
+earn_per_minor_units = {earn_per_minor_units}
 
 [pickups]
 protect_reserved = {protect_reserved}
@@ -73,6 +74,7 @@ format = {format}
         allowed_origins = strings(&c.api.allowed_origins),
         offline_burn_cap = c.loyalty.offline_burn_cap,
         protect_reserved = c.pickups.protect_reserved,
+        earn_per_minor_units = c.loyalty.earn_per_minor_units,
         stale_after = string(&duration(c.replica.stale_after)),
         readers = c.replica.readers,
         group_commit_max = c.outbox.group_commit_max,

@@ -540,6 +540,11 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         &loyalty.offline_burn_cap,
         defaults::OFFLINE_BURN_CAP,
     );
+    let earn_per_minor_units = c.int(
+        "loyalty.earn_per_minor_units",
+        &loyalty.earn_per_minor_units,
+        defaults::EARN_PER_MINOR_UNITS,
+    );
 
     let stale_after = match &replica.stale_after {
         None => defaults::STALE_AFTER,
@@ -681,7 +686,10 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
             allowed_hosts,
             allowed_origins,
         },
-        loyalty: LoyaltyConfig { offline_burn_cap },
+        loyalty: LoyaltyConfig {
+            offline_burn_cap,
+            earn_per_minor_units,
+        },
         pickups: PickupsConfig {
             protect_reserved: pickups
                 .protect_reserved

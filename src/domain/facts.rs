@@ -47,6 +47,14 @@ pub struct FactLine {
     pub unit_price_minor: Option<i64>,
     /// Whether this line moved local stock (known item; for returns, restocked).
     pub stock_applied: bool,
+    /// A return's line: the line of the original ticket or order it brings back (its index in
+    /// the ticket, or the order's line number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_line: Option<u32>,
+    /// A sale's line: the points it earned (`qty × unit_price_minor / earn_per_minor_units`,
+    /// rounded down); a return's line: the points it reversed. Absent when no customer earns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<i64>,
 }
 
 /// `stock.movement`: one movement posted by a back office (receipts, adjustments, single-line
@@ -76,6 +84,13 @@ pub struct SaleRecorded {
     /// Central's id of the customer the till named (by card or id); never a card number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
+    /// The earn rule applied (`loyalty.earn_per_minor_units` when the sale was recorded), so
+    /// central can recompute every line's points from the event alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earn_per_minor_units: Option<i64>,
+    /// Σ of the lines' points, earned by `customer_id` in this sale's transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_earned: Option<i64>,
     pub client_key: Option<String>,
     pub by: String,
 }
@@ -109,8 +124,40 @@ pub struct ReturnRecorded {
     /// Central's id of the customer bringing the goods back, when the till named them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
+    /// The sale this return reverses, when the till named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<ReturnOriginal>,
+    /// Whether the agent knew the original and checked every line against what it sold (or
+    /// the order held) minus what was already returned. `false`: no original named, or one
+    /// this agent does not know; central decides.
+    #[serde(default)]
+    pub original_checked: bool,
+    /// The customer whose points the original sale earned, when this return reversed some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversed_customer_id: Option<String>,
+    /// Σ of the lines' reversed points (positive: the points taken back from that customer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_reversed: Option<i64>,
     pub client_key: Option<String>,
     pub by: String,
+}
+
+/// The original of a return: a ticket recorded by a till (its receipt) or a web order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnOriginal {
+    Receipt(String),
+    OrderId(String),
+}
+
+impl ReturnOriginal {
+    /// How the outbox files what was returned of it: `("receipt" | "order", id)`.
+    pub fn key(&self) -> (&'static str, &str) {
+        match self {
+            ReturnOriginal::Receipt(r) => ("receipt", r),
+            ReturnOriginal::OrderId(o) => ("order", o),
+        }
+    }
 }
 
 /// One counted item of a cycle count: a SKU (every line naming it summed), or an item the

@@ -14,19 +14,21 @@ pub mod consent;
 pub mod coupons;
 pub mod facts;
 pub mod orders;
+pub mod returns;
 
 pub use facts::{
     Channel, CountSource, CountedItem, CycleCountRecorded, FactLine, HandedOverLine, IgnoredTag,
-    LoyaltyRecorded, MovementKind, PickupCollected, ReturnOrigin, ReturnRecorded, SaleRecorded,
-    StockMovementRecorded,
+    LoyaltyRecorded, MovementKind, PickupCollected, ReturnOrigin, ReturnOriginal, ReturnRecorded,
+    SaleRecorded, StockMovementRecorded,
 };
 pub use orders::{
-    OrderLine, PickupPrepared, ProtectedSale, Release, ReservedLine, ReservedStock, ShipStep,
-    ShipmentRecorded, Tracking, WHOLE_ORDER,
+    OrderLine, PickupPrepared, Release, ReservedLine, ReservedStock, ShipStep, ShipmentRecorded,
+    Tracking, WHOLE_ORDER,
 };
 
 pub use consent::{ConsentChanged, ConsentPurpose};
 pub use coupons::CouponRedeemed;
+pub use returns::{OrderedLine, Return, Sale, SoldLine};
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -35,8 +37,8 @@ use std::collections::HashMap;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreFact {
     Movement(StockMovementRecorded),
-    Sale(SaleRecorded),
-    Return(ReturnRecorded),
+    Sale(Sale),
+    Return(Return),
     CycleCount(CycleCount),
     Loyalty(LoyaltyOperation),
     PickupCollected(PickupCollected),
@@ -44,8 +46,6 @@ pub enum StoreFact {
     CouponRedeemed(CouponRedeemed),
     PickupPrepared(PickupPrepared),
     Shipment(ShipmentRecorded),
-    /// A till sale settled against the units reserved for web orders (`sale.recorded`).
-    ProtectedSale(ProtectedSale),
 }
 
 /// Central's stock figure for a SKU and the agent seq it already includes.
@@ -112,6 +112,12 @@ pub trait Ledger {
     fn shipment_steps(&mut self, order_id: &str) -> Result<Vec<ShipStep>, Self::Error>;
     /// The first redemption here of a single-use coupon (by its identity), if there was one.
     fn coupon_redeemed(&mut self, coupon: &str) -> Result<Option<Redemption>, Self::Error>;
+    /// The seq of the sale recorded here under this receipt, if one was.
+    fn receipt_seq(&mut self, receipt: &str) -> Result<Option<u64>, Self::Error>;
+    /// What the sale recorded here under this receipt sold, line by line (empty: none was).
+    fn sold_lines(&mut self, receipt: &str) -> Result<Vec<SoldLine>, Self::Error>;
+    /// Units of one line of an original returned here so far.
+    fn returned_qty(&mut self, original: &ReturnOriginal, line: u32) -> Result<i64, Self::Error>;
 }
 
 /// When a coupon was first redeemed here.
@@ -204,6 +210,43 @@ pub enum FactRefused {
     },
     #[error("{what} is out of range: {why}")]
     OutOfRange { what: String, why: String },
+    #[error(
+        "receipt {receipt} was already used by the sale recorded here as event seq {seq}; give \
+         this ticket a receipt number of its own (returns find a ticket by its receipt)"
+    )]
+    ReceiptReused { receipt: String, seq: u64 },
+    #[error(
+        "line {line} returns {requested} of line {original_line} of the original, which sold \
+         {sold} and of which {already_returned} came back already: at most {returnable} can be \
+         returned now"
+    )]
+    ReturnExceedsSale {
+        line: usize,
+        original_line: u32,
+        sold: i64,
+        already_returned: i64,
+        returnable: i64,
+        requested: i64,
+    },
+    #[error(
+        "line {line} names line {original_line} of the original, which has no such line (its \
+         lines: {original_lines:?}); check the line on the receipt or order"
+    )]
+    LineNotInOriginal {
+        line: usize,
+        original_line: u32,
+        original_lines: Vec<u32>,
+    },
+    #[error(
+        "line {line} returns {returned_sku:?} but line {original_line} of the original sold \
+         {sold_sku:?}; name the line the item was sold on"
+    )]
+    ItemDiffersFromOriginal {
+        line: usize,
+        original_line: u32,
+        sold_sku: Option<String>,
+        returned_sku: Option<String>,
+    },
 }
 
 impl FactRefused {
@@ -219,6 +262,10 @@ impl FactRefused {
             FactRefused::StepOutOfOrder { .. } => "step_out_of_order",
             FactRefused::ReservedStock { .. } => "reserved_stock",
             FactRefused::OutOfRange { .. } => "out_of_range",
+            FactRefused::ReceiptReused { .. } => "receipt_reused",
+            FactRefused::ReturnExceedsSale { .. } => "return_exceeds_sale",
+            FactRefused::LineNotInOriginal { .. } => "line_not_in_original",
+            FactRefused::ItemDiffersFromOriginal { .. } => "item_differs_from_original",
         }
     }
 
@@ -267,6 +314,28 @@ pub enum Effect<'a> {
     },
     /// A single-use coupon taken: a second redemption here is refused.
     CouponRedeemed { coupon: &'a str },
+    /// Points a return took back from the customer whose sale earned them (negative): they
+    /// lower the balance, may take it below zero, and are not a burn (no offline cap).
+    PointsReversed { customer_id: &'a str, points: i64 },
+    /// A line of a ticket with a receipt, filed under it so a return can name it.
+    Sold {
+        receipt: &'a str,
+        line: u32,
+        sku: Option<&'a str>,
+        gtin: Option<i64>,
+        qty: i64,
+        points: i64,
+        customer_id: Option<&'a str>,
+    },
+    /// Units of a line of an original (ticket or order) brought back by the return's line
+    /// `return_line`, with the points that reversed.
+    Returned {
+        original: &'a ReturnOriginal,
+        line: u32,
+        return_line: u32,
+        qty: i64,
+        points: i64,
+    },
 }
 
 pub(crate) fn out_of_range(what: impl Into<String>, why: impl Into<String>) -> FactRefused {
@@ -310,18 +379,26 @@ impl StoreFact {
                 ShipStep::Packed => "shipment.packed",
                 ShipStep::Shipped => "shipment.shipped",
             },
-            StoreFact::ProtectedSale(_) => "sale.recorded",
         }
     }
 
     /// Whether [`settle`](Self::settle) fills in part of the payload (a count's `expected`).
     pub fn settling_changes_payload(&self) -> bool {
-        matches!(self, StoreFact::CycleCount(_))
+        match self {
+            StoreFact::CycleCount(_) => true,
+            StoreFact::Return(ret) => ret.recorded.original.is_some(),
+            _ => false,
+        }
     }
 
     /// Whether [`settle`](Self::settle) fills in part of the answer (a balance after).
     pub fn settling_changes_answer(&self) -> bool {
-        matches!(self, StoreFact::CycleCount(_) | StoreFact::Loyalty(_))
+        match self {
+            StoreFact::CycleCount(_) | StoreFact::Loyalty(_) => true,
+            StoreFact::Sale(sale) => sale.loyalty.is_some(),
+            StoreFact::Return(ret) => ret.recorded.original.is_some(),
+            _ => false,
+        }
     }
 
     /// Check the fact against every fact before it and compute what depends on them, as the
@@ -340,7 +417,6 @@ impl StoreFact {
             }
             StoreFact::PickupPrepared(prepared) => orders::settle_prepare(ledger, prepared),
             StoreFact::Shipment(shipment) => orders::settle_shipment(ledger, shipment),
-            StoreFact::ProtectedSale(sale) => orders::settle_protected_sale(ledger, sale),
             StoreFact::CouponRedeemed(redeemed) if redeemed.single_use => {
                 match ledger
                     .coupon_redeemed(&redeemed.coupon)
@@ -355,9 +431,9 @@ impl StoreFact {
                     None => Ok(()),
                 }
             }
+            StoreFact::Sale(sale) => returns::settle_sale(ledger, sale),
+            StoreFact::Return(ret) => returns::settle_return(ledger, ret),
             StoreFact::Movement(_)
-            | StoreFact::Sale(_)
-            | StoreFact::Return(_)
             | StoreFact::ConsentChanged(_)
             | StoreFact::CouponRedeemed(_) => Ok(()),
         }
@@ -391,10 +467,65 @@ impl StoreFact {
                 movement(0, &m.sku, m.delta, m.kind).into_iter().collect()
             }
             StoreFact::Movement(_) => Vec::new(),
-            StoreFact::Sale(sale) => lines(&sale.lines, MovementKind::Sale),
-            StoreFact::ProtectedSale(sale) => lines(&sale.recorded.lines, MovementKind::Sale),
-            StoreFact::Return(ret) if ret.restocked => lines(&ret.lines, MovementKind::Return),
-            StoreFact::Return(_) => Vec::new(),
+            StoreFact::Sale(sale) => {
+                let sale = &sale.recorded;
+                let mut effects = lines(&sale.lines, MovementKind::Sale);
+                if let Some(receipt) = &sale.receipt {
+                    effects.extend(sale.lines.iter().enumerate().filter_map(|(i, l)| {
+                        Some(Effect::Sold {
+                            receipt,
+                            line: u32::try_from(i).ok()?,
+                            sku: l.sku.as_deref(),
+                            gtin: l.gtin.map(|g| g.as_i64()),
+                            qty: l.qty,
+                            points: l.points.unwrap_or(0),
+                            customer_id: sale.customer_id.as_deref(),
+                        })
+                    }));
+                }
+                if let (Some(customer_id), Some(points)) = (&sale.customer_id, sale.points_earned)
+                    && points > 0
+                {
+                    effects.push(Effect::Loyalty {
+                        line: 0,
+                        customer_id,
+                        points,
+                    });
+                }
+                effects
+            }
+            StoreFact::Return(ret) => {
+                let ret = &ret.recorded;
+                let mut effects = if ret.restocked {
+                    lines(&ret.lines, MovementKind::Return)
+                } else {
+                    Vec::new()
+                };
+                if let Some(original) = &ret.original
+                    && ret.original_checked
+                {
+                    effects.extend(returns::returned_lines(&ret.lines).map(
+                        |(line, return_line, qty, points)| Effect::Returned {
+                            original,
+                            line,
+                            return_line,
+                            qty,
+                            points,
+                        },
+                    ));
+                }
+                if let (Some(customer_id), Some(points)) =
+                    (&ret.reversed_customer_id, ret.points_reversed)
+                    && let Some(points) = points.checked_neg()
+                    && points < 0
+                {
+                    effects.push(Effect::PointsReversed {
+                        customer_id,
+                        points,
+                    });
+                }
+                effects
+            }
             StoreFact::CycleCount(count) if count.recorded.applied => count
                 .recorded
                 .items
@@ -464,8 +595,8 @@ impl StoreFact {
     pub fn payload_json(&self) -> serde_json::Result<String> {
         match self {
             StoreFact::Movement(m) => serde_json::to_string(m),
-            StoreFact::Sale(sale) => serde_json::to_string(sale),
-            StoreFact::Return(ret) => serde_json::to_string(ret),
+            StoreFact::Sale(sale) => serde_json::to_string(&sale.recorded),
+            StoreFact::Return(ret) => serde_json::to_string(&ret.recorded),
             StoreFact::CycleCount(count) => serde_json::to_string(&count.recorded),
             StoreFact::Loyalty(op) => serde_json::to_string(&op.recorded),
             StoreFact::PickupCollected(pickup) => serde_json::to_string(pickup),
@@ -473,7 +604,6 @@ impl StoreFact {
             StoreFact::CouponRedeemed(redeemed) => serde_json::to_string(redeemed),
             StoreFact::PickupPrepared(prepared) => serde_json::to_string(prepared),
             StoreFact::Shipment(shipment) => serde_json::to_string(shipment),
-            StoreFact::ProtectedSale(sale) => serde_json::to_string(&sale.recorded),
         }
     }
 
@@ -485,18 +615,25 @@ impl StoreFact {
                 sku: &m.sku,
                 stock_applied: m.stock_applied,
             }),
-            StoreFact::Sale(sale)
-            | StoreFact::ProtectedSale(ProtectedSale { recorded: sale, .. }) => {
-                serde_json::to_string(&SaleAnswer {
-                    lines: &sale.lines,
-                    total_minor: sale.total_minor,
+            StoreFact::Sale(sale) => serde_json::to_string(&SaleAnswer {
+                lines: &sale.recorded.lines,
+                total_minor: sale.recorded.total_minor,
+                customer_id: sale.recorded.customer_id.as_deref(),
+                points_earned: sale.recorded.points_earned,
+                balance_after: sale.balance_after,
+            }),
+            StoreFact::Return(ret) => {
+                let ret = &ret.recorded;
+                serde_json::to_string(&ReturnAnswer {
+                    lines: &ret.lines,
+                    cross_channel: ret.cross_channel,
+                    restocked: ret.restocked,
+                    original: ret.original.as_ref(),
+                    original_checked: ret.original_checked,
+                    reversed_customer_id: ret.reversed_customer_id.as_deref(),
+                    points_reversed: ret.points_reversed,
                 })
             }
-            StoreFact::Return(ret) => serde_json::to_string(&ReturnAnswer {
-                lines: &ret.lines,
-                cross_channel: ret.cross_channel,
-                restocked: ret.restocked,
-            }),
             StoreFact::CycleCount(count) => serde_json::to_string(&CountAnswer {
                 items: &count.recorded.items,
                 ignored_tags: &count.recorded.ignored_tags,
@@ -552,6 +689,13 @@ struct MovementAnswer<'a> {
 struct SaleAnswer<'a> {
     lines: &'a [FactLine],
     total_minor: Option<i64>,
+    // A ticket without a customer answers exactly what it did before earning existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points_earned: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance_after: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -559,6 +703,13 @@ struct ReturnAnswer<'a> {
     lines: &'a [FactLine],
     cross_channel: bool,
     restocked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original: Option<&'a ReturnOriginal>,
+    original_checked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reversed_customer_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points_reversed: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -727,5 +878,7 @@ fn settle_loyalty<L: Ledger>(
     Ok(())
 }
 
+#[cfg(test)]
+mod returns_tests;
 #[cfg(test)]
 mod tests;

@@ -139,14 +139,6 @@ pub struct ReservedStock {
     pub reservations: Vec<ReservedLine>,
 }
 
-/// A till sale that may not take on-hand below the units reserved for web orders.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProtectedSale {
-    pub recorded: SaleRecorded,
-    /// One per SKU of the ticket with an open reservation.
-    pub stock: Vec<ReservedStock>,
-}
-
 /// The lines of `order_id` released here, as (line, seq); [`WHOLE_ORDER`] stands for all.
 fn released_here<L: Ledger>(
     ledger: &mut L,
@@ -262,11 +254,12 @@ pub(super) fn settle_shipment<L: Ledger>(
 /// A till sale may not take a SKU's on-hand below the units its open reservations hold: on-hand
 /// is central's baseline plus every local movement after it (this group's included), reserved
 /// is the reader's open lines minus those released here since.
-pub(super) fn settle_protected_sale<L: Ledger>(
+pub(super) fn check_reserved<L: Ledger>(
     ledger: &mut L,
-    sale: &ProtectedSale,
+    recorded: &SaleRecorded,
+    reserved_stock: &[ReservedStock],
 ) -> Result<(), Unsettled<L::Error>> {
-    for stock in &sale.stock {
+    for stock in reserved_stock {
         let sku = &stock.sku;
         let overflow = || out_of_range(format!("the stock of {sku}"), "overflows");
         let mut reserved: i64 = 0;
@@ -296,7 +289,7 @@ pub(super) fn settle_protected_sale<L: Ledger>(
             .checked_add(local)
             .ok_or_else(overflow)?;
         let mut sold: i64 = 0;
-        for line in &sale.recorded.lines {
+        for line in &recorded.lines {
             if line.stock_applied && line.sku.as_deref() == Some(sku.as_str()) {
                 sold = sold.checked_add(line.qty).ok_or_else(overflow)?;
             }

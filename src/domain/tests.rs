@@ -5,21 +5,27 @@ use std::collections::HashMap;
 
 /// Earlier facts, as plain maps.
 #[derive(Default)]
-struct Memory {
+pub(super) struct Memory {
     /// (sku, seq, delta)
-    movements: Vec<(String, u64, i64)>,
+    pub movements: Vec<(String, u64, i64)>,
     /// (customer, seq, points)
-    points: Vec<(String, u64, i64)>,
+    pub points: Vec<(String, u64, i64)>,
     /// order → (line, seq) released here
-    released: HashMap<String, Vec<(i64, u64)>>,
-    prepared: HashMap<String, Vec<i64>>,
-    steps: HashMap<String, Vec<ShipStep>>,
-    coupons: HashMap<String, Redemption>,
+    pub released: HashMap<String, Vec<(i64, u64)>>,
+    pub prepared: HashMap<String, Vec<i64>>,
+    pub steps: HashMap<String, Vec<ShipStep>>,
+    pub coupons: HashMap<String, Redemption>,
+    /// receipt → (seq, lines)
+    pub sold: HashMap<String, (u64, Vec<SoldLine>)>,
+    /// (customer, seq, points): reversals, not burns
+    pub reversed: Vec<(String, u64, i64)>,
+    /// (original, line, qty)
+    pub returned: Vec<(ReturnOriginal, u32, i64)>,
 }
 
 impl Memory {
-    /// Record what a settled fact did, as the writer would.
-    fn commit(&mut self, fact: &StoreFact, seq: u64) {
+    /// Record the effects of a settled fact as the writer would.
+    pub fn commit(&mut self, fact: &StoreFact, seq: u64) {
         for effect in fact.effects() {
             match effect {
                 Effect::Movement { sku, delta, .. } => {
@@ -46,6 +52,37 @@ impl Memory {
                     .or_default()
                     .push(step),
                 Effect::ConsentChanged { .. } | Effect::CouponRedeemed { .. } => {}
+                Effect::PointsReversed {
+                    customer_id,
+                    points,
+                } => self.reversed.push((customer_id.to_owned(), seq, points)),
+                Effect::Sold {
+                    receipt,
+                    line,
+                    sku,
+                    gtin,
+                    qty,
+                    points,
+                    customer_id,
+                } => self
+                    .sold
+                    .entry(receipt.to_owned())
+                    .or_insert_with(|| (seq, Vec::new()))
+                    .1
+                    .push(SoldLine {
+                        line,
+                        sku: sku.map(str::to_owned),
+                        gtin,
+                        qty,
+                        points,
+                        customer_id: customer_id.map(str::to_owned),
+                    }),
+                Effect::Returned {
+                    original,
+                    line,
+                    qty,
+                    ..
+                } => self.returned.push((original.clone(), line, qty)),
             }
         }
     }
@@ -68,13 +105,16 @@ impl Ledger for Memory {
         customer_id: &str,
         watermark_seq: u64,
     ) -> Result<PendingPoints, Self::Error> {
-        let ops = self
-            .points
-            .iter()
-            .filter(|(c, seq, _)| c == customer_id && *seq > watermark_seq);
+        let after = |ops: &'_ Vec<(String, u64, i64)>| {
+            ops.iter()
+                .filter(|(c, seq, _)| c == customer_id && *seq > watermark_seq)
+                .map(|(_, _, p)| *p)
+                .collect::<Vec<i64>>()
+        };
+        let ops = after(&self.points);
         Ok(PendingPoints {
-            net: ops.clone().map(|(_, _, p)| p).sum(),
-            burned: ops.map(|(_, _, p)| (-p).max(0)).sum(),
+            net: ops.iter().sum::<i64>() + after(&self.reversed).iter().sum::<i64>(),
+            burned: ops.iter().map(|p| (-p).max(0)).sum(),
         })
     }
 
@@ -93,15 +133,38 @@ impl Ledger for Memory {
     fn coupon_redeemed(&mut self, coupon: &str) -> Result<Option<Redemption>, Self::Error> {
         Ok(self.coupons.get(coupon).copied())
     }
+
+    fn receipt_seq(&mut self, receipt: &str) -> Result<Option<u64>, Self::Error> {
+        Ok(self.sold.get(receipt).map(|(seq, _)| *seq))
+    }
+
+    fn sold_lines(&mut self, receipt: &str) -> Result<Vec<SoldLine>, Self::Error> {
+        Ok(self
+            .sold
+            .get(receipt)
+            .map(|(_, lines)| lines.clone())
+            .unwrap_or_default())
+    }
+
+    fn returned_qty(&mut self, original: &ReturnOriginal, line: u32) -> Result<i64, Self::Error> {
+        Ok(self
+            .returned
+            .iter()
+            .filter(|(o, l, _)| o == original && *l == line)
+            .map(|(_, _, q)| q)
+            .sum())
+    }
 }
 
-fn line(sku: Option<&str>, qty: i64) -> FactLine {
+pub(super) fn line(sku: Option<&str>, qty: i64) -> FactLine {
     FactLine {
         sku: sku.map(str::to_owned),
         gtin: None,
         qty,
         unit_price_minor: None,
         stock_applied: sku.is_some(),
+        original_line: None,
+        points: None,
     }
 }
 
@@ -118,15 +181,17 @@ fn movements(fact: &StoreFact) -> Vec<(u32, String, i64)> {
 }
 
 fn sale(lines: Vec<FactLine>) -> StoreFact {
-    StoreFact::Sale(SaleRecorded {
+    StoreFact::Sale(Sale::plain(SaleRecorded {
         receipt: None,
         lines,
         total_minor: None,
         currency: None,
         customer_id: Some("C-1".into()),
+        earn_per_minor_units: None,
+        points_earned: None,
         client_key: Some("t1/r1".into()),
         by: "till-1".into(),
-    })
+    }))
 }
 
 #[test]
@@ -150,20 +215,27 @@ fn a_basket_moves_each_known_line_once_the_same_item_twice_included() {
 #[test]
 fn a_return_restocks_each_line_unless_the_goods_are_damaged() {
     let ret = |restocked: bool| {
-        StoreFact::Return(ReturnRecorded {
-            receipt: None,
-            lines: vec![line(Some("A"), 1), line(Some("B"), 2)],
-            origin: ReturnOrigin {
-                channel: Channel::Web,
-                order_id: Some("WEB-1".into()),
-                store: None,
+        StoreFact::Return(Return {
+            order_lines: None,
+            recorded: ReturnRecorded {
+                receipt: None,
+                lines: vec![line(Some("A"), 1), line(Some("B"), 2)],
+                origin: ReturnOrigin {
+                    channel: Channel::Web,
+                    order_id: Some("WEB-1".into()),
+                    store: None,
+                },
+                cross_channel: true,
+                reason: None,
+                restocked,
+                customer_id: None,
+                original: None,
+                original_checked: false,
+                reversed_customer_id: None,
+                points_reversed: None,
+                client_key: None,
+                by: "till-1".into(),
             },
-            cross_channel: true,
-            reason: None,
-            restocked,
-            customer_id: None,
-            client_key: None,
-            by: "till-1".into(),
         })
     };
     assert_eq!(
@@ -363,7 +435,7 @@ fn an_order_handed_over_here_is_refused_a_second_time() {
 #[test]
 fn a_payload_reads_back_into_its_own_type() {
     let fact = sale(vec![line(Some("MILK"), 2), line(None, 1)]);
-    let StoreFact::Sale(recorded) = &fact else {
+    let StoreFact::Sale(Sale { recorded, .. }) = &fact else {
         unreachable!()
     };
     let json = fact.payload_json().expect("serialises");
@@ -518,13 +590,11 @@ fn a_protected_sale_may_not_sell_reserved_units_and_counts_releases_since_the_re
         ],
     };
     let protected = |qty| {
-        let StoreFact::Sale(recorded) = sale(vec![line(Some("A"), qty)]) else {
+        let StoreFact::Sale(mut sale) = sale(vec![line(Some("A"), qty)]) else {
             unreachable!()
         };
-        StoreFact::ProtectedSale(ProtectedSale {
-            recorded,
-            stock: vec![stock.clone()],
-        })
+        sale.reserved = vec![stock.clone()];
+        StoreFact::Sale(sale)
     };
     let mut one = protected(1);
     one.settle(&mut ledger, 1).expect("5 on hand, 4 reserved");

@@ -9,7 +9,10 @@
 use super::keys::{Claimed, UnfiledKeys};
 use super::stats::OutboxStats;
 use super::{AppendBody, AppendRequest, Appended, OutboxError, RetentionClass};
-use crate::domain::{Effect, FactRefused, Ledger, PendingPoints, Redemption, ShipStep, Unsettled};
+use crate::domain::{
+    Effect, FactRefused, Ledger, PendingPoints, Redemption, ReturnOriginal, ShipStep, SoldLine,
+    Unsettled,
+};
 use rusqlite::{ErrorCode, OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
@@ -335,6 +338,62 @@ fn write_effect(
             )?
             .execute(params![coupon, as_i64(seq), wall_ms])?;
         }
+        Effect::PointsReversed {
+            customer_id,
+            points,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO loyalty_ops(seq, line, customer_id, points, wall_ms, reversal)
+                 VALUES (?1, 0, ?2, ?3, ?4, 1)",
+            )?
+            .execute(params![as_i64(seq), customer_id, points, wall_ms])?;
+        }
+        Effect::Sold {
+            receipt,
+            line,
+            sku,
+            gtin,
+            qty,
+            points,
+            customer_id,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO sold_lines(receipt, line, seq, sku, gtin, qty, points, customer_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                receipt,
+                line,
+                as_i64(seq),
+                sku,
+                gtin,
+                qty,
+                points,
+                customer_id
+            ])?;
+        }
+        Effect::Returned {
+            original,
+            line,
+            return_line,
+            qty,
+            points,
+        } => {
+            let (source, id) = original.key();
+            tx.prepare_cached(
+                "INSERT INTO returned_lines(source, original, line, seq, return_line, qty, points)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                source,
+                id,
+                line,
+                as_i64(seq),
+                return_line,
+                qty,
+                points
+            ])?;
+        }
     }
     Ok(())
 }
@@ -379,7 +438,8 @@ impl Ledger for TxLedger<'_, '_> {
         self.tx
             .prepare_cached(
                 "SELECT COALESCE(SUM(points), 0),
-                        COALESCE(SUM(CASE WHEN points < 0 THEN -points ELSE 0 END), 0)
+                        COALESCE(SUM(CASE WHEN points < 0 AND reversal = 0
+                                          THEN -points ELSE 0 END), 0)
                  FROM loyalty_ops WHERE customer_id = ?1 AND seq > ?2",
             )?
             .query_row(params![customer_id, as_i64(watermark_seq)], |r| {
@@ -425,5 +485,42 @@ impl Ledger for TxLedger<'_, '_> {
                 })
             })
             .optional()
+    }
+
+    fn receipt_seq(&mut self, receipt: &str) -> rusqlite::Result<Option<u64>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT seq FROM sold_lines WHERE receipt = ?1 LIMIT 1")?
+            .query_row([receipt], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|seq| seq.max(0) as u64))
+    }
+
+    fn sold_lines(&mut self, receipt: &str) -> rusqlite::Result<Vec<SoldLine>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT line, sku, gtin, qty, points, customer_id FROM sold_lines
+             WHERE receipt = ?1 ORDER BY line",
+        )?;
+        let rows = stmt.query_map([receipt], |r| {
+            Ok(SoldLine {
+                line: r.get(0)?,
+                sku: r.get(1)?,
+                gtin: r.get(2)?,
+                qty: r.get(3)?,
+                points: r.get(4)?,
+                customer_id: r.get(5)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    fn returned_qty(&mut self, original: &ReturnOriginal, line: u32) -> rusqlite::Result<i64> {
+        let (source, id) = original.key();
+        self.tx
+            .prepare_cached(
+                "SELECT COALESCE(SUM(qty), 0) FROM returned_lines
+                 WHERE source = ?1 AND original = ?2 AND line = ?3",
+            )?
+            .query_row(params![source, id, line], |r| r.get(0))
     }
 }

@@ -483,6 +483,37 @@ CREATE TABLE shipment_steps (
     PRIMARY KEY (order_id, step)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- ADR 0021: what each ticket with a receipt sold, line by line, filed under its receipt (one
+-- receipt, one sale: a second is refused), and what returns brought back of each line of a
+-- ticket or web order. Written by the writer in the sale's or return's own transaction, so a
+-- return is checked against every return before it. Keyed by receipt: a till's receipts come
+-- in order, so its rows land on the few leaf pages it is filling.
+CREATE TABLE sold_lines (
+    receipt     TEXT NOT NULL,
+    line        INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    sku         TEXT,
+    gtin        INTEGER,
+    qty         INTEGER NOT NULL,
+    points      INTEGER NOT NULL,
+    customer_id TEXT,
+    PRIMARY KEY (receipt, line)
+) WITHOUT ROWID;
+CREATE TABLE returned_lines (
+    source      TEXT NOT NULL,
+    original    TEXT NOT NULL,
+    line        INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    return_line INTEGER NOT NULL,
+    qty         INTEGER NOT NULL,
+    points      INTEGER NOT NULL,
+    PRIMARY KEY (source, original, line, seq, return_line)
+) WITHOUT ROWID;
+-- Points a return took back: they lower the balance like a burn but are not one, so they do
+-- not use up loyalty.offline_burn_cap (nothing can be spent twice through them).
+ALTER TABLE loyalty_ops ADD COLUMN reversal INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The tables whose rows carry an event's `seq`: the newest `seq` ever used is the max over them

@@ -136,7 +136,7 @@ impl Store {
 
 /// A till's ticket: one line per (sku, qty) sold.
 fn ticket(lines: &[(&str, i64)]) -> AppendRequest {
-    AppendRequest::fact(StoreFact::Sale(SaleRecorded {
+    AppendRequest::fact(StoreFact::Sale(crate::domain::Sale::plain(SaleRecorded {
         receipt: None,
         lines: lines
             .iter()
@@ -146,14 +146,18 @@ fn ticket(lines: &[(&str, i64)]) -> AppendRequest {
                 qty: *qty,
                 unit_price_minor: Some(250),
                 stock_applied: true,
+                original_line: None,
+                points: None,
             })
             .collect(),
         total_minor: None,
         currency: Some("EUR".into()),
         customer_id: Some("C-1".into()),
+        earn_per_minor_units: None,
+        points_earned: None,
         client_key: None,
         by: "till-1".into(),
-    }))
+    })))
 }
 
 fn loyalty(customer: &str, points: i64, baseline: LoyaltyBaseline) -> AppendRequest {

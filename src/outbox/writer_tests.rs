@@ -538,24 +538,30 @@ fn the_checkpointer_thread_folds_the_wal_into_the_database_and_keeps_it_bounded_
 
 /// A ticket of `lines` (sku, qty) as the API hands it to the writer.
 fn ticket(lines: &[(&str, i64)]) -> AppendRequest {
-    AppendRequest::fact(StoreFact::Sale(crate::domain::SaleRecorded {
-        receipt: Some("R-1".into()),
-        lines: lines
-            .iter()
-            .map(|(sku, qty)| crate::domain::FactLine {
-                sku: Some((*sku).into()),
-                gtin: None,
-                qty: *qty,
-                unit_price_minor: None,
-                stock_applied: true,
-            })
-            .collect(),
-        total_minor: None,
-        currency: None,
-        customer_id: None,
-        client_key: None,
-        by: "till-1".into(),
-    }))
+    AppendRequest::fact(StoreFact::Sale(crate::domain::Sale::plain(
+        crate::domain::SaleRecorded {
+            receipt: None,
+            lines: lines
+                .iter()
+                .map(|(sku, qty)| crate::domain::FactLine {
+                    sku: Some((*sku).into()),
+                    gtin: None,
+                    qty: *qty,
+                    unit_price_minor: None,
+                    stock_applied: true,
+                    original_line: None,
+                    points: None,
+                })
+                .collect(),
+            total_minor: None,
+            currency: None,
+            customer_id: None,
+            earn_per_minor_units: None,
+            points_earned: None,
+            client_key: None,
+            by: "till-1".into(),
+        },
+    )))
 }
 
 fn sku_sum(path: &Path, sku: &str) -> i64 {

@@ -572,6 +572,7 @@ impl<'a> Day<'a> {
                 products.extend(op.effect.stock.iter().map(|(p, _)| *p));
                 customers.extend(op.effect.points.iter().map(|(c, _)| *c));
                 consenting.extend(op.effect.consent.iter().map(|(c, _, _)| *c));
+                customers.extend(op.effect.reversed.iter().map(|(c, _)| *c));
             }
             self.check_stock(&products.into_iter().collect::<Vec<_>>());
             self.check_balances(&customers.into_iter().collect::<Vec<_>>());

@@ -12,7 +12,7 @@
 //! took, and each answer must be the one that order implies (`balance_after`, a count's
 //! `expected`).
 
-use crate::model::{Effect, Model, Route, Scope};
+use crate::model::{Effect, Model, Route, Scope, SoldLine, SoldTicket};
 use crate::shop::Shop;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -24,6 +24,8 @@ use std::time::Duration;
 /// Web orders: hand-overs (whole and partial), lines prepared here, ship-from-store steps.
 #[path = "generator_orders.rs"]
 mod orders;
+#[path = "returns.rs"]
+mod returns;
 
 /// What the agent must answer.
 #[derive(Clone, Debug)]
@@ -149,6 +151,9 @@ struct Locks {
     /// Coupons redeemed this round (one till each: a second redemption's answer depends on
     /// which came first).
     coupons: HashSet<usize>,
+    /// Originals (receipts, web orders) a return names this round: what is left of them
+    /// depends on every return before.
+    originals: HashSet<String>,
     /// Products counted in a count race: the other tills sell and return them on purpose.
     raced: Vec<usize>,
 }
@@ -257,7 +262,7 @@ impl<'a> Generator<'a> {
         let scoped = self.knobs.scoped_keys;
         let pick = self.rng.random_range(0..100);
         let op = match pick {
-            0..28 => Some(self.sale(locks, till)),
+            0..28 => Some(self.sale(model, locks, till)),
             28..34 => self.coupon(model, locks, till),
             34..43 => Some(self.ret(model, locks, till)),
             43..50 => self.collect(model, locks, till),
@@ -275,13 +280,13 @@ impl<'a> Generator<'a> {
             98..100 => self.ship(model, locks, till),
             _ => None,
         };
-        op.unwrap_or_else(|| self.sale(locks, till))
+        op.unwrap_or_else(|| self.sale(model, locks, till))
     }
 
     /// A fresh fact of `route` (None when nothing fits this round).
     fn fresh(&mut self, model: &Model, locks: &mut Locks, till: usize, route: Route) -> Option<Op> {
         match route {
-            Route::Sale => Some(self.sale(locks, till)),
+            Route::Sale => Some(self.sale(model, locks, till)),
             Route::Return => Some(self.ret(model, locks, till)),
             Route::Collect => self.collect(model, locks, till),
             Route::Count => self.count(model, locks, till),
@@ -502,10 +507,10 @@ impl<'a> Generator<'a> {
     // ---------------------------------------------------------------------------------------
     // Facts
 
-    fn sale(&mut self, locks: &mut Locks, till: usize) -> Op {
+    fn sale(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Op {
         let n = self.line_count(30);
         let items = self.items(locks, n);
-        let (request, answer) = self.render(&items, true);
+        let (request, mut answer) = self.render(&items, true);
         let total: Option<i64> = request
             .iter()
             .map(|l| {
@@ -515,26 +520,57 @@ impl<'a> Generator<'a> {
             })
             .sum();
         let key = self.key(till, Route::Sale);
-        let mut body = json!({"client_key": key, "lines": request});
-        if self.rng.random_bool(0.7) {
-            body["receipt"] = json!(format!("R-{}", self.next_key));
+        let mut body = json!({"client_key": key, "lines": request.clone()});
+        let receipt = self
+            .rng
+            .random_bool(0.7)
+            .then(|| format!("R-{}", self.next_key));
+        if let Some(receipt) = &receipt {
+            body["receipt"] = json!(receipt);
         }
-        if self.rng.random_bool(0.3) {
-            // A loyalty card scanned at the till (or the account named): the ticket is the
-            // customer's, and nothing else about it changes.
-            let c = self.rng.random_range(0..self.shop.customers.len());
+        // A loyalty card scanned at the till (or the account named): the ticket is the
+        // customer's, and earns them points by the store's rule; one till per customer and
+        // round, since the answer shows the balance after.
+        let customer = if self.rng.random_bool(0.3) {
+            self.customer(locks)
+        } else {
+            None
+        };
+        if let Some(c) = customer {
             let (field, who) = self.who(c);
             body["customer"] = json!({ field: who });
         }
         if self.rng.random_bool(0.5) {
             body["currency"] = json!("EUR");
         }
+        // One point per `earn_rule` minor units of each priced line, rounded down per line.
+        let rule = self.shop.earn_rule;
+        let points: Vec<i64> = request
+            .iter()
+            .map(|l| match (customer, l["unit_price_minor"].as_i64()) {
+                (Some(_), Some(price)) if rule > 0 => price * l["qty"].as_i64().unwrap_or(0) / rule,
+                _ => 0,
+            })
+            .collect();
+        let earned: i64 = points.iter().sum();
+        let earns = customer.is_some() && rule > 0;
+        for (line, p) in answer.iter_mut().zip(&points) {
+            line["points"] = if earns { json!(p) } else { Value::Null };
+        }
+        let expected = match customer {
+            Some(c) => json!({"lines": answer, "total_minor": total,
+                "customer_id": self.shop.customers[c].id,
+                "points_earned": if earns { json!(earned) } else { Value::Null },
+                "balance_after": model.balance(self.shop, c) + earned}),
+            None => json!({"lines": answer, "total_minor": total, "customer_id": null,
+                "points_earned": null, "balance_after": null}),
+        };
         let mut op = self.op(
             till,
             Route::Sale,
             "/v1/sales",
             body,
-            Expect::Created(json!({"lines": answer, "total_minor": total})),
+            Expect::Created(expected),
         );
         op.effect.stock = items
             .iter()
@@ -543,10 +579,52 @@ impl<'a> Generator<'a> {
                 Item::Unknown(_) => None,
             })
             .collect();
+        if let Some(c) = customer
+            && earned > 0
+        {
+            op.effect.points = Some((c, earned));
+        }
+        // Now and then a till reuses the receipt of a ticket already recorded: receipts are
+        // unique per agent (returns find a ticket by it), so the sale is refused, nothing moves.
+        if receipt.is_some()
+            && self.rng.random_bool(0.03)
+            && let Some(first) = model.receipts.choose(&mut self.rng)
+        {
+            op.body["receipt"] = json!(first);
+            op.raw = op.body.to_string();
+            op.expect = Expect::error(409, "receipt_reused", None, json!({"receipt": first}));
+            op.effect = Effect::default();
+            op.label = "sale reusing a receipt".to_owned();
+            return op;
+        }
+        if let Some(receipt) = receipt {
+            let lines = items
+                .iter()
+                .zip(&points)
+                .map(|((item, qty), p)| SoldLine {
+                    product: match item {
+                        Item::Known(p) => Some(*p),
+                        Item::Unknown(_) => None,
+                    },
+                    gtin: match item {
+                        Item::Known(p) => self.shop.products[*p].gtin.clone(),
+                        Item::Unknown(u) => self.shop.unknown[*u].clone(),
+                    },
+                    qty: *qty,
+                    points: *p,
+                })
+                .collect();
+            op.effect.sold = Some((receipt, SoldTicket { customer, lines }));
+        }
         op
     }
 
     fn ret(&mut self, model: &Model, locks: &mut Locks, till: usize) -> Op {
+        if self.rng.random_bool(0.5)
+            && let Some(op) = self.named_return(model, locks, till)
+        {
+            return op;
+        }
         let source = self.rng.random_range(0..100);
         let key = self.key(till, Route::Return);
         let mut origin = None;
@@ -613,12 +691,25 @@ impl<'a> Generator<'a> {
             }
         }
         let cross = matches!(channel.as_deref(), Some("web") | Some("app"));
+        // Now and then a receipt from another store's till, line by line: this agent never
+        // recorded it, so the return is recorded unchecked and central decides.
+        if !cross && body.get("receipt").is_none() && self.rng.random_bool(0.15) {
+            body["original"] = json!({"receipt": format!("R-ELSEWHERE-{}", self.next_key)});
+            if let Some(lines) = body["lines"].as_array_mut() {
+                for (i, line) in lines.iter_mut().enumerate() {
+                    line["original_line"] = json!(i);
+                }
+            }
+        }
         let mut op = self.op(
             till,
             Route::Return,
             "/v1/returns",
             body,
-            Expect::Created(json!({"lines": answer, "cross_channel": cross, "restocked": restock})),
+            Expect::Created(
+                json!({"lines": answer, "cross_channel": cross, "restocked": restock,
+                                   "original_checked": false, "points_reversed": null}),
+            ),
         );
         if restock {
             op.effect.stock = items

@@ -68,6 +68,29 @@ pub struct Effect {
     pub prepare: Vec<(usize, usize)>,
     /// A ship order's next step recorded.
     pub ship_step: Option<usize>,
+    /// Points a return took back from the customer whose ticket earned them (positive): they
+    /// lower the balance but are no burn (the offline cap does not count them).
+    pub reversed: Option<(usize, i64)>,
+    /// A ticket with a receipt: what it sold, for the returns that name it.
+    pub sold: Option<(String, SoldTicket)>,
+    /// Units returned of lines of an original (`receipt:R` or `order:O`, line, qty).
+    pub returned: Vec<(String, u32, i64)>,
+}
+
+/// One line of a ticket as the oracle remembers it.
+#[derive(Clone, Debug)]
+pub struct SoldLine {
+    pub product: Option<usize>,
+    /// GTIN-14 of the item (what names an item the replica does not know).
+    pub gtin: String,
+    pub qty: i64,
+    pub points: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SoldTicket {
+    pub customer: Option<usize>,
+    pub lines: Vec<SoldLine>,
 }
 
 impl Effect {
@@ -110,6 +133,14 @@ pub struct Model {
     pub earned: Vec<i64>,
     /// Points burned here (never confirmed by central in a day without a broker).
     pub burned: Vec<i64>,
+    /// Points returns took back here.
+    pub reversed: Vec<i64>,
+    /// Tickets with a receipt, by receipt, and the receipts in the order they were recorded
+    /// (the generator picks from that list: a map's order differs from run to run).
+    pub sold: HashMap<String, SoldTicket>,
+    pub receipts: Vec<String>,
+    /// Units returned so far per (original, line).
+    pub returned: HashMap<(String, u32), i64>,
     /// Correction after a balance mismatch, so one divergence is reported once.
     pub balance_fix: Vec<i64>,
     /// Correction of `reserved` after an `available` mismatch.
@@ -152,6 +183,10 @@ impl Model {
             steps: vec![0; shop.orders.len()],
             earned: vec![0; shop.customers.len()],
             burned: vec![0; shop.customers.len()],
+            reversed: vec![0; shop.customers.len()],
+            sold: HashMap::new(),
+            receipts: Vec::new(),
+            returned: HashMap::new(),
             balance_fix: vec![0; shop.customers.len()],
             reserved_fix: vec![0; shop.products.len()],
             keys: HashMap::new(),
@@ -204,7 +239,9 @@ impl Model {
 
     /// Central's balance + Σ local earn − Σ local burn.
     pub fn balance(&self, shop: &Shop, customer: usize) -> i64 {
-        shop.customers[customer].central_balance + self.earned[customer] - self.burned[customer]
+        shop.customers[customer].central_balance + self.earned[customer]
+            - self.burned[customer]
+            - self.reversed[customer]
             + self.balance_fix[customer]
     }
 
@@ -236,6 +273,18 @@ impl Model {
             } else {
                 self.burned[customer] -= points;
             }
+        }
+        if let Some((customer, points)) = effect.reversed {
+            self.reversed[customer] += points;
+        }
+        if let Some((receipt, ticket)) = &effect.sold
+            && !self.sold.contains_key(receipt)
+        {
+            self.receipts.push(receipt.clone());
+            self.sold.insert(receipt.clone(), ticket.clone());
+        }
+        for (original, line, qty) in &effect.returned {
+            *self.returned.entry((original.clone(), *line)).or_insert(0) += qty;
         }
         if let Some((customer, purpose, granted)) = effect.consent {
             self.consent[customer][purpose] = Some(granted);

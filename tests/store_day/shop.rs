@@ -161,6 +161,9 @@ pub struct Shop {
     pub customers: Vec<Customer>,
     pub orders: Vec<Order>,
     pub cap: i64,
+    /// `loyalty.earn_per_minor_units`: minor units of a ticket line that earn one point for
+    /// the customer it names (rounded down per line); 0: tickets earn nothing.
+    pub earn_rule: i64,
     pub tills: Vec<Till>,
     /// The token the oracle's own lookups use (not a till: it posts nothing).
     pub auditor: Till,
@@ -318,6 +321,7 @@ pub fn generate(seed: u64, tills: usize, max_lines: usize) -> Shop {
         customers,
         orders,
         cap: *[1_500, 3_000, 6_000].choose(&mut rng).unwrap_or(&3_000),
+        earn_rule: *[0, 50, 100, 250].choose(&mut rng).unwrap_or(&100),
         tills,
         auditor,
         reservations,
@@ -350,8 +354,9 @@ pub fn install(shop: &Shop) -> Store {
     std::fs::write(
         &store.config,
         format!(
-            "{config}\n[loyalty]\noffline_burn_cap = {}\n\n[log]\nlevel = \"warn\"\n",
-            shop.cap
+            "{config}\n[loyalty]\noffline_burn_cap = {}\nearn_per_minor_units = {}\n\n\
+             [log]\nlevel = \"warn\"\n",
+            shop.cap, shop.earn_rule
         ),
     )
     .expect("write config");
