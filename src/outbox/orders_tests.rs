@@ -48,7 +48,10 @@ fn refused_lines(result: Result<crate::outbox::Appended, OutboxError>) -> Vec<i6
 fn orders_collected_before_hand_overs_were_per_line_stay_collected_line_by_line_or_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("outbox.db");
-    let before = crate::outbox::MIGRATIONS.len() - 1;
+    let before = crate::outbox::MIGRATIONS
+        .iter()
+        .position(|sql| sql.contains("CREATE TABLE released_lines"))
+        .expect("the per-line step");
     {
         let mut conn = storage::open_writer(&path, Durability::StoreFacts).expect("open");
         storage::migrate(&mut conn, &path, &crate::outbox::MIGRATIONS[..before]).expect("old");
