@@ -66,7 +66,7 @@ fn check_code(code: &str) -> Result<(), ApiError> {
 fn find(
     conn: &Connection,
     code: &str,
-    stale_after: std::time::Duration,
+    stale_after: crate::replica::freshness::StaleAfter,
 ) -> Result<Result<Pickup, ApiError>, rusqlite::Error> {
     let fresh = lookup::freshness(
         &stream_states(conn)?,

@@ -2,6 +2,8 @@
 //! request: atomics, so a lookup never takes a lock to learn how stale is too stale.
 
 use super::Config;
+use crate::replica::Stream;
+use crate::replica::freshness::StaleAfter;
 use serde::Serialize;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -19,7 +21,8 @@ pub struct ConfigInEffect {
 }
 
 pub struct Tunables {
-    stale_after_ms: AtomicU64,
+    /// `replica.stale_after` per stream, in `Stream::ALL` order.
+    stale_after_ms: [AtomicU64; Stream::ALL.len()],
     offline_burn_cap: AtomicI64,
     in_effect: RwLock<ConfigInEffect>,
     /// `[scans]`: read once per scan or lookup (an `Arc` clone under a read lock), replaced whole
@@ -30,7 +33,7 @@ pub struct Tunables {
 impl Tunables {
     pub fn new(config: &Config, in_effect: ConfigInEffect) -> Tunables {
         let t = Tunables {
-            stale_after_ms: AtomicU64::new(0),
+            stale_after_ms: Default::default(),
             offline_burn_cap: AtomicI64::new(0),
             in_effect: RwLock::new(in_effect),
             scan_rules: RwLock::new(Arc::new(config.scans.rules.clone())),
@@ -41,8 +44,11 @@ impl Tunables {
 
     /// Take the reloadable values of `config`.
     pub fn update(&self, config: &Config) {
-        let ms = u64::try_from(config.replica.stale_after.as_millis()).unwrap_or(u64::MAX);
-        self.stale_after_ms.store(ms, Ordering::Relaxed);
+        for (slot, stream) in self.stale_after_ms.iter().zip(Stream::ALL) {
+            let limit = config.replica.stale_after.get(stream);
+            let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+            slot.store(ms, Ordering::Relaxed);
+        }
         self.offline_burn_cap
             .store(config.loyalty.offline_burn_cap, Ordering::Relaxed);
         if let Ok(mut rules) = self.scan_rules.write() {
@@ -58,8 +64,12 @@ impl Tunables {
             .unwrap_or_default()
     }
 
-    pub fn stale_after(&self) -> Duration {
-        Duration::from_millis(self.stale_after_ms.load(Ordering::Relaxed))
+    pub fn stale_after(&self) -> StaleAfter {
+        let mut limits = StaleAfter::DEFAULT;
+        for (slot, stream) in self.stale_after_ms.iter().zip(Stream::ALL) {
+            limits.set(stream, Duration::from_millis(slot.load(Ordering::Relaxed)));
+        }
+        limits
     }
 
     pub fn offline_burn_cap(&self) -> i64 {

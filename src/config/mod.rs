@@ -147,7 +147,8 @@ pub struct LoyaltyConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaConfig {
-    pub stale_after: Duration,
+    /// How old each stream may be before its answers are flagged stale.
+    pub stale_after: crate::replica::freshness::StaleAfter,
     pub readers: usize,
 }
 
@@ -376,7 +377,7 @@ impl Config {
                 offline_burn_cap: defaults::OFFLINE_BURN_CAP.0,
             },
             replica: ReplicaConfig {
-                stale_after: defaults::STALE_AFTER,
+                stale_after: crate::replica::freshness::StaleAfter::DEFAULT,
                 readers: defaults::READERS.0 as usize,
             },
             outbox: OutboxConfig {
