@@ -761,6 +761,40 @@ pub fn import_with(
     version: Option<u64>,
     progress: Progress,
 ) -> Result<ImportReport, ImportError> {
+    import_interleaved(conn, stream, path, version, progress, &mut NothingWaits)
+}
+
+/// Work that may run on the writer connection between the chunks of an import (ADR 0024): the
+/// replica applier lets stock and reservation deltas through while a catalogue imports.
+pub trait Interleave {
+    /// True when something waits to run before the import goes on. Called after every batch
+    /// of rows, so it must be cheap (a `try_recv`).
+    fn waiting(&mut self) -> bool;
+    /// Run what waits, on `conn`, with no transaction of the import open: each piece of work
+    /// commits on its own; the shadow tables it leaves alone.
+    fn run(&mut self, conn: &Connection);
+}
+
+/// The import of `relais replica import`: nothing else uses the connection.
+struct NothingWaits;
+
+impl Interleave for NothingWaits {
+    fn waiting(&mut self) -> bool {
+        false
+    }
+    fn run(&mut self, _: &Connection) {}
+}
+
+/// [`import_with`], letting `interleave` run between chunks of the fill, between index builds
+/// and before the swap.
+pub fn import_interleaved(
+    conn: &mut Connection,
+    stream: Stream,
+    path: &Path,
+    version: Option<u64>,
+    progress: Progress,
+    interleave: &mut dyn Interleave,
+) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
     let total_bytes = std::fs::metadata(path)
         .map_err(|source| ImportError::Read {
@@ -793,13 +827,16 @@ pub fn import_with(
     let tables = table_ddl(stream, SHADOW);
     let filled = fill_and_swap(
         conn,
-        stream,
-        path,
-        version,
-        &tables,
-        &batches,
-        &reporter,
-        &bytes_read,
+        Fill {
+            stream,
+            path,
+            version,
+            tables: &tables,
+            batches: &batches,
+            reporter: &reporter,
+            bytes_read: &bytes_read,
+        },
+        interleave,
     );
     if filled.is_err() {
         // Whatever the shadow tables hold is not live and never will be.
@@ -853,20 +890,36 @@ fn import_lock(conn: &Connection) -> Result<Option<std::fs::File>, ImportError> 
 /// commit (the tills' fsyncs waited behind that write-back: the tickets bench's busy p99).
 const FILL_CHUNK_ROWS: u64 = 50_000;
 
+/// What one import fills its shadow tables from.
+struct Fill<'a> {
+    stream: Stream,
+    path: &'a Path,
+    version: u64,
+    tables: &'a [(&'a str, String)],
+    batches: &'a std::sync::mpsc::Receiver<ParseResult>,
+    reporter: &'a ProgressReporter,
+    bytes_read: &'a AtomicU64,
+}
+
 /// Fill the shadow tables from `batches` in chunked transactions, build their indexes, and swap
-/// them in; returns the rows imported. On `Err` a transaction may be open: the caller rolls
-/// back and drops the shadow tables.
-#[allow(clippy::too_many_arguments)]
+/// them in; returns the rows imported. Between two batches, when `interleave` has work waiting,
+/// the chunk commits early and the work runs (ADR 0024): the shadow tables are nobody else's,
+/// so ending a chunk early changes nothing but the number of commits. On `Err` a transaction
+/// may be open: the caller rolls back and drops the shadow tables.
 fn fill_and_swap(
     conn: &Connection,
-    stream: Stream,
-    path: &Path,
-    version: u64,
-    tables: &[(&str, String)],
-    batches: &std::sync::mpsc::Receiver<ParseResult>,
-    reporter: &ProgressReporter,
-    bytes_read: &AtomicU64,
+    fill: Fill<'_>,
+    interleave: &mut dyn Interleave,
 ) -> Result<u64, ImportError> {
+    let Fill {
+        stream,
+        path,
+        version,
+        tables,
+        batches,
+        reporter,
+        bytes_read,
+    } = fill;
     conn.execute_batch("BEGIN")?;
     for (table, ddl) in tables {
         conn.execute_batch(&format!("DROP TABLE IF EXISTS {table}{SHADOW}; {ddl};"))?;
@@ -909,7 +962,12 @@ fn fill_and_swap(
             }
             rows += batch.len() as u64;
             since_commit += batch.len() as u64;
-            if since_commit >= FILL_CHUNK_ROWS {
+            if interleave.waiting() {
+                conn.execute_batch("COMMIT")?;
+                interleave.run(conn);
+                conn.execute_batch("BEGIN")?;
+                since_commit = 0;
+            } else if since_commit >= FILL_CHUNK_ROWS {
                 conn.execute_batch("COMMIT; BEGIN")?;
                 since_commit = 0;
             }
@@ -929,7 +987,13 @@ fn fill_and_swap(
         // One index per transaction: each is one statement's worth of pages.
         for index in index_ddl(table, SHADOW, &generation) {
             conn.execute_batch(&index)?;
+            if interleave.waiting() {
+                interleave.run(conn);
+            }
         }
+    }
+    if interleave.waiting() {
+        interleave.run(conn);
     }
     // Dropping the old tables zeroes their pages only where personal data lived (GDPR
     // erasure); elsewhere that would be ~100 MB of writes at the swap for nothing.
