@@ -240,6 +240,26 @@ impl ApplierHandle {
         answer.await.map_err(|_| ApplyError::Closed)?
     }
 
+    /// Same as [`import_snapshot`](Self::import_snapshot) for threads outside the async runtime
+    /// (benchmarks, tests).
+    pub fn import_snapshot_blocking(
+        &self,
+        stream: Stream,
+        file: PathBuf,
+        version: u64,
+    ) -> Result<ImportReport, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .blocking_send(Command::Import {
+                stream,
+                file,
+                version,
+                reply,
+            })
+            .map_err(|_| ApplyError::Closed)?;
+        answer.blocking_recv().map_err(|_| ApplyError::Closed)?
+    }
+
     /// Version and freshness of every stream, as the writer sees them.
     pub async fn stream_states(&self) -> Result<Vec<StreamState>, ApplyError> {
         let (reply, answer) = oneshot::channel();
