@@ -208,7 +208,10 @@ fn a_catalogue_unchanged_for_3_days_but_confirmed_an_hour_ago_is_fresh_while_sto
     );
     assert_eq!(products["version"], 1);
     assert!(
-        !server.requests().iter().any(|r| r.path.contains("products-5")),
+        !server
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("products-5")),
         "neither heartbeat fetched a snapshot: {:?}",
         server.requests()
     );
