@@ -8,6 +8,7 @@ pub mod delta;
 pub mod freshness;
 pub mod import;
 pub mod lookup;
+mod rows;
 
 use serde::Serialize;
 use std::fmt;
