@@ -3,9 +3,14 @@
 //! `ApplierHandle::apply_delta_blocking`. Limit in the same run: the same rows, already bound
 //! values, inserted with one prepared `INSERT OR REPLACE` per row in transactions of 1,000 rows
 //! on a plain connection with the replica's pragmas and schema. Goal: ≥ 50,000 ops/s.
+//!
+//! Then (`delta_apply/priority.rs`): stock delta latency while a 1M × scale row catalogue
+//! imports, with deltas passing the import and in arrival order, beside the idle latency.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
+#[path = "delta_apply/priority.rs"]
+mod priority;
 
 use common::{Scratch, emit, median, pass_str, percentile_sorted};
 use relais::demo;
@@ -240,4 +245,6 @@ fn main() {
         None,
         serde_json::json!({"ops_per_delta": OPS_PER_DELTA}),
     );
+
+    priority::measure(&scratch);
 }

@@ -84,7 +84,8 @@ fn main() {
         relais::storage::LookupConnection::open(&replica, &outbox).expect("lookup connection");
     let conn =
         relais::storage::reader_pool_connection(&replica, &outbox).expect("probe connection");
-    let stale_after = Duration::from_secs(36 * 3600);
+    let stale_after =
+        relais::replica::freshness::StaleAfter::uniform(Duration::from_secs(36 * 3600));
     let mut rng = Rng::new(42);
     let mut pick = |count: usize| -> Vec<(String, i64)> {
         (0..count)

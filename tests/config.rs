@@ -223,3 +223,25 @@ fn a_uhf_serial_module_section_is_validated_shown_and_listed_with_its_profile() 
     });
     assert_config_error_naming(&validate(&bad), "devices.rfid_serial[0]");
 }
+
+#[test]
+fn per_stream_stale_after_is_shown_with_its_source_and_a_bad_one_exits_78_naming_its_key() {
+    let store = Store::with(common::Settings {
+        replica: "stale_after = { products = \"3d\", stock = \"45m\" }".into(),
+        ..common::Settings::default()
+    });
+    let out = store.relais(&["config", "show"]);
+    assert_eq!(status_code(&out), 0, "{}", describe(&out));
+    let shown = stdout(&out);
+    assert!(shown.contains("[replica.stale_after]\n"), "{shown}");
+    assert!(shown.contains("products = \"3d\"  # file"), "{shown}");
+    assert!(shown.contains("stock = \"45m\"  # file"), "{shown}");
+    // The streams the file leaves out are shown at their defaults.
+    assert!(shown.contains("prices = \"36h\""), "{shown}");
+    assert!(shown.contains("reservations = \"2h\""), "{shown}");
+
+    let path = config_with(&store, "bad-stream-limit.toml", |t| {
+        t.replace("stock = \"45m\"", "stock = \"45 minutes-ish\"")
+    });
+    assert_config_error_naming(&validate(&path), "replica.stale_after.stock");
+}

@@ -180,3 +180,57 @@ fn sighup_reloads_firmware_profiles_changed_on_disk_without_a_restart() {
     let (status, _) = agent.get_json("/v1/health");
     assert_eq!(status, 200);
 }
+
+fn health_stream(agent: &common::Agent, stream: &str) -> serde_json::Value {
+    agent.health()["replica"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["stream"] == stream).cloned())
+        .unwrap_or_else(|| panic!("no {stream} in health"))
+}
+
+#[test]
+fn sighup_applies_a_new_per_stream_stale_after_to_health_without_a_restart() {
+    let store = Store::new();
+    store.import_ok("stock", "stock.ndjson", &[common::stock("SKU-1", 4)]);
+    store.import_ok(
+        "products",
+        "products.ndjson",
+        &[common::product(
+            &common::gtin14(400638133393),
+            "SKU-1",
+            "Milk",
+        )],
+    );
+    // Stock last changed 3 hours ago, the catalogue 3 days ago.
+    {
+        let conn = rusqlite::Connection::open(store.replica_db()).unwrap();
+        conn.execute_batch(
+            "UPDATE streams SET applied_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) - 10800000 WHERE name = 'stock';
+             UPDATE streams SET applied_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) - 259200000 WHERE name = 'products';",
+        )
+        .unwrap();
+    }
+    let agent = store.start();
+    // The defaults: stock 2h (stale after 3h), products 7d (fresh after 3 days).
+    assert_eq!(health_stream(&agent, "stock")["stale"], true);
+    assert_eq!(health_stream(&agent, "products")["stale"], false);
+
+    let config = std::fs::read_to_string(&store.config).unwrap();
+    std::fs::write(
+        &store.config,
+        config.replace(
+            "[replica]\n",
+            "[replica]\nstale_after = { stock = \"4h\", products = \"2d\" }\n",
+        ),
+    )
+    .unwrap();
+    hangup(&agent);
+    wait_for(&agent, "stock within its new limit", || {
+        health_stream(&agent, "stock")["stale"] == false
+    });
+    assert_eq!(
+        health_stream(&agent, "products")["stale"],
+        true,
+        "3 days is past the catalogue's new 2 days"
+    );
+}

@@ -17,7 +17,8 @@ use std::time::Duration;
 const MILK: &str = "04006381333931";
 const BREAD: &str = "00000096385074";
 const BAD_CHECK_DIGIT: &str = "04006381333932";
-const STALE_AFTER: Duration = Duration::from_secs(3600);
+const STALE_AFTER: relais::replica::freshness::StaleAfter =
+    relais::replica::freshness::StaleAfter::uniform(Duration::from_secs(3600));
 
 /// A replica with its applier running and an (empty) outbox to attach as `facts`.
 struct Replica {

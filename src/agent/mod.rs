@@ -616,6 +616,7 @@ pub(crate) fn start_sync(config: &Config, parts: &running::Parts) -> Option<runn
                     stream: s.stream,
                     version: s.version,
                     applied_ms: s.applied_ms,
+                    confirmed_ms: s.confirmed_ms,
                 })
                 .collect();
             wire::Birth {

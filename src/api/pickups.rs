@@ -126,7 +126,7 @@ pub(super) fn order_lines(
 fn find(
     conn: &Connection,
     code: &str,
-    stale_after: std::time::Duration,
+    stale_after: crate::replica::freshness::StaleAfter,
 ) -> Result<Result<Pickup, ApiError>, rusqlite::Error> {
     let fresh = lookup::freshness(
         &stream_states(conn)?,

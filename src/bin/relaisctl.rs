@@ -63,7 +63,8 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
-    /// Publish replica deltas (NDJSON, one delta per line) or a must_refetch to one agent.
+    /// Publish replica deltas (NDJSON, one delta per line), a must_refetch, or a heartbeat
+    /// ("STREAM is still current at version N") to one agent.
     Publish {
         #[command(flatten)]
         broker: BrokerArgs,
@@ -71,8 +72,20 @@ enum Command {
         #[arg(long)]
         agent: String,
         /// Deltas to send, in order.
-        #[arg(long, conflicts_with = "refetch")]
+        #[arg(long, conflicts_with_all = ["refetch", "heartbeat"])]
         deltas: Option<PathBuf>,
+        /// Tell the agent this stream is still current at --current-version (its freshness
+        /// then counts from now; a version ahead of the agent's makes it refetch).
+        #[arg(
+            long,
+            value_enum,
+            conflicts_with = "refetch",
+            requires = "current_version"
+        )]
+        heartbeat: Option<Stream>,
+        /// The newest version of the --heartbeat stream central published.
+        #[arg(long, requires = "heartbeat")]
+        current_version: Option<u64>,
         /// Tell the agent to refetch this stream's snapshot.
         #[arg(long, value_enum)]
         refetch: Option<Stream>,
@@ -554,6 +567,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             broker,
             agent,
             deltas,
+            heartbeat,
+            current_version,
             refetch,
             manifest_url,
             reason,
@@ -561,16 +576,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             agent
                 .parse::<relais::config::AgentId>()
                 .with_context(|| format!("--agent {agent:?}"))?;
-            let message = match (deltas, refetch) {
-                (Some(path), None) => {
+            let message = match (deltas, refetch, heartbeat.zip(current_version)) {
+                (Some(path), None, None) => {
                     central::publish::Message::Deltas(central::publish::read_deltas(&path)?)
                 }
-                (None, Some(stream)) => central::publish::Message::Refetch {
+                (None, Some(stream), None) => central::publish::Message::Refetch {
                     stream,
                     manifest_url,
                     reason,
                 },
-                _ => anyhow::bail!("give --deltas FILE or --refetch STREAM"),
+                (None, None, Some((stream, version))) => {
+                    central::publish::Message::Heartbeat { stream, version }
+                }
+                _ => anyhow::bail!(
+                    "give --deltas FILE, --refetch STREAM, or --heartbeat STREAM --current-version N"
+                ),
             };
             let sent = central::publish::publish(&broker.login(), &agent, message).await?;
             println!("published {sent} message(s) to {agent}");

@@ -1,10 +1,11 @@
-//! `relaisctl publish`: send replica deltas (one JSON delta per NDJSON line) or a
-//! `must_refetch` control message to one agent's `rpl/{stream}` topic.
+//! `relaisctl publish`: send replica deltas (one JSON delta per NDJSON line), a
+//! `must_refetch` control message, or a heartbeat ("still current at version N") to one agent's
+//! `rpl/{stream}` topic.
 
 use super::{BrokerLogin, CentralError};
 use crate::replica::Stream;
 use crate::replica::delta::Delta;
-use crate::sync::wire::{self, RplControl, Topics};
+use crate::sync::wire::{self, RplControl, RplHeartbeat, Topics};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event};
@@ -52,6 +53,11 @@ pub enum Message {
         manifest_url: Option<String>,
         reason: Option<String>,
     },
+    /// `stream` is current at `version`, as of now on central's clock.
+    Heartbeat {
+        stream: Stream,
+        version: u64,
+    },
 }
 
 /// Publish to `agent`'s topics and wait for every PUBACK.
@@ -86,6 +92,18 @@ pub async fn publish(
             vec![(
                 topics.rpl(stream),
                 serde_json::to_vec(&control).unwrap_or_default(),
+            )]
+        }
+        Message::Heartbeat { stream, version } => {
+            let heartbeat = RplHeartbeat {
+                v: wire::CONTRACT_VERSION,
+                stream,
+                current_version: version,
+                at_ms: crate::storage::now_unix_ms(),
+            };
+            vec![(
+                topics.rpl(stream),
+                serde_json::to_vec(&heartbeat).unwrap_or_default(),
             )]
         }
     };

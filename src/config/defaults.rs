@@ -40,7 +40,6 @@ pub(crate) const OFFLINE_BURN_CAP: (i64, i64, i64) = (1_000, 0, 1_000_000_000);
 /// point per euro); 0 turns earning on tickets off.
 pub(crate) const EARN_PER_MINOR_UNITS: (i64, i64, i64) = (100, 0, 1_000_000_000);
 
-pub(crate) const STALE_AFTER: Duration = Duration::from_secs(36 * 3600);
 pub(crate) const STALE_AFTER_MIN: Duration = Duration::from_secs(60);
 pub(crate) const STALE_AFTER_MAX: Duration = Duration::from_secs(365 * 86_400);
 pub(crate) const READERS: (i64, i64, i64) = (2, 1, 16);
@@ -198,7 +197,7 @@ pub(crate) const KEYS: &[KeySpec] = &[
     KeySpec {
         section: "replica",
         key: "stale_after",
-        kind: "a duration string",
+        kind: "a duration string, or a [replica.stale_after] table of them per stream",
         example: "\"36h\"",
     },
     KeySpec {

@@ -347,7 +347,14 @@ mod tests {
             Ok(l) => l,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(l.config.replica.stale_after.as_secs(), 6 * 3600);
+        assert_eq!(
+            l.config
+                .replica
+                .stale_after
+                .as_uniform()
+                .map(|d| d.as_secs()),
+            Some(6 * 3600)
+        );
         assert_eq!(l.config.loyalty.offline_burn_cap, 50);
         assert_eq!(l.config.agent.id.to_string(), "s1/a1");
         assert_eq!(
@@ -362,6 +369,34 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("id = \"s1/a1\"  # file"), "{shown}");
+    }
+
+    #[test]
+    fn a_remote_stale_after_table_replaces_the_files_scalar_as_one_key() {
+        let l = match layered("[replica.stale_after]\nproducts = \"3d\"\nstock = \"1h\"\n") {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+        let limits = l.config.replica.stale_after;
+        assert_eq!(
+            limits.get(crate::replica::Stream::Products).as_secs(),
+            3 * 86_400
+        );
+        assert_eq!(limits.get(crate::replica::Stream::Stock).as_secs(), 3600);
+        // The file's "2h" is replaced whole: the streams the remote table leaves out take
+        // their defaults, not the file's scalar.
+        assert_eq!(
+            limits.get(crate::replica::Stream::Prices),
+            crate::replica::freshness::StaleAfter::DEFAULT.get(crate::replica::Stream::Prices)
+        );
+        let shown = annotated_toml(&l);
+        assert!(shown.contains("stock = \"1h\"  # remote v7"), "{shown}");
+        match layered("[replica.stale_after]\nstock = \"now\"\n") {
+            Err(LayerError::Invalid(e)) => {
+                assert!(e.to_string().contains("replica.stale_after.stock"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

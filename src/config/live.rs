@@ -2,6 +2,8 @@
 //! request: atomics, so a lookup never takes a lock to learn how stale is too stale.
 
 use super::Config;
+use crate::replica::Stream;
+use crate::replica::freshness::StaleAfter;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -19,7 +21,8 @@ pub struct ConfigInEffect {
 }
 
 pub struct Tunables {
-    stale_after_ms: AtomicU64,
+    /// `replica.stale_after` per stream, in `Stream::ALL` order.
+    stale_after_ms: [AtomicU64; Stream::ALL.len()],
     offline_burn_cap: AtomicI64,
     protect_reserved: AtomicBool,
     earn_per_minor_units: AtomicI64,
@@ -32,7 +35,7 @@ pub struct Tunables {
 impl Tunables {
     pub fn new(config: &Config, in_effect: ConfigInEffect) -> Tunables {
         let t = Tunables {
-            stale_after_ms: AtomicU64::new(0),
+            stale_after_ms: Default::default(),
             offline_burn_cap: AtomicI64::new(0),
             protect_reserved: AtomicBool::new(false),
             earn_per_minor_units: AtomicI64::new(0),
@@ -45,8 +48,11 @@ impl Tunables {
 
     /// Take the reloadable values of `config`.
     pub fn update(&self, config: &Config) {
-        let ms = u64::try_from(config.replica.stale_after.as_millis()).unwrap_or(u64::MAX);
-        self.stale_after_ms.store(ms, Ordering::Relaxed);
+        for (slot, stream) in self.stale_after_ms.iter().zip(Stream::ALL) {
+            let limit = config.replica.stale_after.get(stream);
+            let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+            slot.store(ms, Ordering::Relaxed);
+        }
         self.offline_burn_cap
             .store(config.loyalty.offline_burn_cap, Ordering::Relaxed);
         self.protect_reserved
@@ -66,8 +72,12 @@ impl Tunables {
             .unwrap_or_default()
     }
 
-    pub fn stale_after(&self) -> Duration {
-        Duration::from_millis(self.stale_after_ms.load(Ordering::Relaxed))
+    pub fn stale_after(&self) -> StaleAfter {
+        let mut limits = StaleAfter::DEFAULT;
+        for (slot, stream) in self.stale_after_ms.iter().zip(Stream::ALL) {
+            limits.set(stream, Duration::from_millis(slot.load(Ordering::Relaxed)));
+        }
+        limits
     }
 
     pub fn offline_burn_cap(&self) -> i64 {

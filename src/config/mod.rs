@@ -160,7 +160,8 @@ pub struct PickupsConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaConfig {
-    pub stale_after: Duration,
+    /// How old each stream may be before its answers are flagged stale.
+    pub stale_after: crate::replica::freshness::StaleAfter,
     pub readers: usize,
 }
 
@@ -397,7 +398,7 @@ impl Config {
             },
             pickups: PickupsConfig::default(),
             replica: ReplicaConfig {
-                stale_after: defaults::STALE_AFTER,
+                stale_after: crate::replica::freshness::StaleAfter::DEFAULT,
                 readers: defaults::READERS.0 as usize,
             },
             outbox: OutboxConfig {

@@ -61,7 +61,8 @@ pub(crate) struct RawApi {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table ([replica])")]
 pub(crate) struct RawReplica {
-    pub stale_after: Field<String>,
+    /// A duration string (every stream) or a table of them per stream: checked in stage 2.
+    pub stale_after: Field<toml::Value>,
     pub readers: Field<i64>,
 }
 

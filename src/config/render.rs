@@ -29,9 +29,8 @@ allowed_hosts = {allowed_hosts}
 allowed_origins = {allowed_origins}
 
 [replica]
-stale_after = {stale_after}
-readers = {readers}
-
+{stale_after}readers = {readers}
+{stale_table}
 [outbox]
 group_commit_max = {group_commit_max}
 telemetry_quota_rows = {telemetry_quota_rows}
@@ -75,7 +74,11 @@ format = {format}
         offline_burn_cap = c.loyalty.offline_burn_cap,
         protect_reserved = c.pickups.protect_reserved,
         earn_per_minor_units = c.loyalty.earn_per_minor_units,
-        stale_after = string(&duration(c.replica.stale_after)),
+        stale_after = match c.replica.stale_after.as_uniform() {
+            Some(limit) => format!("stale_after = {}\n", string(&duration(limit))),
+            None => "# stale_after = (per stream: [replica.stale_after] below)\n".to_owned(),
+        },
+        stale_table = stale_after_table(&c.replica.stale_after),
         readers = c.replica.readers,
         group_commit_max = c.outbox.group_commit_max,
         telemetry_quota_rows = c.outbox.telemetry_quota_rows,
@@ -100,6 +103,23 @@ format = {format}
     ));
     out.push_str(&c.devices.to_toml());
     out.push_str(&c.scans.to_toml());
+    out
+}
+
+/// `[replica.stale_after]` when the streams have different limits (a uniform limit is the
+/// scalar key, as it was written before streams had their own).
+fn stale_after_table(limits: &crate::replica::freshness::StaleAfter) -> String {
+    if limits.as_uniform().is_some() {
+        return String::new();
+    }
+    let mut out = String::from("\n[replica.stale_after]\n");
+    for stream in crate::replica::Stream::ALL {
+        out.push_str(&format!(
+            "{} = {}\n",
+            stream.name(),
+            string(&duration(limits.get(stream)))
+        ));
+    }
     out
 }
 

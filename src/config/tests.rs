@@ -8,6 +8,8 @@ use crate::config::validate::check_log_filter;
 use crate::config::{
     AgentId, Config, ConfigError, ConfigProblem, ConfigSource, LogFormat, load_with_default,
 };
+use crate::replica::Stream;
+use crate::replica::freshness::StaleAfter;
 
 const ORIGIN: &str = "/etc/relais/relais.toml";
 
@@ -65,7 +67,15 @@ fn an_empty_file_gives_the_defaults() {
     assert_eq!(c.agent.id.to_string(), "demo-store/relais");
     assert_eq!(c.api.listen.to_string(), "127.0.0.1:8750");
     assert_eq!(c.api.max_body_bytes, 65_536);
-    assert_eq!(c.replica.stale_after, Duration::from_secs(36 * 3600));
+    assert_eq!(c.replica.stale_after, StaleAfter::DEFAULT);
+    assert_eq!(
+        c.replica.stale_after.get(Stream::Products),
+        Duration::from_secs(7 * 86_400)
+    );
+    assert_eq!(
+        c.replica.stale_after.get(Stream::Stock),
+        Duration::from_secs(2 * 3600)
+    );
     assert_eq!(c.replica.readers, 2);
     assert_eq!(c.outbox.group_commit_max, 1024);
     assert_eq!(c.outbox.telemetry_quota_rows, 200_000);
@@ -101,7 +111,7 @@ fn a_fully_customised_config_round_trips_through_to_toml() {
     assert_eq!(c.api.listen.to_string(), "[::1]:9000");
     assert_eq!(
         c.replica.stale_after,
-        Duration::from_secs(36 * 3600 + 30 * 60)
+        StaleAfter::uniform(Duration::from_secs(36 * 3600 + 30 * 60))
     );
     assert_eq!(c.log.format, LogFormat::Json);
     assert_eq!(
@@ -130,7 +140,12 @@ fn to_toml_lists_every_section_and_key_in_a_stable_order() {
         assert!(k > at, "{}.{} out of order", spec.section, spec.key);
         at = k;
     }
-    assert!(text.contains("stale_after = \"36h\"\n"), "{text}");
+    assert!(
+        text.contains(
+            "\n[replica.stale_after]\nproducts = \"7d\"\nprices = \"36h\"\nstock = \"2h\"\n"
+        ),
+        "{text}"
+    );
     assert_eq!(text, Config::defaults().to_toml());
 }
 
@@ -225,10 +240,16 @@ fn range_bounds_are_inclusive() {
     )
     .unwrap();
     assert_eq!(c.api.max_body_bytes, 16_777_216);
-    assert_eq!(c.replica.stale_after, Duration::from_secs(365 * 86_400));
+    assert_eq!(
+        c.replica.stale_after,
+        StaleAfter::uniform(Duration::from_secs(365 * 86_400))
+    );
     assert_eq!(c.disk.low_free_mb, 0);
     let c = parse("[replica]\nstale_after = \"1m\"\n").unwrap();
-    assert_eq!(c.replica.stale_after, Duration::from_secs(60));
+    assert_eq!(
+        c.replica.stale_after,
+        StaleAfter::uniform(Duration::from_secs(60))
+    );
 }
 
 #[test]
@@ -590,4 +611,58 @@ fn retention_periods_are_settable_down_to_one_second_for_tests_and_not_below() {
         let p = only_problem(&format!("[outbox]\n{key} = \"500ms\"\n"));
         assert_eq!(p.key, format!("outbox.{key}"));
     }
+}
+
+#[test]
+fn the_scalar_stale_after_still_applies_to_every_stream() {
+    let c = parse("[replica]\nstale_after = \"12h\"\n").unwrap();
+    for stream in Stream::ALL {
+        assert_eq!(
+            c.replica.stale_after.get(stream),
+            Duration::from_secs(12 * 3600)
+        );
+    }
+    assert!(
+        c.to_toml()
+            .contains("[replica]\nstale_after = \"12h\"\nreaders")
+    );
+}
+
+#[test]
+fn a_stale_after_table_sets_its_streams_and_leaves_the_others_at_their_defaults() {
+    let c = parse("[replica.stale_after]\nproducts = \"3d\"\nstock = \"30m\"\n").unwrap();
+    let limits = c.replica.stale_after;
+    assert_eq!(
+        limits.get(Stream::Products),
+        Duration::from_secs(3 * 86_400)
+    );
+    assert_eq!(limits.get(Stream::Stock), Duration::from_secs(30 * 60));
+    assert_eq!(
+        limits.get(Stream::Prices),
+        StaleAfter::DEFAULT.get(Stream::Prices)
+    );
+    let text = c.to_toml();
+    assert!(text.contains("products = \"3d\"\n"), "{text}");
+    assert!(text.contains("stock = \"30m\"\n"), "{text}");
+    let again = Config::from_toml_str(&text, Path::new(ORIGIN)).unwrap();
+    assert_eq!(again, c, "{text}");
+}
+
+#[test]
+fn a_bad_per_stream_stale_after_names_its_own_key() {
+    let p = only_problem("[replica.stale_after]\nprices = \"daily\"\nstock = \"2h\"\n");
+    assert_eq!(p.key, "replica.stale_after.prices");
+    assert!(p.message.contains("not a duration"), "{}", p.message);
+    let p = only_problem("[replica.stale_after]\nstock = \"10s\"\n");
+    assert_eq!(p.key, "replica.stale_after.stock");
+    assert!(
+        p.fix.contains("\"2h\""),
+        "the fix names the stream's default: {}",
+        p.fix
+    );
+    let p = only_problem("[replica.stale_after]\ncatalogue = \"3d\"\n");
+    assert_eq!(p.key, "replica.stale_after.catalogue");
+    assert!(p.fix.contains("products, prices, stock"), "{}", p.fix);
+    let p = only_problem("[replica.stale_after]\nstock = 7200\n");
+    assert_eq!(p.key, "replica.stale_after.stock");
 }

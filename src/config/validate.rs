@@ -206,6 +206,25 @@ impl Checker<'_> {
         });
     }
 
+    /// Like [`report`](Self::report) for a value found inside a spanned one (a key of an
+    /// inline table): `found` is written by the caller.
+    fn report_at(
+        &mut self,
+        key: &str,
+        found: String,
+        span: std::ops::Range<usize>,
+        message: String,
+        fix: String,
+    ) {
+        self.problems.push(ConfigProblem {
+            key: key.to_owned(),
+            found: Some(found),
+            location: self.location(span),
+            message,
+            fix,
+        });
+    }
+
     fn int<T: TryFrom<i64>>(
         &mut self,
         key: &str,
@@ -546,33 +565,7 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         defaults::EARN_PER_MINOR_UNITS,
     );
 
-    let stale_after = match &replica.stale_after {
-        None => defaults::STALE_AFTER,
-        Some(v) => match humantime::parse_duration(v.get_ref()) {
-            Ok(d) if (defaults::STALE_AFTER_MIN..=defaults::STALE_AFTER_MAX).contains(&d) => d,
-            Ok(_) => {
-                c.report(
-                    "replica.stale_after",
-                    v,
-                    "is out of range; allowed 1m..=365d".to_owned(),
-                    "set a duration from \"1m\" to \"365d\", or remove the key for the default \"36h\""
-                        .to_owned(),
-                );
-                defaults::STALE_AFTER
-            }
-            Err(e) => {
-                c.report(
-                    "replica.stale_after",
-                    v,
-                    format!("not a duration: {e}"),
-                    "write a number with a unit, e.g. \"90m\", \"36h\", \"7d\" or \"1d 12h\" \
-                     (units: s, m, h, d, w)"
-                        .to_owned(),
-                );
-                defaults::STALE_AFTER
-            }
-        },
-    };
+    let stale_after = replica::validate_stale_after(&mut c, &replica.stale_after);
     let readers = c.int("replica.readers", &replica.readers, defaults::READERS);
     let group_commit_max = c.int(
         "outbox.group_commit_max",
@@ -763,5 +756,6 @@ pub(crate) fn check_log_filter(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+mod replica;
 mod sync;
 use sync::validate_sync;

@@ -410,11 +410,26 @@ pub(super) fn replica(config: &Config) -> Finding {
         } else {
             "offline: import fresh snapshots (`relais replica import`), or configure the broker"
         };
+        // Each stream against its own limit: name the limit of every stale one.
+        let over: Vec<String> = fresh
+            .streams
+            .iter()
+            .filter(|s| s.stale)
+            .map(|s| {
+                format!(
+                    "{} older than replica.stale_after.{} = {}",
+                    s.stream.name(),
+                    s.stream.name(),
+                    humantime::format_duration(stale_after.get(s.stream))
+                )
+            })
+            .collect();
         return Finding::warn(
             CHECK,
             format!(
-                "{summary}: older than replica.stale_after = {}; answers are flagged stale",
-                humantime::format_duration(stale_after)
+                "{summary}: {}; answers are flagged stale (a stream's age counts from its last \
+                 change or central's last heartbeat confirming it, whichever is later)",
+                over.join(", ")
             ),
             fix,
         );

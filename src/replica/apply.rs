@@ -1,14 +1,19 @@
 //! The replica applier: the one thread that writes `replica.db` while the agent runs.
 //!
-//! Deltas and snapshot imports both arrive here through a bounded channel and run one after
-//! the other on the thread's connection, so the version check of a delta can never race an
-//! import of the same stream, and no SQLite call runs on a tokio worker.
+//! Deltas and snapshot imports both arrive here through a bounded channel and run on the
+//! thread's connection, so the version check of a delta can never race an import of the same
+//! stream, and no SQLite call runs on a tokio worker. While an import fills its shadow tables,
+//! the deltas, heartbeats and state reads of *other* streams are taken between its chunks
+//! (ADR 0024): a catalogue import no longer holds up the stock and reservation deltas behind
+//! it; those of the importing stream wait for its swap.
 
 use super::delta::{self, Delta};
-use super::import::{self, ImportError, ImportReport, Progress};
+use super::freshness::{self, Confirmation};
+use super::import::{self, ImportError, ImportReport, Interleave, Progress};
 use super::{Stream, StreamState};
 use crate::storage::StorageError;
 use rusqlite::Connection;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
@@ -110,6 +115,35 @@ enum Command {
     States {
         reply: oneshot::Sender<Result<Vec<StreamState>, ApplyError>>,
     },
+    Confirm {
+        stream: Stream,
+        version: u64,
+        central_ms: i64,
+        reply: oneshot::Sender<Result<Confirmation, ApplyError>>,
+    },
+}
+
+impl Command {
+    /// Whether this may run between the chunks of an import of `importing`: anything that is
+    /// not an import and does not touch the importing stream (whose version the swap sets).
+    fn may_pass(&self, importing: Stream) -> bool {
+        match self {
+            Command::Delta { delta, .. } => delta.stream != importing,
+            Command::Confirm { stream, .. } => *stream != importing,
+            Command::States { .. } => true,
+            Command::Import { .. } => false,
+        }
+    }
+}
+
+/// Whether deltas may pass a running import (ADR 0024). `Off` is the path before it, kept
+/// so that `benches/delta_apply.rs` measures both in one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Deltas, heartbeats and state reads of other streams run between an import's chunks.
+    DeltasPassImports,
+    /// Every command waits for the one before it, imports included.
+    InOrder,
 }
 
 /// Cloneable handle of the applier. Dropping every handle stops the thread.
@@ -128,6 +162,14 @@ impl ReplicaApplier {
     /// `replica-applier` thread that owns it. Blocking: call it at startup, not on a tokio
     /// worker.
     pub fn start(replica_path: &Path) -> Result<(ApplierHandle, ReplicaApplier), StorageError> {
+        Self::start_with(replica_path, Priority::DeltasPassImports)
+    }
+
+    /// [`start`](Self::start) with the given priority of deltas over imports.
+    pub fn start_with(
+        replica_path: &Path,
+        priority: Priority,
+    ) -> Result<(ApplierHandle, ReplicaApplier), StorageError> {
         let conn = super::open_writer(replica_path)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (sender, receiver) = mpsc::channel(QUEUE);
@@ -137,7 +179,7 @@ impl ReplicaApplier {
             .spawn(move || {
                 // Imports and deltas are bulk work; tills' requests come first on the CPU.
                 crate::storage::yield_to_tills();
-                run(conn, &path, receiver)
+                run(conn, &path, receiver, priority)
             })
             // StorageError has no variant for a thread; the only cause is the process being out
             // of threads or memory, which DataDir's "check the host" advice covers best.
@@ -198,10 +240,48 @@ impl ApplierHandle {
         answer.await.map_err(|_| ApplyError::Closed)?
     }
 
+    /// Same as [`import_snapshot`](Self::import_snapshot) for threads outside the async runtime
+    /// (benchmarks, tests).
+    pub fn import_snapshot_blocking(
+        &self,
+        stream: Stream,
+        file: PathBuf,
+        version: u64,
+    ) -> Result<ImportReport, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .blocking_send(Command::Import {
+                stream,
+                file,
+                version,
+                reply,
+            })
+            .map_err(|_| ApplyError::Closed)?;
+        answer.blocking_recv().map_err(|_| ApplyError::Closed)?
+    }
+
     /// Version and freshness of every stream, as the writer sees them.
     pub async fn stream_states(&self) -> Result<Vec<StreamState>, ApplyError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::States { reply }).await?;
+        answer.await.map_err(|_| ApplyError::Closed)?
+    }
+
+    /// Record central's heartbeat: `stream` is current at `version` as of `central_ms`.
+    pub async fn confirm(
+        &self,
+        stream: Stream,
+        version: u64,
+        central_ms: i64,
+    ) -> Result<Confirmation, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Confirm {
+            stream,
+            version,
+            central_ms,
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| ApplyError::Closed)?
     }
 
@@ -213,29 +293,56 @@ impl ApplierHandle {
     }
 }
 
-fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Command>) {
-    while let Some(command) = receiver.blocking_recv() {
+fn run(
+    mut conn: Connection,
+    path: &Path,
+    mut receiver: mpsc::Receiver<Command>,
+    priority: Priority,
+) {
+    // Commands taken off the channel while an import ran but not allowed to pass it, in
+    // arrival order. Bounded by the callers: each awaits its reply before sending again.
+    let mut deferred: VecDeque<Command> = VecDeque::new();
+    loop {
+        let command = match deferred.pop_front() {
+            Some(command) => command,
+            None => match receiver.blocking_recv() {
+                Some(command) => command,
+                None => break,
+            },
+        };
         match command {
-            Command::Delta { delta, reply } => {
-                let result = delta::apply(&mut conn, &delta);
-                let erased = delta.stream == Stream::Customers
-                    && delta
-                        .ops
-                        .iter()
-                        .any(|op| matches!(op, delta::DeltaOp::Delete { .. }));
-                if erased && matches!(result, Ok(DeltaOutcome::Applied { .. })) {
-                    super::forget_damaged_copies(path, "a customer was erased");
-                }
-                let _ = reply.send(result);
-            }
             Command::Import {
                 stream,
                 file,
                 version,
                 reply,
             } => {
-                let result =
-                    import::import_with(&mut conn, stream, &file, Some(version), Progress::Quiet);
+                let result = match priority {
+                    Priority::InOrder => import::import_with(
+                        &mut conn,
+                        stream,
+                        &file,
+                        Some(version),
+                        Progress::Quiet,
+                    ),
+                    Priority::DeltasPassImports => {
+                        let mut passing = Passing {
+                            importing: stream,
+                            receiver: &mut receiver,
+                            deferred: &mut deferred,
+                            ready: VecDeque::new(),
+                            path,
+                        };
+                        import::import_interleaved(
+                            &mut conn,
+                            stream,
+                            &file,
+                            Some(version),
+                            Progress::Quiet,
+                            &mut passing,
+                        )
+                    }
+                };
                 // A failed import returns before giving back its 256 MiB page cache; this
                 // connection lives as long as the agent, so take it back here either way.
                 if let Err(e) = conn.execute_batch("PRAGMA cache_size=-32768;") {
@@ -250,14 +357,93 @@ fn run(mut conn: Connection, path: &Path, mut receiver: mpsc::Receiver<Command>)
                 }
                 let _ = reply.send(result.map_err(ApplyError::from));
             }
-            Command::States { reply } => {
-                let _ = reply.send(super::stream_states(&conn).map_err(ApplyError::from));
-            }
+            other => serve(&conn, path, other),
         }
     }
     // Every handle is gone: fold the WAL into the file so the next start (and a reader's
     // first query) does not replay it.
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
         tracing::warn!(path = %path.display(), error = %e, "replica checkpoint at shutdown failed; the WAL will be replayed at next start");
+    }
+}
+
+/// Run a command that is not an import (each is its own short transaction, or none).
+fn serve(conn: &Connection, path: &Path, command: Command) {
+    match command {
+        Command::Delta { delta, reply } => {
+            let result = delta::apply(conn, &delta);
+            let erased = delta.stream == Stream::Customers
+                && delta
+                    .ops
+                    .iter()
+                    .any(|op| matches!(op, delta::DeltaOp::Delete { .. }));
+            if erased && matches!(result, Ok(DeltaOutcome::Applied { .. })) {
+                super::forget_damaged_copies(path, "a customer was erased");
+            }
+            let _ = reply.send(result);
+        }
+        Command::States { reply } => {
+            let _ = reply.send(super::stream_states(conn).map_err(ApplyError::from));
+        }
+        Command::Confirm {
+            stream,
+            version,
+            central_ms,
+            reply,
+        } => {
+            let result = freshness::confirm(
+                conn,
+                stream,
+                version,
+                central_ms,
+                crate::storage::now_unix_ms(),
+            );
+            let _ = reply.send(result.map_err(ApplyError::from));
+        }
+        Command::Import { reply, .. } => {
+            // Imports are run by `run` only; reaching here would be a bug of this file.
+            let _ = reply.send(Err(ApplyError::Closed));
+        }
+    }
+}
+
+/// What an import lets through between its chunks: the commands that may pass it, taken from
+/// those deferred earlier (first, to keep each stream's order) and from the channel; the others
+/// wait in `deferred` for after the import.
+struct Passing<'a> {
+    importing: Stream,
+    receiver: &'a mut mpsc::Receiver<Command>,
+    deferred: &'a mut VecDeque<Command>,
+    ready: VecDeque<Command>,
+    path: &'a Path,
+}
+
+impl Interleave for Passing<'_> {
+    fn waiting(&mut self) -> bool {
+        if !self.deferred.is_empty() {
+            let mut kept = VecDeque::with_capacity(self.deferred.len());
+            for command in self.deferred.drain(..) {
+                if command.may_pass(self.importing) {
+                    self.ready.push_back(command);
+                } else {
+                    kept.push_back(command);
+                }
+            }
+            *self.deferred = kept;
+        }
+        while let Ok(command) = self.receiver.try_recv() {
+            if command.may_pass(self.importing) {
+                self.ready.push_back(command);
+            } else {
+                self.deferred.push_back(command);
+            }
+        }
+        !self.ready.is_empty()
+    }
+
+    fn run(&mut self, conn: &Connection) {
+        while let Some(command) = self.ready.pop_front() {
+            serve(conn, self.path, command);
+        }
     }
 }

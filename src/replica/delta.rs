@@ -378,7 +378,11 @@ fn is_constraint(e: &rusqlite::Error) -> bool {
 
 /// Apply `delta` on `conn`, the replica's writer connection: all of it with the stream's new
 /// version in one transaction, or nothing.
-pub fn apply(conn: &mut Connection, delta: &Delta) -> Result<DeltaOutcome, ApplyError> {
+///
+/// Takes a shared connection so the applier can run it between the chunks of an import whose
+/// statements hold the connection (`replica::import::Interleave`); the transaction is still
+/// the connection's only one: the import commits its chunk first.
+pub fn apply(conn: &Connection, delta: &Delta) -> Result<DeltaOutcome, ApplyError> {
     let stream = delta.stream;
     if let Some(reason) = delta.envelope_problem() {
         return Err(ApplyError::InvalidDelta {
@@ -389,7 +393,7 @@ pub fn apply(conn: &mut Connection, delta: &Delta) -> Result<DeltaOutcome, Apply
     }
     // IMMEDIATE: the version read below must still hold when the new one is written, even if
     // an operator runs `relais replica import` by hand meanwhile.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let live: i64 = tx
         .prepare_cached("SELECT version FROM streams WHERE name = ?1")?
         .query_row([stream.name()], |r| r.get(0))?;

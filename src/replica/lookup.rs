@@ -3,6 +3,7 @@
 //! store's own facts after central's watermark (outbox, attached as `facts`), and says how
 //! fresh it is, because a stale truth must never look fresh.
 
+use super::freshness::StaleAfter;
 use super::{Stream, StreamState, stream_states};
 use crate::cards::{CardHasher, CardIdError};
 use crate::decode::gtin::{Gtin14, GtinError};
@@ -10,7 +11,6 @@ use crate::domain::consent::{ConsentChoice, ConsentPurpose, ConsentSource, in_ef
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
@@ -33,7 +33,8 @@ pub enum LookupError {
 pub struct StreamFreshness {
     pub stream: Stream,
     pub version: u64,
-    /// Seconds since the stream was last updated; `None` when it was never loaded.
+    /// Seconds since the stream was last known current: the later of its last change and the
+    /// last heartbeat of central confirming its version; `None` when it was never loaded.
     pub age_s: Option<f64>,
     pub stale: bool,
 }
@@ -150,17 +151,18 @@ pub fn freshness(
     states: &[StreamState],
     streams: &[Stream],
     now_ms: i64,
-    stale_after: Duration,
+    stale_after: StaleAfter,
 ) -> Freshness {
-    let limit = stale_after.as_secs_f64();
     let streams: Vec<StreamFreshness> = streams
         .iter()
         .map(|s| {
+            let limit = stale_after.get(*s).as_secs_f64();
             let state = states.iter().find(|st| st.stream == *s);
-            let (version, applied) = state
-                .map(|st| (st.version, st.applied_ms))
+            let (version, current) = state
+                .map(|st| (st.version, st.current_ms()))
                 .unwrap_or((0, 0));
-            let age_s = (version > 0).then(|| ((now_ms - applied).max(0) as f64) / 1000.0);
+            let age_s =
+                (version > 0).then(|| (now_ms.saturating_sub(current).max(0) as f64) / 1000.0);
             StreamFreshness {
                 stream: *s,
                 version,
@@ -186,7 +188,7 @@ pub fn product_by_code(
     conn: &Connection,
     code: &str,
     now_ms: i64,
-    stale_after: Duration,
+    stale_after: StaleAfter,
 ) -> Result<Answer<ProductAnswer>, LookupError> {
     product_by_gtin(conn, gtin_of_code(code)?, now_ms, stale_after)
 }
@@ -234,7 +236,7 @@ pub fn product_by_scan(
     rules: &crate::scan::ScanRules,
     now_ms: i64,
     today: chrono::NaiveDate,
-    stale_after: Duration,
+    stale_after: StaleAfter,
 ) -> Result<Answer<ProductAnswer>, LookupError> {
     let reading = scale_label(decoded, rules)?;
     let gtin = crate::scan::lookup_gtin(decoded, reading.as_ref()).ok_or(LookupError::NoGtin)?;
@@ -267,7 +269,7 @@ pub fn product_by_gtin(
     conn: &Connection,
     gtin: Gtin14,
     now_ms: i64,
-    stale_after: Duration,
+    stale_after: StaleAfter,
 ) -> Result<Answer<ProductAnswer>, LookupError> {
     // One statement answers everything: the stream states (tag 0), then the product with its
     // stock once per price in effect (tag 1; a join, so the product is searched once). A single
@@ -279,8 +281,8 @@ pub fn product_by_gtin(
     // b-tree on every run, and a SKU has few reservations.
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "SELECT 0, name, version, applied_ms, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                NULL, NULL
+            "SELECT 0, name, version, applied_ms, confirmed_ms, NULL, NULL, NULL, NULL, NULL, NULL,
+                NULL, NULL, NULL
          FROM streams
          UNION ALL
          SELECT 1, p.sku, p.name, p.attributes, s.on_hand, s.watermark_seq,
@@ -318,6 +320,7 @@ pub fn product_by_gtin(
                 stream: PRODUCT_STREAMS[slot],
                 version: r.get::<_, i64>(2)?.max(0) as u64,
                 applied_ms: r.get(3)?,
+                confirmed_ms: r.get(4)?,
             });
             continue;
         }
@@ -476,7 +479,7 @@ pub fn customer_by_card(
     hasher: &CardHasher,
     card_id: &str,
     now_ms: i64,
-    stale_after: Duration,
+    stale_after: StaleAfter,
 ) -> Result<Answer<CustomerAnswer>, LookupError> {
     customer_by_token(conn, hasher.token_for(card_id)?, now_ms, stale_after)
 }
@@ -487,7 +490,7 @@ pub fn customer_by_token(
     conn: &Connection,
     token: crate::cards::CardToken,
     now_ms: i64,
-    stale_after: Duration,
+    stale_after: StaleAfter,
 ) -> Result<Answer<CustomerAnswer>, LookupError> {
     let customer_id: Option<String> = conn
         .prepare_cached("SELECT customer_id FROM card_tokens WHERE token = ?1")?
@@ -511,7 +514,7 @@ pub fn customer_by_id(
     conn: &Connection,
     customer_id: &str,
     now_ms: i64,
-    stale_after: Duration,
+    stale_after: StaleAfter,
 ) -> Result<Answer<CustomerAnswer>, LookupError> {
     let fresh = freshness(
         &stream_states(conn)?,

@@ -6,8 +6,10 @@
 pub mod apply;
 pub mod consent;
 pub mod delta;
+pub mod freshness;
 pub mod import;
 pub mod lookup;
+mod rows;
 
 use serde::Serialize;
 use std::fmt;
@@ -87,6 +89,7 @@ pub(crate) fn migrations() -> Vec<String> {
         customers_without_token_list(),
         customers_with_consent(),
         reservations_with_fulfilment(),
+        STREAMS_CONFIRMED.to_owned(),
     ]
 }
 
@@ -134,6 +137,12 @@ fn reservations_with_fulfilment() -> String {
     }
     step
 }
+
+/// Step 6: when central's heartbeat last confirmed the live version of a stream (unix ms, 0
+/// when never): a stream that did not change but is still current is not stale
+/// (`replica::freshness`).
+const STREAMS_CONFIRMED: &str =
+    "ALTER TABLE streams ADD COLUMN confirmed_ms INTEGER NOT NULL DEFAULT 0;\n";
 
 /// Step 2 (kept as it shipped): customers carried the list of their card tokens, so that a delta
 /// replacing or erasing one customer's tokens found them without an index on
@@ -257,25 +266,44 @@ pub struct StreamState {
     pub version: u64,
     /// When the last snapshot or delta was applied (unix ms); 0 when never.
     pub applied_ms: i64,
+    /// When central's heartbeat last said the live version is still current (unix ms); 0 when
+    /// never.
+    pub confirmed_ms: i64,
+}
+
+impl StreamState {
+    /// When the stream was last known current (see `replica::freshness`).
+    pub fn current_ms(&self) -> i64 {
+        freshness::last_current_ms(self.applied_ms, self.confirmed_ms)
+    }
 }
 
 pub fn stream_states(conn: &rusqlite::Connection) -> Result<Vec<StreamState>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached("SELECT name, version, applied_ms FROM streams")?;
+    // A replica not migrated yet (read by `relais doctor` before an upgraded agent first
+    // started) has no `confirmed_ms`: it reads as never confirmed. Only that case pays for
+    // the second prepare.
+    let mut stmt =
+        match conn.prepare_cached("SELECT name, version, applied_ms, confirmed_ms FROM streams") {
+            Ok(stmt) => stmt,
+            Err(_) => conn.prepare_cached("SELECT name, version, applied_ms, 0 FROM streams")?,
+        };
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (name, version, applied_ms) = row?;
+        let (name, version, applied_ms, confirmed_ms) = row?;
         if let Some(stream) = Stream::ALL.into_iter().find(|s| s.name() == name) {
             out.push(StreamState {
                 stream,
                 version: version.max(0) as u64,
                 applied_ms,
+                confirmed_ms,
             });
         }
     }

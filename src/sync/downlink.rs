@@ -11,6 +11,7 @@ use super::wire::{self, RplMessage};
 use crate::replica::Stream;
 use crate::replica::apply::{ApplierHandle, DeltaOutcome};
 use crate::replica::delta::Delta;
+use crate::replica::freshness::Confirmation;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -270,6 +271,25 @@ async fn handle_rpl(
                 );
             }
         }
+        RplMessage::Heartbeat(heartbeat) => {
+            if heartbeat.stream != stream || heartbeat.v != wire::CONTRACT_VERSION {
+                refuse(
+                    ctx,
+                    stream,
+                    format!(
+                        "a heartbeat of contract version {} for {} arrived on the {stream} topic",
+                        heartbeat.v, heartbeat.stream
+                    ),
+                );
+                return;
+            }
+            // A refetch sets the version at its swap: there is nothing to confirm until then,
+            // and a heartbeat ahead is what the refetch is already for.
+            if refetching.running.contains_key(&stream) {
+                return;
+            }
+            heartbeat_received(ctx, heartbeat, refetching, done).await;
+        }
         RplMessage::Delta(delta) => {
             if delta.stream != stream {
                 refuse(
@@ -323,16 +343,55 @@ async fn apply(
     }
 }
 
+/// Central says the stream is current at a version: confirm it, refetch when central is ahead
+/// (versions were lost on the way, as for a delta gap), ignore a replay.
+async fn heartbeat_received(
+    ctx: &Arc<DownlinkContext>,
+    heartbeat: wire::RplHeartbeat,
+    refetching: &mut Refetches,
+    done: &mpsc::Sender<(Stream, Result<Option<u64>, String>)>,
+) {
+    let stream = heartbeat.stream;
+    match ctx
+        .applier
+        .confirm(stream, heartbeat.current_version, heartbeat.at_ms)
+        .await
+    {
+        Ok(Confirmation::Confirmed {
+            version,
+            confirmed_ms,
+            ..
+        }) => {
+            tracing::debug!(%stream, version, confirmed_ms, "central confirmed the stream is current");
+        }
+        Ok(Confirmation::Ahead { live, got, .. }) => {
+            tracing::warn!(%stream, live, central = got, "central's heartbeat is ahead of the replica: fetching a snapshot");
+            start_refetch(ctx, stream, None, Need::Required, refetching, done);
+        }
+        Ok(Confirmation::Behind { live, got, .. }) => {
+            tracing::debug!(%stream, live, heartbeat = got, "heartbeat older than the replica; ignored");
+        }
+        Err(e) => {
+            tracing::warn!(%stream, error = %e, "central's heartbeat could not be recorded; the stream's age counts from its last change");
+        }
+    }
+}
+
 /// A delta or a control message; when neither, the reason names the field that is wrong
 /// (serde's untagged enums only say "did not match any variant").
 fn parse_rpl(payload: &[u8]) -> Result<RplMessage, String> {
     if let Ok(message) = serde_json::from_slice::<RplMessage>(payload) {
         return Ok(message);
     }
-    let looks_like_control = serde_json::from_slice::<serde_json::Value>(payload)
-        .map(|v| v.get("must_refetch").is_some())
-        .unwrap_or(false);
-    if looks_like_control {
+    let value = serde_json::from_slice::<serde_json::Value>(payload).ok();
+    let has = |field: &str| value.as_ref().is_some_and(|v| v.get(field).is_some());
+    if has("current_version") {
+        return match serde_json::from_slice::<wire::RplHeartbeat>(payload) {
+            Ok(heartbeat) => Ok(RplMessage::Heartbeat(heartbeat)),
+            Err(e) => Err(format!("not a valid heartbeat of the contract: {e}")),
+        };
+    }
+    if has("must_refetch") {
         return match serde_json::from_slice::<wire::RplControl>(payload) {
             Ok(control) => Ok(RplMessage::Control(control)),
             Err(e) => Err(format!("not a valid control message of the contract: {e}")),
@@ -493,5 +552,22 @@ mod tests {
         assert!(reason.contains("control message"), "{reason}");
         let good = br#"{"v":1,"stream":"stock","must_refetch":true}"#;
         assert!(matches!(parse_rpl(good), Ok(RplMessage::Control(_))));
+    }
+
+    #[test]
+    fn a_heartbeat_parses_and_a_malformed_one_names_what_is_wrong() {
+        let good = br#"{"v":1,"stream":"stock","current_version":42,"at_ms":1765100000000}"#;
+        match parse_rpl(good) {
+            Ok(RplMessage::Heartbeat(h)) => {
+                assert_eq!((h.stream, h.current_version), (Stream::Stock, 42))
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = br#"{"v":1,"stream":"stock","current_version":-1,"at_ms":0}"#;
+        let reason = parse_rpl(bad).err().unwrap_or_default();
+        assert!(reason.contains("heartbeat"), "{reason}");
+        let missing = br#"{"v":1,"stream":"stock","current_version":4}"#;
+        let reason = parse_rpl(missing).err().unwrap_or_default();
+        assert!(reason.contains("at_ms"), "{reason}");
     }
 }

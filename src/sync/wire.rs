@@ -186,6 +186,10 @@ pub struct ReplicaStreamState {
     pub stream: Stream,
     pub version: u64,
     pub applied_ms: i64,
+    /// When central's last heartbeat confirmed `version` (unix ms; 0 when never). Absent from
+    /// agents older than the heartbeat.
+    #[serde(default)]
+    pub confirmed_ms: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -235,12 +239,31 @@ pub struct PausedStream {
     pub reason: String,
 }
 
-/// Downlink on `rpl/{stream}`: a delta, or a control message telling the agent to refetch.
+/// Downlink on `rpl/{stream}`: a delta, a control message telling the agent to refetch, or a
+/// heartbeat saying the stream is still current.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum RplMessage {
     Control(RplControl),
+    Heartbeat(RplHeartbeat),
     Delta(crate::replica::delta::Delta),
+}
+
+/// Central's "`stream` is current at `current_version`", sent on `rpl/{stream}` while the
+/// stream does not change, so that a stream unchanged for days is not taken for a stale one:
+/// the agent's freshness counts from the later of its last change and the last heartbeat at
+/// its live version. A heartbeat ahead of the live version means deltas were lost (the agent
+/// refetches, as for a delta gap); one behind it is a replay (ignored).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RplHeartbeat {
+    pub v: u32,
+    pub stream: Stream,
+    /// The newest version central published of `stream`.
+    pub current_version: u64,
+    /// Central's clock when it sent this (unix ms): a heartbeat that waited in a queue
+    /// confirms the stream only as of then.
+    pub at_ms: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
