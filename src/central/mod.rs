@@ -56,6 +56,9 @@ impl BrokerLogin {
     pub fn options(&self, client_id: &str) -> Result<MqttOptions, CentralError> {
         let mut options = MqttOptions::new(client_id, self.broker.host.clone(), self.broker.port);
         options.set_keep_alive(Duration::from_secs(30));
+        // rumqttc keeps a slot per publish it may have in flight, 65,535 by default (~13 MB a
+        // client): central's tools need far fewer, and a simulated fleet runs thousands.
+        options.set_outgoing_inflight_upper_limit(1024);
         options.set_max_packet_size(Some(
             (crate::sync::wire::MAX_DOWNLINK_BYTES + (16 << 20)) as u32,
         ));

@@ -123,6 +123,8 @@ pub async fn run(options: FleetOptions) -> Result<FleetReport, CentralError> {
             .unwrap_or_default();
         mqtt.set_credentials(agent.clone(), password);
         mqtt.set_clean_start(true);
+        // As the agent: a few batches in flight, not rumqttc's default of 65,535 slots.
+        mqtt.set_outgoing_inflight_upper_limit(32);
         let topics = Topics::new(&agent);
         let will = serde_json::to_vec(&AgentState::offline(&agent)).unwrap_or_default();
         mqtt.set_last_will(LastWill::new(
