@@ -162,7 +162,8 @@ pub fn open_storage(config: &Config) -> Result<OpenStorage, AgentError> {
                 config.outbox.history_keep,
                 config.outbox.keys_keep,
                 Some(paths.replica.clone()),
-            ),
+            )
+            .with_returns_keep(config.outbox.returns_keep),
         },
     )?;
     let readers = ReaderPool::start(&paths.replica, &paths.outbox, config.replica.readers)?;

@@ -367,6 +367,9 @@ pub fn outbox_stats(config: &Config, json: bool) -> anyhow::Result<u8> {
             "retention": retention,
             "history_keep_s": config.outbox.history_keep.as_secs(),
             "keys_keep_s": config.outbox.keys_keep.as_secs(),
+            "returns_keep_s": config.outbox.returns_keep.as_secs(),
+            "last_fact_seq": stats.last_fact_seq,
+            "fact_epoch": stats.fact_epoch,
         });
         println!("{value}");
     } else {
@@ -389,13 +392,14 @@ pub fn outbox_stats(config: &Config, json: bool) -> anyhow::Result<u8> {
             );
         }
         println!(
-            "last seq {}  boot {}  on disk {} B",
-            stats.last_seq, stats.boot, bytes_on_disk
+            "last seq {}  boot {}  on disk {} B  store facts numbered 1..{} (epoch {})",
+            stats.last_seq, stats.boot, bytes_on_disk, stats.last_fact_seq, stats.fact_epoch
         );
         println!(
-            "retention: history {}, keys {} (then pruned once central has them)",
+            "retention: history {}, keys {}, returns {} (then pruned once central has them)",
             humantime::format_duration(config.outbox.history_keep),
-            humantime::format_duration(config.outbox.keys_keep)
+            humantime::format_duration(config.outbox.keys_keep),
+            humantime::format_duration(config.outbox.returns_keep)
         );
         for table in &retention {
             let oldest = table

@@ -54,6 +54,9 @@ pub(crate) const TELEMETRY_QUOTA_ROWS: (i64, i64, i64) = (200_000, 0, 100_000_00
 pub(crate) const HISTORY_KEEP: Duration = Duration::from_secs(7 * 86_400);
 /// `outbox.keys_keep`: a stored idempotency answer is replayed to a till's retry this long.
 pub(crate) const KEYS_KEEP: Duration = Duration::from_secs(7 * 86_400);
+/// `outbox.returns_keep`: what each ticket sold is kept this long for the returns that name it
+/// (the store's return window).
+pub(crate) const RETURNS_KEEP: Duration = crate::outbox::prune::DEFAULT_RETURNS_KEEP;
 pub(crate) const KEEP_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(3650 * 86_400));
 
@@ -229,6 +232,12 @@ pub(crate) const KEYS: &[KeySpec] = &[
         key: "keys_keep",
         kind: "a duration string",
         example: "\"7d\"",
+    },
+    KeySpec {
+        section: "outbox",
+        key: "returns_keep",
+        kind: "a duration string",
+        example: "\"90d\"",
     },
     KeySpec {
         section: "disk",

@@ -175,6 +175,8 @@ pub struct OutboxConfig {
     /// Stored idempotency answers are kept at least this long (a till's retry window), then
     /// pruned once central acknowledged their event.
     pub keys_keep: Duration,
+    /// `outbox.returns_keep`: a ticket's lines are kept this long for returns naming it.
+    pub returns_keep: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,6 +408,7 @@ impl Config {
                 telemetry_quota_rows: defaults::TELEMETRY_QUOTA_ROWS.0 as u64,
                 history_keep: defaults::HISTORY_KEEP,
                 keys_keep: defaults::KEYS_KEEP,
+                returns_keep: defaults::RETURNS_KEEP,
             },
             disk: DiskConfig {
                 low_free_mb: defaults::LOW_FREE_MB.0 as u64,

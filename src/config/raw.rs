@@ -73,6 +73,7 @@ pub(crate) struct RawOutbox {
     pub telemetry_quota_rows: Field<i64>,
     pub history_keep: Field<String>,
     pub keys_keep: Field<String>,
+    pub returns_keep: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -36,6 +36,7 @@ group_commit_max = {group_commit_max}
 telemetry_quota_rows = {telemetry_quota_rows}
 history_keep = {history_keep}
 keys_keep = {keys_keep}
+returns_keep = {returns_keep}
 
 [disk]
 low_free_mb = {low_free_mb}
@@ -84,6 +85,7 @@ format = {format}
         telemetry_quota_rows = c.outbox.telemetry_quota_rows,
         history_keep = string(&duration(c.outbox.history_keep)),
         keys_keep = string(&duration(c.outbox.keys_keep)),
+        returns_keep = string(&duration(c.outbox.returns_keep)),
         low_free_mb = c.disk.low_free_mb,
         damaged_copies_keep = string(&duration(c.disk.damaged_copies_keep)),
         card_hash_key_file = path(&c.customers.card_hash_key_file),

@@ -589,6 +589,12 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
         defaults::KEYS_KEEP,
         defaults::KEEP_RANGE,
     );
+    let returns_keep = c.duration(
+        "outbox.returns_keep",
+        &outbox.returns_keep,
+        defaults::RETURNS_KEEP,
+        defaults::KEEP_RANGE,
+    );
     let low_free_mb = c.int("disk.low_free_mb", &disk.low_free_mb, defaults::LOW_FREE_MB);
     let damaged_copies_keep = c.duration(
         "disk.damaged_copies_keep",
@@ -698,6 +704,7 @@ pub(crate) fn validate(raw: RawConfig, text: &str, origin: &Path) -> Result<Conf
             telemetry_quota_rows,
             history_keep,
             keys_keep,
+            returns_keep,
         },
         disk: DiskConfig {
             low_free_mb,

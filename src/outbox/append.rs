@@ -358,8 +358,9 @@ fn write_effect(
             customer_id,
         } => {
             tx.prepare_cached(
-                "INSERT INTO sold_lines(receipt, line, seq, sku, gtin, qty, points, customer_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO sold_lines(receipt, line, seq, sku, gtin, qty, points, customer_id,
+                                        wall_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 receipt,
@@ -369,7 +370,8 @@ fn write_effect(
                 gtin,
                 qty,
                 points,
-                customer_id
+                customer_id,
+                wall_ms
             ])?;
         }
         Effect::Returned {
@@ -381,8 +383,9 @@ fn write_effect(
         } => {
             let (source, id) = original.key();
             tx.prepare_cached(
-                "INSERT INTO returned_lines(source, original, line, seq, return_line, qty, points)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO returned_lines(source, original, line, seq, return_line, qty, points,
+                                            wall_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 source,
@@ -391,7 +394,8 @@ fn write_effect(
                 as_i64(seq),
                 return_line,
                 qty,
-                points
+                points,
+                wall_ms
             ])?;
         }
     }

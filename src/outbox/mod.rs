@@ -498,8 +498,12 @@ CREATE TABLE sold_lines (
     qty         INTEGER NOT NULL,
     points      INTEGER NOT NULL,
     customer_id TEXT,
+    wall_ms     INTEGER NOT NULL,
     PRIMARY KEY (receipt, line)
 ) WITHOUT ROWID;
+-- Pruning takes them oldest first (ADR 0025, `outbox.returns_keep`): seqs grow, so this index is
+-- appended at its right edge.
+CREATE INDEX sold_lines_by_seq ON sold_lines(seq);
 CREATE TABLE returned_lines (
     source      TEXT NOT NULL,
     original    TEXT NOT NULL,
@@ -508,8 +512,10 @@ CREATE TABLE returned_lines (
     return_line INTEGER NOT NULL,
     qty         INTEGER NOT NULL,
     points      INTEGER NOT NULL,
+    wall_ms     INTEGER NOT NULL,
     PRIMARY KEY (source, original, line, seq, return_line)
 ) WITHOUT ROWID;
+CREATE INDEX returned_lines_by_seq ON returned_lines(seq);
 -- Points a return took back: they lower the balance like a burn but are not one, so they do
 -- not use up loyalty.offline_burn_cap (nothing can be spent twice through them).
 ALTER TABLE loyalty_ops ADD COLUMN reversal INTEGER NOT NULL DEFAULT 0;

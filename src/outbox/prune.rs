@@ -38,10 +38,17 @@ pub struct PruneSettings {
     /// Stored idempotency answers are kept at least this long (`outbox.keys_keep`), and
     /// afterwards until central acknowledged their event.
     pub keys_keep: Duration,
+    /// What each ticket sold and what returns brought back of it are kept this long
+    /// (`outbox.returns_keep`, the store's return window), and afterwards until central has
+    /// the fact: a return naming an older ticket is recorded unchecked (central decides).
+    pub returns_keep: Duration,
     /// `replica.db`, attached read-only while marking. `None`: only keys are pruned (what the
     /// replica covers is unknown, so the rest is kept).
     pub replica: Option<PathBuf>,
 }
+
+/// `outbox.returns_keep` by default: a 90-day return window.
+pub const DEFAULT_RETURNS_KEEP: Duration = Duration::from_secs(90 * 86_400);
 
 /// What a marked row waits at least before it is deleted (module docs).
 const SETTLE_MAX: Duration = Duration::from_secs(600);
@@ -59,17 +66,30 @@ impl PruneSettings {
         PruneSettings {
             history_keep,
             keys_keep,
+            returns_keep: DEFAULT_RETURNS_KEEP,
             replica,
         }
     }
 
+    /// `outbox.returns_keep`.
+    pub fn with_returns_keep(mut self, returns_keep: Duration) -> Self {
+        self.returns_keep = returns_keep;
+        self
+    }
+
     /// How long marked rows wait before they are deleted.
     pub fn settle(&self) -> Duration {
-        SETTLE_MAX.min(self.history_keep).min(self.keys_keep)
+        SETTLE_MAX
+            .min(self.history_keep)
+            .min(self.keys_keep)
+            .min(self.returns_keep)
     }
 
     fn round_every(&self) -> Duration {
-        ROUND_EVERY.min(self.history_keep).min(self.keys_keep)
+        ROUND_EVERY
+            .min(self.history_keep)
+            .min(self.keys_keep)
+            .min(self.returns_keep)
     }
 }
 
@@ -96,15 +116,20 @@ enum Kind {
     Released,
     Prepared,
     ShipmentSteps,
+    /// `sold_lines` and `returned_lines`: past `returns_keep` and the fact delivered.
+    SoldLines,
+    ReturnedLines,
 }
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 8] = [
     Kind::Movements,
     Kind::Loyalty,
     Kind::Keys,
     Kind::Released,
     Kind::Prepared,
     Kind::ShipmentSteps,
+    Kind::SoldLines,
+    Kind::ReturnedLines,
 ];
 
 impl Kind {
@@ -113,7 +138,7 @@ impl Kind {
     }
 
     fn needs_replica(self) -> bool {
-        self != Kind::Keys
+        !matches!(self, Kind::Keys | Kind::SoldLines | Kind::ReturnedLines)
     }
 
     /// The seq of the last of the next `?2` rows after `?1`, and the oldest time among them.
@@ -142,6 +167,14 @@ impl Kind {
             }
             Kind::ShipmentSteps => {
                 "SELECT MAX(seq), MIN(wall_ms) FROM (SELECT seq, wall_ms FROM main.shipment_steps
+                   WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
+            }
+            Kind::SoldLines => {
+                "SELECT MAX(seq), MIN(wall_ms) FROM (SELECT seq, wall_ms FROM main.sold_lines
+                   WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
+            }
+            Kind::ReturnedLines => {
+                "SELECT MAX(seq), MIN(wall_ms) FROM (SELECT seq, wall_ms FROM main.returned_lines
                    WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
             }
         }
@@ -191,6 +224,19 @@ impl Kind {
                    AND NOT EXISTS (SELECT 1 FROM rpl.reservations r WHERE r.order_id = c.order_id)
                    AND NOT EXISTS (SELECT 1 FROM main.events e WHERE e.seq = c.seq)"
             }
+            Kind::SoldLines => {
+                "INSERT OR IGNORE INTO temp.prune_due(kind, seq, line, key)
+                 SELECT 6, s.seq, s.line, s.receipt FROM main.sold_lines s
+                 WHERE s.seq > ?1 AND s.seq <= ?2 AND s.wall_ms <= ?3
+                   AND NOT EXISTS (SELECT 1 FROM main.events e WHERE e.seq = s.seq)"
+            }
+            // Marked per (seq, original line): every return line of one return for it goes.
+            Kind::ReturnedLines => {
+                "INSERT OR IGNORE INTO temp.prune_due(kind, seq, line, key)
+                 SELECT 7, r.seq, r.line, json_array(r.source, r.original) FROM main.returned_lines r
+                 WHERE r.seq > ?1 AND r.seq <= ?2 AND r.wall_ms <= ?3
+                   AND NOT EXISTS (SELECT 1 FROM main.events e WHERE e.seq = r.seq)"
+            }
             Kind::ShipmentSteps => {
                 "INSERT OR IGNORE INTO temp.prune_due(kind, seq, line, key)
                  SELECT 5, c.seq, c.step, c.order_id FROM main.shipment_steps c
@@ -222,6 +268,12 @@ impl Kind {
             Kind::ShipmentSteps => {
                 &["DELETE FROM main.shipment_steps WHERE order_id = ?3 AND step = ?2 AND seq = ?1"]
             }
+            Kind::SoldLines => {
+                &["DELETE FROM main.sold_lines WHERE receipt = ?3 AND line = ?2 AND seq = ?1"]
+            }
+            Kind::ReturnedLines => &["DELETE FROM main.returned_lines
+                 WHERE source = json_extract(?3, '$[0]') AND original = json_extract(?3, '$[1]')
+                   AND line = ?2 AND seq = ?1"],
         }
     }
 
@@ -234,6 +286,8 @@ impl Kind {
             Kind::Released => &["released_lines"],
             Kind::Prepared => &["prepared_lines"],
             Kind::ShipmentSteps => &["shipment_steps"],
+            Kind::SoldLines => &["sold_lines"],
+            Kind::ReturnedLines => &["returned_lines"],
         }
     }
 }
@@ -257,6 +311,7 @@ pub(super) struct Pruner {
     /// Unix ms before which a history row / a key is old enough, fixed when a round starts.
     history_cutoff_ms: i64,
     keys_cutoff_ms: i64,
+    returns_cutoff_ms: i64,
     /// The replica could be attached this round (else only keys are marked).
     replica_ok: bool,
     /// The temporary table exists on the writer's connection.
@@ -272,6 +327,7 @@ impl Pruner {
             phase: Phase::Waiting { at },
             history_cutoff_ms: 0,
             keys_cutoff_ms: 0,
+            returns_cutoff_ms: 0,
             replica_ok: false,
             ready: false,
         }
@@ -339,6 +395,7 @@ impl Pruner {
         let now = crate::storage::now_unix_ms();
         self.history_cutoff_ms = now.saturating_sub(millis(self.settings.history_keep));
         self.keys_cutoff_ms = now.saturating_sub(millis(self.settings.keys_keep));
+        self.returns_cutoff_ms = now.saturating_sub(millis(self.settings.returns_keep));
         self.replica_ok = self
             .settings
             .replica
@@ -368,6 +425,7 @@ impl Pruner {
             .query_row(params![cursor, PRUNE_CHUNK], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let cutoff = match k {
             Kind::Keys => self.keys_cutoff_ms,
+            Kind::SoldLines | Kind::ReturnedLines => self.returns_cutoff_ms,
             _ => self.history_cutoff_ms,
         };
         let Some(upto) = upto else {

@@ -639,3 +639,63 @@ fn a_hand_over_record_goes_once_central_no_longer_lists_the_order_and_one_still_
     drop(handle);
     writer.join();
 }
+
+/// A ticket under `receipt` for customer C-1: one line of `qty` MILK.
+fn receipted_ticket(receipt: &str, qty: i64) -> AppendRequest {
+    AppendRequest::fact(StoreFact::Sale(crate::domain::Sale::plain(SaleRecorded {
+        receipt: Some(receipt.to_owned()),
+        lines: vec![FactLine {
+            sku: Some("MILK".to_owned()),
+            gtin: None,
+            qty,
+            unit_price_minor: Some(250),
+            stock_applied: true,
+            original_line: None,
+            points: None,
+        }],
+        total_minor: None,
+        currency: Some("EUR".into()),
+        customer_id: Some("C-1".into()),
+        earn_per_minor_units: None,
+        points_earned: None,
+        client_key: None,
+        by: "till-1".into(),
+    })))
+}
+
+#[test]
+fn a_tickets_lines_go_after_the_return_window_once_central_has_it_and_a_newer_ones_stay() {
+    let store = Store::new(&[("MILK", 100, 0)]);
+    let settings = WriterSettings {
+        prune: PruneSettings::new(KEEP, KEEP, Some(store.replica.clone())).with_returns_keep(KEEP),
+        ..store.settings(KEEP, KEEP)
+    };
+    let (handle, writer) = OutboxWriter::start(&store.outbox, settings).expect("writer");
+    let old = handle
+        .append_blocking(receipted_ticket("R-OLD", 2))
+        .expect("old ticket");
+    let kept = handle
+        .append_blocking(receipted_ticket("R-UNSENT", 1))
+        .expect("ticket central has not got");
+    assert_eq!(store.rows("SELECT COUNT(*) FROM sold_lines"), 2);
+    // Central has the first ticket only.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
+    rt.block_on(handle.delivered(vec![[old.seq, old.seq]]))
+        .expect("delivered");
+    store.wait_pruned("sold_lines", 1);
+    assert_eq!(
+        store.rows("SELECT COUNT(*) FROM sold_lines WHERE receipt = 'R-OLD'"),
+        0,
+        "past the window and delivered"
+    );
+    assert_eq!(
+        store.rows("SELECT COUNT(*) FROM sold_lines WHERE receipt = 'R-UNSENT'"),
+        1,
+        "its event is still queued: kept whatever its age"
+    );
+    assert!(kept.seq > old.seq);
+    drop(handle);
+    writer.join();
+}

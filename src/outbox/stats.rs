@@ -221,6 +221,8 @@ pub const RETENTION_TABLES: &[&str] = &[
     "released_lines",
     "prepared_lines",
     "shipment_steps",
+    "sold_lines",
+    "returned_lines",
 ];
 
 /// One table's retention, for an auditor: rows held, rows pruned since the outbox was created,
@@ -255,7 +257,8 @@ pub fn retention(conn: &Connection) -> Result<Vec<TableRetention>, rusqlite::Err
                     "SELECT wall_ms FROM {table} ORDER BY seq, line LIMIT 1"
                 )),
                 "idempotency" => Some("SELECT MIN(at_ms) FROM idempotency".to_string()),
-                "released_lines" | "prepared_lines" | "shipment_steps" => {
+                "released_lines" | "prepared_lines" | "shipment_steps" | "sold_lines"
+                | "returned_lines" => {
                     Some(format!("SELECT MIN(wall_ms) FROM {table}"))
                 }
                 _ => None,
