@@ -119,9 +119,13 @@ enum Kind {
     /// `sold_lines` and `returned_lines`: past `returns_keep` and the fact delivered.
     SoldLines,
     ReturnedLines,
+    /// `consent_changes`: once central's customers row carries a choice for that purpose dated
+    /// at or after the change (the row no longer changes what a lookup shows), or central
+    /// erased the customer; the change delivered, and past `history_keep`.
+    Consent,
 }
 
-const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 9] = [
     Kind::Movements,
     Kind::Loyalty,
     Kind::Keys,
@@ -130,6 +134,7 @@ const KINDS: [Kind; 8] = [
     Kind::ShipmentSteps,
     Kind::SoldLines,
     Kind::ReturnedLines,
+    Kind::Consent,
 ];
 
 impl Kind {
@@ -175,6 +180,11 @@ impl Kind {
             }
             Kind::ReturnedLines => {
                 "SELECT MAX(seq), MIN(wall_ms) FROM (SELECT seq, wall_ms FROM main.returned_lines
+                   WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
+            }
+            // One row per customer and purpose at most: small, no index by seq.
+            Kind::Consent => {
+                "SELECT MAX(seq), MIN(at_ms) FROM (SELECT seq, at_ms FROM main.consent_changes
                    WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
             }
         }
@@ -237,6 +247,18 @@ impl Kind {
                  WHERE r.seq > ?1 AND r.seq <= ?2 AND r.wall_ms <= ?3
                    AND NOT EXISTS (SELECT 1 FROM main.events e WHERE e.seq = r.seq)"
             }
+            Kind::Consent => {
+                "INSERT OR IGNORE INTO temp.prune_due(kind, seq, line, key)
+                 SELECT 8, c.seq, 0, json_array(c.customer_id, c.purpose)
+                 FROM main.consent_changes c
+                 LEFT JOIN rpl.customers k ON k.customer_id = c.customer_id
+                 WHERE c.seq > ?1 AND c.seq <= ?2 AND c.at_ms <= ?3
+                   AND (SELECT version FROM rpl.streams WHERE name = 'customers') > 0
+                   AND NOT EXISTS (SELECT 1 FROM main.events e WHERE e.seq = c.seq)
+                   AND (k.customer_id IS NULL
+                        OR (c.purpose = 'marketing' AND k.consent_marketing_ms >= c.at_ms)
+                        OR (c.purpose = 'profiling' AND k.consent_profiling_ms >= c.at_ms))"
+            }
             Kind::ShipmentSteps => {
                 "INSERT OR IGNORE INTO temp.prune_due(kind, seq, line, key)
                  SELECT 5, c.seq, c.step, c.order_id FROM main.shipment_steps c
@@ -271,6 +293,9 @@ impl Kind {
             Kind::SoldLines => {
                 &["DELETE FROM main.sold_lines WHERE receipt = ?3 AND line = ?2 AND seq = ?1"]
             }
+            Kind::Consent => &["DELETE FROM main.consent_changes
+                 WHERE customer_id = json_extract(?3, '$[0]') AND purpose = json_extract(?3, '$[1]')
+                   AND seq = ?1"],
             Kind::ReturnedLines => &["DELETE FROM main.returned_lines
                  WHERE source = json_extract(?3, '$[0]') AND original = json_extract(?3, '$[1]')
                    AND line = ?2 AND seq = ?1"],
@@ -288,6 +313,7 @@ impl Kind {
             Kind::ShipmentSteps => &["shipment_steps"],
             Kind::SoldLines => &["sold_lines"],
             Kind::ReturnedLines => &["returned_lines"],
+            Kind::Consent => &["consent_changes"],
         }
     }
 }

@@ -699,3 +699,59 @@ fn a_tickets_lines_go_after_the_return_window_once_central_has_it_and_a_newer_on
     drop(handle);
     writer.join();
 }
+
+fn consent_change(purpose: crate::domain::ConsentPurpose, at_ms: i64) -> AppendRequest {
+    AppendRequest::fact(StoreFact::ConsentChanged(crate::domain::ConsentChanged {
+        customer_id: "C-1".into(),
+        purpose,
+        granted: true,
+        at: "2026-12-07T10:00:00.000Z".into(),
+        at_ms,
+        client_key: None,
+        by: "till-1".into(),
+    }))
+}
+
+#[test]
+fn a_consent_change_goes_once_centrals_row_is_dated_after_it_and_one_central_has_not_caught_up_with_stays()
+ {
+    use crate::domain::ConsentPurpose;
+    let store = Store::new(&[("MILK", 100, 0)]);
+    let (handle, writer) = store.start();
+    let at = crate::storage::now_unix_ms() - 5_000;
+    let first = handle
+        .append_blocking(consent_change(ConsentPurpose::Marketing, at))
+        .expect("marketing");
+    let second = handle
+        .append_blocking(consent_change(ConsentPurpose::Profiling, at))
+        .expect("profiling");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
+    rt.block_on(handle.delivered(vec![[first.seq, second.seq]]))
+        .expect("delivered");
+    // Central's row: the marketing choice dated after the till's change (central has it), the
+    // profiling one older (central has not applied the change yet).
+    {
+        let conn = crate::replica::open_writer(&store.replica).expect("replica");
+        conn.execute(
+            "UPDATE customers SET consent_marketing = 1, consent_marketing_ms = ?1,
+                                  consent_profiling = 0, consent_profiling_ms = ?2
+             WHERE customer_id = 'C-1'",
+            params![at + 1_000, at - 86_400_000],
+        )
+        .expect("delta");
+    }
+    store.wait_pruned("consent_changes", 1);
+    assert_eq!(
+        store.rows("SELECT COUNT(*) FROM consent_changes WHERE purpose = 'marketing'"),
+        0
+    );
+    assert_eq!(
+        store.rows("SELECT COUNT(*) FROM consent_changes WHERE purpose = 'profiling'"),
+        1,
+        "still what the lookup shows: central's row is older"
+    );
+    drop(handle);
+    writer.join();
+}

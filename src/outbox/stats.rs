@@ -223,6 +223,7 @@ pub const RETENTION_TABLES: &[&str] = &[
     "shipment_steps",
     "sold_lines",
     "returned_lines",
+    "consent_changes",
 ];
 
 /// One table's retention, for an auditor: rows held, rows pruned since the outbox was created,
@@ -257,10 +258,9 @@ pub fn retention(conn: &Connection) -> Result<Vec<TableRetention>, rusqlite::Err
                     "SELECT wall_ms FROM {table} ORDER BY seq, line LIMIT 1"
                 )),
                 "idempotency" => Some("SELECT MIN(at_ms) FROM idempotency".to_string()),
+                "consent_changes" => Some("SELECT MIN(at_ms) FROM consent_changes".to_string()),
                 "released_lines" | "prepared_lines" | "shipment_steps" | "sold_lines"
-                | "returned_lines" => {
-                    Some(format!("SELECT MIN(wall_ms) FROM {table}"))
-                }
+                | "returned_lines" => Some(format!("SELECT MIN(wall_ms) FROM {table}")),
                 _ => None,
             };
             let oldest_kept_ms = match oldest_sql {
