@@ -151,14 +151,16 @@ fn released_here<L: Ledger>(
         .collect())
 }
 
-/// The lines of `lines` already released here, and the seq of the first fact that did.
+/// The lines of `lines` already released here, and the seq of the newest fact that did.
 fn already_released(released: &BTreeMap<i64, u64>, lines: &[i64]) -> Option<(Vec<i64>, u64)> {
     let whole = released.get(&WHOLE_ORDER).copied();
     let hit: Vec<(i64, u64)> = lines
         .iter()
         .filter_map(|l| released.get(l).copied().or(whole).map(|seq| (*l, seq)))
         .collect();
-    let seq = hit.iter().map(|(_, seq)| *seq).min()?;
+    // The newest release among them: for a till asking for "the rest" of an order another till
+    // just completed, that is the hand-over that took it, not an earlier partial one.
+    let seq = hit.iter().map(|(_, seq)| *seq).max()?;
     Some((hit.into_iter().map(|(l, _)| l).collect(), seq))
 }
 
