@@ -182,6 +182,15 @@ fn find(
     }))
 }
 
+/// A click-and-collect order to hand over or prepare at the counter: a ship order is refused.
+async fn load_for_counter(state: &ApiState, code: String) -> Result<Pickup, ApiError> {
+    let pickup = load(state, code).await?;
+    if pickup.fulfilment != "collect" {
+        return Err(wrong_fulfilment(&pickup.order_id, &pickup.fulfilment));
+    }
+    Ok(pickup)
+}
+
 async fn load(state: &ApiState, code: String) -> Result<Pickup, ApiError> {
     check_code(&code)?;
     let stale_after = state.tunables.stale_after();
@@ -347,10 +356,7 @@ pub(super) async fn collect(
     let request =
         FactRequest::<LinesBody>::parse_or_empty(route::PICKUP_COLLECT, &[code.as_str()], body)?;
     let key = idempotency_key(&headers, request.body.client_key.as_deref(), true)?;
-    let pickup = load(&state, code).await?;
-    if pickup.fulfilment != "collect" {
-        return Err(wrong_fulfilment(&pickup.order_id, &pickup.fulfilment));
-    }
+    let pickup = load_for_counter(&state, code).await?;
     let chosen = match &request.body.lines {
         Some(named) => chosen_lines(&pickup, named)?,
         None => all_lines(&pickup)?,
@@ -420,10 +426,7 @@ pub(super) async fn prepare(
     // Optional: a line is prepared once whatever the key, so a retry without one is refused
     // (409 `already_prepared`) rather than recorded twice.
     let key = idempotency_key(&headers, request.body.client_key.as_deref(), false)?;
-    let pickup = load(&state, code).await?;
-    if pickup.fulfilment != "collect" {
-        return Err(wrong_fulfilment(&pickup.order_id, &pickup.fulfilment));
-    }
+    let pickup = load_for_counter(&state, code).await?;
     let chosen = match &request.body.lines {
         Some(named) => chosen_lines(&pickup, named)?,
         None => {
