@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+#[path = "relaisctl/ledger_cli.rs"]
+mod ledger_cli;
+
 #[derive(Parser)]
 #[command(
     name = "relaisctl",
@@ -129,6 +132,12 @@ enum Command {
         sink: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// The reference ledger: stock, loyalty and web orders across every store and the web,
+    /// sent back to the agents (docs/ledger.md).
+    Ledger {
+        #[command(subcommand)]
+        command: ledger_cli::LedgerCommand,
     },
     /// Load central's side like a chain of stores (docs/central.md).
     Simulate {
@@ -692,6 +701,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Ledger { command } => ledger_cli::run(command).await?,
         Command::Facts { sink, json } => {
             let conn = central::ingest::open_sink(&sink)?;
             let rows = central::facts::status(&conn)?;

@@ -4,6 +4,7 @@
 pub mod facts;
 pub mod fleet;
 pub mod ingest;
+pub mod ledger;
 pub mod ops;
 pub mod publish;
 pub mod simulate;

@@ -42,13 +42,18 @@ impl Store {
     }
 
     pub fn with(settings: Settings) -> Store {
+        Store::for_agent(AGENT_ID, settings)
+    }
+
+    /// A store whose agent has this id (`STORE/AGENT`): several agents of a chain in one test.
+    pub fn for_agent(agent_id: &str, settings: Settings) -> Store {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let key_file = tmp.path().join("card.key");
         std::fs::write(&key_file, CARD_KEY).expect("write card key");
         let config = tmp.path().join("relais.toml");
         let text = format!(
-            "[agent]\nid = \"{AGENT_ID}\"\ndata_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n{}\n\n\
+            "[agent]\nid = \"{agent_id}\"\ndata_dir = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n{}\n\n\
              [replica]\n{}\n\n[customers]\ncard_hash_key_file = \"{}\"\n\n[sync]\n{}\n",
             data_dir.display(),
             settings.api,

@@ -260,7 +260,10 @@ async fn serve(mut tls: Tls, root: &Path, faults: &Faults) -> std::io::Result<()
         log(201, body.len() as u64);
         return tls.shutdown().await;
     }
-    let file = if method != "GET" || name.is_empty() || name.contains('/') || name.contains("..") {
+    // Subdirectories are served too (the ledger's snapshots live under STORE/AGENT/), never
+    // an empty or `..` segment.
+    let unsafe_path = name.split('/').any(|seg| seg.is_empty() || seg == "..");
+    let file = if method != "GET" || name.is_empty() || unsafe_path {
         None
     } else {
         std::fs::File::open(root.join(&name)).ok()

@@ -1,0 +1,194 @@
+//! `relaisctl ledger …`: the reference ledger's commands (docs/ledger.md).
+
+use super::BrokerArgs;
+use clap::Subcommand;
+use relais::central::ledger::{self, Seed};
+use std::path::PathBuf;
+use std::time::Duration;
+
+// Parsed once per run: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// Load central's baseline: stock lines of a store (STORE=FILE) and customer lines
+    /// (snapshot formats). Replaces the figures the files name.
+    Seed {
+        /// The ingest's database (SQLite file), shared with `relaisctl ingest`.
+        #[arg(long)]
+        sink: PathBuf,
+        /// STORE=FILE: stock lines (`{"sku","on_hand"}`) of one store; repeatable.
+        #[arg(long = "stock", value_name = "STORE=FILE")]
+        stock: Vec<String>,
+        /// Customer lines (docs/snapshot-format.md "customers").
+        #[arg(long)]
+        customers: Option<PathBuf>,
+    },
+    /// Apply central's own operations (web orders, cancellations, web returns, web loyalty,
+    /// warehouse receipts, erasures) from an NDJSON file; each `op_id` is applied once.
+    Web {
+        #[arg(long)]
+        sink: PathBuf,
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply what the ingest holds (once, in fact order) and print the ledger's figures.
+    Show {
+        #[arg(long)]
+        sink: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a snapshot of the ledger's streams for one agent under --out (STORE/AGENT/manifest.json).
+    Snapshot {
+        #[arg(long)]
+        sink: PathBuf,
+        /// STORE/AGENT.
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the ledger: apply ingested facts as they arrive and keep every online agent's
+    /// stock, customers and order lines at the ledger's figures.
+    Run {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[arg(long)]
+        sink: PathBuf,
+        #[arg(long, default_value = "relais-ledger")]
+        client_id: String,
+        /// Directory of the agents' snapshots, served over HTTPS at --snapshot-base-url.
+        #[arg(long)]
+        snapshot_dir: PathBuf,
+        /// HTTPS URL the --snapshot-dir is served at.
+        #[arg(long)]
+        snapshot_base_url: String,
+        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        heartbeat_every: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
+    match command {
+        LedgerCommand::Seed {
+            sink,
+            stock,
+            customers,
+        } => {
+            let mut conn = ledger::open(&sink)?;
+            for spec in stock {
+                let Some((store, path)) = spec.split_once('=') else {
+                    anyhow::bail!("--stock {spec:?}: expected STORE=FILE");
+                };
+                let rows = ledger::seed(
+                    &mut conn,
+                    &Seed::Stock {
+                        store: store.to_owned(),
+                        path: path.into(),
+                    },
+                )?;
+                println!("stock of {store}: {rows} rows");
+            }
+            if let Some(path) = customers {
+                let rows = ledger::seed(&mut conn, &Seed::Customers { path })?;
+                println!("customers: {rows} rows");
+            }
+        }
+        LedgerCommand::Web { sink, file, json } => {
+            let mut conn = ledger::open(&sink)?;
+            let report = ledger::web::apply_file(&mut conn, &file)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{} operations applied, {} already applied before",
+                    report.applied, report.already_applied
+                );
+            }
+        }
+        LedgerCommand::Show { sink, json } => {
+            let mut conn = ledger::open(&sink)?;
+            let applied = ledger::apply_ingested(&mut conn)?;
+            let figures = ledger::figures(&conn)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!(
+                    "applied {} new facts ({} skipped: see ledger_rejects)",
+                    applied.facts, applied.rejected
+                );
+                println!("{:<16} {:<24} {:>10} {:>10}", "store", "sku", "on_hand", "reserved");
+                for (store, sku, on_hand) in &figures.stock {
+                    let reserved = figures
+                        .reserved
+                        .iter()
+                        .find(|(s, k, _)| s == store && k == sku)
+                        .map_or(0, |r| r.2);
+                    println!("{store:<16} {sku:<24} {on_hand:>10} {reserved:>10}");
+                }
+                println!("{:<24} {:>10}", "customer", "balance");
+                for (customer, balance) in &figures.balances {
+                    println!("{customer:<24} {balance:>10}");
+                }
+            }
+        }
+        LedgerCommand::Snapshot { sink, agent, out } => {
+            let mut conn = ledger::open(&sink)?;
+            ledger::apply_ingested(&mut conn)?;
+            let version = ledger::downlink::build_snapshot(&mut conn, &out, &agent)?;
+            println!(
+                "{}: version {version}",
+                ledger::downlink::snapshot_dir(&out, &agent)
+                    .join("manifest.json")
+                    .display()
+            );
+        }
+        LedgerCommand::Run {
+            broker,
+            sink,
+            client_id,
+            snapshot_dir,
+            snapshot_base_url,
+            interval,
+            heartbeat_every,
+            json,
+        } => {
+            if !snapshot_base_url.starts_with("https://") {
+                anyhow::bail!("--snapshot-base-url must be https:// (agents fetch snapshots over HTTPS only)");
+            }
+            let options = ledger::run::LedgerOptions {
+                login: broker.login(),
+                sink,
+                client_id,
+                snapshot_root: snapshot_dir,
+                snapshot_base_url,
+                interval,
+                heartbeat_every,
+            };
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let report = ledger::run::run(options, shutdown).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "ledger: {} facts applied ({} skipped), {} births, {} deltas ({} rows), {} snapshots in {:.1} s",
+                    report.facts_applied,
+                    report.rejected,
+                    report.births,
+                    report.deltas_sent,
+                    report.rows_sent,
+                    report.snapshots,
+                    report.seconds
+                );
+            }
+        }
+    }
+    Ok(())
+}

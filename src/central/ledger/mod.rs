@@ -1,0 +1,259 @@
+//! The reference ledger (`relaisctl ledger`, docs/ledger.md): central's stock per store and SKU,
+//! loyalty per customer and web order lines, computed from the store facts the ingest holds and
+//! from central's own channel (web orders, web returns, web loyalty, warehouse receipts), in the
+//! same database as the ingest's `events`. It applies each agent's facts once, in `fact_seq`
+//! order and only up to the last one held without a gap, with the agent's own rules
+//! ([`rules`]); it sends every agent the rows that changed with the watermark they include
+//! ([`downlink`]), so the store's figures converge with central's.
+
+pub mod downlink;
+pub mod rules;
+pub mod run;
+pub mod store;
+pub mod web;
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger database: {0}. Check the --sink file (disk space, permissions)")]
+    Db(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Central(#[from] super::CentralError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} line {line}: {reason}. Nothing of this line was applied")]
+    BadLine {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+    #[error("snapshot for {agent}: {reason}")]
+    Snapshot { agent: String, reason: String },
+}
+
+/// Open (and create or upgrade) the ledger's tables in the ingest's database.
+pub fn open(path: &Path) -> Result<Connection, LedgerError> {
+    let conn = super::ingest::open_sink(path)?;
+    conn.execute_batch(store::SCHEMA)?;
+    Ok(conn)
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ApplyReport {
+    pub facts: u64,
+    pub changes: u64,
+    /// Facts whose payload the rules could not read or whose change was refused (skipped,
+    /// listed in `ledger_rejects`).
+    pub rejected: u64,
+}
+
+/// Most facts of one agent applied in one transaction.
+const APPLY_BATCH: i64 = 2_000;
+
+/// Apply every fact the ingest holds without a gap and the ledger has not applied yet.
+pub fn apply_ingested(conn: &mut Connection) -> Result<ApplyReport, LedgerError> {
+    let pending: Vec<(String, u32, i64)> = {
+        let mut stmt = conn.prepare(
+            "SELECT f.agent, f.epoch, f.contiguous FROM agent_facts f
+             LEFT JOIN ledger_cursor c ON c.agent = f.agent AND c.epoch = f.epoch
+             WHERE f.contiguous > COALESCE(c.fact_seq, 0)",
+        )?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut report = ApplyReport::default();
+    for (agent, epoch, through) in pending {
+        loop {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let from = store::cursor(&tx, &agent, epoch)?;
+            let from_fact = i64::try_from(from.fact_seq).unwrap_or(i64::MAX);
+            if from_fact >= through {
+                break;
+            }
+            let upto = through.min(from_fact.saturating_add(APPLY_BATCH));
+            let facts: Vec<(i64, i64, String, String)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT fact_seq, seq, type, payload FROM events
+                     WHERE agent = ?1 AND fact_epoch = ?2 AND fact_seq > ?3 AND fact_seq <= ?4
+                     ORDER BY fact_seq",
+                )?;
+                stmt.query_map(params![agent, epoch, from_fact, upto], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            let store = store::store_of(&agent).to_owned();
+            let mut last = (from_fact, i64::try_from(from.seq).unwrap_or(i64::MAX));
+            for (fact_seq, seq, event_type, payload) in facts {
+                match apply_fact(&tx, &agent, seq, &event_type, &payload)? {
+                    Ok(n) => report.changes += n,
+                    Err(reason) => {
+                        tracing::warn!(%agent, fact_seq, %reason, "fact skipped by the ledger");
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO ledger_rejects(agent, epoch, fact_seq, reason)
+                             VALUES (?1, ?2, ?3, ?4)",
+                        )?
+                        .execute(params![agent, epoch, fact_seq, reason])?;
+                        report.rejected += 1;
+                    }
+                }
+                report.facts += 1;
+                last = (fact_seq, seq);
+            }
+            tx.prepare_cached(
+                "INSERT INTO ledger_cursor(agent, epoch, fact_seq, seq) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(agent, epoch) DO UPDATE SET fact_seq = excluded.fact_seq,
+                                                         seq = excluded.seq",
+            )?
+            .execute(params![agent, epoch, last.0, last.1])?;
+            tx.prepare_cached("INSERT OR IGNORE INTO ledger_agents(agent, store) VALUES (?1, ?2)")?
+                .execute(params![agent, store])?;
+            tx.commit()?;
+        }
+    }
+    Ok(report)
+}
+
+/// One fact's changes, all or none (a savepoint): `Err(reason)` when the fact is skipped.
+fn apply_fact(
+    tx: &rusqlite::Transaction<'_>,
+    agent: &str,
+    seq: i64,
+    event_type: &str,
+    payload: &str,
+) -> Result<Result<u64, String>, rusqlite::Error> {
+    let changes = match rules::changes(event_type, payload) {
+        Ok(changes) => changes,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let store = store::store_of(agent);
+    tx.execute_batch("SAVEPOINT fact")?;
+    for change in &changes {
+        match store::apply(tx, store, change) {
+            Ok(()) => store::touch(tx, agent, change, seq)?,
+            Err(store::ApplyError::Db(e)) => return Err(e),
+            Err(store::ApplyError::Refused(why)) => {
+                tx.execute_batch("ROLLBACK TO fact; RELEASE fact")?;
+                return Ok(Err(why.to_string()));
+            }
+        }
+    }
+    tx.execute_batch("RELEASE fact")?;
+    Ok(Ok(changes.len() as u64))
+}
+
+/// Central's baseline: stock lines of one store, or customer lines (snapshot formats,
+/// docs/snapshot-format.md). Replaces the figures it names.
+pub enum Seed {
+    Stock { store: String, path: PathBuf },
+    Customers { path: PathBuf },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockSeed {
+    sku: String,
+    on_hand: i64,
+    #[serde(default)]
+    #[allow(dead_code)] // a snapshot line may carry it; central's own figure has none
+    watermark_seq: u64,
+}
+
+pub fn seed(conn: &mut Connection, seed: &Seed) -> Result<u64, LedgerError> {
+    let path = match seed {
+        Seed::Stock { path, .. } | Seed::Customers { path } => path,
+    };
+    let file = std::fs::File::open(path).map_err(|source| LedgerError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut rows = 0;
+    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| LedgerError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |reason: String| LedgerError::BadLine {
+            path: path.clone(),
+            line: index as u64 + 1,
+            reason,
+        };
+        match seed {
+            Seed::Stock { store, .. } => {
+                let row: StockSeed = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO ledger_stock(store, sku, on_hand) VALUES (?1, ?2, ?3)",
+                    params![store, row.sku, row.on_hand],
+                )?;
+            }
+            Seed::Customers { .. } => {
+                let (customer_id, balance, master) =
+                    web::customer_master(&line).map_err(bad)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO ledger_customers(customer_id, line, balance)
+                     VALUES (?1, ?2, ?3)",
+                    params![customer_id, master, balance],
+                )?;
+            }
+        }
+        rows += 1;
+    }
+    tx.commit()?;
+    Ok(rows)
+}
+
+/// The ledger's figures, as `relaisctl ledger show` prints them.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Figures {
+    /// (store, sku) → on-hand.
+    pub stock: Vec<(String, String, i64)>,
+    /// (store, sku) → units reserved by open or picked order lines.
+    pub reserved: Vec<(String, String, i64)>,
+    /// customer → balance (erased customers left out).
+    pub balances: Vec<(String, i64)>,
+    /// agent → (fact_seq applied, watermark seq).
+    pub cursors: Vec<(String, u64, u64)>,
+}
+
+pub fn figures(conn: &Connection) -> Result<Figures, LedgerError> {
+    let mut figures = Figures::default();
+    let mut stmt = conn.prepare("SELECT store, sku, on_hand FROM ledger_stock ORDER BY 1, 2")?;
+    figures.stock = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT store, sku, SUM(qty) FROM ledger_order_lines
+         WHERE status IN ('open', 'picked') GROUP BY store, sku ORDER BY 1, 2",
+    )?;
+    figures.reserved = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT customer_id, balance FROM ledger_customers WHERE erased_ms IS NULL ORDER BY 1",
+    )?;
+    figures.balances = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT agent, fact_seq, seq FROM ledger_cursor ORDER BY 1, 2")?;
+    figures.cursors = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get::<_, i64>(2)?.max(0) as u64,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(figures)
+}

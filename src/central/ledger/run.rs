@@ -1,0 +1,227 @@
+//! `relaisctl ledger run`: the ledger's loop. It applies what the ingest committed, watches
+//! every agent's retained `state`, and keeps each online agent's replica at the ledger's
+//! figures — deltas while the agent follows, a snapshot (`must_refetch`) when its birth shows a
+//! version the ledger did not give it.
+
+use super::downlink::{self, STREAMS};
+use super::{LedgerError, apply_ingested, open};
+use crate::central::BrokerLogin;
+use crate::sync::wire::{self, AgentState, RplControl, RplHeartbeat, Topics};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event};
+use rusqlite::Connection;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct LedgerOptions {
+    pub login: BrokerLogin,
+    /// The ingest's database (SQLite file).
+    pub sink: PathBuf,
+    pub client_id: String,
+    /// Where agents' snapshots are written (`<root>/<store>/<agent>/manifest.json`), served
+    /// over HTTPS at `snapshot_base_url`.
+    pub snapshot_root: PathBuf,
+    pub snapshot_base_url: String,
+    /// How often the ledger applies and sends.
+    pub interval: Duration,
+    /// How often each online agent gets a heartbeat per stream (freshness, ADR 0024).
+    pub heartbeat_every: Duration,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunReport {
+    pub facts_applied: u64,
+    pub rejected: u64,
+    pub births: u64,
+    pub deltas_sent: u64,
+    pub rows_sent: u64,
+    pub snapshots: u64,
+    pub seconds: f64,
+}
+
+enum Incoming {
+    Connected,
+    State(String, Box<AgentState>),
+}
+
+/// What the ledger knows of an agent from its retained `state`.
+struct Seen {
+    online: bool,
+    last_heartbeat: Option<Instant>,
+}
+
+pub async fn run(
+    options: LedgerOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<RunReport, LedgerError> {
+    let started = Instant::now();
+    let mut conn = open(&options.sink)?;
+    let mut mqtt = options.login.options(&options.client_id)?;
+    // Nothing to keep across restarts: births are retained, and the ledger's figures and
+    // versions are in its database.
+    mqtt.set_clean_start(true);
+    let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Incoming>(1024);
+    let poller = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if tx.send(Incoming::Connected).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    let Some((agent, "state")) = Topics::parse(&topic) else {
+                        continue;
+                    };
+                    match serde_json::from_slice::<AgentState>(&p.payload) {
+                        Ok(state) if state.agent == agent => {
+                            if tx.send(Incoming::State(agent, Box::new(state))).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => tracing::warn!(%topic, "not an agent state; ignored"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the ledger lost the broker; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    let mut report = RunReport::default();
+    let mut agents: BTreeMap<String, Seen> = BTreeMap::new();
+    let mut stale: BTreeSet<String> = BTreeSet::new();
+    let mut tick = tokio::time::interval(options.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            incoming = rx.recv() => match incoming {
+                None => break,
+                Some(Incoming::Connected) => {
+                    let filter = format!("{}/+/+/state", wire::TOPIC_ROOT);
+                    if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                        tracing::warn!(error = %e, "cannot subscribe to the agents' state");
+                    }
+                }
+                Some(Incoming::State(agent, state)) => {
+                    if !downlink::valid_agent(&agent) {
+                        tracing::warn!(%agent, "agent id not served by the ledger (STORE/AGENT of plain names)");
+                        continue;
+                    }
+                    let seen = agents.entry(agent.clone()).or_insert(Seen { online: false, last_heartbeat: None });
+                    seen.online = state.online;
+                    if let Some(birth) = &state.birth {
+                        report.births += 1;
+                        let ours = tokio::task::block_in_place(|| downlink::versions(&mut conn, &agent))?;
+                        let differs = ours.iter().any(|(stream, v)| {
+                            let theirs = birth.replica.iter().find(|s| s.stream == *stream).map_or(0, |s| s.version);
+                            *v == 0 || theirs != *v
+                        });
+                        if differs {
+                            stale.insert(agent);
+                        }
+                    }
+                }
+            },
+            _ = tick.tick() => {
+                let applied = tokio::task::block_in_place(|| apply_ingested(&mut conn))?;
+                report.facts_applied += applied.facts;
+                report.rejected += applied.rejected;
+                send_all(&client, &mut conn, &options, &mut agents, &mut stale, &mut report).await?;
+            }
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    let _ = client.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    poller.abort();
+    Ok(report)
+}
+
+async fn publish<T: Serialize>(client: &AsyncClient, topic: String, message: &T) {
+    let payload = serde_json::to_vec(message).unwrap_or_default();
+    if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, payload).await {
+        // The agent's next birth shows a version the ledger did not give it: a snapshot.
+        tracing::warn!(error = %e, "cannot publish to an agent");
+    }
+}
+
+async fn send_all(
+    client: &AsyncClient,
+    conn: &mut Connection,
+    options: &LedgerOptions,
+    agents: &mut BTreeMap<String, Seen>,
+    stale: &mut BTreeSet<String>,
+    report: &mut RunReport,
+) -> Result<(), LedgerError> {
+    for (agent, seen) in agents.iter_mut().filter(|(_, s)| s.online) {
+        let topics = Topics::new(agent);
+        if stale.remove(agent) {
+            let built = tokio::task::block_in_place(|| {
+                downlink::build_snapshot(conn, &options.snapshot_root, agent)
+            });
+            let version = match built {
+                Ok(version) => version,
+                Err(LedgerError::Db(e)) => return Err(LedgerError::Db(e)),
+                Err(e) => {
+                    // Tried again at the next tick; the agent keeps its last good figures.
+                    tracing::error!(%agent, error = %e, "cannot build the agent's snapshot");
+                    stale.insert(agent.clone());
+                    continue;
+                }
+            };
+            report.snapshots += 1;
+            let url = format!(
+                "{}/{agent}/manifest.json",
+                options.snapshot_base_url.trim_end_matches('/')
+            );
+            tracing::info!(%agent, version, "agent sent to a snapshot");
+            for stream in STREAMS {
+                let control = RplControl {
+                    v: wire::CONTRACT_VERSION,
+                    stream,
+                    must_refetch: true,
+                    manifest_url: Some(url.clone()),
+                    reason: Some(format!("the ledger's figures at version {version}")),
+                };
+                publish(client, topics.rpl(stream), &control).await;
+            }
+            seen.last_heartbeat = Some(Instant::now());
+            continue;
+        }
+        let deltas = tokio::task::block_in_place(|| downlink::next_deltas(conn, agent))?;
+        for delta in &deltas {
+            report.deltas_sent += 1;
+            report.rows_sent += delta.ops.len() as u64;
+            publish(client, topics.rpl(delta.stream), delta).await;
+        }
+        if seen
+            .last_heartbeat
+            .is_none_or(|at| at.elapsed() >= options.heartbeat_every)
+        {
+            seen.last_heartbeat = Some(Instant::now());
+            for (stream, version) in tokio::task::block_in_place(|| downlink::versions(conn, agent))? {
+                if version > 0 {
+                    let heartbeat = RplHeartbeat {
+                        v: wire::CONTRACT_VERSION,
+                        stream,
+                        current_version: version,
+                        at_ms: crate::storage::now_unix_ms(),
+                    };
+                    publish(client, topics.rpl(stream), &heartbeat).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! The ledger's tables, beside `events` in the ingest's database, and the one function that
+//! applies a change to them. Every change to a figure goes through [`apply`], whether it came
+//! from a store fact or from central's own channel.
+
+use super::rules::{Change, LineStatus, line_moves};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ledger_stock (
+    store   TEXT NOT NULL,
+    sku     TEXT NOT NULL,
+    on_hand INTEGER NOT NULL,
+    PRIMARY KEY (store, sku)
+) WITHOUT ROWID;
+-- `line`: the customer's snapshot line as central's master data has it, without the balance.
+CREATE TABLE IF NOT EXISTS ledger_customers (
+    customer_id TEXT PRIMARY KEY,
+    line        TEXT NOT NULL,
+    balance     INTEGER NOT NULL,
+    erased_ms   INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_order_lines (
+    order_id    TEXT NOT NULL,
+    line        INTEGER NOT NULL,
+    store       TEXT NOT NULL,
+    sku         TEXT NOT NULL,
+    qty         INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    pickup_code TEXT,
+    fulfilment  TEXT NOT NULL,
+    PRIMARY KEY (order_id, line)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ledger_order_lines_by_store ON ledger_order_lines(store);
+-- How far the ledger applied each agent's store facts (by fact_seq), and that fact's seq: the
+-- watermark its figures include.
+CREATE TABLE IF NOT EXISTS ledger_cursor (
+    agent    TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
+    fact_seq INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (agent, epoch)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_web_ops (
+    op_id      TEXT PRIMARY KEY,
+    applied_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Events the rules could not read: skipped (the cursor moves on) and kept here for an operator.
+CREATE TABLE IF NOT EXISTS ledger_rejects (
+    agent    TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
+    fact_seq INTEGER NOT NULL,
+    reason   TEXT NOT NULL,
+    PRIMARY KEY (agent, epoch, fact_seq)
+) WITHOUT ROWID;
+-- The agents the ledger serves, what it last sent each of them per row, and each stream's
+-- version on its side.
+CREATE TABLE IF NOT EXISTS ledger_agents (
+    agent TEXT PRIMARY KEY,
+    store TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_sent (
+    agent  TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (agent, stream, key)
+) WITHOUT ROWID;
+-- The seq of each agent's last fact that moved a row (stock by SKU, customers by id): a row
+-- whose figure came back to what was sent still goes out again with the new watermark.
+CREATE TABLE IF NOT EXISTS ledger_touch (
+    agent  TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (agent, stream, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_versions (
+    agent   TEXT NOT NULL,
+    stream  TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (agent, stream)
+) WITHOUT ROWID;
+";
+
+/// What applying a change found wrong with it (the whole unit it belongs to is refused).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("customer {0:?} is not in the ledger: seed it (relaisctl ledger seed --customers) first")]
+    UnknownCustomer(String),
+    #[error("order {order_id:?} has no line {line}")]
+    UnknownLine { order_id: String, line: i64 },
+    #[error("{0} would overflow")]
+    Overflow(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Db(#[from] rusqlite::Error),
+}
+
+/// The store an agent belongs to: the first part of `STORE/AGENT`.
+pub fn store_of(agent: &str) -> &str {
+    agent.split_once('/').map_or(agent, |(store, _)| store)
+}
+
+/// Apply one change, as part of the caller's transaction.
+pub fn apply(tx: &Transaction<'_>, store: &str, change: &Change) -> Result<(), ApplyError> {
+    match change {
+        Change::Stock { sku, delta } => {
+            let now: Option<i64> = tx
+                .prepare_cached("SELECT on_hand FROM ledger_stock WHERE store = ?1 AND sku = ?2")?
+                .query_row(params![store, sku], |r| r.get(0))
+                .optional()?;
+            let after = now
+                .unwrap_or(0)
+                .checked_add(*delta)
+                .ok_or_else(|| Refusal::Overflow(format!("on-hand of {sku} at {store}")))?;
+            tx.prepare_cached(
+                "INSERT INTO ledger_stock(store, sku, on_hand) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(store, sku) DO UPDATE SET on_hand = excluded.on_hand",
+            )?
+            .execute(params![store, sku, after])?;
+        }
+        Change::Points { customer_id, delta } => {
+            let balance: i64 = tx
+                .prepare_cached("SELECT balance FROM ledger_customers WHERE customer_id = ?1")?
+                .query_row([customer_id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| Refusal::UnknownCustomer(customer_id.clone()))?;
+            let after = balance
+                .checked_add(*delta)
+                .ok_or_else(|| Refusal::Overflow(format!("balance of {customer_id}")))?;
+            tx.prepare_cached("UPDATE ledger_customers SET balance = ?2 WHERE customer_id = ?1")?
+                .execute(params![customer_id, after])?;
+        }
+        Change::Line {
+            order_id,
+            line,
+            status,
+        } => {
+            let now: Option<String> = tx
+                .prepare_cached(
+                    "SELECT status FROM ledger_order_lines WHERE order_id = ?1 AND line = ?2",
+                )?
+                .query_row(params![order_id, line], |r| r.get(0))
+                .optional()?;
+            let Some(now) = now else {
+                return Err(Refusal::UnknownLine {
+                    order_id: order_id.clone(),
+                    line: *line,
+                }
+                .into());
+            };
+            if LineStatus::parse(&now).is_some_and(|from| line_moves(from, *status)) {
+                tx.prepare_cached(
+                    "UPDATE ledger_order_lines SET status = ?3 WHERE order_id = ?1 AND line = ?2",
+                )?
+                .execute(params![order_id, line, status.name()])?;
+            }
+        }
+        Change::Consent(change) => {
+            let line: Option<String> = tx
+                .prepare_cached(
+                    "SELECT line FROM ledger_customers WHERE customer_id = ?1 AND erased_ms IS NULL",
+                )?
+                .query_row([&change.customer_id], |r| r.get(0))
+                .optional()?;
+            // An erased or unknown customer's choice changes nothing central keeps.
+            if let Some(line) = line
+                && let Some(updated) = with_consent(&line, change)
+            {
+                tx.prepare_cached("UPDATE ledger_customers SET line = ?2 WHERE customer_id = ?1")?
+                    .execute(params![change.customer_id, updated])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The customer line with a till's consent choice, when it is dated at or after the one the
+/// line holds (the agent's rule, ADR 0023); `None` when the line keeps its own.
+fn with_consent(line: &str, change: &crate::domain::consent::ConsentChanged) -> Option<String> {
+    let at = |text: &str| humantime::parse_rfc3339(text).ok();
+    let changed_at = at(&change.at)?;
+    let mut value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let purpose = change.purpose.name();
+    let held = value
+        .get("consent")
+        .and_then(|c| c.get(purpose))
+        .and_then(|c| c.get("at"))
+        .and_then(|a| a.as_str())
+        .and_then(at);
+    if held.is_some_and(|held| held > changed_at) {
+        return None;
+    }
+    let consent = value.as_object_mut()?.entry("consent").or_insert_with(|| {
+        serde_json::Value::Object(serde_json::Map::new())
+    });
+    consent.as_object_mut()?.insert(
+        purpose.to_owned(),
+        serde_json::json!({"granted": change.granted, "at": change.at}),
+    );
+    serde_json::to_string(&value).ok()
+}
+
+/// One agent's progress through its facts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cursor {
+    pub fact_seq: u64,
+    pub seq: u64,
+}
+
+pub fn cursor(conn: &Connection, agent: &str, epoch: u32) -> rusqlite::Result<Cursor> {
+    Ok(conn
+        .prepare_cached("SELECT fact_seq, seq FROM ledger_cursor WHERE agent = ?1 AND epoch = ?2")?
+        .query_row(params![agent, epoch], |r| {
+            Ok(Cursor {
+                fact_seq: r.get::<_, i64>(0)?.max(0) as u64,
+                seq: r.get::<_, i64>(1)?.max(0) as u64,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// The watermark the ledger's figures include for `agent`: the seq of the last fact applied
+/// in its newest outbox epoch (facts are numbered in seq order, so every fact of the agent up
+/// to that seq is in).
+pub fn watermark(conn: &Connection, agent: &str) -> rusqlite::Result<u64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT c.seq FROM ledger_cursor c JOIN agent_facts f
+                 ON f.agent = c.agent AND f.epoch = c.epoch
+             WHERE c.agent = ?1 ORDER BY f.first_seen_ms DESC, c.epoch DESC LIMIT 1",
+        )?
+        .query_row([agent], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map_or(0, |s| s.max(0) as u64))
+}
+
+/// Remember that `agent`'s fact `seq` moved this row.
+pub fn touch(tx: &Transaction<'_>, agent: &str, change: &Change, seq: i64) -> rusqlite::Result<()> {
+    let (stream, key) = match change {
+        Change::Stock { sku, .. } => ("stock", sku),
+        Change::Points { customer_id, .. } => ("customers", customer_id),
+        Change::Line { .. } | Change::Consent(_) => return Ok(()),
+    };
+    tx.prepare_cached(
+        "INSERT INTO ledger_touch(agent, stream, key, seq) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(agent, stream, key) DO UPDATE SET seq = excluded.seq",
+    )?
+    .execute(params![agent, stream, key, seq])?;
+    Ok(())
+}
