@@ -112,25 +112,47 @@ impl Central {
         kill(&mut self.ledger);
     }
 
-    /// Central's own channel: these operations, applied once each.
-    pub fn web(&mut self, ops: &[Value]) {
+    /// Central's own channel: these operations, applied once each; returns the op_ids the
+    /// ledger refused.
+    pub fn web(&mut self, ops: &[Value]) -> Vec<String> {
         if ops.is_empty() {
-            return;
+            return Vec::new();
         }
         self.web_files += 1;
         let path = self.tmp.path().join(format!("web-{}.ndjson", self.web_files));
         crate::common::write_ndjson(&path, ops);
         // Fed twice: the second time applies nothing (each op_id once).
+        let mut reports = Vec::new();
         for _ in 0..2 {
             let out = self.relaisctl(&[
                 "ledger",
                 "web",
+                "--json",
                 "--sink",
                 self.sink(),
                 path.to_str().unwrap(),
             ]);
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            reports.push(serde_json::from_slice::<Value>(&out.stdout).unwrap());
         }
+        let refused: Vec<String> = reports[0]["refused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["op_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            reports[1]["applied"], 0,
+            "a file fed again applies nothing: {}",
+            reports[1]
+        );
+        assert_eq!(
+            reports[1]["already_applied"].as_u64().unwrap() as usize,
+            ops.len() - refused.len(),
+            "{}",
+            reports[1]
+        );
+        refused
     }
 
     /// The ledger's figures (after applying whatever the ingest holds).

@@ -106,9 +106,14 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!(
-                    "{} operations applied, {} already applied before",
-                    report.applied, report.already_applied
+                    "{} operations applied, {} already applied before, {} refused",
+                    report.applied,
+                    report.already_applied,
+                    report.refused.len()
                 );
+                for refused in &report.refused {
+                    println!("refused {}: {} ({})", refused.op_id, refused.code, refused.reason);
+                }
             }
         }
         LedgerCommand::Show { sink, json } => {

@@ -40,9 +40,11 @@ CREATE TABLE IF NOT EXISTS ledger_cursor (
     seq      INTEGER NOT NULL,
     PRIMARY KEY (agent, epoch)
 ) WITHOUT ROWID;
+-- Central's operations seen, once each; a refused one keeps its refusal (`code: reason`).
 CREATE TABLE IF NOT EXISTS ledger_web_ops (
     op_id      TEXT PRIMARY KEY,
-    applied_ms INTEGER NOT NULL
+    applied_ms INTEGER NOT NULL,
+    refused    TEXT
 ) WITHOUT ROWID;
 -- Events the rules could not read: skipped (the cursor moves on) and kept here for an operator.
 CREATE TABLE IF NOT EXISTS ledger_rejects (

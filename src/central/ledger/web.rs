@@ -92,6 +92,16 @@ pub struct WebReport {
     pub applied: u64,
     /// Operations applied before (same `op_id`): nothing done again.
     pub already_applied: u64,
+    /// Operations central's rules refused (recorded, so feeding the file again refuses them
+    /// again rather than applying them later).
+    pub refused: Vec<RefusedOp>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RefusedOp {
+    pub op_id: String,
+    pub code: String,
+    pub reason: String,
 }
 
 fn check_qty(qty: i64) -> Result<(), String> {
@@ -187,12 +197,37 @@ pub fn apply_file(conn: &mut Connection, path: &Path) -> Result<WebReport, Ledge
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut report = WebReport::default();
     for (line, op) in &ops {
-        let fresh = tx
-            .prepare_cached("INSERT OR IGNORE INTO ledger_web_ops(op_id, applied_ms) VALUES (?1, ?2)")?
-            .execute(params![op.op_id(), crate::storage::now_unix_ms()])?
-            == 1;
-        if !fresh {
-            report.already_applied += 1;
+        let seen: Option<Option<String>> = tx
+            .prepare_cached("SELECT refused FROM ledger_web_ops WHERE op_id = ?1")?
+            .query_row([op.op_id()], |r| r.get(0))
+            .optional()?;
+        match seen {
+            Some(None) => {
+                report.already_applied += 1;
+                continue;
+            }
+            Some(Some(why)) => {
+                let (code, reason) = why.split_once(": ").unwrap_or(("refused", why.as_str()));
+                report.refused.push(RefusedOp {
+                    op_id: op.op_id().to_owned(),
+                    code: code.to_owned(),
+                    reason: reason.to_owned(),
+                });
+                continue;
+            }
+            None => {}
+        }
+        let refused = refusal(&tx, op)?;
+        tx.prepare_cached(
+            "INSERT INTO ledger_web_ops(op_id, applied_ms, refused) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![
+            op.op_id(),
+            crate::storage::now_unix_ms(),
+            refused.as_ref().map(|r| format!("{}: {}", r.code, r.reason))
+        ])?;
+        if let Some(refused) = refused {
+            report.refused.push(refused);
             continue;
         }
         apply_op(&tx, op).map_err(|e| match e {
@@ -207,6 +242,41 @@ pub fn apply_file(conn: &mut Connection, path: &Path) -> Result<WebReport, Ledge
     }
     tx.commit()?;
     Ok(report)
+}
+
+/// Central's own check of an operation against the ledger: a web burn may not take a balance
+/// below zero (a store's burn is checked by its agent, against its caps).
+fn refusal(tx: &Transaction<'_>, op: &WebOp) -> rusqlite::Result<Option<RefusedOp>> {
+    let WebOp::Loyalty {
+        op_id,
+        customer_id,
+        points,
+    } = op
+    else {
+        return Ok(None);
+    };
+    if *points >= 0 {
+        return Ok(None);
+    }
+    let balance: Option<i64> = tx
+        .prepare_cached(
+            "SELECT balance FROM ledger_customers WHERE customer_id = ?1 AND erased_ms IS NULL",
+        )?
+        .query_row([customer_id], |r| r.get(0))
+        .optional()?;
+    Ok(match balance {
+        Some(balance) if balance.checked_add(*points).is_some_and(|after| after >= 0) => None,
+        Some(balance) => Some(RefusedOp {
+            op_id: op_id.clone(),
+            code: "insufficient_points".into(),
+            reason: format!("{customer_id} holds {balance} points; {} asked", -points),
+        }),
+        None => Some(RefusedOp {
+            op_id: op_id.clone(),
+            code: "unknown_customer".into(),
+            reason: format!("{customer_id} is not in the ledger (or was erased)"),
+        }),
+    })
 }
 
 fn apply_op(tx: &Transaction<'_>, op: &WebOp) -> Result<(), ApplyError> {
