@@ -227,7 +227,7 @@ pub fn run(seed: u64, ops: usize) -> Outcome {
             &agent_id,
             Settings {
                 sync: format!(
-                    "broker = \"{}\"\nca_file = \"{}\"\nsnapshot_url = \"{}\"\nkeep_alive = \"5s\"\n\n\
+                    "broker = \"{}\"\nca_file = \"{}\"\nsnapshot_url = \"{}\"\nkeep_alive = \"5s\"\nack_timeout = \"8s\"\n\n\
                      [loyalty]\noffline_burn_cap = 300\nearn_per_minor_units = {EARN_PER_MINOR}\n",
                     proxies[s].url(),
                     central.https.ca_file.display(),
