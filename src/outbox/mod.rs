@@ -27,7 +27,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// Retention class: whether an event may ever be dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RetentionClass {
     /// Sales, movements, loyalty, pickups: exist nowhere else, never dropped.

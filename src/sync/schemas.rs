@@ -4,9 +4,11 @@
 //! `docs/schemas/`, and `tests/event_schemas.rs` checks the committed files against it and a
 //! store day's real events against the files.
 //!
-//! The schemas describe what this agent *serialises* (schemars' serialize contract): a field
-//! left out when empty (`skip_serializing_if`) is optional, every other field is required, and a
-//! strict message (`deny_unknown_fields`) admits no other property.
+//! What the agent sends (events, `evt`, `state`, `facts`) is described as it *serialises* it
+//! (schemars' serialize contract): a field left out when empty (`skip_serializing_if`) is
+//! optional, every other field is required. What it receives (`ack`, `rpl/{stream}`) is
+//! described as it *accepts* it (the deserialize contract): a field with a default may be left
+//! out. A strict message (`deny_unknown_fields`) admits no other property either way.
 
 use crate::domain::{
     ConsentChanged, CouponRedeemed, CycleCountRecorded, LoyaltyRecorded, PickupCollected,
@@ -16,7 +18,7 @@ use crate::domain::{
 use crate::outbox::{Envelope, RetentionClass};
 use crate::read_events::{CardRead, DeviceStatusChanged, ScanRead, TagArrived, TagDeparted};
 use crate::replica::delta::Delta;
-use crate::sync::wire::{AgentState, Ack, EventBatch, FactsProgress, RplControl, RplHeartbeat};
+use crate::sync::wire::{Ack, AgentState, EventBatch, FactsProgress, RplControl, RplHeartbeat};
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value};
@@ -38,15 +40,25 @@ pub struct MessageSchema {
     pub name: &'static str,
     /// The topic it travels on, under `relais/v1/{store}/{agent}/`.
     pub topic: &'static str,
+    pub direction: Direction,
     pub schema: Schema,
 }
 
-fn settings() -> SchemaSettings {
-    SchemaSettings::draft2020_12().for_serialize()
+/// Which side of a message the agent is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The agent publishes it: described as serialised.
+    Up,
+    /// The agent subscribes to it: described as accepted.
+    Down,
 }
 
-fn root<T: JsonSchema>(title: &str) -> Schema {
-    let mut schema = SchemaGenerator::new(settings()).into_root_schema_for::<T>();
+fn root<T: JsonSchema>(title: &str, direction: Direction) -> Schema {
+    let settings = match direction {
+        Direction::Up => SchemaSettings::draft2020_12().for_serialize(),
+        Direction::Down => SchemaSettings::draft2020_12().for_deserialize(),
+    };
+    let mut schema = SchemaGenerator::new(settings).into_root_schema_for::<T>();
     schema.insert("title".into(), Value::String(title.into()));
     schema
 }
@@ -59,12 +71,16 @@ fn narrow(schema: &mut Schema, property: &str, keyword: &str, value: Value) {
     }
 }
 
-fn event<T: JsonSchema>(event_type: &'static str, class: RetentionClass, api_fact: bool) -> EventSchema {
+fn event<T: JsonSchema>(
+    event_type: &'static str,
+    class: RetentionClass,
+    api_fact: bool,
+) -> EventSchema {
     EventSchema {
         event_type,
         class,
         api_fact,
-        schema: root::<T>(event_type),
+        schema: root::<T>(event_type, Direction::Up),
     }
 }
 
@@ -111,25 +127,30 @@ pub fn events() -> Vec<EventSchema> {
     events
 }
 
-fn message<T: JsonSchema>(name: &'static str, topic: &'static str) -> MessageSchema {
+fn message<T: JsonSchema>(
+    name: &'static str,
+    topic: &'static str,
+    direction: Direction,
+) -> MessageSchema {
     MessageSchema {
         name,
         topic,
-        schema: root::<T>(name),
+        direction,
+        schema: root::<T>(name, direction),
     }
 }
 
 /// Every wire message, and the envelope of one event.
 pub fn messages() -> Vec<MessageSchema> {
     vec![
-        message::<AgentState>("state", "state"),
-        message::<EventBatch>("evt", "evt"),
-        message::<Envelope>("envelope", "evt"),
-        message::<FactsProgress>("facts", "facts"),
-        message::<Ack>("ack", "ack"),
-        message::<Delta>("rpl.delta", "rpl/{stream}"),
-        message::<RplControl>("rpl.control", "rpl/{stream}"),
-        message::<RplHeartbeat>("rpl.heartbeat", "rpl/{stream}"),
+        message::<AgentState>("state", "state", Direction::Up),
+        message::<EventBatch>("evt", "evt", Direction::Up),
+        message::<Envelope>("envelope", "evt", Direction::Up),
+        message::<FactsProgress>("facts", "facts", Direction::Up),
+        message::<Ack>("ack", "ack", Direction::Down),
+        message::<Delta>("rpl.delta", "rpl/{stream}", Direction::Down),
+        message::<RplControl>("rpl.control", "rpl/{stream}", Direction::Down),
+        message::<RplHeartbeat>("rpl.heartbeat", "rpl/{stream}", Direction::Down),
     ]
 }
 
@@ -239,7 +260,7 @@ mod tests {
         paths.sort_unstable();
         paths.dedup();
         assert_eq!(paths.len(), n, "a name listed twice");
-        assert_eq!(events().len(), 20);
+        assert_eq!(events().len(), 18);
     }
 
     #[test]
