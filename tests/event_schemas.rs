@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! The published JSON Schemas (docs/schemas/, ADR 0027) are the ones the agent's types generate,
 //! and every event a store day sends to central matches them: a real Mosquitto, the real agent
-//! with a serial scanner on a pseudo-terminal, the real `relaisctl ingest`, and the schemas read
-//! from the committed files (not from the types), so the test proves the documents.
+//! with a serial scanner and a UHF module at the door on pseudo-terminals, the real `relaisctl
+//! ingest`, and the schemas read from the committed files (not from the types), so the test
+//! proves the documents.
 
 #[path = "common/broker.rs"]
 mod broker;
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,6 +89,17 @@ fn the_published_schemas_are_the_ones_the_types_generate() {
             published[name] == *text,
             "docs/schemas/{name} differs from what the types generate: run `{REGENERATE}` and \
              commit docs/schemas/"
+        );
+    }
+    // The AsyncAPI document references every one of them.
+    let asyncapi =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/asyncapi.yaml"))
+            .unwrap();
+    for name in generated.keys() {
+        assert!(
+            asyncapi.contains(&format!("$ref: './schemas/{name}'")),
+            "docs/asyncapi.yaml does not reference schemas/{name}: add it to the messages or to \
+             components/schemas/Event"
         );
     }
 }
@@ -203,6 +216,67 @@ fn record_broker(broker: &Broker) -> Recorded {
     seen
 }
 
+/// The EPC of an SGTIN-96 tag on a jacket passing the door.
+const EPC: [u8; 12] = [
+    0x30, 0x75, 0x1F, 0xEB, 0x70, 0x5C, 0x59, 0x04, 0xE3, 0xD5, 0x0D, 0x70,
+];
+
+/// A fake M100 UHF module on a pty master behind `link` (as tests/devices_agent.rs): answers
+/// Stop and Get Module Information and, while a Multiple Inventory runs, reports `EPC` every
+/// 50 ms as long as `present`, else "no tag".
+fn fake_uhf_module(
+    link: &Path,
+    present: Arc<AtomicBool>,
+    quit: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<()>, TTYPort) {
+    use relais::devices::rfid::m100::{self, cmd, frame_type};
+    use std::io::Read;
+    let (mut master, slave) = TTYPort::pair().expect("pseudo-terminals are available");
+    std::os::unix::fs::symlink(slave.name().unwrap(), link).unwrap();
+    master.set_timeout(Duration::from_millis(20)).unwrap();
+    let thread = std::thread::spawn(move || {
+        let mut decoder = m100::Decoder::new();
+        let mut polling = false;
+        let mut buf = [0u8; 256];
+        let mut last = Instant::now();
+        while !quit.load(Ordering::SeqCst) {
+            let n = match master.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => 0,
+                Err(_) => return,
+            };
+            for f in decoder.push(&buf[..n], 0) {
+                let answer = match f.command {
+                    cmd::STOP_POLL => {
+                        polling = false;
+                        m100::encode(frame_type::RESPONSE, cmd::STOP_POLL, &[0])
+                    }
+                    cmd::MODULE_INFO => m100::encode(
+                        frame_type::RESPONSE,
+                        cmd::MODULE_INFO,
+                        b"\x00M100 26dBm V1.0",
+                    ),
+                    _ => {
+                        polling = true;
+                        continue;
+                    }
+                };
+                master.write_all(&answer).unwrap();
+            }
+            if polling && last.elapsed() >= Duration::from_millis(50) {
+                last = Instant::now();
+                let frame = if present.load(Ordering::SeqCst) {
+                    m100::tag_notice(-58, m100::pc_for(EPC.len()), &EPC, 0x1234)
+                } else {
+                    m100::error_response(0x15)
+                };
+                master.write_all(&frame).unwrap();
+            }
+        }
+    });
+    (thread, slave)
+}
+
 /// The schema file of a message on `topic` (relative to `relais/v1/{store}/{agent}/`).
 fn message_schema(tail: &str) -> Option<&'static str> {
     match tail {
@@ -216,8 +290,8 @@ fn message_schema(tail: &str) -> Option<&'static str> {
 
 /// A store with four products, prices and stock, Ada (C-77) with a till card and a house card,
 /// a click-and-collect order (WEB-3L) and a ship order (SHIP-1), two tills, and a serial scanner
-/// on a pseudo-terminal behind `link`.
-fn store(broker: &Broker, link: &Path) -> Store {
+/// on a pseudo-terminal behind `link` and a UHF module at the door behind `door`.
+fn store(broker: &Broker, link: &Path, door: &Path) -> Store {
     let store = Store::with(Settings {
         sync: format!("broker = \"{}\"\nack_timeout = \"5s\"\n", broker.url()),
         ..Settings::default()
@@ -235,9 +309,11 @@ fn store(broker: &Broker, link: &Path) -> Store {
         format!(
             "{config}\n[scans]\n[[scans.cards]]\nname = \"house-card\"\nprefix = \"9250\"\nlength = 13\n\
              [devices]\nprofiles_dir = \"{}\"\n[[devices.serial]]\nname = \"till-scanner\"\n\
-             path = \"{}\"\nprofile = \"serial-scanner-cr\"\n",
+             path = \"{}\"\nprofile = \"serial-scanner-cr\"\n\
+             [[devices.rfid_serial]]\nname = \"door\"\npath = \"{}\"\ndebounce_window = \"1s\"\n",
             profiles.display(),
-            link.display()
+            link.display(),
+            door.display()
         ),
     )
     .unwrap();
@@ -485,14 +561,25 @@ fn every_event_the_agent_emits_in_a_store_day_matches_its_published_schema() {
     let link = tmp.path().join("usb-Till_Scanner-if00");
     let (mut scanner, slave) = TTYPort::pair().expect("pseudo-terminals are available");
     std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
-    let store = store(&broker, &link);
+    let door = tmp.path().join("usb-Door_UHF-if00");
+    let (present, quit) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (module, _module_slave) = fake_uhf_module(&door, Arc::clone(&present), Arc::clone(&quit));
+    let store = store(&broker, &link, &door);
     let agent = store.start().with_token(TOKENS[0]);
-    wait_for("the scanner connected", Duration::from_secs(20), || {
+    let connected = |device: &str| {
         agent.health()["devices"].as_array().is_some_and(|d| {
             d.iter()
-                .any(|d| d["device"] == "serial:till-scanner" && d["state"] == "connected")
+                .any(|d| d["device"] == device && d["state"] == "connected")
         })
-    });
+    };
+    wait_for(
+        "the scanner and the door connected",
+        Duration::from_secs(20),
+        || connected("serial:till-scanner") && connected("rfid-serial:door"),
+    );
 
     // The cashier scans Ada's house card, a carton of milk and a card of another scheme.
     let milk = ean13(ITEMS[0].0);
@@ -501,6 +588,11 @@ fn every_event_the_agent_emits_in_a_store_day_matches_its_published_schema() {
         .unwrap();
     scanner.flush().unwrap();
     let facts = store_day(&agent);
+    // The jacket leaves the door's field: a departure once the debounce window passed.
+    wait_for("the jacket's arrival", Duration::from_secs(20), || {
+        held(&sink).iter().any(|(_, t, _)| t == "rfid.arrived")
+    });
+    present.store(false, Ordering::SeqCst);
 
     // Central holds every store fact, and the three reads.
     wait_for(
@@ -512,6 +604,7 @@ fn every_event_the_agent_emits_in_a_store_day_matches_its_published_schema() {
             facts.iter().all(|f| ids.contains(f.as_str()))
                 && held.iter().filter(|(_, t, _)| t == "device.scan").count() >= 2
                 && held.iter().any(|(_, t, _)| t == "device.card")
+                && held.iter().any(|(_, t, _)| t == "rfid.departed")
         },
     );
     // The recorder subscribed beside the ingest saw each of them too (and the ack that
@@ -533,6 +626,8 @@ fn every_event_the_agent_emits_in_a_store_day_matches_its_published_schema() {
     );
     drop(agent);
     drop(central);
+    quit.store(true, Ordering::SeqCst);
+    module.join().unwrap();
 
     let mut validators: BTreeMap<String, jsonschema::Validator> = BTreeMap::new();
     let mut validate = |schema: &str, instance: &Value, what: &str| -> Vec<String> {
@@ -550,7 +645,7 @@ fn every_event_the_agent_emits_in_a_store_day_matches_its_published_schema() {
     let mut failures = Vec::new();
     let mut events_validated = BTreeSet::new();
     let mut types_seen = BTreeSet::new();
-    let mut messages = 0usize;
+    let mut messages: BTreeMap<&str, usize> = BTreeMap::new();
     let seen = recorded.lock().unwrap().clone();
     for (topic, payload) in &seen {
         let tail = relais::sync::wire::Topics::parse(topic).map(|(_, t)| t.to_string());
@@ -567,7 +662,7 @@ fn every_event_the_agent_emits_in_a_store_day_matches_its_published_schema() {
                 continue;
             }
         };
-        messages += 1;
+        *messages.entry(schema).or_default() += 1;
         failures.extend(validate(schema, &message, topic));
         if schema != "messages/evt.json" {
             continue;
@@ -598,12 +693,10 @@ fn every_event_the_agent_emits_in_a_store_day_matches_its_published_schema() {
         );
     }
     let registry = relais::sync::schemas::events();
-    let expected: BTreeSet<&str> = registry
-        .iter()
-        .filter(|e| e.api_fact)
-        .map(|e| e.event_type)
-        .chain(["device.scan", "device.card", "device.status"])
-        .collect();
+    // Every event type the agent can emit: the tills' store facts, the door's RFID store facts
+    // and the scanner's telemetry.
+    let expected: BTreeSet<&str> = registry.iter().map(|e| e.event_type).collect();
+    assert!(registry.iter().filter(|e| e.api_fact).count() >= 13);
     let missing: Vec<&&str> = expected
         .iter()
         .filter(|t| !types_seen.contains(**t))
@@ -612,9 +705,16 @@ fn every_event_the_agent_emits_in_a_store_day_matches_its_published_schema() {
         missing.is_empty(),
         "the store day emitted no {missing:?}; seen: {types_seen:?}"
     );
+    for schema in ["state", "evt", "facts", "ack"].map(|m| format!("messages/{m}.json")) {
+        assert!(
+            messages.contains_key(schema.as_str()),
+            "no message validated against {schema}: {messages:?}"
+        );
+    }
     println!(
-        "event schemas: {} event types, {} events validated, 0 failures ({messages} messages)",
+        "event schemas: {} event types, {} events validated, 0 failures ({} messages: {messages:?})",
         types_seen.len(),
-        events_validated.len()
+        events_validated.len(),
+        messages.values().sum::<usize>()
     );
 }

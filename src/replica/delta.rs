@@ -42,9 +42,18 @@ pub struct Delta {
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeltaOp {
     /// Insert or replace the row with the same primary key; `row` is a snapshot line.
-    Upsert { row: serde_json::Value },
+    Upsert {
+        /// A complete snapshot line of the stream (docs/snapshot-format.md).
+        #[schemars(extend("type" = "object"))]
+        row: serde_json::Value,
+    },
     /// Remove the row with this primary key, if there is one.
-    Delete { key: serde_json::Value },
+    Delete {
+        /// The row's primary key: products `{gtin}`; prices `{sku, kind, valid_from, promo_id?}`;
+        /// stock `{sku}`; customers `{customer_id}`; reservations `{order_id, line}`.
+        #[schemars(extend("type" = "object"))]
+        key: serde_json::Value,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
