@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// them wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(
+    description = "The kind of a stock movement: a sale takes `qty` out of stock, a \
+    return or a receipt puts it in, an adjustment's `qty` is already signed."
+)]
 pub enum MovementKind {
     Sale,
     Return,
@@ -40,7 +44,7 @@ impl MovementKind {
 /// One line of a ticket or a return, as resolved against the replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FactLine {
-    /// `None` when the replica does not know the item: still recorded, without stock effect.
+    /// Null when the replica does not know the item: still recorded, without stock effect.
     pub sku: Option<String>,
     pub gtin: Option<Gtin14>,
     pub qty: i64,
@@ -168,7 +172,7 @@ pub struct CountedItem {
     pub sku: Option<String>,
     pub gtin: Option<Gtin14>,
     pub counted: i64,
-    /// Local on-hand just before the count (every fact up to `as_of_seq` included); `None`
+    /// Local on-hand just before the count (every fact up to `as_of_seq` included); null
     /// when the item had no stock record at all.
     pub expected: Option<i64>,
     /// `counted - expected`; with `applied`, the adjustment recorded.

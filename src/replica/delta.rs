@@ -26,7 +26,7 @@ pub const MAX_OPS: usize = 50_000;
 #[serde(deny_unknown_fields)]
 pub struct Delta {
     /// Contract version; required, and must be [`CONTRACT_VERSION`].
-    #[schemars(extend("const" = 1))]
+    #[schemars(extend("const" = 1), description = "Contract version: required, and must be 1.")]
     pub v: u32,
     pub stream: Stream,
     /// Central's version of the stream once this delta is applied (≥ 1).

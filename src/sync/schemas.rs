@@ -89,7 +89,7 @@ fn event<T: JsonSchema>(
 pub fn events() -> Vec<EventSchema> {
     use RetentionClass::{StoreFact, Telemetry};
     let mut earned = event::<LoyaltyRecorded>("loyalty.earned", StoreFact, true);
-    narrow(&mut earned.schema, "points", "minimum", 0.into());
+    narrow(&mut earned.schema, "points", "minimum", 1.into());
     let mut burned = event::<LoyaltyRecorded>("loyalty.burned", StoreFact, true);
     narrow(&mut burned.schema, "points", "maximum", (-1).into());
     let mut events = vec![

@@ -1,6 +1,7 @@
 //! Everything that crosses the MQTT link, as versioned types. Only the sync module (and the
 //! central-side tools in `central/`) know topics and wire shapes; docs/contract.md and
-//! docs/asyncapi.yaml describe exactly these types.
+//! docs/asyncapi.yaml describe exactly these types; docs/schemas/ is generated from them
+//! (`sync::schemas`, ADR 0027).
 
 use crate::replica::Stream;
 use schemars::JsonSchema;
@@ -94,6 +95,10 @@ impl Topics {
 /// it with this type.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    description = "Uplink on `evt`: a batch of outbox events of one retention class, in \
+    increasing `seq` order (docs/contract.md §3.2)."
+)]
 pub struct EventBatch {
     #[schemars(extend("const" = 1))]
     pub v: u32,
