@@ -200,10 +200,14 @@ fn record_broker(broker: &Broker) -> Recorded {
     let (client, mut connection) = Client::new(options, 256);
     client.subscribe("relais/v1/#", QoS::AtLeastOnce).unwrap();
     let sink = Arc::clone(&seen);
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _client = client;
         for event in connection.iter() {
             match event {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = subscribed_tx.send(());
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let topic = p.topic.clone();
                     sink.lock().unwrap().push((topic, p.payload.to_vec()));
@@ -213,6 +217,10 @@ fn record_broker(broker: &Broker) -> Recorded {
             }
         }
     });
+    // Nothing the agent publishes may pass before the recorder listens.
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the recorder subscribed");
     seen
 }
 
