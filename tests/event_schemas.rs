@@ -701,6 +701,14 @@ fn every_event_the_agent_emits_in_a_store_day_matches_its_published_schema() {
         );
     }
     let registry = relais::sync::schemas::events();
+    for (id, event_type, class) in &held {
+        let registered = registry.iter().find(|e| e.event_type == event_type);
+        assert_eq!(
+            registered.map(|e| e.class.name()),
+            Some(class.as_str()),
+            "{event_type} {id}: its class is not the one the registry publishes"
+        );
+    }
     // Every event type the agent can emit: the tills' store facts, the door's RFID store facts
     // and the scanner's telemetry.
     let expected: BTreeSet<&str> = registry.iter().map(|e| e.event_type).collect();
