@@ -16,6 +16,7 @@ pub mod logging;
 pub mod outbox;
 pub mod profiles;
 pub mod provision;
+pub mod read_events;
 pub mod reads;
 pub mod redact;
 pub mod replica;

@@ -15,6 +15,10 @@ use crate::cards::CardHasher;
 use crate::decode;
 use crate::devices::{DeviceEvent, DeviceId, DeviceState};
 use crate::outbox::{AppendRequest, EventDraft, OutboxError, OutboxHandle, RetentionClass};
+use crate::read_events::{
+    CardRead, CardVia, DeviceStatusChanged, ScanRead, ScannedCode, TagArrived, TagDeparted,
+    Withheld, WithheldScan,
+};
 use crate::replica::lookup::{self, Answer};
 use crate::scan::ScannedCard;
 use crate::storage::{self, ReaderPool};
@@ -114,13 +118,20 @@ async fn record(
     ctx: &ReadContext,
     event_type: &'static str,
     class: RetentionClass,
-    payload: serde_json::Value,
+    payload: &impl Serialize,
 ) {
+    let payload_json = match serde_json::to_string(payload) {
+        Ok(json) => json,
+        Err(e) => {
+            tracing::error!(event_type, error = %e, "read not recorded: its payload did not serialise");
+            return;
+        }
+    };
     let request = AppendRequest::event(EventDraft {
         event_type,
         schema: 1,
         class,
-        payload_json: payload.to_string(),
+        payload_json,
     });
     // Queued in read order, but not awaited: nobody is told about a read after it is
     // recorded (the live stream already has it), so the next scan must not wait for this
@@ -144,6 +155,12 @@ async fn record(
             Err(_) => tracing::error!(event_type, "read not recorded: the outbox writer stopped"),
         }
     });
+}
+
+/// A recorded payload as the live stream's `detail`: the same fields local consumers always saw.
+fn json_value(payload: &impl Serialize) -> serde_json::Value {
+    // Plain data of this crate's types: serialising cannot fail; `null` keeps the stream going.
+    serde_json::to_value(payload).unwrap_or_default()
 }
 
 fn publish(
@@ -225,22 +242,28 @@ async fn card_read(
     device: &DeviceId,
     at_ms: i64,
     answer: Option<Answer<lookup::CustomerAnswer>>,
-    via: &str,
+    via: CardVia,
     identified_by: &str,
 ) {
-    let detail = card_detail(answer.as_ref(), via, identified_by);
-    let known = detail["known"].as_bool().unwrap_or(false);
-    let customer_id = detail["customer"].get("customer_id").cloned();
-    publish(ctx, device, at_ms, "card", detail);
+    let customer_id = match &answer {
+        Some(Answer::Found(c)) => Some(c.customer_id.clone()),
+        _ => None,
+    };
+    publish(
+        ctx,
+        device,
+        at_ms,
+        "card",
+        card_detail(answer.as_ref(), via.name(), identified_by),
+    );
     if ctx.record_scans {
-        record(
-            ctx,
-            "device.card",
-            RetentionClass::Telemetry,
-            serde_json::json!({"device": device, "known": known, "customer_id": customer_id,
-                "via": via}),
-        )
-        .await;
+        let read = CardRead {
+            device: device.clone(),
+            known: customer_id.is_some(),
+            customer_id,
+            via,
+        };
+        record(ctx, "device.card", RetentionClass::Telemetry, &read).await;
     }
 }
 
@@ -261,7 +284,7 @@ async fn scanned_card(ctx: &ReadContext, device: &DeviceId, at_ms: i64, card: Sc
             .and_then(Result::ok),
         Err(_) => None,
     };
-    card_read(ctx, device, at_ms, answer, "scanner", &card.pattern).await;
+    card_read(ctx, device, at_ms, answer, CardVia::Scanner, &card.pattern).await;
 }
 
 async fn scan(ctx: &ReadContext, device: &DeviceId, data: String, at_ms: i64) {
@@ -308,9 +331,14 @@ async fn scan(ctx: &ReadContext, device: &DeviceId, data: String, at_ms: i64) {
         drop(data);
         publish(ctx, device, at_ms, "scan", withheld_scan_detail());
         if ctx.record_scans {
-            let payload = serde_json::json!({"device": device, "data": null,
-                "withheld": "possible_card_number", "valid": decoded.is_ok(), "found": false});
-            record(ctx, "device.scan", RetentionClass::Telemetry, payload).await;
+            let read = ScanRead::Withheld(WithheldScan {
+                device: device.clone(),
+                data: (),
+                withheld: Withheld::PossibleCardNumber,
+                valid: decoded.is_ok(),
+                found: false,
+            });
+            record(ctx, "device.scan", RetentionClass::Telemetry, &read).await;
         }
         return;
     }
@@ -318,12 +346,18 @@ async fn scan(ctx: &ReadContext, device: &DeviceId, data: String, at_ms: i64) {
     let detail = scan_detail(&data, &decoded, product.as_ref());
     publish(ctx, device, at_ms, "scan", detail);
     if ctx.record_scans {
-        let payload = serde_json::json!({
-            "device": device, "data": data, "gtin": gtin.map(|g| g.to_string()),
-            "valid": decoded.is_ok(), "found": found,
-            "sku": product.as_ref().and_then(|p| match p { Answer::Found(p) => Some(p.sku.clone()), _ => None }),
+        let read = ScanRead::Read(ScannedCode {
+            device: device.clone(),
+            data,
+            gtin,
+            valid: decoded.is_ok(),
+            found,
+            sku: match &product {
+                Some(Answer::Found(p)) => Some(p.sku.clone()),
+                _ => None,
+            },
         });
-        record(ctx, "device.scan", RetentionClass::Telemetry, payload).await;
+        record(ctx, "device.scan", RetentionClass::Telemetry, &read).await;
     }
 }
 
@@ -368,7 +402,7 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
                 .ok()
                 .and_then(Result::ok)
                 .map_or((None, "uid"), |(a, by)| (Some(a), by));
-            card_read(ctx, &device, at_ms, answer, "nfc", identified_by).await;
+            card_read(ctx, &device, at_ms, answer, CardVia::Nfc, identified_by).await;
         }
         DeviceEvent::CardRemoved { device, at_ms } => {
             publish(ctx, &device, at_ms, "card_removed", serde_json::Value::Null);
@@ -382,14 +416,17 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
         } => {
             ctx.count_read(&device, at_ms);
             let epc = decode::decode_epc_hex(&epc_hex).ok();
-            let payload = serde_json::json!({
-                "device": device, "epc": epc_hex, "antenna": antenna, "rssi_dbm": rssi_dbm,
-                "scheme": epc.as_ref().map(|e| e.scheme),
-                "pure_identity_uri": epc.as_ref().map(|e| e.pure_identity_uri.clone()),
-                "gtin": epc.as_ref().and_then(|e| e.gtin).map(|g| g.to_string()),
-            });
-            publish(ctx, &device, at_ms, "tag_arrived", payload.clone());
-            record(ctx, "rfid.arrived", RetentionClass::StoreFact, payload).await;
+            let arrived = TagArrived {
+                device: device.clone(),
+                epc: epc_hex,
+                antenna,
+                rssi_dbm,
+                scheme: epc.as_ref().map(|e| e.scheme.to_string()),
+                pure_identity_uri: epc.as_ref().map(|e| e.pure_identity_uri.clone()),
+                gtin: epc.as_ref().and_then(|e| e.gtin),
+            };
+            publish(ctx, &device, at_ms, "tag_arrived", json_value(&arrived));
+            record(ctx, "rfid.arrived", RetentionClass::StoreFact, &arrived).await;
         }
         DeviceEvent::TagDeparted {
             device,
@@ -399,12 +436,15 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
             at_ms,
         } => {
             let epc = decode::decode_epc_hex(&epc_hex).ok();
-            let payload = serde_json::json!({
-                "device": device, "epc": epc_hex, "antenna": antenna, "reads": reads,
-                "gtin": epc.as_ref().and_then(|e| e.gtin).map(|g| g.to_string()),
-            });
-            publish(ctx, &device, at_ms, "tag_departed", payload.clone());
-            record(ctx, "rfid.departed", RetentionClass::StoreFact, payload).await;
+            let departed = TagDeparted {
+                device: device.clone(),
+                epc: epc_hex,
+                antenna,
+                reads,
+                gtin: epc.as_ref().and_then(|e| e.gtin),
+            };
+            publish(ctx, &device, at_ms, "tag_departed", json_value(&departed));
+            record(ctx, "rfid.departed", RetentionClass::StoreFact, &departed).await;
         }
         DeviceEvent::Status {
             device,
@@ -436,15 +476,14 @@ async fn handle(ctx: &ReadContext, event: DeviceEvent) {
                 &device,
                 at_ms,
                 "status",
-                serde_json::json!({"state": state, "detail": detail}),
+                serde_json::json!({"state": state, "detail": &detail}),
             );
-            record(
-                ctx,
-                "device.status",
-                RetentionClass::Telemetry,
-                serde_json::json!({"device": device, "state": state, "detail": detail}),
-            )
-            .await;
+            let changed = DeviceStatusChanged {
+                device,
+                state,
+                detail,
+            };
+            record(ctx, "device.status", RetentionClass::Telemetry, &changed).await;
         }
     }
 }

@@ -139,6 +139,13 @@ enum Command {
         #[command(subcommand)]
         command: ledger_cli::LedgerCommand,
     },
+    /// Write the JSON Schemas of every event payload and wire message, generated from the
+    /// agent's own types: DIR/events/{type}.json and DIR/messages/{name}.json (docs/schemas/).
+    Schemas {
+        /// Directory to write into (docs/schemas in the repository).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Load central's side like a chain of stores (docs/central.md).
     Simulate {
         #[command(subcommand)]
@@ -702,6 +709,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Ledger { command } => ledger_cli::run(command).await?,
+        Command::Schemas { out } => {
+            let written = relais::sync::schemas::write_all(&out)?;
+            println!("wrote {} schemas under {}", written.len(), out.display());
+        }
         Command::Facts { sink, json } => {
             let conn = central::ingest::open_sink(&sink)?;
             let rows = central::facts::status(&conn)?;

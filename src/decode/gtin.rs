@@ -113,6 +113,23 @@ impl<'de> serde::Deserialize<'de> for Gtin14 {
     }
 }
 
+/// Serialised as the 14 digits (leading zeros kept); the schema cannot check the check digit,
+/// which [`Gtin14::parse`] does when central reads the event back.
+impl schemars::JsonSchema for Gtin14 {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Gtin14".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]{14}$",
+            "description": "A GTIN normalised to 14 digits (GTIN-8, -12 and -13 left-padded with \
+                zeros), GS1 check digit verified by the agent.",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

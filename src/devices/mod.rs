@@ -17,7 +17,18 @@ use std::time::Duration;
 
 /// Stable name of a device in events, logs and the status page, e.g. `serial:/dev/ttyACM0`,
 /// `pcsc:ACS ACR122U PICC Interface 00 00`, `llrp:192.0.2.10:5084`, `hid:/dev/input/event3`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct DeviceId(pub String);
 
@@ -33,7 +44,9 @@ impl fmt::Display for DeviceId {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceState {
     /// Open and working.

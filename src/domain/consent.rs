@@ -3,10 +3,11 @@
 //! records a change here as `consent.changed`. Until central confirms it, the newer of the two
 //! is in effect (docs/contract.md, ADR 0023).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What a consent covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentPurpose {
     /// Personal offers and segments: what the lookup shows as `marketing` only with it.
@@ -32,7 +33,7 @@ impl ConsentPurpose {
 
 /// `consent.changed`: a customer granted or withdrew one purpose at this store. Named by
 /// central's id only, never a card.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ConsentChanged {
     pub customer_id: String,
     pub purpose: ConsentPurpose,

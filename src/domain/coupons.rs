@@ -8,13 +8,14 @@
 //! campaigns) is single-use: it is given to one customer.
 
 use crate::decode::coupon::{CouponFields, coupon_code_fields, coupon_pos_offer_fields};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A plain code: letters, digits and `-`, compared without case.
 pub const PLAIN_MIN: usize = 4;
 pub const PLAIN_MAX: usize = 32;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CouponScheme {
     Gs1,
@@ -33,7 +34,7 @@ pub struct Coupon {
 }
 
 /// `coupon.redeemed`: a coupon taken at this store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CouponRedeemed {
     pub coupon: String,
     pub scheme: CouponScheme,

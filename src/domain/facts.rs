@@ -3,12 +3,17 @@
 //! Central (`relaisctl`) reads events back into these same types.
 
 use crate::decode::gtin::Gtin14;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The kind of a stock movement. Sign rules live in [`MovementKind::delta`] so no caller gets
 /// them wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(
+    description = "The kind of a stock movement: a sale takes `qty` out of stock, a \
+    return or a receipt puts it in, an adjustment's `qty` is already signed."
+)]
 pub enum MovementKind {
     Sale,
     Return,
@@ -37,9 +42,9 @@ impl MovementKind {
 }
 
 /// One line of a ticket or a return, as resolved against the replica.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FactLine {
-    /// `None` when the replica does not know the item: still recorded, without stock effect.
+    /// Null when the replica does not know the item: still recorded, without stock effect.
     pub sku: Option<String>,
     pub gtin: Option<Gtin14>,
     pub qty: i64,
@@ -59,7 +64,7 @@ pub struct FactLine {
 
 /// `stock.movement`: one movement posted by a back office (receipts, adjustments, single-line
 /// sales and returns).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockMovementRecorded {
     pub kind: MovementKind,
     pub sku: Option<String>,
@@ -74,7 +79,7 @@ pub struct StockMovementRecorded {
 }
 
 /// `sale.recorded`: a till's ticket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SaleRecorded {
     pub receipt: Option<String>,
     pub lines: Vec<FactLine>,
@@ -95,7 +100,7 @@ pub struct SaleRecorded {
     pub by: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Store,
@@ -104,7 +109,7 @@ pub enum Channel {
 }
 
 /// Where returned goods were bought.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReturnOrigin {
     pub channel: Channel,
     pub order_id: Option<String>,
@@ -112,7 +117,7 @@ pub struct ReturnOrigin {
 }
 
 /// `return.recorded`: goods brought back, from a store sale or an online order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReturnRecorded {
     pub receipt: Option<String>,
     pub lines: Vec<FactLine>,
@@ -143,7 +148,7 @@ pub struct ReturnRecorded {
 }
 
 /// The original of a return: a ticket recorded by a till (its receipt) or a web order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReturnOriginal {
     Receipt(String),
@@ -162,12 +167,12 @@ impl ReturnOriginal {
 
 /// One counted item of a cycle count: a SKU (every line naming it summed), or an item the
 /// replica does not know (reported, never applied).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CountedItem {
     pub sku: Option<String>,
     pub gtin: Option<Gtin14>,
     pub counted: i64,
-    /// Local on-hand just before the count (every fact up to `as_of_seq` included); `None`
+    /// Local on-hand just before the count (every fact up to `as_of_seq` included); null
     /// when the item had no stock record at all.
     pub expected: Option<i64>,
     /// `counted - expected`; with `applied`, the adjustment recorded.
@@ -177,7 +182,7 @@ pub struct CountedItem {
     pub watermark_seq: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CountSource {
     Manual,
@@ -185,14 +190,14 @@ pub enum CountSource {
 }
 
 /// A tag an RFID sweep read that could not be counted, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IgnoredTag {
     pub epc: String,
     pub reason: String,
 }
 
 /// `stock.cycle_count`: what was counted, against what the agent expected at that moment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CycleCountRecorded {
     pub zone: Option<String>,
     pub source: CountSource,
@@ -209,7 +214,7 @@ pub struct CycleCountRecorded {
 
 /// `loyalty.earned` (points > 0) and `loyalty.burned` (points < 0). The customer is named by
 /// central's id only: no card identifier, no name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LoyaltyRecorded {
     pub customer_id: String,
     pub points: i64,
@@ -219,7 +224,7 @@ pub struct LoyaltyRecorded {
 }
 
 /// One line of a click-and-collect order handed over.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HandedOverLine {
     pub line: i64,
     pub sku: String,
@@ -228,7 +233,7 @@ pub struct HandedOverLine {
 }
 
 /// `pickup.collected`: a click-and-collect order handed over at this store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PickupCollected {
     pub order_id: String,
     pub pickup_code: String,

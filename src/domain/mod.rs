@@ -374,11 +374,7 @@ impl StoreFact {
             StoreFact::ConsentChanged(_) => "consent.changed",
             StoreFact::CouponRedeemed(_) => "coupon.redeemed",
             StoreFact::PickupPrepared(_) => "pickup.prepared",
-            StoreFact::Shipment(s) => match s.step {
-                ShipStep::Picked => "shipment.picked",
-                ShipStep::Packed => "shipment.packed",
-                ShipStep::Shipped => "shipment.shipped",
-            },
+            StoreFact::Shipment(s) => s.step.event_type(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! already held back since central reserved them.
 
 use super::{FactRefused, Ledger, SaleRecorded, StockBaseline, Unsettled, out_of_range};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const WHOLE_ORDER: i64 = -1;
 
 /// One line of an order as a fact names it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLine {
     pub line: i64,
     pub sku: String,
@@ -27,7 +28,7 @@ pub struct OrderLine {
 /// `pickup.prepared`: staff picked these lines of a click-and-collect order here. Locally a line
 /// prepared here is ready for hand-over even before central's stream says `picked`; no stock
 /// effect (the units stay reserved until handed over).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PickupPrepared {
     pub order_id: String,
     pub pickup_code: String,
@@ -37,7 +38,9 @@ pub struct PickupPrepared {
 }
 
 /// The steps of a ship-from-store order, in the only order they may happen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ShipStep {
     Picked,
@@ -53,6 +56,15 @@ impl ShipStep {
             ShipStep::Picked => "picked",
             ShipStep::Packed => "packed",
             ShipStep::Shipped => "shipped",
+        }
+    }
+
+    /// The type of the event recording this step.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            ShipStep::Picked => "shipment.picked",
+            ShipStep::Packed => "shipment.packed",
+            ShipStep::Shipped => "shipment.shipped",
         }
     }
 
@@ -84,7 +96,7 @@ impl ShipStep {
 }
 
 /// The parcel's carrier and tracking number, given when it ships.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Tracking {
     pub carrier: String,
     pub tracking_number: String,
@@ -93,7 +105,7 @@ pub struct Tracking {
 /// `shipment.picked`, `shipment.packed`, `shipment.shipped`: one step of a ship-from-store
 /// order (one payload type for the three; `step` says which). `shipped` takes each line out of
 /// on-hand and out of `reserved`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentRecorded {
     pub order_id: String,
     pub step: ShipStep,

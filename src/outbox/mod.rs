@@ -27,7 +27,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// Retention class: whether an event may ever be dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RetentionClass {
     /// Sales, movements, loyalty, pickups: exist nowhere else, never dropped.
@@ -187,10 +189,15 @@ pub struct Appended {
 }
 
 /// The versioned event envelope, as stored and as sent to central.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Envelope {
+    /// UUID v7: the deduplication key; the same event always carries the same id.
+    #[schemars(schema_with = "crate::sync::schemas::uuid")]
     pub id: Uuid,
+    #[schemars(regex(pattern = crate::sync::wire::AGENT_ID_PATTERN))]
     pub agent: String,
+    /// The agent's sequence number: unique, never reused, shared by both classes.
+    #[schemars(range(min = 1))]
     pub seq: u64,
     pub boot: u64,
     pub wall_ms: i64,
@@ -201,10 +208,13 @@ pub struct Envelope {
     pub class: RetentionClass,
     /// Store facts only: their gap-free number within `fact_epoch` (ADR 0026).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub fact_seq: Option<u64>,
     /// The numbering `fact_seq` belongs to: one per outbox file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub fact_epoch: Option<u32>,
+    /// The event's data, shaped by (`type`, `schema`): docs/schemas/events/{type}.json.
     pub payload: serde_json::Value,
 }
 

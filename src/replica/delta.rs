@@ -22,26 +22,38 @@ pub const CONTRACT_VERSION: u32 = 1;
 pub const MAX_OPS: usize = 50_000;
 
 /// One delta, as sent on `rpl/{stream}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Delta {
     /// Contract version; required, and must be [`CONTRACT_VERSION`].
+    #[schemars(extend("const" = 1), description = "Contract version: required, and must be 1.")]
     pub v: u32,
     pub stream: Stream,
     /// Central's version of the stream once this delta is applied (≥ 1).
+    #[schemars(range(min = 1, max = i64::MAX))]
     pub version: u64,
+    #[schemars(length(max = MAX_OPS))]
     pub ops: Vec<DeltaOp>,
 }
 
 /// One change. `row` and `key` stay JSON until the delta is applied, because their shape
 /// depends on the stream; they are validated then, with the op's index in any error.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeltaOp {
     /// Insert or replace the row with the same primary key; `row` is a snapshot line.
-    Upsert { row: serde_json::Value },
+    Upsert {
+        /// A complete snapshot line of the stream (docs/snapshot-format.md).
+        #[schemars(extend("type" = "object"))]
+        row: serde_json::Value,
+    },
     /// Remove the row with this primary key, if there is one.
-    Delete { key: serde_json::Value },
+    Delete {
+        /// The row's primary key: products `{gtin}`; prices `{sku, kind, valid_from, promo_id?}`;
+        /// stock `{sku}`; customers `{customer_id}`; reservations `{order_id, line}`.
+        #[schemars(extend("type" = "object"))]
+        key: serde_json::Value,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

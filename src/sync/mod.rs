@@ -7,6 +7,7 @@ pub mod downlink;
 pub(crate) mod ending;
 pub mod limits;
 pub mod mqtt;
+pub mod schemas;
 pub mod session;
 pub mod snapshot;
 pub mod uplink;

@@ -1,12 +1,18 @@
 //! Everything that crosses the MQTT link, as versioned types. Only the sync module (and the
 //! central-side tools in `central/`) know topics and wire shapes; docs/contract.md and
-//! docs/asyncapi.yaml describe exactly these types.
+//! docs/asyncapi.yaml describe exactly these types; docs/schemas/ is generated from them
+//! (`sync::schemas`, ADR 0027).
 
 use crate::replica::Stream;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire contract; every message carries it as `v`.
 pub const CONTRACT_VERSION: u32 = 1;
+
+/// An agent id as every message carries it: `{store}/{agent}`, each part 1-64 characters of
+/// `A-Z a-z 0-9 _ -` (what the config accepts), equal to the agent of the topic.
+pub const AGENT_ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-]{1,64}$";
 
 /// Root of every topic: `relais/v1/{store}/{agent}/...`.
 pub const TOPIC_ROOT: &str = "relais/v1";
@@ -87,19 +93,27 @@ impl Topics {
 ///
 /// The agent writes this JSON directly from stored rows (no re-serialisation); consumers read
 /// it with this type.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    description = "Uplink on `evt`: a batch of outbox events of one retention class, in \
+    increasing `seq` order (docs/contract.md §3.2)."
+)]
 pub struct EventBatch {
+    #[schemars(extend("const" = 1))]
     pub v: u32,
+    #[schemars(regex(pattern = AGENT_ID_PATTERN))]
     pub agent: String,
+    #[schemars(length(min = 1))]
     pub events: Vec<crate::outbox::Envelope>,
 }
 
 /// Downlink on `ack`: central's application acknowledgment, "these sequence numbers are
 /// durable at central". Inclusive ranges `[first, last]`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ack {
+    #[schemars(extend("const" = 1))]
     pub v: u32,
     pub seqs: Vec<[u64; 2]>,
 }
@@ -132,9 +146,11 @@ impl Ack {
 }
 
 /// Retained on `state`: the birth message at every connect, and (as the Will) the death.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct AgentState {
+    #[schemars(extend("const" = 1))]
     pub v: u32,
+    #[schemars(regex(pattern = AGENT_ID_PATTERN))]
     pub agent: String,
     pub online: bool,
     /// Unix ms when this message was built (for the Will: when the connection was made).
@@ -156,7 +172,7 @@ impl AgentState {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Birth {
     /// Agent software version (Cargo package version).
     pub software: String,
@@ -173,7 +189,7 @@ pub struct Birth {
     pub alarms: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct ConfigState {
     /// Version of the remote configuration document in effect (0: local file only).
     pub version: u64,
@@ -181,7 +197,7 @@ pub struct ConfigState {
     pub hash: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct ReplicaStreamState {
     pub stream: Stream,
     pub version: u64,
@@ -192,7 +208,7 @@ pub struct ReplicaStreamState {
     pub confirmed_ms: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct OutboxState {
     pub store_fact_depth: u64,
     pub telemetry_depth: u64,
@@ -215,10 +231,12 @@ pub struct OutboxState {
 /// of this agent with `seq ≤ at_seq`, whatever telemetry was dropped in between: that `at_seq`
 /// is a watermark it may publish. Holding fewer, its watermark is the `seq` of the last fact
 /// it holds without a gap.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FactsProgress {
+    #[schemars(extend("const" = 1))]
     pub v: u32,
+    #[schemars(regex(pattern = AGENT_ID_PATTERN))]
     pub agent: String,
     pub epoch: u32,
     pub through: u64,
@@ -227,13 +245,13 @@ pub struct FactsProgress {
     pub at_ms: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct DeviceSummary {
     pub id: String,
     pub state: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct PausedStream {
     pub stream: Stream,
     pub reason: String,
@@ -241,7 +259,7 @@ pub struct PausedStream {
 
 /// Downlink on `rpl/{stream}`: a delta, a control message telling the agent to refetch, or a
 /// heartbeat saying the stream is still current.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(untagged)]
 pub enum RplMessage {
     Control(RplControl),
@@ -254,9 +272,10 @@ pub enum RplMessage {
 /// the agent's freshness counts from the later of its last change and the last heartbeat at
 /// its live version. A heartbeat ahead of the live version means deltas were lost (the agent
 /// refetches, as for a delta gap); one behind it is a replay (ignored).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RplHeartbeat {
+    #[schemars(extend("const" = 1))]
     pub v: u32,
     pub stream: Stream,
     /// The newest version central published of `stream`.
@@ -266,15 +285,18 @@ pub struct RplHeartbeat {
     pub at_ms: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RplControl {
+    #[schemars(extend("const" = 1))]
     pub v: u32,
     pub stream: Stream,
     /// Always true: the only control message so far.
+    #[schemars(extend("const" = true))]
     pub must_refetch: bool,
     /// Manifest to fetch; the configured `sync.snapshot_url` when absent.
     #[serde(default)]
+    #[schemars(regex(pattern = "^https://"))]
     pub manifest_url: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
