@@ -11,9 +11,9 @@
 
 #[path = "common/broker.rs"]
 mod broker;
-mod common;
 #[path = "convergence/central.rs"]
 mod central;
+mod common;
 #[path = "support/https.rs"]
 mod https;
 #[path = "convergence/sim.rs"]

@@ -81,13 +81,28 @@ impl Central {
         args.push(customers.display().to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.relaisctl(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn start_ingest(&mut self, worker: usize) {
         let mut cmd = Command::new(RELAISCTL);
-        cmd.args(["ingest", "--broker", &self.broker.url(), "--sink", self.sink()])
-            .args(["--share", "central", "--client-id", &format!("ingest-{worker}")]);
+        cmd.args([
+            "ingest",
+            "--broker",
+            &self.broker.url(),
+            "--sink",
+            self.sink(),
+        ])
+        .args([
+            "--share",
+            "central",
+            "--client-id",
+            &format!("ingest-{worker}"),
+        ]);
         let log = self.tmp.path().join(format!("ingest-{worker}.log"));
         self.ingest[worker] = Some(spawn(cmd, &log));
     }
@@ -99,11 +114,18 @@ impl Central {
 
     pub fn start_ledger(&mut self) {
         let mut cmd = Command::new(RELAISCTL);
-        cmd.args(["ledger", "run", "--broker", &self.broker.url(), "--sink", self.sink()])
-            .args(["--snapshot-dir", self.snapshots.to_str().unwrap()])
-            .args(["--snapshot-base-url", &self.https.url("")])
-            .args(["--interval", "200ms", "--heartbeat-every", "10s"])
-            .env("RELAISCTL_LOG", "info");
+        cmd.args([
+            "ledger",
+            "run",
+            "--broker",
+            &self.broker.url(),
+            "--sink",
+            self.sink(),
+        ])
+        .args(["--snapshot-dir", self.snapshots.to_str().unwrap()])
+        .args(["--snapshot-base-url", &self.https.url("")])
+        .args(["--interval", "200ms", "--heartbeat-every", "10s"])
+        .env("RELAISCTL_LOG", "info");
         let log = self.tmp.path().join("ledger.log");
         self.ledger = Some(spawn(cmd, &log));
     }
@@ -119,7 +141,10 @@ impl Central {
             return Vec::new();
         }
         self.web_files += 1;
-        let path = self.tmp.path().join(format!("web-{}.ndjson", self.web_files));
+        let path = self
+            .tmp
+            .path()
+            .join(format!("web-{}.ndjson", self.web_files));
         crate::common::write_ndjson(&path, ops);
         // Fed twice: the second time applies nothing (each op_id once).
         let mut reports = Vec::new();
@@ -132,7 +157,11 @@ impl Central {
                 self.sink(),
                 path.to_str().unwrap(),
             ]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             reports.push(serde_json::from_slice::<Value>(&out.stdout).unwrap());
         }
         let refused: Vec<String> = reports[0]["refused"]
@@ -158,7 +187,11 @@ impl Central {
     /// The ledger's figures (after applying whatever the ingest holds).
     pub fn figures(&self) -> Value {
         let out = self.relaisctl(&["ledger", "show", "--json", "--sink", self.sink()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 

@@ -419,15 +419,17 @@ impl Sim {
             lines.push(json!({"sku": it.sku, "qty": qty, "unit_price_minor": it.price}));
             rec.push((it.sku.clone(), qty, qty * it.price / EARN_PER_MINOR));
         }
-        let mut body = json!({"client_key": key, "receipt": receipt, "currency": "EUR", "lines": lines});
+        let mut body =
+            json!({"client_key": key, "receipt": receipt, "currency": "EUR", "lines": lines});
         if let Some(c) = customer {
             body["customer"] = json!({"card": self.customers[c].card});
         }
         let (status, answer) = self.tills[till].agent().post_json("/v1/sales", &body);
         if status != 201 {
-            self.outcome
-                .mismatches
-                .push(format!("a sale at {} was refused: {status} {answer}", self.tills[till].id));
+            self.outcome.mismatches.push(format!(
+                "a sale at {} was refused: {status} {answer}",
+                self.tills[till].id
+            ));
             return;
         }
         let store = self.tills[till].store;
@@ -506,7 +508,9 @@ impl Sim {
         let points = self.rng.random_range(20..=250);
         let key = self.key();
         let body = json!({"client_key": key, "card": self.customers[c].card, "points": points});
-        let (status, answer) = self.tills[till].agent().post_json("/v1/loyalty/burn", &body);
+        let (status, answer) = self.tills[till]
+            .agent()
+            .post_json("/v1/loyalty/burn", &body);
         match status {
             201 => {
                 self.oracle.points(&self.customers[c].id.clone(), -points);
@@ -546,7 +550,11 @@ impl Sim {
             if lines.iter().any(|(_, s, _)| *s == self.items[i].sku) {
                 continue;
             }
-            lines.push((line, self.items[i].sku.clone(), self.rng.random_range(1..=2)));
+            lines.push((
+                line,
+                self.items[i].sku.clone(),
+                self.rng.random_range(1..=2),
+            ));
         }
         let key = self.key();
         let order = Order {
@@ -556,7 +564,8 @@ impl Sim {
             lines,
             state: OrderState::Queued,
         };
-        self.web_queue.push(json!({"type": "order", "op_id": key, "order_id": order.id,
+        self.web_queue
+            .push(json!({"type": "order", "op_id": key, "order_id": order.id,
             "store": STORES[store], "pickup_code": order.code,
             "lines": order.lines.iter().map(|(l, s, q)| json!({"line": l, "sku": s, "qty": q}))
                 .collect::<Vec<_>>()}));
@@ -608,13 +617,18 @@ impl Sim {
         if status != 200 {
             // Not in this store's replica yet (the ledger's delta is on its way, or the store
             // is cut off): the customer comes back later.
-            *self.outcome.refused.entry("collect:not_here_yet".into()).or_default() += 1;
+            *self
+                .outcome
+                .refused
+                .entry("collect:not_here_yet".into())
+                .or_default() += 1;
             return;
         }
         let key = self.key();
-        let (status, answer) = self.tills[till]
-            .agent()
-            .post_json(&format!("/v1/pickups/{code}/prepare"), &json!({"client_key": key}));
+        let (status, answer) = self.tills[till].agent().post_json(
+            &format!("/v1/pickups/{code}/prepare"),
+            &json!({"client_key": key}),
+        );
         if status != 201 && status != 409 {
             self.outcome
                 .mismatches
@@ -622,9 +636,10 @@ impl Sim {
             return;
         }
         let key = self.key();
-        let (status, answer) = self.tills[till]
-            .agent()
-            .post_json(&format!("/v1/pickups/{code}/collect"), &json!({"client_key": key}));
+        let (status, answer) = self.tills[till].agent().post_json(
+            &format!("/v1/pickups/{code}/collect"),
+            &json!({"client_key": key}),
+        );
         if status != 201 {
             self.refused("collect", &answer);
             return;
@@ -679,9 +694,8 @@ impl Sim {
             -self.rng.random_range(10..=250)
         };
         let key = self.key();
-        self.web_queue.push(
-            json!({"type": "loyalty", "op_id": key, "customer_id": id, "points": points}),
-        );
+        self.web_queue
+            .push(json!({"type": "loyalty", "op_id": key, "customer_id": id, "points": points}));
         self.web_points.push((key, id, points));
     }
 
@@ -691,10 +705,16 @@ impl Sim {
         let qty = self.rng.random_range(5..=20);
         let key = self.key();
         let sku = self.items[i].sku.clone();
-        self.web_queue.push(json!({"type": "receipt", "op_id": key, "store": STORES[store],
-                                   "sku": sku, "qty": qty}));
+        self.web_queue.push(
+            json!({"type": "receipt", "op_id": key, "store": STORES[store],
+                                   "sku": sku, "qty": qty}),
+        );
         self.oracle.stock(store, &sku, qty);
-        *self.outcome.accepted.entry("warehouse_receipt").or_default() += 1;
+        *self
+            .outcome
+            .accepted
+            .entry("warehouse_receipt")
+            .or_default() += 1;
     }
 
     /// Wait until every till has handed over its facts and every figure agrees, or give up
@@ -739,13 +759,29 @@ impl Sim {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| ((r[0].as_str().unwrap().to_owned(), r[1].as_str().unwrap().to_owned()), r[2].as_i64().unwrap()))
+            .map(|r| {
+                (
+                    (
+                        r[0].as_str().unwrap().to_owned(),
+                        r[1].as_str().unwrap().to_owned(),
+                    ),
+                    r[2].as_i64().unwrap(),
+                )
+            })
             .collect();
         let ledger_reserved: BTreeMap<(String, String), i64> = figures["reserved"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| ((r[0].as_str().unwrap().to_owned(), r[1].as_str().unwrap().to_owned()), r[2].as_i64().unwrap()))
+            .map(|r| {
+                (
+                    (
+                        r[0].as_str().unwrap().to_owned(),
+                        r[1].as_str().unwrap().to_owned(),
+                    ),
+                    r[2].as_i64().unwrap(),
+                )
+            })
             .collect();
         let ledger_points: BTreeMap<String, i64> = figures["balances"]
             .as_array()

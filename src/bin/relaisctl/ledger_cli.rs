@@ -112,7 +112,10 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
                     report.refused.len()
                 );
                 for refused in &report.refused {
-                    println!("refused {}: {} ({})", refused.op_id, refused.code, refused.reason);
+                    println!(
+                        "refused {}: {} ({})",
+                        refused.op_id, refused.code, refused.reason
+                    );
                 }
             }
         }
@@ -127,7 +130,10 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
                     "applied {} new facts ({} skipped: see ledger_rejects)",
                     applied.facts, applied.rejected
                 );
-                println!("{:<16} {:<24} {:>10} {:>10}", "store", "sku", "on_hand", "reserved");
+                println!(
+                    "{:<16} {:<24} {:>10} {:>10}",
+                    "store", "sku", "on_hand", "reserved"
+                );
                 for (store, sku, on_hand) in &figures.stock {
                     let reserved = figures
                         .reserved
@@ -164,7 +170,9 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
             json,
         } => {
             if !snapshot_base_url.starts_with("https://") {
-                anyhow::bail!("--snapshot-base-url must be https:// (agents fetch snapshots over HTTPS only)");
+                anyhow::bail!(
+                    "--snapshot-base-url must be https:// (agents fetch snapshots over HTTPS only)"
+                );
             }
             let options = ledger::run::LedgerOptions {
                 login: broker.login(),

@@ -31,14 +31,17 @@ pub fn valid_agent(agent: &str) -> bool {
             && s != "."
             && s != ".."
             && s.len() <= 64
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     };
     matches!(agent.split_once('/'), Some((store, box_)) if plain(store) && plain(box_))
 }
 
-fn rows(conn: &Connection, agent: &str, stream: Stream) -> Result<Vec<(Row, Option<String>)>, LedgerError> {
+fn rows(
+    conn: &Connection,
+    agent: &str,
+    stream: Stream,
+) -> Result<Vec<(Row, Option<String>)>, LedgerError> {
     let store = store_of(agent);
     let wm = watermark(conn, agent)?;
     let mut out = Vec::new();
@@ -88,12 +91,11 @@ fn rows(conn: &Connection, agent: &str, stream: Stream) -> Result<Vec<(Row, Opti
                         key: json!({"customer_id": id}),
                     }
                 } else {
-                    let mut row: Value = serde_json::from_str(&line).map_err(|e| {
-                        LedgerError::Snapshot {
+                    let mut row: Value =
+                        serde_json::from_str(&line).map_err(|e| LedgerError::Snapshot {
                             agent: agent.to_owned(),
                             reason: format!("customer {id}'s master line is not JSON: {e}"),
-                        }
-                    })?;
+                        })?;
                     if let Some(o) = row.as_object_mut() {
                         o.insert("loyalty_balance".into(), json!(balance));
                         o.insert("loyalty_watermark_seq".into(), json!(wm));
@@ -162,11 +164,20 @@ fn set_version(tx: &Transaction<'_>, agent: &str, stream: Stream, v: u64) -> rus
         "INSERT INTO ledger_versions(agent, stream, version) VALUES (?1, ?2, ?3)
          ON CONFLICT(agent, stream) DO UPDATE SET version = excluded.version",
     )?
-    .execute(params![agent, stream.name(), i64::try_from(v).unwrap_or(i64::MAX)])?;
+    .execute(params![
+        agent,
+        stream.name(),
+        i64::try_from(v).unwrap_or(i64::MAX)
+    ])?;
     Ok(())
 }
 
-fn record_sent(tx: &Transaction<'_>, agent: &str, stream: Stream, row: &Row) -> rusqlite::Result<()> {
+fn record_sent(
+    tx: &Transaction<'_>,
+    agent: &str,
+    stream: Stream,
+    row: &Row,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO ledger_sent(agent, stream, key, value) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(agent, stream, key) DO UPDATE SET value = excluded.value",
@@ -240,10 +251,7 @@ pub fn build_snapshot(conn: &mut Connection, root: &Path, agent: &str) -> Result
         v = v.max(version(&tx, agent, stream)?);
     }
     let v = v.saturating_add(1);
-    tx.execute(
-        "DELETE FROM ledger_sent WHERE agent = ?1",
-        [agent],
-    )?;
+    tx.execute("DELETE FROM ledger_sent WHERE agent = ?1", [agent])?;
     let mut inputs = Vec::new();
     for stream in STREAMS {
         let mut text = String::new();

@@ -198,8 +198,7 @@ pub fn seed(conn: &mut Connection, seed: &Seed) -> Result<u64, LedgerError> {
                 )?;
             }
             Seed::Customers { .. } => {
-                let (customer_id, balance, master) =
-                    web::customer_master(&line).map_err(bad)?;
+                let (customer_id, balance, master) = web::customer_master(&line).map_err(bad)?;
                 tx.execute(
                     "INSERT OR REPLACE INTO ledger_customers(customer_id, line, balance)
                      VALUES (?1, ?2, ?3)",
@@ -257,3 +256,8 @@ pub fn figures(conn: &Connection) -> Result<Figures, LedgerError> {
         .collect::<Result<_, _>>()?;
     Ok(figures)
 }
+
+#[cfg(test)]
+mod rules_tests;
+#[cfg(test)]
+mod store_tests;

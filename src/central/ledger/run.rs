@@ -81,7 +81,11 @@ pub async fn run(
                     };
                     match serde_json::from_slice::<AgentState>(&p.payload) {
                         Ok(state) if state.agent == agent => {
-                            if tx.send(Incoming::State(agent, Box::new(state))).await.is_err() {
+                            if tx
+                                .send(Incoming::State(agent, Box::new(state)))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -150,7 +154,10 @@ pub async fn run(
 
 async fn publish<T: Serialize>(client: &AsyncClient, topic: String, message: &T) {
     let payload = serde_json::to_vec(message).unwrap_or_default();
-    if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, payload).await {
+    if let Err(e) = client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+    {
         // The agent's next birth shows a version the ledger did not give it: a snapshot.
         tracing::warn!(error = %e, "cannot publish to an agent");
     }
@@ -210,7 +217,9 @@ async fn send_all(
             .is_none_or(|at| at.elapsed() >= options.heartbeat_every)
         {
             seen.last_heartbeat = Some(Instant::now());
-            for (stream, version) in tokio::task::block_in_place(|| downlink::versions(conn, agent))? {
+            for (stream, version) in
+                tokio::task::block_in_place(|| downlink::versions(conn, agent))?
+            {
                 if version > 0 {
                     let heartbeat = RplHeartbeat {
                         v: wire::CONTRACT_VERSION,

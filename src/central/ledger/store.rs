@@ -87,7 +87,9 @@ CREATE TABLE IF NOT EXISTS ledger_versions (
 /// What applying a change found wrong with it (the whole unit it belongs to is refused).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("customer {0:?} is not in the ledger: seed it (relaisctl ledger seed --customers) first")]
+    #[error(
+        "customer {0:?} is not in the ledger: seed it (relaisctl ledger seed --customers) first"
+    )]
     UnknownCustomer(String),
     #[error("order {order_id:?} has no line {line}")]
     UnknownLine { order_id: String, line: i64 },
@@ -198,9 +200,10 @@ fn with_consent(line: &str, change: &crate::domain::consent::ConsentChanged) -> 
     if held.is_some_and(|held| held > changed_at) {
         return None;
     }
-    let consent = value.as_object_mut()?.entry("consent").or_insert_with(|| {
-        serde_json::Value::Object(serde_json::Map::new())
-    });
+    let consent = value
+        .as_object_mut()?
+        .entry("consent")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
     consent.as_object_mut()?.insert(
         purpose.to_owned(),
         serde_json::json!({"granted": change.granted, "at": change.at}),

@@ -149,7 +149,9 @@ fn check(op: &WebOp) -> Result<(), String> {
                 check_qty(l.qty)?;
             }
         }
-        WebOp::Receipt { store, sku, qty, .. } => {
+        WebOp::Receipt {
+            store, sku, qty, ..
+        } => {
             text("store", store)?;
             text("sku", sku)?;
             check_qty(*qty)?;
@@ -161,7 +163,9 @@ fn check(op: &WebOp) -> Result<(), String> {
         } => {
             text("customer_id", customer_id)?;
             if *points == 0 || points.unsigned_abs() > 10_000_000 {
-                return Err(format!("points {points} must be non-zero, within ±10000000"));
+                return Err(format!(
+                    "points {points} must be non-zero, within ±10000000"
+                ));
             }
         }
         WebOp::Erase { customer_id, .. } => text("customer_id", customer_id)?,
@@ -224,7 +228,9 @@ pub fn apply_file(conn: &mut Connection, path: &Path) -> Result<WebReport, Ledge
         .execute(params![
             op.op_id(),
             crate::storage::now_unix_ms(),
-            refused.as_ref().map(|r| format!("{}: {}", r.code, r.reason))
+            refused
+                .as_ref()
+                .map(|r| format!("{}: {}", r.code, r.reason))
         ])?;
         if let Some(refused) = refused {
             report.refused.push(refused);
