@@ -307,6 +307,9 @@ pub fn run(seed: u64, ops: usize) -> Outcome {
     sim.second_cut = false;
     sim.converge();
     sim.outcome.overspend = sim.oracle.points.values().map(|b| (-b).max(0)).sum();
+    if sim.outcome.mismatches.is_empty() {
+        sim.erase_one_customer();
+    }
     sim.outcome
 }
 
@@ -750,6 +753,46 @@ impl Sim {
         }
         last.push(self.central.logs());
         self.outcome.mismatches.extend(last);
+    }
+
+    /// GDPR: a customer erased on central's side is gone from every till within 30 s.
+    fn erase_one_customer(&mut self) {
+        let gone = self.customers.pop().unwrap();
+        let key = self.key();
+        self.central
+            .web(&[json!({"type": "erase", "op_id": key, "customer_id": gone.id})]);
+        self.oracle.points.remove(&gone.id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for till in &self.tills {
+            loop {
+                let (status, _) = till
+                    .agent()
+                    .get_json(&format!("/v1/customers/by-card/{}", gone.card));
+                if status == 404 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    self.outcome.mismatches.push(format!(
+                        "{} still finds erased customer {} ({status})",
+                        till.id, gone.id
+                    ));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if self.central.figures()["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b[0] == gone.id.as_str())
+        {
+            self.outcome.mismatches.push(format!(
+                "the ledger still lists erased customer {}",
+                gone.id
+            ));
+        }
+        *self.outcome.accepted.entry("erasure").or_default() += 1;
     }
 
     fn compare(&self) -> Vec<String> {
