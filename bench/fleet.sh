@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Central under a simulated fleet (issue 15, item 5): a real Mosquitto with the contract's ACL,
 # WORKERS `relaisctl ingest --share` workers on one SQLite sink, and `relaisctl simulate fleet`
-# at each agent count given; one JSON line per run on stdout (commit → central ack latency).
+# at each agent count given, and `relaisctl ledger run --apply-only` on the same sink; one JSON
+# line per run on stdout (commit → central ack latency) and one for the ledger (commit → ledger
+# commit latency, issue 15's "p99 ≤ 1 s").
 #
 #   bench/fleet.sh                        # 1000 agents, 1 fact/s each, 30 s, 2 workers
 #   AGENTS="250 500 1000 2000" bench/fleet.sh   # look for the knee
@@ -47,9 +49,19 @@ for n in $AGENTS; do
       --client-id "ingest-$n-$w" >/dev/null 2>>"$work/ingest.log" &
     pids+=($!)
   done
+  "$ctl" ledger run --broker "mqtt://127.0.0.1:$port" --sink "$sink" --apply-only \
+    --client-id "ledger-$n" --json >"$work/ledger-$n.json" 2>>"$work/ledger.log" &
+  ledger=$!
+  pids+=($ledger)
   sleep 1
   echo "# $n agents × $RATE/s for $DURATION, $WORKERS ingest workers ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))" >&2
   "$ctl" simulate fleet --broker "mqtt://127.0.0.1:$port" --agents "$n" --rate "$RATE" \
     --duration "$DURATION" --prefix "bench$n" --json \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); r["bench"]="fleet"; r["workers"]='"$WORKERS"'; print(json.dumps(r))' || echo "# $n agents: simulate fleet failed (exit ${PIPESTATUS[0]})" >&2
+  # The ledger applies what is left, then reports (SIGINT).
+  sleep 2
+  kill -INT "$ledger" 2>/dev/null || true
+  wait "$ledger" 2>/dev/null || true
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["bench"]="fleet_ledger"; r["agents"]=int(sys.argv[2]); print(json.dumps(r))' "$work/ledger-$n.json" "$n" \
+    || echo "# $n agents: no ledger report" >&2
 done

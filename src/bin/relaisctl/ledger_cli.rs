@@ -59,15 +59,18 @@ pub enum LedgerCommand {
         #[arg(long, default_value = "relais-ledger")]
         client_id: String,
         /// Directory of the agents' snapshots, served over HTTPS at --snapshot-base-url.
-        #[arg(long)]
-        snapshot_dir: PathBuf,
+        #[arg(long, required_unless_present = "apply_only")]
+        snapshot_dir: Option<PathBuf>,
         /// HTTPS URL the --snapshot-dir is served at.
-        #[arg(long)]
-        snapshot_base_url: String,
+        #[arg(long, required_unless_present = "apply_only")]
+        snapshot_base_url: Option<String>,
         #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
         interval: Duration,
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         heartbeat_every: Duration,
+        /// Apply facts only and send agents nothing (--snapshot-* are then unused).
+        #[arg(long)]
+        apply_only: bool,
         #[arg(long)]
         json: bool,
     },
@@ -167,9 +170,11 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
             snapshot_base_url,
             interval,
             heartbeat_every,
+            apply_only,
             json,
         } => {
-            if !snapshot_base_url.starts_with("https://") {
+            let snapshot_base_url = snapshot_base_url.unwrap_or_default();
+            if !apply_only && !snapshot_base_url.starts_with("https://") {
                 anyhow::bail!(
                     "--snapshot-base-url must be https:// (agents fetch snapshots over HTTPS only)"
                 );
@@ -178,10 +183,11 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
                 login: broker.login(),
                 sink,
                 client_id,
-                snapshot_root: snapshot_dir,
+                snapshot_root: snapshot_dir.unwrap_or_default(),
                 snapshot_base_url,
                 interval,
                 heartbeat_every,
+                apply_only,
             };
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -191,14 +197,18 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!(
-                    "ledger: {} facts applied ({} skipped), {} births, {} deltas ({} rows), {} snapshots in {:.1} s",
+                    "ledger: {} facts applied ({} skipped), {} births, {} deltas ({} rows), {} snapshots in {:.1} s; \
+                     agent commit → ledger commit p50 {} ms, p99 {} ms, max {} ms",
                     report.facts_applied,
                     report.rejected,
                     report.births,
                     report.deltas_sent,
                     report.rows_sent,
                     report.snapshots,
-                    report.seconds
+                    report.seconds,
+                    report.commit_to_ledger_ms.p50,
+                    report.commit_to_ledger_ms.p99,
+                    report.commit_to_ledger_ms.max
                 );
             }
         }

@@ -52,6 +52,10 @@ pub struct ApplyReport {
     /// Facts whose payload the rules could not read or whose change was refused (skipped,
     /// listed in `ledger_rejects`).
     pub rejected: u64,
+    /// For each fact applied: milliseconds from its commit at the agent (`wall_ms`) to the
+    /// ledger's commit of it.
+    #[serde(skip)]
+    pub latencies_ms: Vec<i64>,
 }
 
 /// Most facts of one agent applied in one transaction.
@@ -78,20 +82,22 @@ pub fn apply_ingested(conn: &mut Connection) -> Result<ApplyReport, LedgerError>
                 break;
             }
             let upto = through.min(from_fact.saturating_add(APPLY_BATCH));
-            let facts: Vec<(i64, i64, String, String)> = {
+            let facts: Vec<(i64, i64, String, String, i64)> = {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT fact_seq, seq, type, payload FROM events
+                    "SELECT fact_seq, seq, type, payload, wall_ms FROM events
                      WHERE agent = ?1 AND fact_epoch = ?2 AND fact_seq > ?3 AND fact_seq <= ?4
                      ORDER BY fact_seq",
                 )?;
                 stmt.query_map(params![agent, epoch, from_fact, upto], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
                 .collect::<Result<_, _>>()?
             };
             let store = store::store_of(&agent).to_owned();
             let mut last = (from_fact, i64::try_from(from.seq).unwrap_or(i64::MAX));
-            for (fact_seq, seq, event_type, payload) in facts {
+            let mut committed_at = Vec::with_capacity(facts.len());
+            for (fact_seq, seq, event_type, payload, wall_ms) in facts {
+                committed_at.push(wall_ms);
                 match apply_fact(&tx, &agent, seq, &event_type, &payload)? {
                     Ok(n) => report.changes += n,
                     Err(reason) => {
@@ -116,6 +122,10 @@ pub fn apply_ingested(conn: &mut Connection) -> Result<ApplyReport, LedgerError>
             tx.prepare_cached("INSERT OR IGNORE INTO ledger_agents(agent, store) VALUES (?1, ?2)")?
                 .execute(params![agent, store])?;
             tx.commit()?;
+            let now = crate::storage::now_unix_ms();
+            report
+                .latencies_ms
+                .extend(committed_at.into_iter().map(|at| now.saturating_sub(at)));
         }
     }
     Ok(report)

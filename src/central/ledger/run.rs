@@ -12,7 +12,7 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event};
 use rusqlite::Connection;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,62 @@ pub struct LedgerOptions {
     pub interval: Duration,
     /// How often each online agent gets a heartbeat per stream (freshness, ADR 0024).
     pub heartbeat_every: Duration,
+    /// Apply facts only; send nothing to agents (another process serves them, or a benchmark).
+    pub apply_only: bool,
+}
+
+/// Latency from a fact's commit at its agent to the ledger's commit, in 1 ms buckets up to
+/// 60 s (the last bucket holds everything slower).
+#[derive(Clone, Debug)]
+struct Latency {
+    buckets: Vec<u64>,
+}
+
+impl Latency {
+    const TOP_MS: usize = 60_000;
+
+    fn new() -> Latency {
+        Latency {
+            buckets: vec![0; Latency::TOP_MS + 1],
+        }
+    }
+
+    fn add(&mut self, ms: i64) {
+        let i = usize::try_from(ms.max(0))
+            .unwrap_or(usize::MAX)
+            .min(Latency::TOP_MS);
+        self.buckets[i] += 1;
+    }
+
+    fn summary(&self) -> LatencySummary {
+        let count: u64 = self.buckets.iter().sum();
+        let at = |q: f64| {
+            let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (ms, n) in self.buckets.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return ms as u64;
+                }
+            }
+            Latency::TOP_MS as u64
+        };
+        LatencySummary {
+            count,
+            p50: at(0.50),
+            p99: at(0.99),
+            max: self.buckets.iter().rposition(|n| *n > 0).unwrap_or(0) as u64,
+        }
+    }
+}
+
+/// Medians and tails of the commit → ledger latency (`max` = 60000 means "60 s or more").
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -40,6 +96,8 @@ pub struct RunReport {
     pub deltas_sent: u64,
     pub rows_sent: u64,
     pub snapshots: u64,
+    /// From each fact's commit at its agent to the ledger's commit of it.
+    pub commit_to_ledger_ms: LatencySummary,
     pub seconds: f64,
 }
 
@@ -102,7 +160,9 @@ pub async fn run(
     });
     let mut report = RunReport::default();
     let mut agents: BTreeMap<String, Seen> = BTreeMap::new();
-    let mut stale: BTreeSet<String> = BTreeSet::new();
+    // Agents to send a snapshot, each with when to try (again).
+    let mut stale: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut latency = Latency::new();
     let mut tick = tokio::time::interval(options.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -117,6 +177,7 @@ pub async fn run(
                         tracing::warn!(error = %e, "cannot subscribe to the agents' state");
                     }
                 }
+                Some(Incoming::State(_, _)) if options.apply_only => {}
                 Some(Incoming::State(agent, state)) => {
                     if !downlink::valid_agent(&agent) {
                         tracing::warn!(%agent, "agent id not served by the ledger (STORE/AGENT of plain names)");
@@ -132,7 +193,7 @@ pub async fn run(
                             *v == 0 || theirs != *v
                         });
                         if differs {
-                            stale.insert(agent);
+                            stale.insert(agent, Instant::now());
                         }
                     }
                 }
@@ -141,11 +202,18 @@ pub async fn run(
                 let applied = tokio::task::block_in_place(|| apply_ingested(&mut conn))?;
                 report.facts_applied += applied.facts;
                 report.rejected += applied.rejected;
+                for ms in applied.latencies_ms {
+                    latency.add(ms);
+                }
+                if options.apply_only {
+                    continue;
+                }
                 send_all(&client, &mut conn, &options, &mut agents, &mut stale, &mut report).await?;
             }
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
+    report.commit_to_ledger_ms = latency.summary();
     let _ = client.disconnect().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     poller.abort();
@@ -168,12 +236,13 @@ async fn send_all(
     conn: &mut Connection,
     options: &LedgerOptions,
     agents: &mut BTreeMap<String, Seen>,
-    stale: &mut BTreeSet<String>,
+    stale: &mut BTreeMap<String, Instant>,
     report: &mut RunReport,
 ) -> Result<(), LedgerError> {
     for (agent, seen) in agents.iter_mut().filter(|(_, s)| s.online) {
         let topics = Topics::new(agent);
-        if stale.remove(agent) {
+        if stale.get(agent).is_some_and(|at| *at <= Instant::now()) {
+            stale.remove(agent);
             let built = tokio::task::block_in_place(|| {
                 downlink::build_snapshot(conn, &options.snapshot_root, agent)
             });
@@ -182,8 +251,8 @@ async fn send_all(
                 Err(LedgerError::Db(e)) => return Err(LedgerError::Db(e)),
                 Err(e) => {
                     // Tried again at the next tick; the agent keeps its last good figures.
-                    tracing::error!(%agent, error = %e, "cannot build the agent's snapshot");
-                    stale.insert(agent.clone());
+                    tracing::error!(%agent, error = %e, "cannot build the agent's snapshot; trying again in 30 s");
+                    stale.insert(agent.clone(), Instant::now() + Duration::from_secs(30));
                     continue;
                 }
             };
