@@ -25,5 +25,13 @@ for seed in $(seq "$first" $((first + seeds - 1))); do
     echo "soak: seed $seed failed (see above)" | tee -a "$log"
     exit 1
 done
-awk '/^convergence:/ { n++; for (i = 1; i <= NF; i++) { if ($i == "converged_after_s") c[n] = $(i+1); if ($i == "loyalty_overspend") o += $(i+1); if ($i == "facts_while_cut") f += $(i+1) } }
-     END { asort(c); printf "soak: %d seeds x '"$ops"' ops, 0 mismatches; converged after median %.1f s (max %.1f s); %d facts recorded while cut off; loyalty overspend %d points in all\n", n, c[int((n+1)/2)], c[n], f, o }' "$log" | tee -a "$log"
+python3 - "$log" "$ops" <<'PY' | tee -a "$log"
+import re, statistics, sys
+lines = [l for l in open(sys.argv[1]) if l.startswith("convergence:")]
+field = lambda name: [float(re.search(name + r" (\S+)", l).group(1)) for l in lines]
+took, cut, over = field("converged_after_s"), field("facts_while_cut"), field("loyalty_overspend")
+worst = field("worst_customer_overspend")
+print(f"soak: {len(lines)} seeds x {sys.argv[2]} ops, 0 mismatches; converged after median "
+      f"{statistics.median(took):.1f} s (max {max(took):.1f} s); {int(sum(cut))} facts recorded while "
+      f"cut off; loyalty overspend {int(sum(over))} points in all, worst customer {int(max(worst))}")
+PY

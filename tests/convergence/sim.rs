@@ -25,6 +25,10 @@ const SECOND_CUT_STORE: usize = 1;
 const START_STOCK: i64 = 60;
 const START_POINTS: i64 = 400;
 const EARN_PER_MINOR: i64 = 100;
+const OFFLINE_BURN_CAP: i64 = 300;
+/// What one customer can be overspent by at most: every till may burn up to its cap of points
+/// central has not confirmed, while central lets the web burn what it knows.
+const OVERSPEND_BOUND: i64 = TILLS.len() as i64 * OFFLINE_BURN_CAP;
 
 struct Item {
     sku: String,
@@ -110,6 +114,7 @@ pub struct Outcome {
     pub facts_while_cut: u64,
     pub converged_s: f64,
     pub overspend: i64,
+    pub worst_customer_overspend: i64,
     pub mismatches: Vec<String>,
 }
 
@@ -118,7 +123,8 @@ impl Outcome {
         let accepted: u64 = self.accepted.values().sum();
         format!(
             "convergence: seed {} ops {} accepted {} {:?} refused {:?} facts_while_cut {} \
-             converged_after_s {:.1} loyalty_overspend {} mismatches {}",
+             converged_after_s {:.1} loyalty_overspend {} worst_customer_overspend {} (bound {}) \
+             mismatches {}",
             self.seed,
             self.ops,
             accepted,
@@ -127,6 +133,8 @@ impl Outcome {
             self.facts_while_cut,
             self.converged_s,
             self.overspend,
+            self.worst_customer_overspend,
+            OVERSPEND_BOUND,
             self.mismatches.len()
         )
     }
@@ -228,7 +236,7 @@ pub fn run(seed: u64, ops: usize) -> Outcome {
             Settings {
                 sync: format!(
                     "broker = \"{}\"\nca_file = \"{}\"\nsnapshot_url = \"{}\"\nkeep_alive = \"5s\"\nack_timeout = \"8s\"\n\n\
-                     [loyalty]\noffline_burn_cap = 300\nearn_per_minor_units = {EARN_PER_MINOR}\n",
+                     [loyalty]\noffline_burn_cap = {OFFLINE_BURN_CAP}\nearn_per_minor_units = {EARN_PER_MINOR}\n",
                     proxies[s].url(),
                     central.https.ca_file.display(),
                     central.https.url(&format!("{agent_id}/manifest.json")),
@@ -285,6 +293,7 @@ pub fn run(seed: u64, ops: usize) -> Outcome {
             facts_while_cut: 0,
             converged_s: 0.0,
             overspend: 0,
+            worst_customer_overspend: 0,
             mismatches: Vec::new(),
         },
     };
@@ -307,6 +316,19 @@ pub fn run(seed: u64, ops: usize) -> Outcome {
     sim.second_cut = false;
     sim.converge();
     sim.outcome.overspend = sim.oracle.points.values().map(|b| (-b).max(0)).sum();
+    sim.outcome.worst_customer_overspend = sim
+        .oracle
+        .points
+        .values()
+        .map(|b| (-b).max(0))
+        .max()
+        .unwrap_or(0);
+    if sim.outcome.worst_customer_overspend > OVERSPEND_BOUND {
+        sim.outcome.mismatches.push(format!(
+            "a customer was overspent by {} points, beyond the caps' bound {OVERSPEND_BOUND}",
+            sim.outcome.worst_customer_overspend
+        ));
+    }
     if sim.outcome.mismatches.is_empty() {
         sim.erase_one_customer();
     }
