@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 benches=("$@")
 if [ ${#benches[@]} -eq 0 ]; then
-    benches=(import lookup movements footprint scan_latency rfid decode delta_apply snapshot sync_drain http_lookup tickets sse_fanout fleet_push)
+    benches=(import lookup movements footprint scan_latency rfid decode delta_apply snapshot sync_drain http_lookup tickets sse_fanout fleet_push offline_day)
 fi
 
 if ! command -v mosquitto_pub >/dev/null 2>&1; then

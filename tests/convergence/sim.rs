@@ -879,12 +879,17 @@ impl Sim {
                 let on_hand = self.oracle.stock.get(&key).copied().unwrap_or(0);
                 let available = on_hand - self.oracle.reserved.get(&key).copied().unwrap_or(0);
                 let stock = &answer["stock"];
+                // The replica itself holds the ledger's figure: nothing of the till's own is
+                // left above the watermark the ledger sent.
                 if stock["on_hand"].as_i64() != Some(on_hand)
                     || stock["available"].as_i64() != Some(available)
+                    || stock["central_on_hand"].as_i64() != Some(on_hand)
+                    || stock["local_movements_after_watermark"] != 0
                 {
                     out.push(format!(
-                        "{} {}: on_hand {} available {}, oracle {on_hand} / {available}",
-                        till.id, it.sku, stock["on_hand"], stock["available"]
+                        "{} {}: on_hand {} available {} (central {} + local {}), oracle {on_hand} / {available}",
+                        till.id, it.sku, stock["on_hand"], stock["available"],
+                        stock["central_on_hand"], stock["local_movements_after_watermark"]
                     ));
                 }
             }
@@ -893,10 +898,18 @@ impl Sim {
                     .agent()
                     .get_json(&format!("/v1/customers/by-card/{}", c.card));
                 let want = self.oracle.points.get(&c.id).copied().unwrap_or(0);
-                if answer["loyalty"]["balance"].as_i64() != Some(want) {
+                let loyalty = &answer["loyalty"];
+                if loyalty["balance"].as_i64() != Some(want)
+                    || loyalty["central_balance"].as_i64() != Some(want)
+                    || loyalty["pending_local"] != 0
+                {
                     out.push(format!(
-                        "{} balance of {}: {}, oracle {want}",
-                        till.id, c.id, answer["loyalty"]["balance"]
+                        "{} balance of {}: {} (central {} + pending {}), oracle {want}",
+                        till.id,
+                        c.id,
+                        loyalty["balance"],
+                        loyalty["central_balance"],
+                        loyalty["pending_local"]
                     ));
                 }
             }
