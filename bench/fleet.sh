@@ -44,10 +44,15 @@ pids+=($!)
 sleep 0.5
 for n in $AGENTS; do
   sink="$work/sink-$n.db"
+  # Each count gets its own workers and share group, stopped before the next count: workers
+  # of an earlier count left in the group would take part of this count's messages into
+  # their own sink.
+  workers=()
   for w in $(seq 1 "$WORKERS"); do
-    "$ctl" ingest --broker "mqtt://127.0.0.1:$port" --sink "$sink" --share bench \
+    "$ctl" ingest --broker "mqtt://127.0.0.1:$port" --sink "$sink" --share "bench$n" \
       --client-id "ingest-$n-$w" >/dev/null 2>>"$work/ingest.log" &
     pids+=($!)
+    workers+=($!)
   done
   "$ctl" ledger run --broker "mqtt://127.0.0.1:$port" --sink "$sink" --apply-only \
     --client-id "ledger-$n" --json >"$work/ledger-$n.json" 2>>"$work/ledger.log" &
@@ -64,4 +69,5 @@ for n in $AGENTS; do
   wait "$ledger" 2>/dev/null || true
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["bench"]="fleet_ledger"; r["agents"]=int(sys.argv[2]); print(json.dumps(r))' "$work/ledger-$n.json" "$n" \
     || echo "# $n agents: no ledger report" >&2
+  for w in "${workers[@]}"; do kill -INT "$w" 2>/dev/null || true; wait "$w" 2>/dev/null || true; done
 done

@@ -58,30 +58,38 @@ pub struct ApplyReport {
     pub latencies_ms: Vec<i64>,
 }
 
-/// Most facts of one agent applied in one transaction.
-const APPLY_BATCH: i64 = 2_000;
+/// Most facts applied in one transaction, over every agent: one write transaction per tick
+/// however many agents moved, so the ingest workers sharing the database wait for the ledger's
+/// write lock once per tick, not once per agent.
+const APPLY_BATCH: i64 = 20_000;
 
 /// Apply every fact the ingest holds without a gap and the ledger has not applied yet.
 pub fn apply_ingested(conn: &mut Connection) -> Result<ApplyReport, LedgerError> {
-    let pending: Vec<(String, u32, i64)> = {
-        let mut stmt = conn.prepare(
-            "SELECT f.agent, f.epoch, f.contiguous FROM agent_facts f
-             LEFT JOIN ledger_cursor c ON c.agent = f.agent AND c.epoch = f.epoch
-             WHERE f.contiguous > COALESCE(c.fact_seq, 0)",
-        )?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?
-    };
     let mut report = ApplyReport::default();
-    for (agent, epoch, through) in pending {
-        loop {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let from = store::cursor(&tx, &agent, epoch)?;
-            let from_fact = i64::try_from(from.fact_seq).unwrap_or(i64::MAX);
-            if from_fact >= through {
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let pending: Vec<(String, u32, i64, i64, i64)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT f.agent, f.epoch, f.contiguous, COALESCE(c.fact_seq, 0), COALESCE(c.seq, 0)
+                 FROM agent_facts f
+                 LEFT JOIN ledger_cursor c ON c.agent = f.agent AND c.epoch = f.epoch
+                 WHERE f.contiguous > COALESCE(c.fact_seq, 0)",
+            )?;
+            stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        if pending.is_empty() {
+            break;
+        }
+        let mut budget = APPLY_BATCH;
+        let mut committed_at = Vec::new();
+        for (agent, epoch, through, from_fact, from_seq) in pending {
+            if budget <= 0 {
                 break;
             }
-            let upto = through.min(from_fact.saturating_add(APPLY_BATCH));
+            let upto = through.min(from_fact.saturating_add(budget));
             let facts: Vec<(i64, i64, String, String, i64)> = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT fact_seq, seq, type, payload, wall_ms FROM events
@@ -93,9 +101,8 @@ pub fn apply_ingested(conn: &mut Connection) -> Result<ApplyReport, LedgerError>
                 })?
                 .collect::<Result<_, _>>()?
             };
-            let store = store::store_of(&agent).to_owned();
-            let mut last = (from_fact, i64::try_from(from.seq).unwrap_or(i64::MAX));
-            let mut committed_at = Vec::with_capacity(facts.len());
+            budget = budget.saturating_sub(facts.len().max(1) as i64);
+            let mut last = (from_fact, from_seq);
             for (fact_seq, seq, event_type, payload, wall_ms) in facts {
                 committed_at.push(wall_ms);
                 match apply_fact(&tx, &agent, seq, &event_type, &payload)? {
@@ -120,12 +127,15 @@ pub fn apply_ingested(conn: &mut Connection) -> Result<ApplyReport, LedgerError>
             )?
             .execute(params![agent, epoch, last.0, last.1])?;
             tx.prepare_cached("INSERT OR IGNORE INTO ledger_agents(agent, store) VALUES (?1, ?2)")?
-                .execute(params![agent, store])?;
-            tx.commit()?;
-            let now = crate::storage::now_unix_ms();
-            report
-                .latencies_ms
-                .extend(committed_at.into_iter().map(|at| now.saturating_sub(at)));
+                .execute(params![agent, store::store_of(&agent)])?;
+        }
+        tx.commit()?;
+        let now = crate::storage::now_unix_ms();
+        report
+            .latencies_ms
+            .extend(committed_at.into_iter().map(|at| now.saturating_sub(at)));
+        if budget > 0 {
+            break; // everything pending fitted in this transaction
         }
     }
     Ok(report)
