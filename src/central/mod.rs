@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod ops;
 pub mod publish;
 pub mod simulate;
+pub mod sink;
 pub mod snapshot;
 
 use crate::config::BrokerUrl;
@@ -31,6 +32,8 @@ pub enum CentralError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("PostgreSQL sink {sink}: {reason}")]
+    Postgres { sink: String, reason: String },
     #[error("{path} line {line}: {reason}")]
     BadLine {
         path: PathBuf,
