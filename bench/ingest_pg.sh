@@ -52,6 +52,7 @@ pgport=$(free_port)
   -c listen_addresses=127.0.0.1 -c fsync=on 2>"$work/pg/log" &
 pgpid=$!
 url="postgres://relais@127.0.0.1:$pgport/postgres"
+export PGOPTIONS="-c client_min_messages=warning"
 psql=("$pgbin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U relais -d postgres)
 for _ in $(seq 100); do "${psql[@]}" -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
 

@@ -123,7 +123,7 @@ DECLARE
     i integer;
     v_c bigint;
     v_cs bigint;
-    v_s bigint;
+    r record;
 BEGIN
     FOR i IN 1 .. coalesce(array_length(p_agent, 1), 0) LOOP
         INSERT INTO agent_facts (agent, epoch, first_seen_ms)
@@ -133,13 +133,14 @@ BEGIN
         SELECT contiguous, contiguous_seq INTO v_c, v_cs FROM agent_facts
         WHERE agent = p_agent[i] AND epoch = p_epoch[i] FOR UPDATE;
         IF p_advance[i] THEN
-            LOOP
-                SELECT seq INTO v_s FROM events
-                WHERE agent = p_agent[i] AND fact_epoch = p_epoch[i] AND fact_seq = v_c + 1
-                LIMIT 1;
-                EXIT WHEN NOT FOUND;
-                v_c := v_c + 1;
-                v_cs := v_s;
+            -- One index range scan from the mark, left at the first gap (a cursor fetches
+            -- a few rows at a time), rather than one lookup per fact.
+            FOR r IN SELECT fact_seq, seq FROM events
+                     WHERE agent = p_agent[i] AND fact_epoch = p_epoch[i] AND fact_seq > v_c
+                     ORDER BY fact_seq LOOP
+                EXIT WHEN r.fact_seq > v_c + 1;
+                v_c := r.fact_seq;
+                v_cs := r.seq;
             END LOOP;
             UPDATE agent_facts SET contiguous = v_c, contiguous_seq = v_cs
             WHERE agent = p_agent[i] AND epoch = p_epoch[i];
@@ -369,7 +370,52 @@ impl PgSink {
                 // the walk and the reports only move forward.
                 let tx = conn.client.transaction().await?;
                 let mut new = 0;
-                if !rows.ids.is_empty() {
+                if !rows.ids.is_empty() && std::env::var_os("RELAIS_PG_COPY").is_some() {
+                    use tokio_postgres::types::Type;
+                    let sink = tx.copy_in("COPY relais_incoming FROM STDIN BINARY").await?;
+                    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(
+                        sink,
+                        &[
+                            Type::TEXT,
+                            Type::TEXT,
+                            Type::INT8,
+                            Type::INT8,
+                            Type::TEXT,
+                            Type::TEXT,
+                            Type::INT8,
+                            Type::TEXT,
+                            Type::INT8,
+                            Type::INT8,
+                        ],
+                    );
+                    let mut writer = std::pin::pin!(writer);
+                    for i in 0..rows.ids.len() {
+                        writer
+                            .as_mut()
+                            .write(&[
+                                &rows.ids[i],
+                                &rows.agents[i],
+                                &rows.seqs[i],
+                                &rows.boots[i],
+                                &rows.types[i],
+                                &rows.classes[i],
+                                &rows.wall_ms[i],
+                                &rows.payloads[i],
+                                &rows.fact_epochs[i],
+                                &rows.fact_seqs[i],
+                            ])
+                            .await?;
+                    }
+                    writer.as_mut().finish().await?;
+                    new = tx
+                        .execute(
+                            "INSERT INTO events (id, agent, seq, boot, type, class, wall_ms, payload, fact_epoch, fact_seq)
+                             SELECT id::uuid, agent, seq, boot, type, class, wall_ms, payload, fact_epoch, fact_seq
+                             FROM relais_incoming ON CONFLICT (id) DO NOTHING",
+                            &[],
+                        )
+                        .await?;
+                } else if !rows.ids.is_empty() {
                     new = tx
                         .execute(
                             &conn.insert,
@@ -463,6 +509,13 @@ async fn connect(target: &PgTarget) -> Result<Conn, ConnectError> {
         }
     });
     prepare_schema(&mut client).await?;
+    client
+        .batch_execute(
+            "CREATE TEMP TABLE IF NOT EXISTS relais_incoming (id text, agent text, seq int8, \
+             boot int8, type text, class text, wall_ms int8, payload text, fact_epoch int8, \
+             fact_seq int8) ON COMMIT DELETE ROWS",
+        )
+        .await?;
     let insert = client.prepare(INSERT_EVENTS).await?;
     let settle = client.prepare(SETTLE).await?;
     Ok(Conn {
