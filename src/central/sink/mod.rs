@@ -19,15 +19,15 @@ use std::path::PathBuf;
 pub enum SinkTarget {
     /// A SQLite file (created if missing).
     Sqlite(PathBuf),
-    /// A `postgres://` or `postgresql://` URL.
-    Postgres(postgres::PgTarget),
+    /// A `postgres://` or `postgresql://` URL (boxed: a parsed config is large).
+    Postgres(Box<postgres::PgTarget>),
 }
 
 impl SinkTarget {
     /// A `postgres://…` URL is a database server; anything else is a SQLite file's path.
     pub fn parse(text: &str) -> Result<SinkTarget, CentralError> {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            postgres::PgTarget::parse(text).map(SinkTarget::Postgres)
+            postgres::PgTarget::parse(text).map(|t| SinkTarget::Postgres(Box::new(t)))
         } else if text.is_empty() {
             Err(CentralError::Usage(
                 "--sink: give a SQLite file's path or a postgres://USER@HOST:PORT/DB URL".into(),
@@ -88,7 +88,8 @@ impl Committed {
     }
 }
 
-/// An open sink.
+/// An open sink. One per ingest process: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Sink {
     Sqlite(sqlite::SqliteSink),
     Postgres(postgres::PgSink),

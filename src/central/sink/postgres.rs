@@ -663,6 +663,65 @@ impl Settle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Envelope;
+    use crate::sync::wire::{self, EventBatch, FactsProgress};
+
+    fn fact(agent: &str, epoch: u32, n: u64) -> Envelope {
+        Envelope {
+            id: uuid::Uuid::now_v7(),
+            agent: agent.into(),
+            seq: n + 10,
+            boot: 1,
+            wall_ms: 0,
+            mono_ns: 0,
+            event_type: "stock.movement".into(),
+            schema: 1,
+            class: RetentionClass::StoreFact,
+            fact_seq: Some(n),
+            fact_epoch: Some(epoch),
+            payload: serde_json::Value::Null,
+        }
+    }
+
+    fn report(agent: &str, through: u64, at_seq: u64) -> Message {
+        Message::Facts(FactsProgress {
+            v: wire::CONTRACT_VERSION,
+            agent: agent.into(),
+            epoch: 1,
+            through,
+            at_seq,
+            at_ms: i64::try_from(at_seq).unwrap(),
+        })
+    }
+
+    #[test]
+    fn a_group_settles_each_numbering_once_in_agent_order_with_its_newest_report() {
+        let messages = vec![
+            report("s/b", 5, 9),
+            Message::Batch {
+                agent: "s/a".into(),
+                batch: EventBatch {
+                    v: wire::CONTRACT_VERSION,
+                    agent: "s/a".into(),
+                    events: vec![fact("s/a", 2, 3), fact("s/a", 2, 1), fact("s/a", 2, 2)],
+                },
+            },
+            // Older than the first (QoS 1 reorders): ignored; then one at the same seq.
+            report("s/b", 4, 7),
+            report("s/b", 6, 9),
+        ];
+        let settle = Settle::of(&messages);
+        assert_eq!(settle.agents, ["s/a", "s/b"]);
+        assert_eq!(settle.epochs, [2, 1]);
+        assert_eq!(settle.advance, [true, false]);
+        assert_eq!(settle.reported, [None, Some(6)]);
+        assert_eq!(settle.reported_at_seq, [None, Some(9)]);
+        let rows = Rows::of(&messages);
+        let mut sorted = rows.ids.clone();
+        sorted.sort();
+        assert_eq!(rows.ids, sorted, "events go in id order");
+        assert_eq!(rows.fact_seqs.len(), 3);
+    }
 
     #[test]
     fn a_url_is_shown_without_its_password() {
