@@ -8,8 +8,8 @@
 # drain does). A real PostgreSQL (initdb in a scratch dir, fsync=on, run as nobody under root)
 # and a real Mosquitto, everything on this machine. One JSON line per measurement on stdout.
 #
-#   bench/ingest_pg.sh                              # 20 agents × 10,000 facts
-#   RELAIS_BENCH_SCALE=0.02 bench/ingest_pg.sh      # CI smoke run (200 facts per agent)
+#   bench/ingest_pg.sh                              # 20 agents × 25,000 facts (500,000 events)
+#   RELAIS_BENCH_SCALE=0.02 bench/ingest_pg.sh      # CI smoke run (500 facts per agent)
 #   WORKERS_LIST="2" AGENTS=40 bench/ingest_pg.sh
 #
 # Needs mosquitto and postgresql (scripts/test.sh installs both). Builds relaisctl in release.
@@ -18,7 +18,10 @@ cd "$(dirname "$0")/.."
 SCALE=${RELAIS_BENCH_SCALE:-1.0}
 AGENTS=${AGENTS:-20}
 WORKERS_LIST=${WORKERS_LIST:-"1 2 4"}
-BACKLOG=$(python3 -c "print(max(50, round(10000 * float('$SCALE'))))")
+FACTS=${FACTS:-25000}
+BACKLOG=$(python3 -c "print(max(50, round($FACTS * float('$SCALE'))))")
+# Messages Mosquitto lets each worker hold unacknowledged: what a group can reach.
+INFLIGHT=${INFLIGHT:-100}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 if [ -z "$pgbin" ] || [ ! -x "$pgbin/postgres" ]; then
   echo "ingest_pg: PostgreSQL is not installed (apt-get install postgresql)" >&2
@@ -65,7 +68,7 @@ allow_anonymous true
 acl_file $work/acl
 persistence false
 max_queued_messages 10000000
-max_inflight_messages 100
+max_inflight_messages $INFLIGHT
 log_dest stderr
 log_type error
 CONF

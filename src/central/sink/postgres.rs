@@ -370,52 +370,7 @@ impl PgSink {
                 // the walk and the reports only move forward.
                 let tx = conn.client.transaction().await?;
                 let mut new = 0;
-                if !rows.ids.is_empty() && std::env::var_os("RELAIS_PG_COPY").is_some() {
-                    use tokio_postgres::types::Type;
-                    let sink = tx.copy_in("COPY relais_incoming FROM STDIN BINARY").await?;
-                    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(
-                        sink,
-                        &[
-                            Type::TEXT,
-                            Type::TEXT,
-                            Type::INT8,
-                            Type::INT8,
-                            Type::TEXT,
-                            Type::TEXT,
-                            Type::INT8,
-                            Type::TEXT,
-                            Type::INT8,
-                            Type::INT8,
-                        ],
-                    );
-                    let mut writer = std::pin::pin!(writer);
-                    for i in 0..rows.ids.len() {
-                        writer
-                            .as_mut()
-                            .write(&[
-                                &rows.ids[i],
-                                &rows.agents[i],
-                                &rows.seqs[i],
-                                &rows.boots[i],
-                                &rows.types[i],
-                                &rows.classes[i],
-                                &rows.wall_ms[i],
-                                &rows.payloads[i],
-                                &rows.fact_epochs[i],
-                                &rows.fact_seqs[i],
-                            ])
-                            .await?;
-                    }
-                    writer.as_mut().finish().await?;
-                    new = tx
-                        .execute(
-                            "INSERT INTO events (id, agent, seq, boot, type, class, wall_ms, payload, fact_epoch, fact_seq)
-                             SELECT id::uuid, agent, seq, boot, type, class, wall_ms, payload, fact_epoch, fact_seq
-                             FROM relais_incoming ON CONFLICT (id) DO NOTHING",
-                            &[],
-                        )
-                        .await?;
-                } else if !rows.ids.is_empty() {
+                if !rows.ids.is_empty() {
                     new = tx
                         .execute(
                             &conn.insert,
@@ -509,13 +464,6 @@ async fn connect(target: &PgTarget) -> Result<Conn, ConnectError> {
         }
     });
     prepare_schema(&mut client).await?;
-    client
-        .batch_execute(
-            "CREATE TEMP TABLE IF NOT EXISTS relais_incoming (id text, agent text, seq int8, \
-             boot int8, type text, class text, wall_ms int8, payload text, fact_epoch int8, \
-             fact_seq int8) ON COMMIT DELETE ROWS",
-        )
-        .await?;
     let insert = client.prepare(INSERT_EVENTS).await?;
     let settle = client.prepare(SETTLE).await?;
     Ok(Conn {
