@@ -635,14 +635,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
+                let held = report
+                    .sink_total
+                    .map(|n| format!("; sink holds {n} events"))
+                    .unwrap_or_default();
                 println!(
-                    "{} messages, {} events ({} new, {} duplicates), {} refused; sink holds {} events; {:.1} s",
+                    "{} messages, {} events ({} new, {} duplicates), {} refused{held}; {:.1} s",
                     report.messages,
                     report.events_received,
                     report.events_new,
                     report.duplicates,
                     report.rejected_messages,
-                    report.sink_total,
                     report.seconds
                 );
             }
