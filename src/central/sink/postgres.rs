@@ -239,6 +239,8 @@ pub struct PgSink {
     patient: bool,
 }
 
+const COMMITTING: &str = "committing a group";
+
 /// Backoff between connection attempts: from 100 ms, doubling, at most 5 s.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -255,14 +257,15 @@ impl PgSink {
     }
 
     fn fatal(&self, what: &str, e: &tokio_postgres::Error) -> CentralError {
+        let advice = if what == COMMITTING {
+            "Nothing of the group was acknowledged, so the agents keep it and send it again: \
+             fix the database (schema, constraints, space, rights) and start the ingest again"
+        } else {
+            "Check that the server runs and that the sink's tables are the ones relaisctl made"
+        };
         CentralError::Postgres {
             sink: self.target.shown.clone(),
-            reason: format!(
-                "{what}: {}. Nothing of it was acknowledged, so the agents keep it and send it \
-                 again: fix the database (schema, constraints, space, rights) and start the \
-                 ingest again",
-                describe(e)
-            ),
+            reason: format!("{what}: {}. {advice}", describe(e)),
         }
     }
 
@@ -365,7 +368,7 @@ impl PgSink {
         let settle = Settle::of(messages);
         let now = crate::storage::now_unix_ms();
         let new = self
-            .with_retry("committing a group", async |conn: &mut Conn| {
+            .with_retry(COMMITTING, async |conn: &mut Conn| {
                 // Repeatable as a whole: the insert skips what a lost commit already stored,
                 // the walk and the reports only move forward.
                 let tx = conn.client.transaction().await?;
