@@ -371,3 +371,25 @@ fn a_sink_whose_constraint_refuses_the_events_ends_the_ingest_with_a_clear_messa
         "the agent still holds every fact: nothing was acknowledged"
     );
 }
+
+#[test]
+fn relaisctl_facts_on_an_unreachable_database_fails_at_once_naming_the_sink_without_its_password() {
+    let port = broker::free_port();
+    let started = Instant::now();
+    let out = Command::new(RELAISCTL)
+        .args(["facts", "--sink"])
+        .arg(format!("postgres://central:s3cret@127.0.0.1:{port}/chain"))
+        .output()
+        .expect("relaisctl facts");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it waited for the database"
+    );
+    assert!(
+        stderr.contains(&format!("postgres://central@127.0.0.1:{port}/chain")),
+        "names the sink: {stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "shows the password: {stderr}");
+}
