@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 benches=("$@")
 if [ ${#benches[@]} -eq 0 ]; then
-    benches=(import lookup movements footprint scan_latency rfid decode delta_apply snapshot sync_drain http_lookup tickets sse_fanout fleet_push offline_day)
+    benches=(import lookup movements footprint scan_latency rfid decode delta_apply snapshot sync_drain http_lookup tickets sse_fanout fleet_push ingest_pg offline_day)
 fi
 
 if ! command -v mosquitto_pub >/dev/null 2>&1; then
@@ -26,6 +26,8 @@ fi
 # wrk: the http_lookup bench's load generator; installed when missing (sudo only if not root).
 . scripts/deps.sh
 ensure_packages wrk >&2
+# postgresql: the ingest_pg bench's server (bench/ingest_pg.sh runs its own initdb).
+ensure_packages postgresql >&2
 if ! command -v sqlite3 >/dev/null 2>&1; then
     echo "run-all: the import bench needs the sqlite3 CLI (apt-get install sqlite3)" >&2
     exit 1
@@ -40,6 +42,14 @@ cargo build --release --benches --bins >&2
 status=0
 for bench in "${benches[@]}"; do
     echo "## $bench" >&2
+    if [ "$bench" = ingest_pg ]; then
+        # A shell bench (PostgreSQL, Mosquitto and relaisctl processes), scaled the same way.
+        if ! bench/ingest_pg.sh; then
+            echo "run-all: bench $bench failed" >&2
+            status=1
+        fi
+        continue
+    fi
     if ! cargo bench --quiet --bench "$bench"; then
         echo "run-all: bench $bench failed" >&2
         status=1

@@ -9,7 +9,8 @@ ensure_rust
 # mosquitto: a real broker per sync test; mosquitto-clients: the drain benchmark's limit.
 # systemd: systemd-analyze verify/security of the unit; procps: /bin/kill for its ExecReload.
 # ejabberd and rumqttd: the other MQTT 5.0 brokers of the interop tests (docs/contract.md §10).
-ensure_packages sqlite3 pcscd vsmartcard-vpcd mosquitto mosquitto-clients systemd procps chromium ejabberd
+# postgresql: a real PostgreSQL per ingest test (tests/common/postgres.rs runs its own initdb).
+ensure_packages sqlite3 pcscd vsmartcard-vpcd mosquitto mosquitto-clients systemd procps chromium ejabberd postgresql
 ensure_rumqttd
 
 mkdir -p target

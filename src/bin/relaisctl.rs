@@ -97,13 +97,15 @@ enum Command {
         #[arg(long, requires = "refetch")]
         reason: Option<String>,
     },
-    /// Reference consumer: every agent's events into a SQLite sink, deduplicated, acknowledged.
+    /// Reference consumer: every agent's events into a sink (a SQLite file or a PostgreSQL
+    /// database), deduplicated, acknowledged.
     Ingest {
         #[command(flatten)]
         broker: BrokerArgs,
-        /// SQLite file for the events.
-        #[arg(long)]
-        sink: PathBuf,
+        /// Where the events land: a SQLite file (labs), or postgres://USER@HOST:PORT/DB
+        /// (docs/central.md). Workers of one --share group use the same sink.
+        #[arg(long, env = "RELAISCTL_SINK")]
+        sink: String,
         /// MQTT client id (the broker keeps this session's queue while the ingest is down).
         #[arg(long, default_value = "relais-ingest")]
         client_id: String,
@@ -127,9 +129,9 @@ enum Command {
     /// How far central holds each agent's store facts without a gap, from an ingest sink, and
     /// the watermark it may publish (docs/contract.md, "Store facts through N").
     Facts {
-        /// SQLite sink written by `relaisctl ingest`.
-        #[arg(long)]
-        sink: PathBuf,
+        /// The sink written by `relaisctl ingest`: a SQLite file or a postgres:// URL.
+        #[arg(long, env = "RELAISCTL_SINK")]
+        sink: String,
         #[arg(long)]
         json: bool,
     },
@@ -401,6 +403,11 @@ enum SimulateCommand {
         /// steady-state latency (still in `latency_all_ms`).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         warmup: Duration,
+        /// Store facts each agent holds before it connects (a store back from being offline):
+        /// sent at once in batches and resent until acknowledged, which loads the ingest as
+        /// fast as it acknowledges (bench/ingest_pg.sh). Agents then connect all at once.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+        backlog: u64,
         #[arg(long)]
         json: bool,
     },
@@ -630,7 +637,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let options = central::ingest::IngestOptions {
                 login: broker.login(),
-                sink,
+                sink: central::sink::SinkTarget::parse(&sink)?,
                 client_id,
                 send_acks: !no_ack,
                 share_group: share,
@@ -644,14 +651,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
+                let held = report
+                    .sink_total
+                    .map(|n| format!("; sink holds {n} events"))
+                    .unwrap_or_default();
                 println!(
-                    "{} messages, {} events ({} new, {} duplicates), {} refused; sink holds {} events; {:.1} s",
+                    "{} messages, {} events ({} new, {} duplicates), {} refused{held}; {:.1} s",
                     report.messages,
                     report.events_received,
                     report.events_new,
                     report.duplicates,
                     report.rejected_messages,
-                    report.sink_total,
                     report.seconds
                 );
             }
@@ -667,6 +677,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ack_timeout,
                     drain,
                     warmup,
+                    backlog,
                     json,
                 },
         } => {
@@ -682,6 +693,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ack_timeout,
                 drain,
                 warmup,
+                backlog,
             })
             .await?;
             if json {
@@ -714,12 +726,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("wrote {} schemas under {}", written.len(), out.display());
         }
         Command::Facts { sink, json } => {
-            let conn = central::ingest::open_sink(&sink)?;
-            let rows = central::facts::status(&conn)?;
+            let target = central::sink::SinkTarget::parse(&sink)?;
+            let rows = central::sink::Sink::open(&target, false)
+                .await?
+                .facts()
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                println!("no numbered store fact in {} yet", sink.display());
+                println!("no numbered store fact in {target} yet");
             } else {
                 println!(
                     "{:<24} {:>10} {:>10} {:>10} {:>8} {:>12}  state",

@@ -132,7 +132,7 @@ pub struct AgentFacts {
 }
 
 impl AgentFacts {
-    fn from_row(
+    pub(crate) fn from_row(
         agent: String,
         epoch: u32,
         contiguous: u64,
@@ -178,12 +178,17 @@ pub fn status(conn: &Connection) -> rusqlite::Result<Vec<AgentFacts>> {
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    mark_superseded(&mut rows);
+    Ok(rows)
+}
+
+/// Rows ordered by agent, then oldest numbering first: all but an agent's last are closed.
+pub(crate) fn mark_superseded(rows: &mut [AgentFacts]) {
     for i in 1..rows.len() {
         if rows[i].agent == rows[i - 1].agent {
             rows[i - 1].superseded = true;
         }
     }
-    Ok(rows)
 }
 
 #[cfg(test)]

@@ -1,24 +1,23 @@
 //! The reference consumer: subscribes to every agent's `evt`, deduplicates on event id into a
-//! SQLite sink, and only then acknowledges — to the broker (PUBACK, manual) and to the agent
+//! sink (SQLite or PostgreSQL, `central::sink`), and only then acknowledges — to the broker
+//! (PUBACK, manual) and to the agent
 //! (`ack`, the end-to-end acknowledgment). A crash of the ingest before its commit means the
 //! broker redelivers; after it, the duplicate is absorbed by the primary key.
 
+use super::sink::{Message, Sink, SinkTarget};
 use super::{BrokerLogin, CentralError};
 use crate::sync::wire::{self, Ack, EventBatch, FactsProgress, Topics};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event};
-use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
     pub login: BrokerLogin,
-    /// SQLite file the events land in (created if missing).
-    pub sink: PathBuf,
+    /// Where the events land: a SQLite file (created if missing) or a PostgreSQL database.
+    pub sink: SinkTarget,
     /// MQTT client id; the session persists under it, so a restarted ingest gets what the
     /// broker queued meanwhile.
     pub client_id: String,
@@ -42,87 +41,12 @@ pub struct IngestReport {
     pub rejected_messages: u64,
     /// "Store facts through N" reports recorded.
     pub fact_reports: u64,
-    pub sink_total: u64,
+    /// Events the sink holds (counted at the start, then + new). Not counted on PostgreSQL
+    /// without `stop_after_events`: a chain's `events` table is too large to count at each
+    /// worker's start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink_total: Option<u64>,
     pub seconds: f64,
-}
-
-const SINK_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    id      BLOB PRIMARY KEY,
-    agent   TEXT NOT NULL,
-    seq     INTEGER NOT NULL,
-    boot    INTEGER NOT NULL,
-    type    TEXT NOT NULL,
-    class   TEXT NOT NULL,
-    wall_ms INTEGER NOT NULL,
-    payload TEXT NOT NULL,
-    fact_epoch INTEGER,
-    fact_seq   INTEGER
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_by_agent ON events(agent, seq);
-";
-
-pub fn open_sink(path: &Path) -> Result<Connection, CentralError> {
-    let sink_err = |source| CentralError::Sink {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut conn = Connection::open(path).map_err(sink_err)?;
-    // FULL: an `ack` tells the agent it may delete; the sink must survive a power cut first.
-    conn.execute_batch(
-        "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
-    )
-    .map_err(sink_err)?;
-    // Workers of one group open the same sink at once: one of them makes or upgrades it.
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sink_err)?;
-    tx.execute_batch(SINK_SCHEMA).map_err(sink_err)?;
-    super::facts::upgrade_events(&tx).map_err(sink_err)?;
-    tx.commit().map_err(sink_err)?;
-    Ok(conn)
-}
-
-pub fn sink_count(conn: &Connection) -> Result<u64, rusqlite::Error> {
-    conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
-        .map(|n| n.max(0) as u64)
-}
-
-/// Store one batch in the group's transaction; returns (new events, the seqs to acknowledge).
-fn store_in(tx: &Transaction<'_>, batch: &EventBatch) -> Result<(u64, Vec<u64>), rusqlite::Error> {
-    let mut new = 0;
-    let mut seqs = Vec::with_capacity(batch.events.len());
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO events(id, agent, seq, boot, type, class, wall_ms, payload,
-                                          fact_epoch, fact_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?;
-        for e in &batch.events {
-            new += insert.execute(params![
-                e.id.as_bytes().as_slice(),
-                e.agent,
-                e.seq as i64,
-                e.boot as i64,
-                e.event_type,
-                e.class.name(),
-                e.wall_ms,
-                e.payload.to_string(),
-                e.fact_epoch,
-                e.fact_seq.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-            ])? as u64;
-            seqs.push(e.seq);
-        }
-    }
-    super::facts::advance(tx, &batch.events)?;
-    Ok((new, seqs))
-}
-
-/// One message of a group, parsed.
-enum Message {
-    Batch { agent: String, batch: EventBatch },
-    Facts(FactsProgress),
-    Refused { topic: String, reason: String },
 }
 
 fn parse_message(publish: &Publish) -> Message {
@@ -137,68 +61,6 @@ fn parse_message(publish: &Publish) -> Message {
     parsed.unwrap_or_else(|reason| Message::Refused { topic, reason })
 }
 
-/// What a committed group tells: per agent, the seqs it may now acknowledge.
-#[derive(Default)]
-struct Committed {
-    acks: BTreeMap<String, Vec<u64>>,
-    received: u64,
-    new: u64,
-    fact_reports: u64,
-}
-
-/// Every message of a group in one transaction: one `fsync` for all of them, so the sink's
-/// throughput is its commit rate times the group size. A busy sink (another worker's write
-/// lock) is waited out: nothing is acknowledged until it commits. Any other error ends the
-/// ingest, so an operator sees a full disk or a damaged sink.
-fn commit_group(conn: &mut Connection, messages: &[Message]) -> Result<Committed, rusqlite::Error> {
-    let mut waited = Duration::ZERO;
-    loop {
-        match try_commit_group(conn, messages) {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if matches!(
-                    e.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                ) =>
-            {
-                if waited.as_millis().is_multiple_of(10_000) {
-                    tracing::warn!(
-                        waited_s = waited.as_secs(),
-                        "the sink is busy (another writer); retrying"
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-                waited += Duration::from_millis(50);
-            }
-            other => return other,
-        }
-    }
-}
-
-fn try_commit_group(
-    conn: &mut Connection,
-    messages: &[Message],
-) -> Result<Committed, rusqlite::Error> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut out = Committed::default();
-    for message in messages {
-        match message {
-            Message::Batch { agent, batch } => {
-                let (new, seqs) = store_in(&tx, batch)?;
-                out.received += batch.events.len() as u64;
-                out.new += new;
-                out.acks.entry(agent.clone()).or_default().extend(seqs);
-            }
-            Message::Facts(progress) => {
-                super::facts::record_report(&tx, progress)?;
-                out.fact_reports += 1;
-            }
-            Message::Refused { .. } => {}
-        }
-    }
-    tx.commit()?;
-    Ok(out)
-}
-
 /// Validate a batch: the agent named inside must be the one of the topic (an agent cannot
 /// speak for another, even if the broker ACL were too wide).
 fn parse_batch(topic_agent: &str, payload: &[u8]) -> Result<EventBatch, String> {
@@ -211,6 +73,19 @@ fn parse_batch(topic_agent: &str, payload: &[u8]) -> Result<EventBatch, String> 
         return Err(format!(
             "the batch names agent {:?} but arrived on {topic_agent:?}'s topic",
             batch.agent
+        ));
+    }
+    // Both sinks keep numbers as signed 64-bit integers: no agent counts that far, so a number
+    // past it is a damaged or forged batch, refused rather than stored wrapped or clamped.
+    let fits = |n: u64| i64::try_from(n).is_ok();
+    if let Some(e) = batch
+        .events
+        .iter()
+        .find(|e| !fits(e.seq) || !fits(e.boot) || e.fact_seq.is_some_and(|n| !fits(n)))
+    {
+        return Err(format!(
+            "event {} carries a seq, boot or fact_seq above 2^63 - 1",
+            e.id
         ));
     }
     Ok(batch)
@@ -249,6 +124,9 @@ fn parse_facts(topic_agent: &str, payload: &[u8]) -> Result<FactsProgress, Strin
             progress.agent
         ));
     }
+    if i64::try_from(progress.through).is_err() || i64::try_from(progress.at_seq).is_err() {
+        return Err("the report's numbers are above 2^63 - 1".into());
+    }
     Ok(progress)
 }
 
@@ -262,11 +140,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<IngestReport, CentralError> {
     let started = Instant::now();
-    let mut sink = open_sink(&options.sink)?;
-    let sink_err = |source| CentralError::Sink {
-        path: options.sink.clone(),
-        source,
-    };
+    let mut sink = Sink::open(&options.sink, true).await?;
     let mut mqtt = options.login.options(&options.client_id)?;
     if options.share_group.is_some() {
         // One worker of a group: its session ends with its connection, so the broker stops
@@ -284,7 +158,13 @@ pub async fn run(
     // Room for a whole group's PUBACKs and acks while the loop is not polled.
     let (client, mut eventloop) = AsyncClient::new(mqtt, 4 * GROUP_MAX + 64);
     let mut report = IngestReport {
-        sink_total: sink_count(&sink).map_err(sink_err)?,
+        sink_total: if options.stop_after_events.is_some()
+            || matches!(options.sink, SinkTarget::Sqlite(_))
+        {
+            Some(sink.count().await?)
+        } else {
+            None
+        },
         ..IngestReport::default()
     };
     let filter = subscription(options.share_group.as_deref(), "evt");
@@ -308,7 +188,7 @@ pub async fn run(
     };
     loop {
         if let Some(target) = options.stop_after_events
-            && report.sink_total >= target
+            && report.sink_total.is_some_and(|held| held >= target)
         {
             break;
         }
@@ -344,9 +224,12 @@ pub async fn run(
         }
         if !group.is_empty() {
             last_message = Instant::now();
-            settle_group(&client, &mut sink, &options, &mut report, group)
-                .await
-                .map_err(sink_err)?;
+            // A sink that waits for its database gives way to a shutdown: nothing of the
+            // group was acknowledged, so its agents send it again to whoever runs next.
+            tokio::select! {
+                settled = settle_group(&client, &mut sink, &options, &mut report, group) => settled?,
+                _ = &mut shutdown => break,
+            }
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
@@ -368,11 +251,11 @@ pub async fn run(
 /// (a refused one too: redelivering garbage would not fix it).
 async fn settle_group(
     client: &AsyncClient,
-    sink: &mut Connection,
+    sink: &mut Sink,
     options: &IngestOptions,
     report: &mut IngestReport,
     group: Vec<Publish>,
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), CentralError> {
     report.messages += group.len() as u64;
     let messages: Vec<Message> = group.iter().map(parse_message).collect();
     for message in &messages {
@@ -381,13 +264,13 @@ async fn settle_group(
             tracing::warn!(%topic, %reason, "message refused by the ingest");
         }
     }
-    // Synchronous SQLite on the tool's runtime thread: the ingest is a single-purpose process
-    // whose only work is this write; nothing else waits on the runtime.
-    let committed = tokio::task::block_in_place(|| commit_group(sink, &messages))?;
+    let committed = sink.commit(&messages).await?;
     report.events_received += committed.received;
     report.events_new += committed.new;
     report.duplicates += committed.received - committed.new;
-    report.sink_total += committed.new;
+    if let Some(held) = report.sink_total.as_mut() {
+        *held = held.saturating_add(committed.new);
+    }
     report.fact_reports += committed.fact_reports;
     if options.send_acks {
         for (agent, seqs) in committed.acks {

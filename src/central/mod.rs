@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod ops;
 pub mod publish;
 pub mod simulate;
+pub mod sink;
 pub mod snapshot;
 
 use crate::config::BrokerUrl;
@@ -32,6 +33,8 @@ pub enum CentralError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("PostgreSQL sink {sink}: {reason}")]
+    Postgres { sink: String, reason: String },
     #[error("{path} line {line}: {reason}")]
     BadLine {
         path: PathBuf,

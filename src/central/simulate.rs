@@ -41,6 +41,8 @@ pub struct FleetOptions {
     /// Facts committed in the first `warmup` (every agent connecting at once) count in the
     /// totals but not in `latency_ms`, which is the steady state; `latency_all_ms` has them.
     pub warmup: Duration,
+    /// Store facts each agent holds before it connects, sent at once (a store back online).
+    pub backlog: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -89,6 +91,12 @@ pub struct FleetReport {
     pub latency_all_ms: LatencyMs,
     pub warmup_s: f64,
     pub seconds: f64,
+    /// With a backlog: every agent's backlog facts.
+    pub backlog_facts: u64,
+    /// From the start to central's ack of the last backlog fact (0 if one never was).
+    pub backlog_drained_s: f64,
+    /// backlog_facts / backlog_drained_s: the rate the ingest took a fleet's backlog at.
+    pub backlog_per_s: f64,
 }
 
 #[derive(Default)]
@@ -110,8 +118,13 @@ pub async fn run(options: FleetOptions) -> Result<FleetReport, CentralError> {
     let started = Instant::now();
     let totals = Arc::new(Totals::default());
     let mut tasks = tokio::task::JoinSet::new();
-    // Connections arrive spread over a second, as stores would, not in one burst.
-    let spread = Duration::from_secs(1).as_secs_f64() / options.agents as f64;
+    // Connections arrive spread over a second, as stores would, not in one burst; stores
+    // holding a backlog reconnect together (central or the network was down).
+    let spread = if options.backlog > 0 {
+        0.0
+    } else {
+        Duration::from_secs(1).as_secs_f64() / options.agents as f64
+    };
     for n in 0..options.agents {
         let agent = format!("{}-{n:05}/till-1", options.prefix);
         let mut mqtt = options.login.options(&agent)?;
@@ -145,9 +158,20 @@ pub async fn run(options: FleetOptions) -> Result<FleetReport, CentralError> {
     let mut steady: Vec<f64> = Vec::new();
     let mut all: Vec<f64> = Vec::new();
     let mut unacked = 0;
+    let mut backlog_drained: Option<Instant> = None;
+    let mut backlog_complete = true;
     let warm_until = started + options.warmup;
     while let Some(done) = tasks.join_next().await {
-        if let Ok((latencies, left)) = done {
+        if let Ok(AgentOutcome {
+            latencies,
+            unacked: left,
+            backlog_drained: drained,
+        }) = done
+        {
+            match drained {
+                Some(at) => backlog_drained = backlog_drained.max(Some(at)),
+                None => backlog_complete = false,
+            }
             for (committed, ms) in latencies {
                 all.push(ms);
                 if committed >= warm_until {
@@ -159,6 +183,13 @@ pub async fn run(options: FleetOptions) -> Result<FleetReport, CentralError> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let acked = totals.acked.load(Ordering::Relaxed);
+    let backlog_facts = options.backlog.saturating_mul(options.agents as u64);
+    let backlog_drained_s = match backlog_drained {
+        Some(at) if backlog_complete && backlog_facts > 0 => {
+            at.duration_since(started).as_secs_f64()
+        }
+        _ => 0.0,
+    };
     Ok(FleetReport {
         agents: options.agents,
         connected: totals.connected.load(Ordering::Relaxed),
@@ -172,18 +203,34 @@ pub async fn run(options: FleetOptions) -> Result<FleetReport, CentralError> {
         latency_all_ms: LatencyMs::of(all),
         warmup_s: options.warmup.as_secs_f64(),
         seconds,
+        backlog_facts,
+        backlog_drained_s,
+        backlog_per_s: if backlog_drained_s > 0.0 {
+            backlog_facts as f64 / backlog_drained_s
+        } else {
+            0.0
+        },
     })
 }
 
+/// What one simulated agent saw.
+struct AgentOutcome {
+    /// Per acknowledged fact: when it was committed, and the ms until central's ack.
+    latencies: Vec<(Instant, f64)>,
+    /// Facts never acknowledged.
+    unacked: u64,
+    /// When the last fact of its backlog was acknowledged (now, for an empty backlog).
+    backlog_drained: Option<Instant>,
+}
+
 /// One simulated agent: its MQTT event loop in a task of its own (so publishing never waits on
-/// the loop it needs), its store facts and their acks here. Returns the latency of each
-/// acknowledged fact (when it was committed, ms) and how many were never acknowledged.
+/// the loop it needs), its store facts and their acks here.
 async fn simulate_agent(
     agent: String,
     mqtt: rumqttc::v5::MqttOptions,
     options: FleetOptions,
     totals: Arc<Totals>,
-) -> (Vec<(Instant, f64)>, u64) {
+) -> AgentOutcome {
     let topics = Topics::new(&agent);
     let (client, mut eventloop) = AsyncClient::new(mqtt, 256);
     let (acks_tx, mut acks) = mpsc::channel::<Ack>(64);
@@ -210,6 +257,20 @@ async fn simulate_agent(
     let mut fact_seq: u64 = 0;
     let mut pending: BTreeMap<u64, (Instant, Instant, String)> = BTreeMap::new();
     let mut latencies = Vec::new();
+    // The backlog: committed before the connection, sent by the resend that follows CONNACK.
+    let created = Instant::now();
+    for _ in 0..options.backlog {
+        fact_seq += 1;
+        pending.insert(
+            fact_seq,
+            (created, created, envelope_json(&agent, epoch, fact_seq)),
+        );
+    }
+    totals
+        .committed
+        .fetch_add(options.backlog, Ordering::Relaxed);
+    let backlog_last = fact_seq;
+    let mut backlog_drained = (backlog_last == 0).then(Instant::now);
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / options.rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
@@ -245,6 +306,11 @@ async fn simulate_agent(
                             latencies.push((committed, now.duration_since(committed).as_secs_f64() * 1000.0));
                             totals.acked.fetch_add(1, Ordering::Relaxed);
                         }
+                    }
+                    if backlog_drained.is_none()
+                        && pending.range(..=backlog_last).next().is_none()
+                    {
+                        backlog_drained = Some(now);
                     }
                 }
             }
@@ -283,7 +349,11 @@ async fn simulate_agent(
         .await;
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
-    (latencies, pending.len() as u64)
+    AgentOutcome {
+        latencies,
+        unacked: pending.len() as u64,
+        backlog_drained,
+    }
 }
 
 /// "Store facts through N": every seq of a simulated agent is a store fact (no telemetry).
