@@ -9,8 +9,9 @@ use super::{BrokerLogin, CentralError};
 use crate::sync::wire::{self, Ack, EventBatch, FactsProgress, Topics};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
-use rumqttc::v5::{AsyncClient, Event};
+use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -172,42 +173,46 @@ pub async fn run(
     let mut last_message = Instant::now();
     tokio::pin!(shutdown);
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
-    let subscribe = |client: AsyncClient| {
-        let topics = [filter.clone(), facts_filter.clone()];
-        async move {
-            // Subscribed at every connect: the broker may have lost the session.
-            for topic in topics {
-                client
-                    .subscribe(topic, QoS::AtLeastOnce)
-                    .await
-                    .map_err(|e| CentralError::Broker(e.to_string()))?;
-            }
-            tracing::info!("ingest connected and subscribed");
-            Ok::<(), CentralError>(())
-        }
-    };
+    let filters = [filter, facts_filter];
+    // What the event loop gave while a request waited for room (see `queue`), handled before
+    // the loop is polled again.
+    let mut stash: VecDeque<Polled> = VecDeque::new();
     loop {
         if let Some(target) = options.stop_after_events
             && report.sink_total.is_some_and(|held| held >= target)
         {
             break;
         }
-        let event = tokio::select! {
-            _ = &mut shutdown => break,
-            _ = idle_check.tick() => {
-                if let Some(idle) = options.idle_exit && last_message.elapsed() > idle {
-                    break;
+        let event = match stash.pop_front() {
+            Some(event) => event,
+            None => tokio::select! {
+                _ = &mut shutdown => break,
+                _ = idle_check.tick() => {
+                    if let Some(idle) = options.idle_exit && last_message.elapsed() > idle {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            event = eventloop.poll() => event,
+                event = eventloop.poll() => event,
+            },
         };
         // A group: this message and whatever else arrives within GROUP_WAIT, up to GROUP_MAX.
         let mut group: Vec<Publish> = Vec::new();
         let mut next = Some(event);
         while let Some(event) = next.take() {
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => subscribe(client.clone()).await?,
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    // Subscribed at every connect: the broker may have lost the session.
+                    for filter in &filters {
+                        queue(&mut eventloop, &mut stash, || {
+                            client
+                                .try_subscribe(filter.clone(), QoS::AtLeastOnce)
+                                .is_ok()
+                        })
+                        .await;
+                    }
+                    tracing::info!("ingest connected and subscribed");
+                }
                 Ok(Event::Incoming(Packet::Publish(publish))) => group.push(publish),
                 Ok(_) => {}
                 Err(e) => {
@@ -217,9 +222,12 @@ pub async fn run(
                 }
             }
             if !group.is_empty() && group.len() < GROUP_MAX {
-                next = tokio::time::timeout(GROUP_WAIT, eventloop.poll())
-                    .await
-                    .ok();
+                next = match stash.pop_front() {
+                    Some(event) => Some(event),
+                    None => tokio::time::timeout(GROUP_WAIT, eventloop.poll())
+                        .await
+                        .ok(),
+                };
             }
         }
         if !group.is_empty() {
@@ -227,7 +235,9 @@ pub async fn run(
             // A sink that waits for its database gives way to a shutdown: nothing of the
             // group was acknowledged, so its agents send it again to whoever runs next.
             tokio::select! {
-                settled = settle_group(&client, &mut sink, &options, &mut report, group) => settled?,
+                settled = settle_group(
+                    &client, &mut eventloop, &mut stash, &mut sink, &options, &mut report, group,
+                ) => settled?,
                 _ = &mut shutdown => break,
             }
         }
@@ -236,7 +246,7 @@ pub async fn run(
     // Requests only leave when the event loop is polled: flush the last acks (to the agents and
     // to the broker) and the DISCONNECT before returning, or the agents would wait for acks
     // that never went out.
-    let _ = client.disconnect().await;
+    let _ = client.try_disconnect();
     let flush_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < flush_until {
         match tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await {
@@ -251,6 +261,8 @@ pub async fn run(
 /// (a refused one too: redelivering garbage would not fix it).
 async fn settle_group(
     client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    stash: &mut VecDeque<Polled>,
     sink: &mut Sink,
     options: &IngestOptions,
     report: &mut IngestReport,
@@ -275,19 +287,44 @@ async fn settle_group(
     if options.send_acks {
         for (agent, seqs) in committed.acks {
             let payload = serde_json::to_vec(&Ack::from_seqs(seqs)).unwrap_or_default();
-            if let Err(e) = client
-                .publish(Topics::new(&agent).ack(), QoS::AtLeastOnce, false, payload)
-                .await
-            {
-                tracing::warn!(error = %e, "cannot send the ack; the agent will resend and the duplicate is absorbed");
-            }
+            let topic = Topics::new(&agent).ack();
+            queue(eventloop, stash, || {
+                client
+                    .try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                    .is_ok()
+            })
+            .await;
         }
     }
     // PUBACK only now: the events are durable in the sink.
     for publish in &group {
-        if let Err(e) = client.ack(publish).await {
-            tracing::warn!(error = %e, "cannot acknowledge to the broker; it will redeliver");
-        }
+        queue(eventloop, stash, || client.try_ack(publish).is_ok()).await;
     }
     Ok(())
+}
+
+/// One poll of the event loop, as the loop hands it over.
+type Polled = Result<Event, rumqttc::v5::ConnectionError>;
+
+/// Hand a request to the client without ever waiting on a full request queue: only the event
+/// loop empties that queue, and awaiting room while the loop is not polled deadlocks the worker
+/// (under a broker's Receive Maximum, a group's acks and PUBACKs can outnumber the queue).
+/// When the queue is full the loop is polled once, and what it gives is kept for later.
+async fn queue(
+    eventloop: &mut EventLoop,
+    stash: &mut VecDeque<Polled>,
+    mut queued: impl FnMut() -> bool,
+) {
+    for _ in 0..100_000 {
+        if queued() {
+            return;
+        }
+        if let Ok(event) = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await
+        {
+            stash.push_back(event);
+        }
+    }
+    // Never reached while the event loop lives; an ack left unsent is sent again by the
+    // agent's resend, a PUBACK by the broker's redelivery.
+    tracing::warn!("a request could not be queued; the peer will send again");
 }
