@@ -16,8 +16,14 @@ AGENTS=${AGENTS:-1000}
 WORKERS=${WORKERS:-2}
 RATE=${RATE:-1}
 DURATION=${DURATION:-30s}
-cargo build --release --bin relaisctl >&2
-ctl=target/release/relaisctl
+# RELAISCTL: a release relaisctl already built (bench/run-all.sh passes the one it built with the
+# benches: building `--bin relaisctl` alone unifies other features and rebuilds every dependency).
+if [ -n "${RELAISCTL:-}" ]; then
+  ctl=$RELAISCTL
+else
+  cargo build --release --bin relaisctl >&2
+  ctl=${CARGO_TARGET_DIR:-target}/release/relaisctl
+fi
 work=$(mktemp -d)
 chmod 755 "$work"  # mosquitto drops root for its own user, which must read the ACL
 pids=()

@@ -27,8 +27,14 @@ if [ -z "$pgbin" ] || [ ! -x "$pgbin/postgres" ]; then
   echo "ingest_pg: PostgreSQL is not installed (apt-get install postgresql)" >&2
   exit 1
 fi
-cargo build --release --bin relaisctl >&2
-ctl=target/release/relaisctl
+# RELAISCTL: a release relaisctl already built (bench/run-all.sh passes the one it built with the
+# benches: building `--bin relaisctl` alone unifies other features and rebuilds every dependency).
+if [ -n "${RELAISCTL:-}" ]; then
+  ctl=$RELAISCTL
+else
+  cargo build --release --bin relaisctl >&2
+  ctl=${CARGO_TARGET_DIR:-target}/release/relaisctl
+fi
 work=$(mktemp -d)
 chmod 755 "$work"  # mosquitto and postgres drop root and must reach their files
 pids=()

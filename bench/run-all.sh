@@ -38,6 +38,8 @@ echo "# $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | se
 
 # Build once up front (the target dir may be shared: waiting on the cargo lock is normal).
 cargo build --release --benches --bins >&2
+# The shell benches use that relaisctl rather than build `--bin relaisctl` alone (other features).
+export RELAISCTL=${CARGO_TARGET_DIR:-target}/release/relaisctl
 
 status=0
 for bench in "${benches[@]}"; do

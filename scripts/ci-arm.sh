@@ -39,11 +39,12 @@ cross_install "${arm_targets[@]}"
 took "install"
 
 # Release: the repo's own profile (thin LTO, stripped): these are the binaries the packages ship.
-# Only the agent (`--bin relais`); relaisctl is central's tool and is not packaged for the boxes.
+# Only the agent (`--bin relais`, without the `central` feature); relaisctl is central's tool and
+# is not packaged for the boxes.
 for target in "${arm_targets[@]}"; do
   step "cargo build --release --target $target --bin relais"
   cross_env "$target"
-  cargo build --locked --release --target "$target" --bin relais
+  cargo build --locked --release --target "$target" --no-default-features --bin relais
   took "release build $CROSS_ARCH"
 done
 
@@ -76,7 +77,7 @@ step "Debian packages"
 amd64_bin=${RELAIS_AMD64_BIN:-$tdir/release/relais}
 if [ ! -f "$amd64_bin" ]; then
   echo "no native release binary at $amd64_bin: building it"
-  cargo build --locked --release --bin relais
+  cargo build --locked --release --no-default-features --bin relais
   amd64_bin=$tdir/release/relais
 fi
 debs=()

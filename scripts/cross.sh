@@ -165,7 +165,9 @@ cross_env() {
 # (CARGO_BIN_EXE_relais, baked in at compile time): with no binfmt_misc registration (containers,
 # CI) the kernel cannot exec an ARM ELF, so that path gets a two-line shell wrapper that execs
 # qemu on the real binary (kept beside it as relais.elf). Cargo puts the ELF back on the next build.
-CROSS_TEST_TARGETS=(--lib --test conformance --test config --test profiles)
+# Without the `central` feature: the store box runs the agent only (central's code is tested on
+# the host, where it runs).
+CROSS_TEST_TARGETS=(--no-default-features --lib --test conformance --test config --test profiles)
 
 cross_tests() {
   cross_target "$1" || return
@@ -240,7 +242,8 @@ cross_main() {
   if [ "$install" -eq 1 ]; then cross_install "$target"; elif ! cross_is_native; then cross_dev_files "$target"; fi
   cross_env "$target"
   export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-  [ ${#extra[@]} -gt 0 ] || extra=(--bin relais)
+  # The agent as the box runs it: without central's side (the `central` feature).
+  [ ${#extra[@]} -gt 0 ] || extra=(--no-default-features --bin relais)
   local profile=() out=debug
   if [ "$release" -eq 1 ]; then profile=(--release) out=release; fi
   local t0

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod api;
 pub mod cards;
+#[cfg(feature = "central")]
 pub mod central;
 pub mod config;
 pub mod decode;

@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Consent and coupons at the till, through the real `relais run`: the marketing data a lookup
 //! shows only with consent in effect, a consent change that takes effect at once and that only

@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Convergence, proven by simulation (issue 15): three stores — one with two tills — and the web
 //! trade against one ledger through the real agents, a real Mosquitto, two shared ingest

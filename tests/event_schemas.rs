@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! The published JSON Schemas (docs/schemas/, ADR 0027) are the ones the agent's types generate,
 //! and every event a store day sends to central matches them: a real Mosquitto, the real agent

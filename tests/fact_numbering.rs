@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Central proves it holds every store fact (issue 15, ADR 0026): store facts carry a gap-free
 //! `fact_seq`, the agent reports "store facts through N at seq S" on `…/facts`, and

@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! The ops side of signed fleet documents against a real Mosquitto: `relaisctl keygen`,
 //! `config sign`, `config push` (retained on cfg/desired, verified by `relais::fleet::verify`

@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! `relaisctl ingest` into PostgreSQL (issue 15, item 2): shared workers, a real Mosquitto, a
 //! real PostgreSQL (`initdb` per test) and real producers (the agent draining its outbox, or

@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! The real agent against MQTT 5.0 brokers other than a default Mosquitto: ejabberd's
 //! mod_mqtt (Debian package), rumqttd (crates.io, installed by scripts/test.sh), and Mosquitto

@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Ship-from-store from central's side: `relaisctl` builds a reservations snapshot and publishes
 //! a reservations delta carrying ship orders (`fulfilment: ship`), through a real Mosquitto; the

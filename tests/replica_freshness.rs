@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Per-stream freshness with central's heartbeat, and stock deltas that do not wait for a
 //! catalogue import (issue 18, item 7): the real agent, a real Mosquitto, the HTTPS snapshot

@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Snapshots over HTTPS against a real TLS server: what central builds verifies and imports,
 //! a cut transfer resumes instead of restarting, and anything that does not match the

@@ -1,3 +1,4 @@
+#![cfg(feature = "central")] // drives central's side: the default `central` feature
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed assertion
 //! Sync with a real Mosquitto: lossless uplink through broker crashes, agent crashes and
 //! network cuts; dead letters on ACL refusal; birth and Will; downlink deltas.
