@@ -15,8 +15,12 @@ ensure_rumqttd
 
 mkdir -p target
 log=target/test-output.txt
+# The convergence simulations leave their summary lines here (a passing test's stdout is hidden).
+rm -f target/tmp/convergence-*.txt
 echo "==> cargo test: unit, integration (real binary, real files), crash, device and conformance tests"
 cargo test --locked 2>&1 | tee "$log"
+echo "==> convergence simulations (tests/convergence.rs)"
+cat target/tmp/convergence-*.txt 2>/dev/null || echo "no convergence summary (mosquitto or postgresql missing?)"
 echo "==> decode conformance over ../shared/testdata"
 cargo test --locked -q --test conformance -- --nocapture 2>&1 | grep -E '^conformance' || true
 

@@ -1,20 +1,30 @@
 //! Central's processes for the convergence simulation: a real Mosquitto, two shared ingest
-//! workers, the ledger, an HTTPS server for the ledger's snapshots, and one TCP proxy per store
-//! (its WAN link, which the simulation cuts).
+//! workers, the ledger, their database (a SQLite file, or a real PostgreSQL), an HTTPS server
+//! for the ledger's snapshots, and one TCP proxy per store (its WAN link, which the simulation
+//! cuts).
 
 use crate::broker::{Broker, BrokerOptions, Proxy};
 use crate::https::HttpsServer;
+use crate::postgres::Postgres;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 pub const RELAISCTL: &str = env!("CARGO_BIN_EXE_relaisctl");
 
+/// The database the ingest and the ledger share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
 pub struct Central {
     pub tmp: tempfile::TempDir,
     pub broker: Broker,
     pub https: HttpsServer,
-    pub sink: PathBuf,
+    sink: String,
+    postgres: Option<Postgres>,
     pub snapshots: PathBuf,
     ingest: Vec<Option<Child>>,
     ledger: Option<Child>,
@@ -41,14 +51,20 @@ fn kill(child: &mut Option<Child>) {
 }
 
 impl Central {
-    pub fn start() -> Central {
+    pub fn start(engine: Engine) -> Central {
         let tmp = tempfile::tempdir().unwrap();
         let snapshots = tmp.path().join("snapshots");
         std::fs::create_dir_all(&snapshots).unwrap();
         let https = HttpsServer::start(&snapshots);
+        let postgres = (engine == Engine::Postgres).then(Postgres::start);
+        let sink = match &postgres {
+            Some(pg) => pg.url(),
+            None => tmp.path().join("central.db").to_str().unwrap().to_owned(),
+        };
         Central {
             broker: Broker::start(BrokerOptions::default()),
-            sink: tmp.path().join("central.db"),
+            sink,
+            postgres,
             snapshots,
             https,
             tmp,
@@ -63,7 +79,19 @@ impl Central {
     }
 
     fn sink(&self) -> &str {
-        self.sink.to_str().unwrap()
+        &self.sink
+    }
+
+    /// PostgreSQL SIGKILLed, down for `down`, then started again on its data (crash
+    /// recovery); `false` on SQLite (a file does not go down).
+    pub fn crash_database(&mut self, down: std::time::Duration) -> bool {
+        let Some(pg) = self.postgres.as_mut() else {
+            return false;
+        };
+        pg.kill();
+        std::thread::sleep(down);
+        pg.restart();
+        true
     }
 
     pub fn seed(&self, stock: &[(String, PathBuf)], customers: &Path) {

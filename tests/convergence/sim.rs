@@ -3,7 +3,7 @@
 //! faults, and the final comparison.
 
 use crate::broker::Proxy;
-use crate::central::Central;
+use crate::central::{Central, Engine};
 use crate::common::{Agent, Settings, Store, base_price, gtin14, product, write_ndjson};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -107,6 +107,7 @@ impl Oracle {
 }
 
 pub struct Outcome {
+    pub engine: Engine,
     pub seed: u64,
     pub ops: usize,
     pub accepted: BTreeMap<&'static str, u64>,
@@ -122,9 +123,10 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let accepted: u64 = self.accepted.values().sum();
         format!(
-            "convergence: seed {} ops {} accepted {} {:?} refused {:?} facts_while_cut {} \
+            "convergence: engine {:?} seed {} ops {} accepted {} {:?} refused {:?} facts_while_cut {} \
              converged_after_s {:.1} loyalty_overspend {} worst_customer_overspend {} (bound {}) \
              mismatches {}",
+            self.engine,
             self.seed,
             self.ops,
             accepted,
@@ -166,8 +168,8 @@ fn replica_version(agent: &Agent, stream: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn run(seed: u64, ops: usize) -> Outcome {
-    let mut central = Central::start();
+pub fn run(seed: u64, ops: usize, engine: Engine) -> Outcome {
+    let mut central = Central::start(engine);
     let items: Vec<Item> = (0..8)
         .map(|i| Item {
             sku: format!("SKU-{i}"),
@@ -286,6 +288,7 @@ pub fn run(seed: u64, ops: usize) -> Outcome {
         cut: false,
         second_cut: false,
         outcome: Outcome {
+            engine,
             seed,
             ops,
             accepted: BTreeMap::new(),
@@ -388,6 +391,9 @@ impl Sim {
             eprintln!("fault: SIGKILL the ledger");
             self.central.kill_ledger();
             self.central.start_ledger();
+        }
+        if at(65) && self.central.crash_database(Duration::from_secs(3)) {
+            eprintln!("fault: PostgreSQL SIGKILLed, down 3 s, restarted (crash recovery)");
         }
         if at(40) {
             eprintln!("fault: store {} cut off too", STORES[SECOND_CUT_STORE]);

@@ -6,6 +6,31 @@ use relais::central::ledger::{self, Seed};
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    #[arg(long, env = "RELAISCTL_SINK")]
+    sink: String,
+    #[arg(long, default_value = "relais-ledger")]
+    client_id: String,
+    /// Directory of the agents' snapshots, served over HTTPS at --snapshot-base-url.
+    #[arg(long, required_unless_present = "apply_only")]
+    snapshot_dir: Option<PathBuf>,
+    /// HTTPS URL the --snapshot-dir is served at.
+    #[arg(long, required_unless_present = "apply_only")]
+    snapshot_base_url: Option<String>,
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    heartbeat_every: Duration,
+    /// Apply facts only and send agents nothing (--snapshot-* are then unused).
+    #[arg(long)]
+    apply_only: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 // Parsed once per run: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
@@ -13,9 +38,10 @@ pub enum LedgerCommand {
     /// Load central's baseline: stock lines of a store (STORE=FILE) and customer lines
     /// (snapshot formats). Replaces the figures the files name.
     Seed {
-        /// The ingest's database (SQLite file), shared with `relaisctl ingest`.
-        #[arg(long)]
-        sink: PathBuf,
+        /// The ingest's database, shared with `relaisctl ingest`: a SQLite file or
+        /// postgres://USER@HOST:PORT/DB.
+        #[arg(long, env = "RELAISCTL_SINK")]
+        sink: String,
         /// STORE=FILE: stock lines (`{"sku","on_hand"}`) of one store; repeatable.
         #[arg(long = "stock", value_name = "STORE=FILE")]
         stock: Vec<String>,
@@ -26,23 +52,23 @@ pub enum LedgerCommand {
     /// Apply central's own operations (web orders, cancellations, web returns, web loyalty,
     /// warehouse receipts, erasures) from an NDJSON file; each `op_id` is applied once.
     Web {
-        #[arg(long)]
-        sink: PathBuf,
+        #[arg(long, env = "RELAISCTL_SINK")]
+        sink: String,
         file: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// Apply what the ingest holds (once, in fact order) and print the ledger's figures.
     Show {
-        #[arg(long)]
-        sink: PathBuf,
+        #[arg(long, env = "RELAISCTL_SINK")]
+        sink: String,
         #[arg(long)]
         json: bool,
     },
     /// Write a snapshot of the ledger's streams for one agent under --out (STORE/AGENT/manifest.json).
     Snapshot {
-        #[arg(long)]
-        sink: PathBuf,
+        #[arg(long, env = "RELAISCTL_SINK")]
+        sink: String,
         /// STORE/AGENT.
         #[arg(long)]
         agent: String,
@@ -51,45 +77,32 @@ pub enum LedgerCommand {
     },
     /// Run the ledger: apply ingested facts as they arrive and keep every online agent's
     /// stock, customers and order lines at the ledger's figures.
-    Run {
-        #[command(flatten)]
-        broker: BrokerArgs,
-        #[arg(long)]
-        sink: PathBuf,
-        #[arg(long, default_value = "relais-ledger")]
-        client_id: String,
-        /// Directory of the agents' snapshots, served over HTTPS at --snapshot-base-url.
-        #[arg(long, required_unless_present = "apply_only")]
-        snapshot_dir: Option<PathBuf>,
-        /// HTTPS URL the --snapshot-dir is served at.
-        #[arg(long, required_unless_present = "apply_only")]
-        snapshot_base_url: Option<String>,
-        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
-        interval: Duration,
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        heartbeat_every: Duration,
-        /// Apply facts only and send agents nothing (--snapshot-* are then unused).
-        #[arg(long)]
-        apply_only: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Run(RunArgs),
 }
 
 pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
+    match command {
+        LedgerCommand::Run(args) => run_ledger(args).await,
+        // Blocking database work (a PostgreSQL client blocks on a runtime of its own).
+        other => tokio::task::block_in_place(|| once(other)),
+    }
+}
+
+/// The commands that do their work once and return.
+fn once(command: LedgerCommand) -> anyhow::Result<()> {
     match command {
         LedgerCommand::Seed {
             sink,
             stock,
             customers,
         } => {
-            let mut conn = ledger::open(&sink)?;
+            let mut db = ledger::open(&sink)?;
             for spec in stock {
                 let Some((store, path)) = spec.split_once('=') else {
                     anyhow::bail!("--stock {spec:?}: expected STORE=FILE");
                 };
                 let rows = ledger::seed(
-                    &mut conn,
+                    &mut db,
                     &Seed::Stock {
                         store: store.to_owned(),
                         path: path.into(),
@@ -98,13 +111,13 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
                 println!("stock of {store}: {rows} rows");
             }
             if let Some(path) = customers {
-                let rows = ledger::seed(&mut conn, &Seed::Customers { path })?;
+                let rows = ledger::seed(&mut db, &Seed::Customers { path })?;
                 println!("customers: {rows} rows");
             }
         }
         LedgerCommand::Web { sink, file, json } => {
-            let mut conn = ledger::open(&sink)?;
-            let report = ledger::web::apply_file(&mut conn, &file)?;
+            let mut db = ledger::open(&sink)?;
+            let report = ledger::web::apply_file(&mut db, &file)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -123,9 +136,9 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
             }
         }
         LedgerCommand::Show { sink, json } => {
-            let mut conn = ledger::open(&sink)?;
-            let applied = ledger::apply_ingested(&mut conn)?;
-            let figures = ledger::figures(&conn)?;
+            let mut db = ledger::open(&sink)?;
+            let applied = ledger::apply_ingested(&mut db)?;
+            let figures = ledger::figures(&mut db)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&figures)?);
             } else {
@@ -152,9 +165,9 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
             }
         }
         LedgerCommand::Snapshot { sink, agent, out } => {
-            let mut conn = ledger::open(&sink)?;
-            ledger::apply_ingested(&mut conn)?;
-            let version = ledger::downlink::build_snapshot(&mut conn, &out, &agent)?;
+            let mut db = ledger::open(&sink)?;
+            ledger::apply_ingested(&mut db)?;
+            let version = ledger::downlink::build_snapshot(&mut db, &out, &agent)?;
             println!(
                 "{}: version {version}",
                 ledger::downlink::snapshot_dir(&out, &agent)
@@ -162,7 +175,14 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
                     .display()
             );
         }
-        LedgerCommand::Run {
+        LedgerCommand::Run(_) => anyhow::bail!("`ledger run` is a loop, not a one-off command"),
+    }
+    Ok(())
+}
+
+async fn run_ledger(args: RunArgs) -> anyhow::Result<()> {
+    {
+        let RunArgs {
             broker,
             sink,
             client_id,
@@ -172,7 +192,8 @@ pub async fn run(command: LedgerCommand) -> anyhow::Result<()> {
             heartbeat_every,
             apply_only,
             json,
-        } => {
+        } = args;
+        {
             let snapshot_base_url = snapshot_base_url.unwrap_or_default();
             if !apply_only && !snapshot_base_url.starts_with("https://") {
                 anyhow::bail!(

@@ -4,11 +4,11 @@
 //! is not the one the ledger last gave it (a delta lost while it was offline, ADR 0027).
 
 use super::LedgerError;
+use super::db::{Db, DbError, Tx, args};
 use super::store::{store_of, watermark};
 use crate::replica::Stream;
 use crate::replica::delta::{Delta, DeltaOp, MAX_OPS};
 use crate::sync::wire::CONTRACT_VERSION;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -38,24 +38,23 @@ pub fn valid_agent(agent: &str) -> bool {
 }
 
 fn rows(
-    conn: &Connection,
+    tx: &mut Tx<'_>,
     agent: &str,
     stream: Stream,
 ) -> Result<Vec<(Row, Option<String>)>, LedgerError> {
     let store = store_of(agent);
-    let wm = watermark(conn, agent)?;
+    let wm = watermark(tx, agent)?;
     let mut out = Vec::new();
     match stream {
         Stream::Stock => {
-            let mut stmt = conn.prepare_cached(
+            for r in tx.rows(
                 "SELECT s.sku, s.on_hand, COALESCE(h.seq, 0), t.value FROM ledger_stock s
-                 LEFT JOIN ledger_touch h ON h.agent = ?1 AND h.stream = 'stock' AND h.key = s.sku
-                 LEFT JOIN ledger_sent t ON t.agent = ?1 AND t.stream = 'stock' AND t.key = s.sku
-                 WHERE s.store = ?2",
-            )?;
-            let mut q = stmt.query(params![agent, store])?;
-            while let Some(r) = q.next()? {
-                let (sku, on_hand, touched): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                 LEFT JOIN ledger_touch h ON h.agent = $1 AND h.stream = 'stock' AND h.key = s.sku
+                 LEFT JOIN ledger_sent t ON t.agent = $1 AND t.stream = 'stock' AND t.key = s.sku
+                 WHERE s.store = $2 ORDER BY s.sku",
+                args![agent, store],
+            )? {
+                let (sku, on_hand, touched) = (r.text(0)?, r.int(1)?, r.int(2)?);
                 out.push((
                     Row {
                         value: format!("{on_hand}|{touched}"),
@@ -64,25 +63,29 @@ fn rows(
                         },
                         key: sku,
                     },
-                    r.get(3)?,
+                    r.opt_text(3)?,
                 ));
             }
         }
         Stream::Customers => {
-            let mut stmt = conn.prepare_cached(
-                "SELECT c.customer_id, c.line, c.balance, c.erased_ms IS NOT NULL,
-                        COALESCE(h.seq, 0), t.value
+            for r in tx.rows(
+                "SELECT c.customer_id, c.line, c.balance, c.erased_ms, COALESCE(h.seq, 0), t.value
                  FROM ledger_customers c
-                 LEFT JOIN ledger_touch h ON h.agent = ?1 AND h.stream = 'customers'
+                 LEFT JOIN ledger_touch h ON h.agent = $1 AND h.stream = 'customers'
                                          AND h.key = c.customer_id
-                 LEFT JOIN ledger_sent t ON t.agent = ?1 AND t.stream = 'customers'
-                                        AND t.key = c.customer_id",
-            )?;
-            let mut q = stmt.query([agent])?;
-            while let Some(r) = q.next()? {
-                let (id, line, balance, erased, touched): (String, String, i64, bool, i64) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-                let sent: Option<String> = r.get(5)?;
+                 LEFT JOIN ledger_sent t ON t.agent = $1 AND t.stream = 'customers'
+                                        AND t.key = c.customer_id
+                 ORDER BY c.customer_id",
+                args![agent],
+            )? {
+                let (id, line, balance, erased, touched) = (
+                    r.text(0)?,
+                    r.text(1)?,
+                    r.int(2)?,
+                    r.opt_int(3)?.is_some(),
+                    r.int(4)?,
+                );
+                let sent = r.opt_text(5)?;
                 let op = if erased {
                     if sent.is_none() {
                         continue; // never sent to this agent: nothing to erase there
@@ -111,20 +114,19 @@ fn rows(
             }
         }
         Stream::Reservations => {
-            let mut stmt = conn.prepare_cached(
+            for r in tx.rows(
                 "SELECT o.order_id, o.line, o.sku, o.qty, o.status, o.pickup_code, o.fulfilment,
                         t.value
                  FROM ledger_order_lines o
-                 LEFT JOIN ledger_sent t ON t.agent = ?1 AND t.stream = 'reservations'
-                                        AND t.key = o.order_id || '#' || o.line
-                 WHERE o.store = ?2",
-            )?;
-            let mut q = stmt.query(params![agent, store])?;
-            while let Some(r) = q.next()? {
-                let (order_id, line, sku, qty, status): (String, i64, String, i64, String) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-                let pickup_code: Option<String> = r.get(5)?;
-                let fulfilment: String = r.get(6)?;
+                 LEFT JOIN ledger_sent t ON t.agent = $1 AND t.stream = 'reservations'
+                                        AND t.key = o.order_id || '#' || CAST(o.line AS TEXT)
+                 WHERE o.store = $2 ORDER BY o.order_id, o.line",
+                args![agent, store],
+            )? {
+                let (order_id, line, sku, qty, status) =
+                    (r.text(0)?, r.int(1)?, r.text(2)?, r.int(3)?, r.text(4)?);
+                let pickup_code = r.opt_text(5)?;
+                let fulfilment = r.text(6)?;
                 let mut row = json!({"order_id": order_id, "line": line, "sku": sku,
                                      "qty": qty, "status": status});
                 if let Some(o) = row.as_object_mut() {
@@ -142,7 +144,7 @@ fn rows(
                         value: status,
                         op: DeltaOp::Upsert { row },
                     },
-                    r.get(7)?,
+                    r.opt_text(7)?,
                 ));
             }
         }
@@ -151,68 +153,61 @@ fn rows(
     Ok(out)
 }
 
-fn version(tx: &Transaction<'_>, agent: &str, stream: Stream) -> rusqlite::Result<u64> {
-    Ok(tx
-        .prepare_cached("SELECT version FROM ledger_versions WHERE agent = ?1 AND stream = ?2")?
-        .query_row(params![agent, stream.name()], |r| r.get::<_, i64>(0))
-        .optional()?
-        .map_or(0, |v| v.max(0) as u64))
+fn version(tx: &mut Tx<'_>, agent: &str, stream: Stream) -> Result<u64, DbError> {
+    match tx.row(
+        "SELECT version FROM ledger_versions WHERE agent = $1 AND stream = $2",
+        args![agent, stream.name()],
+    )? {
+        Some(row) => row.count(0),
+        None => Ok(0),
+    }
 }
 
-fn set_version(tx: &Transaction<'_>, agent: &str, stream: Stream, v: u64) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO ledger_versions(agent, stream, version) VALUES (?1, ?2, ?3)
+fn set_version(tx: &mut Tx<'_>, agent: &str, stream: Stream, v: u64) -> Result<(), DbError> {
+    tx.exec(
+        "INSERT INTO ledger_versions(agent, stream, version) VALUES ($1, $2, $3)
          ON CONFLICT(agent, stream) DO UPDATE SET version = excluded.version",
-    )?
-    .execute(params![
-        agent,
-        stream.name(),
-        i64::try_from(v).unwrap_or(i64::MAX)
-    ])?;
+        args![agent, stream.name(), i64::try_from(v).unwrap_or(i64::MAX)],
+    )?;
     Ok(())
 }
 
-fn record_sent(
-    tx: &Transaction<'_>,
-    agent: &str,
-    stream: Stream,
-    row: &Row,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO ledger_sent(agent, stream, key, value) VALUES (?1, ?2, ?3, ?4)
+fn record_sent(tx: &mut Tx<'_>, agent: &str, stream: Stream, row: &Row) -> Result<(), DbError> {
+    tx.exec(
+        "INSERT INTO ledger_sent(agent, stream, key, value) VALUES ($1, $2, $3, $4)
          ON CONFLICT(agent, stream, key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![agent, stream.name(), row.key, row.value])?;
+        args![agent, stream.name(), &row.key, &row.value],
+    )?;
     Ok(())
 }
 
 /// The ledger's version of each stream for `agent` (0: never given one).
-pub fn versions(conn: &mut Connection, agent: &str) -> Result<Vec<(Stream, u64)>, LedgerError> {
-    let tx = conn.transaction()?;
-    let out = STREAMS
-        .iter()
-        .map(|s| Ok((*s, version(&tx, agent, *s)?)))
-        .collect::<rusqlite::Result<_>>()?;
+pub fn versions(db: &mut Db, agent: &str) -> Result<Vec<(Stream, u64)>, LedgerError> {
+    let mut tx = db.transaction()?;
+    let mut out = Vec::with_capacity(STREAMS.len());
+    for stream in STREAMS {
+        out.push((stream, version(&mut tx, agent, stream)?));
+    }
     tx.commit()?;
     Ok(out)
 }
 
 /// The next deltas for `agent`: the rows changed since they were last sent, numbered after the
 /// ledger's version of each stream, recorded as sent in the same transaction.
-pub fn next_deltas(conn: &mut Connection, agent: &str) -> Result<Vec<Delta>, LedgerError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+pub fn next_deltas(db: &mut Db, agent: &str) -> Result<Vec<Delta>, LedgerError> {
+    let mut tx = db.transaction()?;
     let mut deltas = Vec::new();
     for stream in STREAMS {
-        let changed: Vec<Row> = rows(&tx, agent, stream)?
+        let changed: Vec<Row> = rows(&mut tx, agent, stream)?
             .into_iter()
             .filter(|(row, sent)| sent.as_deref() != Some(row.value.as_str()))
             .map(|(row, _)| row)
             .collect();
-        let mut v = version(&tx, agent, stream)?;
+        let mut v = version(&mut tx, agent, stream)?;
         for chunk in changed.chunks(MAX_OPS) {
             v = v.saturating_add(1);
             for row in chunk {
-                record_sent(&tx, agent, stream, row)?;
+                record_sent(&mut tx, agent, stream, row)?;
             }
             deltas.push(Delta {
                 v: CONTRACT_VERSION,
@@ -221,7 +216,7 @@ pub fn next_deltas(conn: &mut Connection, agent: &str) -> Result<Vec<Delta>, Led
                 ops: chunk.iter().map(|r| r.op.clone()).collect(),
             });
         }
-        set_version(&tx, agent, stream, v)?;
+        set_version(&mut tx, agent, stream, v)?;
     }
     tx.commit()?;
     Ok(deltas)
@@ -235,7 +230,7 @@ pub fn snapshot_dir(root: &Path, agent: &str) -> PathBuf {
 
 /// A whole snapshot of the ledger's streams for `agent`, at one new version above every
 /// version it gave it; everything in it is recorded as sent. Returns that version.
-pub fn build_snapshot(conn: &mut Connection, root: &Path, agent: &str) -> Result<u64, LedgerError> {
+pub fn build_snapshot(db: &mut Db, root: &Path, agent: &str) -> Result<u64, LedgerError> {
     let fail = |reason: String| LedgerError::Snapshot {
         agent: agent.to_owned(),
         reason,
@@ -245,25 +240,25 @@ pub fn build_snapshot(conn: &mut Connection, root: &Path, agent: &str) -> Result
     }
     let dir = snapshot_dir(root, agent);
     std::fs::create_dir_all(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut tx = db.transaction()?;
     let mut v = 0;
     for stream in STREAMS {
-        v = v.max(version(&tx, agent, stream)?);
+        v = v.max(version(&mut tx, agent, stream)?);
     }
     let v = v.saturating_add(1);
-    tx.execute("DELETE FROM ledger_sent WHERE agent = ?1", [agent])?;
+    tx.exec("DELETE FROM ledger_sent WHERE agent = $1", args![agent])?;
     let mut inputs = Vec::new();
     for stream in STREAMS {
         let mut text = String::new();
-        for (row, _) in rows(&tx, agent, stream)? {
+        for (row, _) in rows(&mut tx, agent, stream)? {
             let DeltaOp::Upsert { row: line } = &row.op else {
                 continue; // an erased customer is simply not in a snapshot
             };
-            record_sent(&tx, agent, stream, &row)?;
+            record_sent(&mut tx, agent, stream, &row)?;
             text.push_str(&line.to_string());
             text.push('\n');
         }
-        set_version(&tx, agent, stream, v)?;
+        set_version(&mut tx, agent, stream, v)?;
         let path = dir.join(format!(".{}-{v}.ndjson", stream.name()));
         std::fs::write(&path, text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
         inputs.push((stream, path));

@@ -6,21 +6,26 @@
 //! ([`rules`]); it sends every agent the rows that changed with the watermark they include
 //! ([`downlink`]), so the store's figures converge with central's.
 
+pub mod db;
 pub mod downlink;
 pub mod rules;
 pub mod run;
 pub mod store;
 pub mod web;
 
-use rusqlite::{Connection, params};
+use super::sink::SinkTarget;
+use db::{Db, DbError, Tx, args};
 use serde::Serialize;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("ledger database: {0}. Check the --sink file (disk space, permissions)")]
-    Db(#[from] rusqlite::Error),
+    #[error(
+        "ledger database: {0}. Check the --sink (disk space and permissions of a file; that a \
+         PostgreSQL server runs and takes the URL's user)"
+    )]
+    Db(#[from] DbError),
     #[error(transparent)]
     Central(#[from] super::CentralError),
     #[error("cannot read {path}: {source}")]
@@ -38,20 +43,10 @@ pub enum LedgerError {
     Snapshot { agent: String, reason: String },
 }
 
-/// Open (and create or upgrade) the ledger's tables in the ingest's database.
-pub fn open(path: &Path) -> Result<Connection, LedgerError> {
-    let text = path.to_string_lossy();
-    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        return Err(super::CentralError::Usage(
-            "the ledger runs on a SQLite sink (a file) for now; its PostgreSQL port is not built \
-             (docs/ledger.md, Limits)"
-                .into(),
-        )
-        .into());
-    }
-    let conn = super::sink::sqlite::open_sink(path)?;
-    conn.execute_batch(store::SCHEMA)?;
-    Ok(conn)
+/// Open (and create or upgrade) the ledger's tables in the ingest's database: a SQLite file or
+/// a `postgres://` URL, as `relaisctl ingest --sink` takes.
+pub fn open(sink: &str) -> Result<Db, LedgerError> {
+    Db::open(&SinkTarget::parse(sink)?, store::SCHEMA)
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -73,22 +68,22 @@ pub struct ApplyReport {
 const APPLY_BATCH: i64 = 20_000;
 
 /// Apply every fact the ingest holds without a gap and the ledger has not applied yet.
-pub fn apply_ingested(conn: &mut Connection) -> Result<ApplyReport, LedgerError> {
+pub fn apply_ingested(db: &mut Db) -> Result<ApplyReport, LedgerError> {
     let mut report = ApplyReport::default();
     loop {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let pending: Vec<(String, u32, i64, i64, i64)> = {
-            let mut stmt = tx.prepare_cached(
+        let mut tx = db.transaction()?;
+        let pending: Vec<(String, i64, i64, i64, i64)> = tx
+            .rows(
                 "SELECT f.agent, f.epoch, f.contiguous, COALESCE(c.fact_seq, 0), COALESCE(c.seq, 0)
                  FROM agent_facts f
                  LEFT JOIN ledger_cursor c ON c.agent = f.agent AND c.epoch = f.epoch
-                 WHERE f.contiguous > COALESCE(c.fact_seq, 0)",
-            )?;
-            stmt.query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<Result<_, _>>()?
-        };
+                 WHERE f.contiguous > COALESCE(c.fact_seq, 0)
+                 ORDER BY f.agent, f.epoch",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?, r.int(2)?, r.int(3)?, r.int(4)?)))
+            .collect::<Result<_, DbError>>()?;
         if pending.is_empty() {
             break;
         }
@@ -99,44 +94,46 @@ pub fn apply_ingested(conn: &mut Connection) -> Result<ApplyReport, LedgerError>
                 break;
             }
             let upto = through.min(from_fact.saturating_add(budget));
-            let facts: Vec<(i64, i64, String, String, i64)> = {
-                let mut stmt = tx.prepare_cached(
+            let facts: Vec<(i64, i64, String, String, i64)> = tx
+                .rows(
                     "SELECT fact_seq, seq, type, payload, wall_ms FROM events
-                     WHERE agent = ?1 AND fact_epoch = ?2 AND fact_seq > ?3 AND fact_seq <= ?4
+                     WHERE agent = $1 AND fact_epoch = $2 AND fact_seq > $3 AND fact_seq <= $4
                      ORDER BY fact_seq",
-                )?;
-                stmt.query_map(params![agent, epoch, from_fact, upto], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?
-                .collect::<Result<_, _>>()?
-            };
+                    args![&agent, epoch, from_fact, upto],
+                )?
+                .iter()
+                .map(|r| Ok((r.int(0)?, r.int(1)?, r.text(2)?, r.text(3)?, r.int(4)?)))
+                .collect::<Result<_, DbError>>()?;
             budget = budget.saturating_sub(facts.len().max(1) as i64);
             let mut last = (from_fact, from_seq);
             for (fact_seq, seq, event_type, payload, wall_ms) in facts {
                 committed_at.push(wall_ms);
-                match apply_fact(&tx, &agent, seq, &event_type, &payload)? {
+                match apply_fact(&mut tx, &agent, seq, &event_type, &payload)? {
                     Ok(n) => report.changes += n,
                     Err(reason) => {
                         tracing::warn!(%agent, fact_seq, %reason, "fact skipped by the ledger");
-                        tx.prepare_cached(
-                            "INSERT OR REPLACE INTO ledger_rejects(agent, epoch, fact_seq, reason)
-                             VALUES (?1, ?2, ?3, ?4)",
-                        )?
-                        .execute(params![agent, epoch, fact_seq, reason])?;
+                        tx.exec(
+                            "INSERT INTO ledger_rejects(agent, epoch, fact_seq, reason)
+                             VALUES ($1, $2, $3, $4)
+                             ON CONFLICT(agent, epoch, fact_seq) DO UPDATE SET reason = excluded.reason",
+                            args![&agent, epoch, fact_seq, &reason],
+                        )?;
                         report.rejected += 1;
                     }
                 }
                 report.facts += 1;
                 last = (fact_seq, seq);
             }
-            tx.prepare_cached(
-                "INSERT INTO ledger_cursor(agent, epoch, fact_seq, seq) VALUES (?1, ?2, ?3, ?4)
+            tx.exec(
+                "INSERT INTO ledger_cursor(agent, epoch, fact_seq, seq) VALUES ($1, $2, $3, $4)
                  ON CONFLICT(agent, epoch) DO UPDATE SET fact_seq = excluded.fact_seq,
                                                          seq = excluded.seq",
-            )?
-            .execute(params![agent, epoch, last.0, last.1])?;
-            tx.prepare_cached("INSERT OR IGNORE INTO ledger_agents(agent, store) VALUES (?1, ?2)")?
-                .execute(params![agent, store::store_of(&agent)])?;
+                args![&agent, epoch, last.0, last.1],
+            )?;
+            tx.exec(
+                "INSERT INTO ledger_agents(agent, store) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                args![&agent, store::store_of(&agent)],
+            )?;
         }
         tx.commit()?;
         let now = crate::storage::now_unix_ms();
@@ -152,29 +149,29 @@ pub fn apply_ingested(conn: &mut Connection) -> Result<ApplyReport, LedgerError>
 
 /// One fact's changes, all or none (a savepoint): `Err(reason)` when the fact is skipped.
 fn apply_fact(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &mut Tx<'_>,
     agent: &str,
     seq: i64,
     event_type: &str,
     payload: &str,
-) -> Result<Result<u64, String>, rusqlite::Error> {
+) -> Result<Result<u64, String>, DbError> {
     let changes = match rules::changes(event_type, payload) {
         Ok(changes) => changes,
         Err(e) => return Ok(Err(e.to_string())),
     };
     let store = store::store_of(agent);
-    tx.execute_batch("SAVEPOINT fact")?;
+    tx.batch("SAVEPOINT fact")?;
     for change in &changes {
         match store::apply(tx, store, change) {
             Ok(()) => store::touch(tx, agent, change, seq)?,
             Err(store::ApplyError::Db(e)) => return Err(e),
             Err(store::ApplyError::Refused(why)) => {
-                tx.execute_batch("ROLLBACK TO fact; RELEASE fact")?;
+                tx.batch("ROLLBACK TO SAVEPOINT fact; RELEASE SAVEPOINT fact")?;
                 return Ok(Err(why.to_string()));
             }
         }
     }
-    tx.execute_batch("RELEASE fact")?;
+    tx.batch("RELEASE SAVEPOINT fact")?;
     Ok(Ok(changes.len() as u64))
 }
 
@@ -195,7 +192,7 @@ struct StockSeed {
     watermark_seq: u64,
 }
 
-pub fn seed(conn: &mut Connection, seed: &Seed) -> Result<u64, LedgerError> {
+pub fn seed(db: &mut Db, seed: &Seed) -> Result<u64, LedgerError> {
     let path = match seed {
         Seed::Stock { path, .. } | Seed::Customers { path } => path,
     };
@@ -203,7 +200,7 @@ pub fn seed(conn: &mut Connection, seed: &Seed) -> Result<u64, LedgerError> {
         path: path.clone(),
         source,
     })?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut tx = db.transaction()?;
     let mut rows = 0;
     for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|source| LedgerError::Read {
@@ -221,17 +218,20 @@ pub fn seed(conn: &mut Connection, seed: &Seed) -> Result<u64, LedgerError> {
         match seed {
             Seed::Stock { store, .. } => {
                 let row: StockSeed = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO ledger_stock(store, sku, on_hand) VALUES (?1, ?2, ?3)",
-                    params![store, row.sku, row.on_hand],
+                tx.exec(
+                    "INSERT INTO ledger_stock(store, sku, on_hand) VALUES ($1, $2, $3)
+                     ON CONFLICT(store, sku) DO UPDATE SET on_hand = excluded.on_hand",
+                    args![store, &row.sku, row.on_hand],
                 )?;
             }
             Seed::Customers { .. } => {
                 let (customer_id, balance, master) = web::customer_master(&line).map_err(bad)?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO ledger_customers(customer_id, line, balance)
-                     VALUES (?1, ?2, ?3)",
-                    params![customer_id, master, balance],
+                // A customer seeded again is central's master line anew, erasure included.
+                tx.exec(
+                    "INSERT INTO ledger_customers(customer_id, line, balance) VALUES ($1, $2, $3)
+                     ON CONFLICT(customer_id) DO UPDATE SET line = excluded.line,
+                         balance = excluded.balance, erased_ms = NULL",
+                    args![&customer_id, &master, balance],
                 )?;
             }
         }
@@ -254,36 +254,48 @@ pub struct Figures {
     pub cursors: Vec<(String, u64, u64)>,
 }
 
-pub fn figures(conn: &Connection) -> Result<Figures, LedgerError> {
-    let mut figures = Figures::default();
-    let mut stmt = conn.prepare("SELECT store, sku, on_hand FROM ledger_stock ORDER BY 1, 2")?;
-    figures.stock = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT store, sku, SUM(qty) FROM ledger_order_lines
-         WHERE status IN ('open', 'picked') GROUP BY store, sku ORDER BY 1, 2",
-    )?;
-    figures.reserved = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT customer_id, balance FROM ledger_customers WHERE erased_ms IS NULL ORDER BY 1",
-    )?;
-    figures.balances = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare("SELECT agent, fact_seq, seq FROM ledger_cursor ORDER BY 1, 2")?;
-    figures.cursors = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get::<_, i64>(1)?.max(0) as u64,
-                r.get::<_, i64>(2)?.max(0) as u64,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(figures)
+pub fn figures(db: &mut Db) -> Result<Figures, LedgerError> {
+    let mut tx = db.transaction()?;
+    let stock = tx
+        .rows(
+            "SELECT store, sku, on_hand FROM ledger_stock ORDER BY 1, 2",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.text(1)?, r.int(2)?)))
+        .collect::<Result<_, DbError>>()?;
+    let reserved = tx
+        .rows(
+            "SELECT store, sku, CAST(SUM(qty) AS BIGINT) FROM ledger_order_lines
+             WHERE status IN ('open', 'picked') GROUP BY store, sku ORDER BY 1, 2",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.text(1)?, r.int(2)?)))
+        .collect::<Result<_, DbError>>()?;
+    let balances = tx
+        .rows(
+            "SELECT customer_id, balance FROM ledger_customers WHERE erased_ms IS NULL ORDER BY 1",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.int(1)?)))
+        .collect::<Result<_, DbError>>()?;
+    let cursors = tx
+        .rows(
+            "SELECT agent, fact_seq, seq FROM ledger_cursor ORDER BY 1, 2",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.count(1)?, r.count(2)?)))
+        .collect::<Result<_, DbError>>()?;
+    tx.commit()?;
+    Ok(Figures {
+        stock,
+        reserved,
+        balances,
+        cursors,
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! figures — deltas while the agent follows, a snapshot (`must_refetch`) when its birth shows a
 //! version the ledger did not give it.
 
+use super::db::Db;
 use super::downlink::{self, STREAMS};
 use super::{LedgerError, apply_ingested, open};
 use crate::central::BrokerLogin;
@@ -10,7 +11,6 @@ use crate::sync::wire::{self, AgentState, RplControl, RplHeartbeat, Topics};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event};
-use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct LedgerOptions {
     pub login: BrokerLogin,
-    /// The ingest's database (SQLite file).
-    pub sink: PathBuf,
+    /// The ingest's database: a SQLite file or a `postgres://` URL.
+    pub sink: String,
     pub client_id: String,
     /// Where agents' snapshots are written (`<root>/<store>/<agent>/manifest.json`), served
     /// over HTTPS at `snapshot_base_url`.
@@ -117,7 +117,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<RunReport, LedgerError> {
     let started = Instant::now();
-    let mut conn = open(&options.sink)?;
+    // Opened (and any schema made) before anything else: a wrong --sink fails at once.
+    let mut db = Some(tokio::task::block_in_place(|| open(&options.sink))?);
     let mut mqtt = options.login.options(&options.client_id)?;
     // Nothing to keep across restarts: births are retained, and the ledger's figures and
     // versions are in its database.
@@ -187,11 +188,12 @@ pub async fn run(
                     seen.online = state.online;
                     if let Some(birth) = &state.birth {
                         report.births += 1;
-                        let ours = tokio::task::block_in_place(|| downlink::versions(&mut conn, &agent))?;
-                        let differs = ours.iter().any(|(stream, v)| {
+                        let ours = with_db(&mut db, &options.sink, |db| downlink::versions(db, &agent))?;
+                        // Unknown while the database is away: a snapshot settles it either way.
+                        let differs = ours.is_none_or(|ours| ours.iter().any(|(stream, v)| {
                             let theirs = birth.replica.iter().find(|s| s.stream == *stream).map_or(0, |s| s.version);
                             *v == 0 || theirs != *v
-                        });
+                        }));
                         if differs {
                             stale.insert(agent, Instant::now());
                         }
@@ -199,7 +201,9 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => {
-                let applied = tokio::task::block_in_place(|| apply_ingested(&mut conn))?;
+                let Some(applied) = with_db(&mut db, &options.sink, apply_ingested)? else {
+                    continue;
+                };
                 report.facts_applied += applied.facts;
                 report.rejected += applied.rejected;
                 for ms in applied.latencies_ms {
@@ -208,7 +212,7 @@ pub async fn run(
                 if options.apply_only {
                     continue;
                 }
-                send_all(&client, &mut conn, &options, &mut agents, &mut stale, &mut report).await?;
+                send_all(&client, &mut db, &options, &mut agents, &mut stale, &mut report).await?;
             }
         }
     }
@@ -217,7 +221,48 @@ pub async fn run(
     let _ = client.disconnect().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     poller.abort();
+    // A PostgreSQL client closes its connection by blocking on its own runtime.
+    tokio::task::block_in_place(move || drop(db));
     Ok(report)
+}
+
+/// Run `work` on the database, opening it again first if it was lost. A lost connection
+/// (PostgreSQL down or restarting) is `None`: nothing of that step was committed, and the
+/// next tick tries again; any other error ends the ledger.
+fn with_db<T>(
+    db: &mut Option<Db>,
+    sink: &str,
+    work: impl FnOnce(&mut Db) -> Result<T, LedgerError>,
+) -> Result<Option<T>, LedgerError> {
+    tokio::task::block_in_place(|| {
+        let lost = |e: &LedgerError| match e {
+            LedgerError::Db(e) => e.is_connection(),
+            LedgerError::Central(crate::central::CentralError::Postgres { .. }) => true,
+            _ => false,
+        };
+        if db.is_none() {
+            match open(sink) {
+                Ok(opened) => {
+                    tracing::info!(%sink, "the ledger's database is back");
+                    *db = Some(opened);
+                }
+                Err(e) if lost(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(open_db) = db.as_mut() else {
+            return Ok(None);
+        };
+        match work(open_db) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if lost(&e) => {
+                tracing::warn!(%sink, error = %e, "the ledger lost its database; trying again at the next tick");
+                *db = None;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    })
 }
 
 async fn publish<T: Serialize>(client: &AsyncClient, topic: String, message: &T) {
@@ -233,7 +278,7 @@ async fn publish<T: Serialize>(client: &AsyncClient, topic: String, message: &T)
 
 async fn send_all(
     client: &AsyncClient,
-    conn: &mut Connection,
+    db: &mut Option<Db>,
     options: &LedgerOptions,
     agents: &mut BTreeMap<String, Seen>,
     stale: &mut BTreeMap<String, Instant>,
@@ -243,13 +288,21 @@ async fn send_all(
         let topics = Topics::new(agent);
         if stale.get(agent).is_some_and(|at| *at <= Instant::now()) {
             stale.remove(agent);
-            let built = tokio::task::block_in_place(|| {
-                downlink::build_snapshot(conn, &options.snapshot_root, agent)
-            });
+            // The database's errors end the step (or the ledger); a snapshot that cannot be
+            // written is tried again later.
+            let built = with_db(db, &options.sink, |db| {
+                match downlink::build_snapshot(db, &options.snapshot_root, agent) {
+                    Err(LedgerError::Db(e)) => Err(LedgerError::Db(e)),
+                    other => Ok(other),
+                }
+            })?;
             let version = match built {
-                Ok(version) => version,
-                Err(LedgerError::Db(e)) => return Err(LedgerError::Db(e)),
-                Err(e) => {
+                None => {
+                    stale.insert(agent.clone(), Instant::now());
+                    return Ok(());
+                }
+                Some(Ok(version)) => version,
+                Some(Err(e)) => {
                     // Tried again at the next tick; the agent keeps its last good figures.
                     tracing::error!(%agent, error = %e, "cannot build the agent's snapshot; trying again in 30 s");
                     stale.insert(agent.clone(), Instant::now() + Duration::from_secs(30));
@@ -275,7 +328,10 @@ async fn send_all(
             seen.last_heartbeat = Some(Instant::now());
             continue;
         }
-        let deltas = tokio::task::block_in_place(|| downlink::next_deltas(conn, agent))?;
+        let Some(deltas) = with_db(db, &options.sink, |db| downlink::next_deltas(db, agent))?
+        else {
+            return Ok(());
+        };
         for delta in &deltas {
             report.deltas_sent += 1;
             report.rows_sent += delta.ops.len() as u64;
@@ -286,9 +342,11 @@ async fn send_all(
             .is_none_or(|at| at.elapsed() >= options.heartbeat_every)
         {
             seen.last_heartbeat = Some(Instant::now());
-            for (stream, version) in
-                tokio::task::block_in_place(|| downlink::versions(conn, agent))?
-            {
+            let Some(versions) = with_db(db, &options.sink, |db| downlink::versions(db, agent))?
+            else {
+                return Ok(());
+            };
+            for (stream, version) in versions {
                 if version > 0 {
                     let heartbeat = RplHeartbeat {
                         v: wire::CONTRACT_VERSION,

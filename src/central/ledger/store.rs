@@ -2,29 +2,29 @@
 //! applies a change to them. Every change to a figure goes through [`apply`], whether it came
 //! from a store fact or from central's own channel.
 
+use super::db::{DbError, Tx, args};
 use super::rules::{Change, LineStatus, line_moves};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger_stock (
     store   TEXT NOT NULL,
     sku     TEXT NOT NULL,
-    on_hand INTEGER NOT NULL,
+    on_hand BIGINT NOT NULL,
     PRIMARY KEY (store, sku)
 ) WITHOUT ROWID;
 -- `line`: the customer's snapshot line as central's master data has it, without the balance.
 CREATE TABLE IF NOT EXISTS ledger_customers (
     customer_id TEXT PRIMARY KEY,
     line        TEXT NOT NULL,
-    balance     INTEGER NOT NULL,
-    erased_ms   INTEGER
+    balance     BIGINT NOT NULL,
+    erased_ms   BIGINT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger_order_lines (
     order_id    TEXT NOT NULL,
-    line        INTEGER NOT NULL,
+    line        BIGINT NOT NULL,
     store       TEXT NOT NULL,
     sku         TEXT NOT NULL,
-    qty         INTEGER NOT NULL,
+    qty         BIGINT NOT NULL,
     status      TEXT NOT NULL,
     pickup_code TEXT,
     fulfilment  TEXT NOT NULL,
@@ -35,22 +35,22 @@ CREATE INDEX IF NOT EXISTS ledger_order_lines_by_store ON ledger_order_lines(sto
 -- watermark its figures include.
 CREATE TABLE IF NOT EXISTS ledger_cursor (
     agent    TEXT NOT NULL,
-    epoch    INTEGER NOT NULL,
-    fact_seq INTEGER NOT NULL,
-    seq      INTEGER NOT NULL,
+    epoch    BIGINT NOT NULL,
+    fact_seq BIGINT NOT NULL,
+    seq      BIGINT NOT NULL,
     PRIMARY KEY (agent, epoch)
 ) WITHOUT ROWID;
 -- Central's operations seen, once each; a refused one keeps its refusal (`code: reason`).
 CREATE TABLE IF NOT EXISTS ledger_web_ops (
     op_id      TEXT PRIMARY KEY,
-    applied_ms INTEGER NOT NULL,
+    applied_ms BIGINT NOT NULL,
     refused    TEXT
 ) WITHOUT ROWID;
 -- Events the rules could not read: skipped (the cursor moves on) and kept here for an operator.
 CREATE TABLE IF NOT EXISTS ledger_rejects (
     agent    TEXT NOT NULL,
-    epoch    INTEGER NOT NULL,
-    fact_seq INTEGER NOT NULL,
+    epoch    BIGINT NOT NULL,
+    fact_seq BIGINT NOT NULL,
     reason   TEXT NOT NULL,
     PRIMARY KEY (agent, epoch, fact_seq)
 ) WITHOUT ROWID;
@@ -73,13 +73,13 @@ CREATE TABLE IF NOT EXISTS ledger_touch (
     agent  TEXT NOT NULL,
     stream TEXT NOT NULL,
     key    TEXT NOT NULL,
-    seq    INTEGER NOT NULL,
+    seq    BIGINT NOT NULL,
     PRIMARY KEY (agent, stream, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger_versions (
     agent   TEXT NOT NULL,
     stream  TEXT NOT NULL,
-    version INTEGER NOT NULL,
+    version BIGINT NOT NULL,
     PRIMARY KEY (agent, stream)
 ) WITHOUT ROWID;
 ";
@@ -102,7 +102,7 @@ pub enum ApplyError {
     #[error(transparent)]
     Refused(#[from] Refusal),
     #[error(transparent)]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] DbError),
 }
 
 /// The store an agent belongs to: the first part of `STORE/AGENT`.
@@ -111,73 +111,78 @@ pub fn store_of(agent: &str) -> &str {
 }
 
 /// Apply one change, as part of the caller's transaction.
-pub fn apply(tx: &Transaction<'_>, store: &str, change: &Change) -> Result<(), ApplyError> {
+pub fn apply(tx: &mut Tx<'_>, store: &str, change: &Change) -> Result<(), ApplyError> {
     match change {
         Change::Stock { sku, delta } => {
-            let now: Option<i64> = tx
-                .prepare_cached("SELECT on_hand FROM ledger_stock WHERE store = ?1 AND sku = ?2")?
-                .query_row(params![store, sku], |r| r.get(0))
-                .optional()?;
+            let now = match tx.row(
+                "SELECT on_hand FROM ledger_stock WHERE store = $1 AND sku = $2",
+                args![store, sku],
+            )? {
+                Some(row) => row.int(0)?,
+                None => 0,
+            };
             let after = now
-                .unwrap_or(0)
                 .checked_add(*delta)
                 .ok_or_else(|| Refusal::Overflow(format!("on-hand of {sku} at {store}")))?;
-            tx.prepare_cached(
-                "INSERT INTO ledger_stock(store, sku, on_hand) VALUES (?1, ?2, ?3)
+            tx.exec(
+                "INSERT INTO ledger_stock(store, sku, on_hand) VALUES ($1, $2, $3)
                  ON CONFLICT(store, sku) DO UPDATE SET on_hand = excluded.on_hand",
-            )?
-            .execute(params![store, sku, after])?;
+                args![store, sku, after],
+            )?;
         }
         Change::Points { customer_id, delta } => {
-            let balance: i64 = tx
-                .prepare_cached("SELECT balance FROM ledger_customers WHERE customer_id = ?1")?
-                .query_row([customer_id], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| Refusal::UnknownCustomer(customer_id.clone()))?;
+            let balance = tx
+                .row(
+                    "SELECT balance FROM ledger_customers WHERE customer_id = $1",
+                    args![customer_id],
+                )?
+                .ok_or_else(|| Refusal::UnknownCustomer(customer_id.clone()))?
+                .int(0)?;
             let after = balance
                 .checked_add(*delta)
                 .ok_or_else(|| Refusal::Overflow(format!("balance of {customer_id}")))?;
-            tx.prepare_cached("UPDATE ledger_customers SET balance = ?2 WHERE customer_id = ?1")?
-                .execute(params![customer_id, after])?;
+            tx.exec(
+                "UPDATE ledger_customers SET balance = $2 WHERE customer_id = $1",
+                args![customer_id, after],
+            )?;
         }
         Change::Line {
             order_id,
             line,
             status,
         } => {
-            let now: Option<String> = tx
-                .prepare_cached(
-                    "SELECT status FROM ledger_order_lines WHERE order_id = ?1 AND line = ?2",
-                )?
-                .query_row(params![order_id, line], |r| r.get(0))
-                .optional()?;
-            let Some(now) = now else {
+            let Some(now) = tx.row(
+                "SELECT status FROM ledger_order_lines WHERE order_id = $1 AND line = $2",
+                args![order_id, *line],
+            )?
+            else {
                 return Err(Refusal::UnknownLine {
                     order_id: order_id.clone(),
                     line: *line,
                 }
                 .into());
             };
+            let now = now.text(0)?;
             if LineStatus::parse(&now).is_some_and(|from| line_moves(from, *status)) {
-                tx.prepare_cached(
-                    "UPDATE ledger_order_lines SET status = ?3 WHERE order_id = ?1 AND line = ?2",
-                )?
-                .execute(params![order_id, line, status.name()])?;
+                tx.exec(
+                    "UPDATE ledger_order_lines SET status = $3 WHERE order_id = $1 AND line = $2",
+                    args![order_id, *line, status.name()],
+                )?;
             }
         }
         Change::Consent(change) => {
-            let line: Option<String> = tx
-                .prepare_cached(
-                    "SELECT line FROM ledger_customers WHERE customer_id = ?1 AND erased_ms IS NULL",
-                )?
-                .query_row([&change.customer_id], |r| r.get(0))
-                .optional()?;
+            let line = tx.row(
+                "SELECT line FROM ledger_customers WHERE customer_id = $1 AND erased_ms IS NULL",
+                args![&change.customer_id],
+            )?;
             // An erased or unknown customer's choice changes nothing central keeps.
             if let Some(line) = line
-                && let Some(updated) = with_consent(&line, change)
+                && let Some(updated) = with_consent(&line.text(0)?, change)
             {
-                tx.prepare_cached("UPDATE ledger_customers SET line = ?2 WHERE customer_id = ?1")?
-                    .execute(params![change.customer_id, updated])?;
+                tx.exec(
+                    "UPDATE ledger_customers SET line = $2 WHERE customer_id = $1",
+                    args![&change.customer_id, &updated],
+                )?;
             }
         }
     }
@@ -218,45 +223,47 @@ pub struct Cursor {
     pub seq: u64,
 }
 
-pub fn cursor(conn: &Connection, agent: &str, epoch: u32) -> rusqlite::Result<Cursor> {
-    Ok(conn
-        .prepare_cached("SELECT fact_seq, seq FROM ledger_cursor WHERE agent = ?1 AND epoch = ?2")?
-        .query_row(params![agent, epoch], |r| {
-            Ok(Cursor {
-                fact_seq: r.get::<_, i64>(0)?.max(0) as u64,
-                seq: r.get::<_, i64>(1)?.max(0) as u64,
-            })
-        })
-        .optional()?
-        .unwrap_or_default())
+pub fn cursor(tx: &mut Tx<'_>, agent: &str, epoch: u32) -> Result<Cursor, DbError> {
+    Ok(
+        match tx.row(
+            "SELECT fact_seq, seq FROM ledger_cursor WHERE agent = $1 AND epoch = $2",
+            args![agent, epoch],
+        )? {
+            Some(row) => Cursor {
+                fact_seq: row.count(0)?,
+                seq: row.count(1)?,
+            },
+            None => Cursor::default(),
+        },
+    )
 }
 
 /// The watermark the ledger's figures include for `agent`: the seq of the last fact applied
 /// in its newest outbox epoch (facts are numbered in seq order, so every fact of the agent up
 /// to that seq is in).
-pub fn watermark(conn: &Connection, agent: &str) -> rusqlite::Result<u64> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT c.seq FROM ledger_cursor c JOIN agent_facts f
-                 ON f.agent = c.agent AND f.epoch = c.epoch
-             WHERE c.agent = ?1 ORDER BY f.first_seen_ms DESC, c.epoch DESC LIMIT 1",
-        )?
-        .query_row([agent], |r| r.get::<_, i64>(0))
-        .optional()?
-        .map_or(0, |s| s.max(0) as u64))
+pub fn watermark(tx: &mut Tx<'_>, agent: &str) -> Result<u64, DbError> {
+    match tx.row(
+        "SELECT c.seq FROM ledger_cursor c JOIN agent_facts f
+             ON f.agent = c.agent AND f.epoch = c.epoch
+         WHERE c.agent = $1 ORDER BY f.first_seen_ms DESC, c.epoch DESC LIMIT 1",
+        args![agent],
+    )? {
+        Some(row) => row.count(0),
+        None => Ok(0),
+    }
 }
 
 /// Remember that `agent`'s fact `seq` moved this row.
-pub fn touch(tx: &Transaction<'_>, agent: &str, change: &Change, seq: i64) -> rusqlite::Result<()> {
+pub fn touch(tx: &mut Tx<'_>, agent: &str, change: &Change, seq: i64) -> Result<(), DbError> {
     let (stream, key) = match change {
         Change::Stock { sku, .. } => ("stock", sku),
         Change::Points { customer_id, .. } => ("customers", customer_id),
         Change::Line { .. } | Change::Consent(_) => return Ok(()),
     };
-    tx.prepare_cached(
-        "INSERT INTO ledger_touch(agent, stream, key, seq) VALUES (?1, ?2, ?3, ?4)
+    tx.exec(
+        "INSERT INTO ledger_touch(agent, stream, key, seq) VALUES ($1, $2, $3, $4)
          ON CONFLICT(agent, stream, key) DO UPDATE SET seq = excluded.seq",
-    )?
-    .execute(params![agent, stream, key, seq])?;
+        args![agent, stream, key, seq],
+    )?;
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! The ledger's storage: facts applied once, in order, never past a gap; central's channel
 //! applied once per op; rows sent again when the agent's own fact moved them.
 
+use super::db::{Db, args};
 use super::downlink::{build_snapshot, next_deltas};
 use super::{Seed, apply_ingested, figures, open, seed, web};
 use crate::replica::delta::DeltaOp;
-use rusqlite::{Connection, params};
 use std::path::Path;
 
 const AGENT: &str = "S1/till-1";
@@ -20,28 +20,36 @@ fn sale(sku: &str, qty: i64, customer: Option<(&str, i64)>) -> String {
     v.to_string()
 }
 
-fn fact(conn: &Connection, fact_seq: i64, seq: i64, event_type: &str, payload: &str) {
-    conn.execute(
+/// One statement in a transaction of its own (what an ingest worker's commit leaves).
+fn exec(db: &mut Db, sql: &str, args: &[super::db::Arg<'_>]) {
+    let mut tx = db.transaction().unwrap();
+    tx.exec(sql, args).unwrap();
+    tx.commit().unwrap();
+}
+
+fn fact(db: &mut Db, fact_seq: i64, seq: i64, event_type: &str, payload: &str) {
+    exec(
+        db,
         "INSERT INTO events(id, agent, seq, boot, type, class, wall_ms, payload, fact_epoch, fact_seq)
-         VALUES (?1, ?2, ?3, 1, ?4, 'store_fact', 0, ?5, 7, ?6)",
-        params![format!("id-{seq}").into_bytes(), AGENT, seq, event_type, payload, fact_seq],
-    )
-    .unwrap();
+         VALUES ($1, $2, $3, 1, $4, 'store_fact', 0, $5, 7, $6)",
+        args![&format!("id-{seq}"), AGENT, seq, event_type, payload, fact_seq],
+    );
 }
 
-fn held_through(conn: &Connection, contiguous: i64, seq: i64) {
-    conn.execute(
+fn held_through(db: &mut Db, contiguous: i64, seq: i64) {
+    exec(
+        db,
         "INSERT INTO agent_facts(agent, epoch, contiguous, contiguous_seq, first_seen_ms)
-         VALUES (?1, 7, ?2, ?3, 0)
-         ON CONFLICT(agent, epoch) DO UPDATE SET contiguous = ?2, contiguous_seq = ?3",
-        params![AGENT, contiguous, seq],
-    )
-    .unwrap();
+         VALUES ($1, 7, $2, $3, 0)
+         ON CONFLICT(agent, epoch) DO UPDATE SET contiguous = excluded.contiguous,
+                                                 contiguous_seq = excluded.contiguous_seq",
+        args![AGENT, contiguous, seq],
+    );
 }
 
-fn seeded(dir: &Path) -> Connection {
+fn seeded(dir: &Path) -> Db {
     let path = dir.join("central.db");
-    let mut conn = open(&path).unwrap();
+    let mut conn = open(&path.to_string_lossy()).unwrap();
     let stock = dir.join("stock.ndjson");
     std::fs::write(
         &stock,
@@ -66,7 +74,7 @@ fn seeded(dir: &Path) -> Connection {
     conn
 }
 
-fn on_hand(conn: &Connection, sku: &str) -> i64 {
+fn on_hand(conn: &mut Db, sku: &str) -> i64 {
     figures(conn)
         .unwrap()
         .stock
@@ -80,19 +88,19 @@ fn facts_are_applied_once_in_order_and_never_past_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = seeded(dir.path());
     fact(
-        &conn,
+        &mut conn,
         1,
         3,
         "sale.recorded",
         &sale("SKU-TEA", 2, Some(("C-7", 9))),
     );
-    fact(&conn, 2, 5, "sale.recorded", &sale("SKU-TEA", 1, None));
-    fact(&conn, 4, 9, "sale.recorded", &sale("SKU-JAM", 1, None));
-    held_through(&conn, 2, 5);
+    fact(&mut conn, 2, 5, "sale.recorded", &sale("SKU-TEA", 1, None));
+    fact(&mut conn, 4, 9, "sale.recorded", &sale("SKU-JAM", 1, None));
+    held_through(&mut conn, 2, 5);
     assert_eq!(apply_ingested(&mut conn).unwrap().facts, 2);
-    assert_eq!(on_hand(&conn, "SKU-TEA"), 7);
+    assert_eq!(on_hand(&mut conn, "SKU-TEA"), 7);
     assert_eq!(
-        on_hand(&conn, "SKU-JAM"),
+        on_hand(&mut conn, "SKU-JAM"),
         4,
         "fact 4 waits behind the missing fact 3"
     );
@@ -102,7 +110,7 @@ fn facts_are_applied_once_in_order_and_never_past_a_gap() {
         "nothing applied twice"
     );
     fact(
-        &conn,
+        &mut conn,
         3,
         7,
         "stock.movement",
@@ -111,10 +119,10 @@ fn facts_are_applied_once_in_order_and_never_past_a_gap() {
         "by": "backoffice"})
         .to_string(),
     );
-    held_through(&conn, 4, 9);
+    held_through(&mut conn, 4, 9);
     assert_eq!(apply_ingested(&mut conn).unwrap().facts, 2);
-    let f = figures(&conn).unwrap();
-    assert_eq!(on_hand(&conn, "SKU-JAM"), 9);
+    let f = figures(&mut conn).unwrap();
+    assert_eq!(on_hand(&mut conn, "SKU-JAM"), 9);
     assert_eq!(f.balances, vec![("C-7".to_owned(), 109)]);
     assert_eq!(f.cursors, vec![(AGENT.to_owned(), 4, 9)]);
 }
@@ -123,26 +131,37 @@ fn facts_are_applied_once_in_order_and_never_past_a_gap() {
 fn a_payload_the_rules_cannot_read_is_skipped_and_kept_for_an_operator() {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = seeded(dir.path());
-    fact(&conn, 1, 1, "sale.recorded", r#"{"lines": "not lines"}"#);
     fact(
-        &conn,
+        &mut conn,
+        1,
+        1,
+        "sale.recorded",
+        r#"{"lines": "not lines"}"#,
+    );
+    fact(
+        &mut conn,
         2,
         2,
         "loyalty.earned",
         r#"{"customer_id": "C-404", "points": 5, "receipt": null, "client_key": null, "by": "x"}"#,
     );
-    fact(&conn, 3, 3, "sale.recorded", &sale("SKU-TEA", 1, None));
-    held_through(&conn, 3, 3);
+    fact(&mut conn, 3, 3, "sale.recorded", &sale("SKU-TEA", 1, None));
+    held_through(&mut conn, 3, 3);
     let report = apply_ingested(&mut conn).unwrap();
     assert_eq!((report.facts, report.rejected), (3, 2));
     assert_eq!(
-        on_hand(&conn, "SKU-TEA"),
+        on_hand(&mut conn, "SKU-TEA"),
         9,
         "the good fact behind them is applied"
     );
-    let kept: i64 = conn
-        .query_row("SELECT COUNT(*) FROM ledger_rejects", [], |r| r.get(0))
+    let mut tx = conn.transaction().unwrap();
+    let kept = tx
+        .row("SELECT COUNT(*) FROM ledger_rejects", &[])
+        .unwrap()
+        .unwrap()
+        .int(0)
         .unwrap();
+    drop(tx);
     assert_eq!(kept, 2);
 }
 
@@ -157,8 +176,8 @@ fn a_row_back_at_its_figure_is_sent_again_when_the_agents_own_sale_moved_it() {
     );
     // The till sells one tea; the warehouse delivers one: on-hand is 10 again, but the agent
     // must learn that central now counts its sale (watermark 5), or it would count it twice.
-    fact(&conn, 1, 5, "sale.recorded", &sale("SKU-TEA", 1, None));
-    held_through(&conn, 1, 5);
+    fact(&mut conn, 1, 5, "sale.recorded", &sale("SKU-TEA", 1, None));
+    held_through(&mut conn, 1, 5);
     apply_ingested(&mut conn).unwrap();
     let ops = dir.path().join("web.ndjson");
     std::fs::write(
@@ -167,7 +186,7 @@ fn a_row_back_at_its_figure_is_sent_again_when_the_agents_own_sale_moved_it() {
     )
     .unwrap();
     web::apply_file(&mut conn, &ops).unwrap();
-    assert_eq!(on_hand(&conn, "SKU-TEA"), 10);
+    assert_eq!(on_hand(&mut conn, "SKU-TEA"), 10);
     let deltas = next_deltas(&mut conn, AGENT).unwrap();
     let stock: Vec<_> = deltas
         .iter()
@@ -217,7 +236,7 @@ fn a_web_file_fed_twice_applies_once_and_a_bad_line_changes_nothing() {
         (again.applied, again.already_applied, again.refused.len()),
         (0, 2, 1)
     );
-    let f = figures(&conn).unwrap();
+    let f = figures(&mut conn).unwrap();
     assert_eq!(f.balances, vec![("C-7".to_owned(), 40)]);
     assert_eq!(f.reserved, vec![("S1".to_owned(), "SKU-JAM".to_owned(), 2)]);
     let bad = dir.path().join("bad.ndjson");
@@ -230,7 +249,7 @@ fn a_web_file_fed_twice_applies_once_and_a_bad_line_changes_nothing() {
     let err = web::apply_file(&mut conn, &bad).unwrap_err().to_string();
     assert!(err.contains("line 2") && err.contains("qty 0"), "{err}");
     assert_eq!(
-        on_hand(&conn, "SKU-TEA"),
+        on_hand(&mut conn, "SKU-TEA"),
         10,
         "the good line before it was not applied either"
     );
@@ -259,16 +278,20 @@ fn an_erased_customer_is_deleted_from_every_agent_that_held_them() {
             key: serde_json::json!({"customer_id": "C-7"})
         }]
     );
-    let line: String = conn
-        .query_row(
+    let mut tx = conn.transaction().unwrap();
+    let line = tx
+        .row(
             "SELECT line FROM ledger_customers WHERE customer_id = 'C-7'",
-            [],
-            |r| r.get(0),
+            &[],
         )
+        .unwrap()
+        .unwrap()
+        .text(0)
         .unwrap();
+    drop(tx);
     assert_eq!(
         line, "{}",
         "the master data is gone; only the id stays, to tell the stores"
     );
-    assert!(figures(&conn).unwrap().balances.is_empty());
+    assert!(figures(&mut conn).unwrap().balances.is_empty());
 }

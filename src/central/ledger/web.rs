@@ -4,9 +4,9 @@
 //! carries an `op_id` and is applied once, whatever the file is fed again.
 
 use super::LedgerError;
+use super::db::{Db, DbError, Tx, args};
 use super::rules::{Change, LineStatus};
 use super::store::{self, ApplyError};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
 use std::path::Path;
@@ -175,7 +175,7 @@ fn check(op: &WebOp) -> Result<(), String> {
 
 /// Apply a file of operations: every line is checked first, then all are applied in one
 /// transaction, so a bad line changes nothing.
-pub fn apply_file(conn: &mut Connection, path: &Path) -> Result<WebReport, LedgerError> {
+pub fn apply_file(db: &mut Db, path: &Path) -> Result<WebReport, LedgerError> {
     let file = std::fs::File::open(path).map_err(|source| LedgerError::Read {
         path: path.to_path_buf(),
         source,
@@ -198,13 +198,16 @@ pub fn apply_file(conn: &mut Connection, path: &Path) -> Result<WebReport, Ledge
         check(&op).map_err(bad)?;
         ops.push((index as u64 + 1, op));
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut tx = db.transaction()?;
     let mut report = WebReport::default();
     for (line, op) in &ops {
         let seen: Option<Option<String>> = tx
-            .prepare_cached("SELECT refused FROM ledger_web_ops WHERE op_id = ?1")?
-            .query_row([op.op_id()], |r| r.get(0))
-            .optional()?;
+            .row(
+                "SELECT refused FROM ledger_web_ops WHERE op_id = $1",
+                args![op.op_id()],
+            )?
+            .map(|r| r.opt_text(0))
+            .transpose()?;
         match seen {
             Some(None) => {
                 report.already_applied += 1;
@@ -221,22 +224,23 @@ pub fn apply_file(conn: &mut Connection, path: &Path) -> Result<WebReport, Ledge
             }
             None => {}
         }
-        let refused = refusal(&tx, op)?;
-        tx.prepare_cached(
-            "INSERT INTO ledger_web_ops(op_id, applied_ms, refused) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![
-            op.op_id(),
-            crate::storage::now_unix_ms(),
-            refused
-                .as_ref()
-                .map(|r| format!("{}: {}", r.code, r.reason))
-        ])?;
+        let refused = refusal(&mut tx, op)?;
+        let refused_text = refused
+            .as_ref()
+            .map(|r| format!("{}: {}", r.code, r.reason));
+        tx.exec(
+            "INSERT INTO ledger_web_ops(op_id, applied_ms, refused) VALUES ($1, $2, $3)",
+            args![
+                op.op_id(),
+                crate::storage::now_unix_ms(),
+                refused_text.as_deref()
+            ],
+        )?;
         if let Some(refused) = refused {
             report.refused.push(refused);
             continue;
         }
-        apply_op(&tx, op).map_err(|e| match e {
+        apply_op(&mut tx, op).map_err(|e| match e {
             ApplyError::Db(e) => LedgerError::Db(e),
             ApplyError::Refused(why) => LedgerError::BadLine {
                 path: path.to_path_buf(),
@@ -252,7 +256,7 @@ pub fn apply_file(conn: &mut Connection, path: &Path) -> Result<WebReport, Ledge
 
 /// Central's own check of an operation against the ledger: a web burn may not take a balance
 /// below zero (a store's burn is checked by its agent, against its caps).
-fn refusal(tx: &Transaction<'_>, op: &WebOp) -> rusqlite::Result<Option<RefusedOp>> {
+fn refusal(tx: &mut Tx<'_>, op: &WebOp) -> Result<Option<RefusedOp>, DbError> {
     let WebOp::Loyalty {
         op_id,
         customer_id,
@@ -265,11 +269,12 @@ fn refusal(tx: &Transaction<'_>, op: &WebOp) -> rusqlite::Result<Option<RefusedO
         return Ok(None);
     }
     let balance: Option<i64> = tx
-        .prepare_cached(
-            "SELECT balance FROM ledger_customers WHERE customer_id = ?1 AND erased_ms IS NULL",
+        .row(
+            "SELECT balance FROM ledger_customers WHERE customer_id = $1 AND erased_ms IS NULL",
+            args![customer_id],
         )?
-        .query_row([customer_id], |r| r.get(0))
-        .optional()?;
+        .map(|r| r.int(0))
+        .transpose()?;
     Ok(match balance {
         Some(balance) if balance.checked_add(*points).is_some_and(|after| after >= 0) => None,
         Some(balance) => Some(RefusedOp {
@@ -285,7 +290,7 @@ fn refusal(tx: &Transaction<'_>, op: &WebOp) -> rusqlite::Result<Option<RefusedO
     })
 }
 
-fn apply_op(tx: &Transaction<'_>, op: &WebOp) -> Result<(), ApplyError> {
+fn apply_op(tx: &mut Tx<'_>, op: &WebOp) -> Result<(), ApplyError> {
     match op {
         WebOp::Order {
             order_id,
@@ -295,31 +300,36 @@ fn apply_op(tx: &Transaction<'_>, op: &WebOp) -> Result<(), ApplyError> {
             lines,
             ..
         } => {
+            let fulfilment = match fulfilment {
+                Fulfilment::Collect => "collect",
+                Fulfilment::Ship => "ship",
+            };
             for l in lines {
-                tx.prepare_cached(
+                tx.exec(
                     "INSERT INTO ledger_order_lines(order_id, line, store, sku, qty, status,
                                                     pickup_code, fulfilment)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7)
+                     VALUES ($1, $2, $3, $4, $5, 'open', $6, $7)
                      ON CONFLICT(order_id, line) DO NOTHING",
-                )?
-                .execute(params![
-                    order_id,
-                    l.line,
-                    store,
-                    l.sku,
-                    l.qty,
-                    pickup_code,
-                    match fulfilment {
-                        Fulfilment::Collect => "collect",
-                        Fulfilment::Ship => "ship",
-                    }
-                ])?;
+                    args![
+                        order_id,
+                        l.line,
+                        store,
+                        &l.sku,
+                        l.qty,
+                        pickup_code.as_deref(),
+                        fulfilment
+                    ],
+                )?;
             }
         }
         WebOp::Cancel { order_id, .. } => {
             let lines: Vec<i64> = tx
-                .prepare_cached("SELECT line FROM ledger_order_lines WHERE order_id = ?1")?
-                .query_map([order_id], |r| r.get(0))?
+                .rows(
+                    "SELECT line FROM ledger_order_lines WHERE order_id = $1 ORDER BY line",
+                    args![order_id],
+                )?
+                .iter()
+                .map(|r| r.int(0))
                 .collect::<Result<_, _>>()?;
             for line in lines {
                 store::apply(
@@ -369,19 +379,20 @@ fn apply_op(tx: &Transaction<'_>, op: &WebOp) -> Result<(), ApplyError> {
         )?,
         WebOp::Erase { customer_id, .. } => {
             let known = tx
-                .prepare_cached("SELECT 1 FROM ledger_customers WHERE customer_id = ?1")?
-                .query_row([customer_id], |_| Ok(()))
-                .optional()?
+                .row(
+                    "SELECT 1 FROM ledger_customers WHERE customer_id = $1",
+                    args![customer_id],
+                )?
                 .is_some();
             if !known {
                 return Err(store::Refusal::UnknownCustomer(customer_id.clone()).into());
             }
             // The master line goes at once; the id stays as a tombstone so every store is told.
-            tx.prepare_cached(
-                "UPDATE ledger_customers SET line = '{}', balance = 0, erased_ms = ?2
-                 WHERE customer_id = ?1",
-            )?
-            .execute(params![customer_id, crate::storage::now_unix_ms()])?;
+            tx.exec(
+                "UPDATE ledger_customers SET line = '{}', balance = 0, erased_ms = $2
+                 WHERE customer_id = $1",
+                args![customer_id, crate::storage::now_unix_ms()],
+            )?;
         }
     }
     Ok(())

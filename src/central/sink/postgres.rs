@@ -43,6 +43,10 @@ impl fmt::Display for PgTarget {
 }
 
 impl PgTarget {
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn parse(url: &str) -> Result<PgTarget, CentralError> {
         let config: Config = url.parse().map_err(|e| {
             CentralError::Usage(format!(
@@ -181,6 +185,11 @@ enum Fault {
     Fatal,
 }
 
+/// The server went away or cannot serve yet: connect again and repeat the work.
+pub(crate) fn is_connection_fault(e: &tokio_postgres::Error) -> bool {
+    classify(e) == Fault::Connection
+}
+
 fn classify(e: &tokio_postgres::Error) -> Fault {
     if e.is_closed() {
         return Fault::Connection;
@@ -207,7 +216,7 @@ fn classify(e: &tokio_postgres::Error) -> Fault {
 }
 
 /// An error's full text: tokio-postgres's `Display` names only the kind ("db error").
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
         if let Some(detail) = db.detail() {
