@@ -36,8 +36,13 @@ fn services_available() -> bool {
 
 /// `relaisctl ingest` as one worker of the share group `ingest`, into PostgreSQL.
 fn worker(broker: &Broker, pg: &Postgres, name: &str) -> KillOnDrop {
+    worker_with(broker, pg, name, &[])
+}
+
+fn worker_with(broker: &Broker, pg: &Postgres, name: &str, extra: &[&str]) -> KillOnDrop {
     let child = Command::new(RELAISCTL)
         .args(["ingest", "--json", "--share", "ingest"])
+        .args(extra)
         .args([
             "--broker",
             &broker.url(),
@@ -270,16 +275,21 @@ fn the_broker_killed_mid_stream_and_restarted_on_its_port_loses_and_doubles_no_f
 }
 
 #[test]
-fn postgresql_sigkilled_mid_stream_makes_the_workers_wait_and_acknowledge_nothing_until_it_is_back_then_every_fact_lands_once()
+fn postgresql_sigkilled_mid_stream_makes_the_workers_wait_still_connected_to_the_broker_and_acknowledge_nothing_until_it_is_back_then_every_fact_lands_once()
  {
     if !services_available() {
         return;
     }
     const FACTS: usize = 10_000;
     let mut pg = Postgres::start();
-    let broker = Broker::start(BrokerOptions { persistence: false });
-    let mut a = worker(&broker, &pg, "ingest-a");
-    let mut b = worker(&broker, &pg, "ingest-b");
+    // Notices: the broker logs each connection, and each client it drops for silence.
+    let broker = Broker::start_with(BrokerOptions { persistence: false }, "log_type notice");
+    // A 5 s keep-alive (rumqttc's least): the database stays down for 9 s, longer than the
+    // broker waits on a silent client (1.5 × keep-alive), so a worker that stopped polling MQTT
+    // while it waited for the database would be dropped.
+    let keep_alive = ["--keep-alive", "5s"];
+    let mut a = worker_with(&broker, &pg, "ingest-a", &keep_alive);
+    let mut b = worker_with(&broker, &pg, "ingest-b", &keep_alive);
     wait_for_schema(&pg);
     let store = agent_store(&broker);
     let ids = store.seed_outbox(FACTS);
@@ -297,7 +307,7 @@ fn postgresql_sigkilled_mid_stream_makes_the_workers_wait_and_acknowledge_nothin
     // Acks of groups committed just before the crash may still be on their way.
     std::thread::sleep(Duration::from_secs(1));
     let before = depth();
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(8));
     let after = depth();
     assert!(before > 0, "the agent drained everything before the crash");
     assert_eq!(
@@ -327,6 +337,21 @@ fn postgresql_sigkilled_mid_stream_makes_the_workers_wait_and_acknowledge_nothin
         "the agent's outbox to empty",
         Duration::from_secs(20),
         || depth() == 0,
+    );
+    let log = broker.log();
+    for name in ["ingest-a", "ingest-b"] {
+        let connects = log
+            .lines()
+            .filter(|l| l.contains("New client connected") && l.contains(&format!(" as {name} ")))
+            .count();
+        assert_eq!(
+            connects, 1,
+            "{name} kept its one MQTT connection through the database outage:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("exceeded timeout"),
+        "the broker dropped a silent worker:\n{log}"
     );
 }
 

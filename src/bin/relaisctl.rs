@@ -44,6 +44,18 @@ struct BrokerArgs {
     cert_file: Option<PathBuf>,
     #[arg(long, env = "RELAISCTL_KEY_FILE", requires = "cert_file")]
     key_file: Option<PathBuf>,
+    /// MQTT keep-alive (the broker drops a client silent for 1.5 times this).
+    #[arg(long, env = "RELAISCTL_KEEP_ALIVE", default_value = "30s", value_parser = parse_keep_alive)]
+    keep_alive: std::time::Duration,
+}
+
+fn parse_keep_alive(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    // rumqttc takes no less than 5 s.
+    if d < std::time::Duration::from_secs(5) || d > std::time::Duration::from_secs(65_535) {
+        return Err("between 5s and 65535s (MQTT counts it in whole seconds)".into());
+    }
+    Ok(d)
 }
 
 impl BrokerArgs {
@@ -55,6 +67,7 @@ impl BrokerArgs {
             ca_file: self.ca_file.clone(),
             client_cert_file: self.cert_file.clone(),
             client_key_file: self.key_file.clone(),
+            keep_alive: self.keep_alive,
         }
     }
 }

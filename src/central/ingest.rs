@@ -276,7 +276,20 @@ async fn settle_group(
             tracing::warn!(%topic, %reason, "message refused by the ingest");
         }
     }
-    let committed = sink.commit(&messages).await?;
+    // The event loop is polled while the commit runs (a database that is down is waited out):
+    // its pings keep the broker from dropping the worker, and what arrives meanwhile is kept
+    // for the next group, within what the broker's in-flight window lets through.
+    let committed = {
+        let commit = sink.commit(&messages);
+        tokio::pin!(commit);
+        loop {
+            tokio::select! {
+                biased;
+                committed = &mut commit => break committed?,
+                event = eventloop.poll(), if stash.len() < STASH_MAX => stash.push_back(event),
+            }
+        }
+    };
     report.events_received += committed.received;
     report.events_new += committed.new;
     report.duplicates += committed.received - committed.new;
@@ -302,6 +315,10 @@ async fn settle_group(
     }
     Ok(())
 }
+
+/// Most events kept from the loop while a commit runs: past it the loop is left alone until
+/// the commit ends (the broker's in-flight window holds far fewer publishes).
+const STASH_MAX: usize = 16 * GROUP_MAX;
 
 /// One poll of the event loop, as the loop hands it over.
 type Polled = Result<Event, rumqttc::v5::ConnectionError>;

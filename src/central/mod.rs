@@ -54,12 +54,14 @@ pub struct BrokerLogin {
     pub ca_file: Option<PathBuf>,
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
+    /// MQTT keep-alive: how long the broker waits on a silent client before dropping it.
+    pub keep_alive: Duration,
 }
 
 impl BrokerLogin {
     pub fn options(&self, client_id: &str) -> Result<MqttOptions, CentralError> {
         let mut options = MqttOptions::new(client_id, self.broker.host.clone(), self.broker.port);
-        options.set_keep_alive(Duration::from_secs(30));
+        options.set_keep_alive(self.keep_alive);
         // rumqttc keeps a slot per publish it may have in flight, 65,535 by default (~13 MB a
         // client): central's tools need far fewer, and a simulated fleet runs thousands.
         options.set_outgoing_inflight_upper_limit(1024);
