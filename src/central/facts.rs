@@ -42,6 +42,20 @@ pub(super) fn upgrade_events(conn: &Connection) -> rusqlite::Result<()> {
         "CREATE INDEX IF NOT EXISTS events_by_fact ON events(agent, fact_epoch, fact_seq)
              WHERE fact_seq IS NOT NULL;",
     )?;
+    // The order central ingested events in (the first redemption of a single-use coupon is
+    // the first ingested, docs/contract.md): rows older than the column keep none.
+    let has_order: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('events') WHERE name = 'ingest_order'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_order {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN ingest_order INTEGER;")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS events_by_ingest_order ON events(ingest_order)
+             WHERE ingest_order IS NOT NULL;",
+    )?;
     conn.execute_batch(SCHEMA)
 }
 

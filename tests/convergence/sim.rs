@@ -86,6 +86,8 @@ struct Oracle {
     stock: BTreeMap<(String, String), i64>,
     reserved: BTreeMap<(String, String), i64>,
     points: BTreeMap<String, i64>,
+    /// Single-use coupon → the tills that took it (each till takes a coupon once).
+    coupons: BTreeMap<String, Vec<String>>,
 }
 
 impl Oracle {
@@ -302,6 +304,7 @@ pub fn run(seed: u64, ops: usize, engine: Engine) -> Outcome {
     };
     for i in 0..ops {
         sim.fault(i, ops);
+        sim.coupons(i, ops);
         sim.step();
         if i % 6 == 5 {
             sim.flush_web();
@@ -349,6 +352,43 @@ impl Sim {
         let store = self.tills[till].store;
         if (self.cut && store == CUT_STORE) || (self.second_cut && store == SECOND_CUT_STORE) {
             self.outcome.facts_while_cut += 1;
+        }
+    }
+
+    /// At fixed points of the run (the random operations stay those of the seed), a single-use
+    /// coupon taken at two tills — of two stores, one perhaps cut off, or the two of S1 — and
+    /// offered again at the first, which refuses it (the till's own rule). Central flags every
+    /// redemption after the first it ingested as a duplicate.
+    fn coupons(&mut self, i: usize, ops: usize) {
+        for (pct, tills) in [(10, (0, 3)), (30, (2, 3)), (50, (0, 1)), (70, (3, 2))] {
+            if i != ops * pct / 100 {
+                continue;
+            }
+            let code = format!("SIM-{pct}");
+            for till in [tills.0, tills.1, tills.0] {
+                let key = self.key();
+                let body = json!({"code": code, "receipt": format!("R-{key}"), "client_key": key});
+                let (status, answer) = self.tills[till]
+                    .agent()
+                    .post_json("/v1/coupons/redeem", &body);
+                let takers = self
+                    .oracle
+                    .coupons
+                    .entry(format!("plain:{code}"))
+                    .or_default();
+                let again = takers.contains(&self.tills[till].id);
+                match (status, again) {
+                    (201, false) => {
+                        takers.push(self.tills[till].id.clone());
+                        self.accepted("coupon", till);
+                    }
+                    (409, true) => self.refused("coupon", &answer),
+                    _ => self.outcome.mismatches.push(format!(
+                        "coupon {code} at {} (taken there before: {again}): {status} {answer}",
+                        self.tills[till].id
+                    )),
+                }
+            }
         }
     }
 
@@ -854,6 +894,40 @@ impl Sim {
                 )
             })
             .collect();
+        // Each single-use coupon: one first redemption, every other one flagged as its
+        // duplicate, whichever store central ingested first.
+        let mut flagged: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+        for d in figures["coupon_duplicates"].as_array().unwrap() {
+            let entry = flagged
+                .entry(d["coupon"].as_str().unwrap().to_owned())
+                .or_default();
+            entry.0.push(d["agent"].as_str().unwrap().to_owned());
+            entry.1.push(d["first_agent"].as_str().unwrap().to_owned());
+        }
+        for (coupon, takers) in &self.oracle.coupons {
+            let (mut again, firsts) = flagged.remove(coupon).unwrap_or_default();
+            let first: Vec<&String> = takers.iter().filter(|t| !again.contains(t)).collect();
+            again.sort();
+            let mut want_again: Vec<String> = takers
+                .iter()
+                .filter(|t| Some(*t) != first.first().copied())
+                .cloned()
+                .collect();
+            want_again.sort();
+            if first.len() != 1
+                || again != want_again
+                || firsts.iter().any(|f| Some(f) != first.first().copied())
+            {
+                out.push(format!(
+                    "coupon {coupon} taken by {takers:?}: the ledger flags {again:?} as taken again after {firsts:?}"
+                ));
+            }
+        }
+        for (coupon, (again, _)) in flagged {
+            out.push(format!(
+                "coupon {coupon}: flagged {again:?}, taken by no till"
+            ));
+        }
         let ledger_points: BTreeMap<String, i64> = figures["balances"]
             .as_array()
             .unwrap()

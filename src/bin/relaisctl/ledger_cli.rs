@@ -162,6 +162,17 @@ fn once(command: LedgerCommand) -> anyhow::Result<()> {
                 for (customer, balance) in &figures.balances {
                     println!("{customer:<24} {balance:>10}");
                 }
+                if !figures.coupon_duplicates.is_empty() {
+                    println!(
+                        "single-use coupons taken again (for the issuer's clearing or the store's loss report):"
+                    );
+                    for d in &figures.coupon_duplicates {
+                        println!(
+                            "{} by {} (fact {}), first taken by {} (fact {})",
+                            d.coupon, d.agent, d.fact_seq, d.first_agent, d.first_fact_seq
+                        );
+                    }
+                }
             }
         }
         LedgerCommand::Snapshot { sink, agent, out } => {

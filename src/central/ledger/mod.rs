@@ -94,21 +94,37 @@ pub fn apply_ingested(db: &mut Db) -> Result<ApplyReport, LedgerError> {
                 break;
             }
             let upto = through.min(from_fact.saturating_add(budget));
-            let facts: Vec<(i64, i64, String, String, i64)> = tx
+            let facts: Vec<(i64, i64, String, String, i64, i64)> = tx
                 .rows(
-                    "SELECT fact_seq, seq, type, payload, wall_ms FROM events
+                    "SELECT fact_seq, seq, type, payload, wall_ms, COALESCE(ingest_order, 0)
+                     FROM events
                      WHERE agent = $1 AND fact_epoch = $2 AND fact_seq > $3 AND fact_seq <= $4
                      ORDER BY fact_seq",
                     args![&agent, epoch, from_fact, upto],
                 )?
                 .iter()
-                .map(|r| Ok((r.int(0)?, r.int(1)?, r.text(2)?, r.text(3)?, r.int(4)?)))
+                .map(|r| {
+                    Ok((
+                        r.int(0)?,
+                        r.int(1)?,
+                        r.text(2)?,
+                        r.text(3)?,
+                        r.int(4)?,
+                        r.int(5)?,
+                    ))
+                })
                 .collect::<Result<_, DbError>>()?;
             budget = budget.saturating_sub(facts.len().max(1) as i64);
             let mut last = (from_fact, from_seq);
-            for (fact_seq, seq, event_type, payload, wall_ms) in facts {
+            for (fact_seq, seq, event_type, payload, wall_ms, ingest_order) in facts {
                 committed_at.push(wall_ms);
-                match apply_fact(&mut tx, &agent, seq, &event_type, &payload)? {
+                let place = store::FactPlace {
+                    agent: &agent,
+                    epoch,
+                    fact_seq,
+                    ingest_order,
+                };
+                match apply_fact(&mut tx, place, seq, &event_type, &payload)? {
                     Ok(n) => report.changes += n,
                     Err(reason) => {
                         tracing::warn!(%agent, fact_seq, %reason, "fact skipped by the ledger");
@@ -150,7 +166,7 @@ pub fn apply_ingested(db: &mut Db) -> Result<ApplyReport, LedgerError> {
 /// One fact's changes, all or none (a savepoint): `Err(reason)` when the fact is skipped.
 fn apply_fact(
     tx: &mut Tx<'_>,
-    agent: &str,
+    place: store::FactPlace<'_>,
     seq: i64,
     event_type: &str,
     payload: &str,
@@ -159,9 +175,17 @@ fn apply_fact(
         Ok(changes) => changes,
         Err(e) => return Ok(Err(e.to_string())),
     };
+    let agent = place.agent;
     let store = store::store_of(agent);
     tx.batch("SAVEPOINT fact")?;
     for change in &changes {
+        if let rules::Change::Coupon {
+            identity,
+            single_use,
+        } = change
+        {
+            store::record_coupon(tx, place, identity, *single_use)?;
+        }
         match store::apply(tx, store, change) {
             Ok(()) => store::touch(tx, agent, change, seq)?,
             Err(store::ApplyError::Db(e)) => return Err(e),
@@ -252,6 +276,9 @@ pub struct Figures {
     pub balances: Vec<(String, i64)>,
     /// agent → (fact_seq applied, watermark seq).
     pub cursors: Vec<(String, u64, u64)>,
+    /// Single-use coupons taken again after their first ingested redemption.
+    #[serde(default)]
+    pub coupon_duplicates: Vec<store::CouponDuplicate>,
 }
 
 pub fn figures(db: &mut Db) -> Result<Figures, LedgerError> {
@@ -289,12 +316,14 @@ pub fn figures(db: &mut Db) -> Result<Figures, LedgerError> {
         .iter()
         .map(|r| Ok((r.text(0)?, r.count(1)?, r.count(2)?)))
         .collect::<Result<_, DbError>>()?;
+    let coupon_duplicates = store::coupon_duplicates(&mut tx)?;
     tx.commit()?;
     Ok(Figures {
         stock,
         reserved,
         balances,
         cursors,
+        coupon_duplicates,
     })
 }
 

@@ -3,6 +3,7 @@
 //! ledger calls it inside the transaction that moves its cursor past the fact.
 
 use crate::domain::consent::ConsentChanged;
+use crate::domain::coupons::CouponRedeemed;
 use crate::domain::facts::{
     CycleCountRecorded, LoyaltyRecorded, PickupCollected, ReturnRecorded, SaleRecorded,
     StockMovementRecorded,
@@ -57,6 +58,9 @@ pub enum Change {
     },
     /// A consent choice made at a till, dated `at` (RFC 3339).
     Consent(ConsentChanged),
+    /// A coupon taken at a till (`identity` as the contract writes it): a single-use one taken
+    /// again after the first ingested redemption is a duplicate central flags.
+    Coupon { identity: String, single_use: bool },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +203,13 @@ pub fn changes(event_type: &str, payload: &str) -> Result<Vec<Change>, RuleError
             }
         }
         "consent.changed" => out.push(Change::Consent(read(event_type, payload)?)),
+        "coupon.redeemed" => {
+            let coupon: CouponRedeemed = read(event_type, payload)?;
+            out.push(Change::Coupon {
+                identity: coupon.coupon,
+                single_use: coupon.single_use,
+            });
+        }
         _ => {}
     }
     Ok(out)

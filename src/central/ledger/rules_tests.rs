@@ -62,7 +62,7 @@ fn ledger_view(fact: &StoreFact) -> Figures {
             } => {
                 f.lines.insert((order_id, line), "collected");
             }
-            Change::Line { .. } | Change::Consent(_) => {}
+            Change::Line { .. } | Change::Consent(_) | Change::Coupon { .. } => {}
         }
     }
     f

@@ -76,6 +76,19 @@ CREATE TABLE IF NOT EXISTS ledger_touch (
     seq    BIGINT NOT NULL,
     PRIMARY KEY (agent, stream, key)
 ) WITHOUT ROWID;
+-- Coupons the stores took, each with its fact's place in the ingest's order: of a single-use
+-- coupon's redemptions, every one after the first ingested is a duplicate (docs/contract.md).
+CREATE TABLE IF NOT EXISTS ledger_coupon_redemptions (
+    agent        TEXT NOT NULL,
+    epoch        BIGINT NOT NULL,
+    fact_seq     BIGINT NOT NULL,
+    coupon       TEXT NOT NULL,
+    single_use   BIGINT NOT NULL,
+    ingest_order BIGINT NOT NULL,
+    PRIMARY KEY (agent, epoch, fact_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ledger_coupon_redemptions_by_coupon
+    ON ledger_coupon_redemptions(coupon, ingest_order);
 CREATE TABLE IF NOT EXISTS ledger_versions (
     agent   TEXT NOT NULL,
     stream  TEXT NOT NULL,
@@ -185,8 +198,79 @@ pub fn apply(tx: &mut Tx<'_>, store: &str, change: &Change) -> Result<(), ApplyE
                 )?;
             }
         }
+        // Kept with its fact's place in the ingest order ([`record_coupon`]); no figure moves.
+        Change::Coupon { .. } => {}
     }
     Ok(())
+}
+
+/// Where a fact sits: its agent's numbering and the ingest's order.
+#[derive(Clone, Copy, Debug)]
+pub struct FactPlace<'a> {
+    pub agent: &'a str,
+    pub epoch: i64,
+    pub fact_seq: i64,
+    pub ingest_order: i64,
+}
+
+/// Keep a coupon redemption (once per fact, as every fact is applied once).
+pub fn record_coupon(
+    tx: &mut Tx<'_>,
+    place: FactPlace<'_>,
+    identity: &str,
+    single_use: bool,
+) -> Result<(), DbError> {
+    tx.exec(
+        "INSERT INTO ledger_coupon_redemptions(agent, epoch, fact_seq, coupon, single_use,
+                                               ingest_order)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        args![
+            place.agent,
+            place.epoch,
+            place.fact_seq,
+            identity,
+            i64::from(single_use),
+            place.ingest_order
+        ],
+    )?;
+    Ok(())
+}
+
+/// A single-use coupon taken again: which redemption, and the first ingested one it repeats.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CouponDuplicate {
+    pub coupon: String,
+    pub agent: String,
+    pub fact_seq: u64,
+    pub first_agent: String,
+    pub first_fact_seq: u64,
+}
+
+/// Every duplicate redemption of a single-use coupon, for the issuer's clearing or the store's
+/// loss report. Computed from what is applied, so a first redemption applied late (its store
+/// was behind a gap) still comes out first.
+pub fn coupon_duplicates(tx: &mut Tx<'_>) -> Result<Vec<CouponDuplicate>, DbError> {
+    tx.rows(
+        "SELECT r.coupon, r.agent, r.fact_seq, f.agent, f.fact_seq
+         FROM ledger_coupon_redemptions r
+         JOIN ledger_coupon_redemptions f ON f.coupon = r.coupon AND f.single_use = 1
+              AND f.ingest_order = (SELECT MIN(m.ingest_order) FROM ledger_coupon_redemptions m
+                                    WHERE m.coupon = r.coupon AND m.single_use = 1)
+         WHERE r.single_use = 1 AND r.ingest_order > f.ingest_order
+         ORDER BY r.coupon, r.ingest_order",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(CouponDuplicate {
+            coupon: r.text(0)?,
+            agent: r.text(1)?,
+            fact_seq: r.count(2)?,
+            first_agent: r.text(3)?,
+            first_fact_seq: r.count(4)?,
+        })
+    })
+    .collect()
 }
 
 /// The customer line with a till's consent choice, when it is dated at or after the one the
@@ -258,7 +342,7 @@ pub fn touch(tx: &mut Tx<'_>, agent: &str, change: &Change, seq: i64) -> Result<
     let (stream, key) = match change {
         Change::Stock { sku, .. } => ("stock", sku),
         Change::Points { customer_id, .. } => ("customers", customer_id),
-        Change::Line { .. } | Change::Consent(_) => return Ok(()),
+        Change::Line { .. } | Change::Consent(_) | Change::Coupon { .. } => return Ok(()),
     };
     tx.exec(
         "INSERT INTO ledger_touch(agent, stream, key, seq) VALUES ($1, $2, $3, $4)

@@ -295,3 +295,80 @@ fn an_erased_customer_is_deleted_from_every_agent_that_held_them() {
     );
     assert!(figures(&mut conn).unwrap().balances.is_empty());
 }
+
+/// A fact of any agent, numbered `ingest_order` by the ingest, and held through `fact_seq`.
+fn ingested(db: &mut Db, agent: &str, fact_seq: i64, payload: &str, ingest_order: i64) {
+    exec(
+        db,
+        "INSERT INTO events(id, agent, seq, boot, type, class, wall_ms, payload, fact_epoch,
+                            fact_seq, ingest_order)
+         VALUES ($1, $2, $3, 1, 'coupon.redeemed', 'store_fact', 0, $4, 7, $3, $5)",
+        args![
+            &format!("{agent}-{fact_seq}"),
+            agent,
+            fact_seq,
+            payload,
+            ingest_order
+        ],
+    );
+    exec(
+        db,
+        "INSERT INTO agent_facts(agent, epoch, contiguous, contiguous_seq, first_seen_ms)
+         VALUES ($1, 7, $2, $2, 0)
+         ON CONFLICT(agent, epoch) DO UPDATE SET contiguous = excluded.contiguous,
+                                                 contiguous_seq = excluded.contiguous_seq",
+        args![agent, fact_seq],
+    );
+}
+
+fn coupon(identity: &str, single_use: bool) -> String {
+    serde_json::json!({"coupon": identity, "scheme": "plain", "single_use": single_use,
+        "receipt": "R-1", "client_key": null, "by": "till"})
+    .to_string()
+}
+
+#[test]
+fn a_single_use_coupon_taken_in_two_stores_is_a_duplicate_after_the_first_ingested_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = seeded(dir.path());
+    // S2 took SPRING10 first by the ingest's order, but S1's redemption is applied first (S2's
+    // store was behind): the first ingested still wins. A multi-use coupon is never a duplicate.
+    ingested(&mut db, "S1/till-1", 1, &coupon("plain:SPRING10", true), 20);
+    ingested(
+        &mut db,
+        "S1/till-1",
+        2,
+        &coupon("gs1:0614141:123", false),
+        21,
+    );
+    assert_eq!(apply_ingested(&mut db).unwrap().facts, 2);
+    assert!(figures(&mut db).unwrap().coupon_duplicates.is_empty());
+    ingested(&mut db, "S2/till-1", 1, &coupon("plain:SPRING10", true), 12);
+    ingested(
+        &mut db,
+        "S2/till-1",
+        2,
+        &coupon("gs1:0614141:123", false),
+        22,
+    );
+    ingested(&mut db, "S3/till-1", 1, &coupon("plain:SPRING10", true), 30);
+    assert_eq!(apply_ingested(&mut db).unwrap().facts, 3);
+    assert_eq!(
+        apply_ingested(&mut db).unwrap().facts,
+        0,
+        "a fact is applied once, so a redemption is kept once"
+    );
+    let duplicates = figures(&mut db).unwrap().coupon_duplicates;
+    let seen: Vec<(&str, &str, &str)> = duplicates
+        .iter()
+        .map(|d| (d.coupon.as_str(), d.agent.as_str(), d.first_agent.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("plain:SPRING10", "S1/till-1", "S2/till-1"),
+            ("plain:SPRING10", "S3/till-1", "S2/till-1"),
+        ]
+    );
+    assert_eq!(on_hand(&mut db, "SKU-TEA"), 10, "a coupon moves no stock");
+}

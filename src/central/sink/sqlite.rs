@@ -84,16 +84,23 @@ pub fn sink_count(conn: &Connection) -> Result<u64, rusqlite::Error> {
         .map(|n| n.max(0) as u64)
 }
 
-/// Store one batch in the group's transaction; returns the new events.
-fn store_in(tx: &Transaction<'_>, batch: &EventBatch) -> Result<u64, rusqlite::Error> {
+/// Store one batch in the group's transaction, numbering its events from `order` on (the
+/// ingest order; writers of a SQLite sink take turns, so the numbers follow the commits);
+/// returns the new events.
+fn store_in(
+    tx: &Transaction<'_>,
+    batch: &EventBatch,
+    order: &mut i64,
+) -> Result<u64, rusqlite::Error> {
     let mut new = 0;
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO events(id, agent, seq, boot, type, class, wall_ms, payload,
-                                          fact_epoch, fact_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                          fact_epoch, fact_seq, ingest_order)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         for e in &batch.events {
+            *order = order.saturating_add(1);
             // The ingest refused any batch whose numbers do not fit (ingest::parse_batch).
             new += insert.execute(params![
                 e.id.as_bytes().as_slice(),
@@ -106,6 +113,7 @@ fn store_in(tx: &Transaction<'_>, batch: &EventBatch) -> Result<u64, rusqlite::E
                 e.payload.to_string(),
                 e.fact_epoch,
                 e.fact_seq.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                *order,
             ])? as u64;
         }
     }
@@ -147,9 +155,14 @@ fn try_commit_group(
 ) -> Result<Committed, rusqlite::Error> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut new = 0;
+    let mut order: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(ingest_order), 0) FROM events WHERE ingest_order IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )?;
     for message in messages {
         match message {
-            Message::Batch { batch, .. } => new += store_in(&tx, batch)?,
+            Message::Batch { batch, .. } => new += store_in(&tx, batch, &mut order)?,
             Message::Facts(progress) => facts::record_report(&tx, progress)?,
             Message::Refused { .. } => {}
         }
