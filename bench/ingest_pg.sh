@@ -22,11 +22,7 @@ FACTS=${FACTS:-25000}
 BACKLOG=$(python3 -c "print(max(50, round($FACTS * float('$SCALE'))))")
 # Messages Mosquitto lets each worker hold unacknowledged: what a group can reach.
 INFLIGHT=${INFLIGHT:-100}
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-if [ -z "$pgbin" ] || [ ! -x "$pgbin/postgres" ]; then
-  echo "ingest_pg: PostgreSQL is not installed (apt-get install postgresql)" >&2
-  exit 1
-fi
+. bench/pg.sh
 # RELAISCTL: a release relaisctl already built (bench/run-all.sh passes the one it built with the
 # benches: building `--bin relaisctl` alone unifies other features and rebuilds every dependency).
 if [ -n "${RELAISCTL:-}" ]; then
@@ -48,22 +44,7 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# PostgreSQL: refuses root, so under root it runs as nobody.
-as_pg=()
-mkdir "$work/pg"
-if [ "$(id -u)" = 0 ]; then
-  chown nobody:nogroup "$work/pg"
-  as_pg=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
-fi
-"${as_pg[@]}" "$pgbin/initdb" -U relais --auth=trust -E UTF8 -D "$work/pg/data" >/dev/null
-pgport=$(free_port)
-"${as_pg[@]}" "$pgbin/postgres" -D "$work/pg/data" -p "$pgport" -k "$work/pg" \
-  -c listen_addresses=127.0.0.1 -c fsync=on 2>"$work/pg/log" &
-pgpid=$!
-url="postgres://relais@127.0.0.1:$pgport/postgres"
-export PGOPTIONS="-c client_min_messages=warning"
-psql=("$pgbin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U relais -d postgres)
-for _ in $(seq 100); do "${psql[@]}" -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+pg_start
 
 port=$(free_port)
 printf 'pattern readwrite relais/v1/%%u/#\n\nuser central\ntopic readwrite relais/v1/#\n' >"$work/acl"
