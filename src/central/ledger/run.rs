@@ -14,6 +14,7 @@ use rumqttc::v5::{AsyncClient, Event};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -243,10 +244,20 @@ fn with_db<T>(
         if db.is_none() {
             match open(sink) {
                 Ok(opened) => {
-                    tracing::info!(%sink, "the ledger's database is back");
+                    tracing::info!(sink = %shown(sink), "the ledger's database is back");
+                    REOPEN_FAILURES.store(0, Ordering::Relaxed);
                     *db = Some(opened);
                 }
-                Err(e) if lost(&e) => return Ok(None),
+                Err(e) if lost(&e) => {
+                    // Said at the first failure and every ~10 s at the default tick after it.
+                    if REOPEN_FAILURES
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(50)
+                    {
+                        tracing::warn!(sink = %shown(sink), error = %e, "the ledger's database is still away; nothing is applied or sent until it is back");
+                    }
+                    return Ok(None);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -256,13 +267,23 @@ fn with_db<T>(
         match work(open_db) {
             Ok(value) => Ok(Some(value)),
             Err(e) if lost(&e) => {
-                tracing::warn!(%sink, error = %e, "the ledger lost its database; trying again at the next tick");
+                tracing::warn!(sink = %shown(sink), error = %e, "the ledger lost its database; trying again at the next tick");
                 *db = None;
                 Ok(None)
             }
             Err(e) => Err(e),
         }
     })
+}
+
+/// Failed attempts to open the database again since it was lost.
+static REOPEN_FAILURES: AtomicU32 = AtomicU32::new(0);
+
+/// The sink as logs may show it: a URL without its password.
+fn shown(sink: &str) -> String {
+    crate::central::sink::SinkTarget::parse(sink)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| "the --sink".into())
 }
 
 async fn publish<T: Serialize>(client: &AsyncClient, topic: String, message: &T) {
