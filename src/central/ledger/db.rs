@@ -15,14 +15,27 @@ use std::collections::HashMap;
 /// The advisory lock every ledger transaction holds on PostgreSQL ("ledger" in ASCII).
 const LEDGER_LOCK: i64 = 0x6c65_6467_6572;
 
+/// The engine's error is the message itself (not a `source`): an error chain would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("SQLite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("PostgreSQL: {}", describe(.0))]
-    Postgres(#[from] postgres::Error),
+    Postgres(postgres::Error),
     #[error("{0}")]
     Value(String),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sqlite(e)
+    }
+}
+
+impl From<postgres::Error> for DbError {
+    fn from(e: postgres::Error) -> Self {
+        DbError::Postgres(e)
+    }
 }
 
 impl DbError {

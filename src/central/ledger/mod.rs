@@ -22,10 +22,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error(
-        "ledger database: {0}. Check the --sink (disk space and permissions of a file; that a \
+        "ledger database: {0} — check the --sink (disk space and permissions of a file; that a \
          PostgreSQL server runs and takes the URL's user)"
     )]
-    Db(#[from] DbError),
+    Db(DbError),
     #[error(transparent)]
     Central(#[from] super::CentralError),
     #[error("cannot read {path}: {source}")]
@@ -41,6 +41,13 @@ pub enum LedgerError {
     },
     #[error("snapshot for {agent}: {reason}")]
     Snapshot { agent: String, reason: String },
+}
+
+// Not `#[from]`: that would make the database's error a `source` too, printed twice.
+impl From<DbError> for LedgerError {
+    fn from(e: DbError) -> Self {
+        LedgerError::Db(e)
+    }
 }
 
 /// Open (and create or upgrade) the ledger's tables in the ingest's database: a SQLite file or
