@@ -50,18 +50,16 @@ fn four_ledger_processes_feeding_the_same_web_file_at_once_apply_each_operation_
     );
     let stock = dir.path().join("stock.ndjson");
     write_lines(&stock, &[json!({"sku": "SKU-TEA", "on_hand": 10})]);
-    let out = Command::new(RELAISCTL)
-        .args(["ledger", "seed", "--sink", &url, "--stock"])
-        .arg(format!("S1={}", stock.display()))
-        .arg("--customers")
-        .arg(&customers)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    relaisctl(&[
+        "ledger",
+        "seed",
+        "--sink",
+        &url,
+        "--stock",
+        &format!("S1={}", stock.display()),
+        "--customers",
+        customers.to_str().unwrap(),
+    ]);
 
     // 300 operations: web earns for two customers and warehouse receipts, fed by four processes
     // at the same moment.

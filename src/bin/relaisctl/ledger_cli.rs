@@ -192,58 +192,54 @@ fn once(command: LedgerCommand) -> anyhow::Result<()> {
 }
 
 async fn run_ledger(args: RunArgs) -> anyhow::Result<()> {
-    {
-        let RunArgs {
-            broker,
-            sink,
-            client_id,
-            snapshot_dir,
-            snapshot_base_url,
-            interval,
-            heartbeat_every,
-            apply_only,
-            json,
-        } = args;
-        {
-            let snapshot_base_url = snapshot_base_url.unwrap_or_default();
-            if !apply_only && !snapshot_base_url.starts_with("https://") {
-                anyhow::bail!(
-                    "--snapshot-base-url must be https:// (agents fetch snapshots over HTTPS only)"
-                );
-            }
-            let options = ledger::run::LedgerOptions {
-                login: broker.login(),
-                sink,
-                client_id,
-                snapshot_root: snapshot_dir.unwrap_or_default(),
-                snapshot_base_url,
-                interval,
-                heartbeat_every,
-                apply_only,
-            };
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            let report = ledger::run::run(options, shutdown).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "ledger: {} facts applied ({} skipped), {} births, {} deltas ({} rows), {} snapshots in {:.1} s; \
-                     agent commit → ledger commit p50 {} ms, p99 {} ms, max {} ms",
-                    report.facts_applied,
-                    report.rejected,
-                    report.births,
-                    report.deltas_sent,
-                    report.rows_sent,
-                    report.snapshots,
-                    report.seconds,
-                    report.commit_to_ledger_ms.p50,
-                    report.commit_to_ledger_ms.p99,
-                    report.commit_to_ledger_ms.max
-                );
-            }
-        }
+    let RunArgs {
+        broker,
+        sink,
+        client_id,
+        snapshot_dir,
+        snapshot_base_url,
+        interval,
+        heartbeat_every,
+        apply_only,
+        json,
+    } = args;
+    let snapshot_base_url = snapshot_base_url.unwrap_or_default();
+    if !apply_only && !snapshot_base_url.starts_with("https://") {
+        anyhow::bail!(
+            "--snapshot-base-url must be https:// (agents fetch snapshots over HTTPS only)"
+        );
+    }
+    let options = ledger::run::LedgerOptions {
+        login: broker.login(),
+        sink,
+        client_id,
+        snapshot_root: snapshot_dir.unwrap_or_default(),
+        snapshot_base_url,
+        interval,
+        heartbeat_every,
+        apply_only,
+    };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let report = ledger::run::run(options, shutdown).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "ledger: {} facts applied ({} skipped), {} births, {} deltas ({} rows), {} snapshots in {:.1} s; \
+             agent commit → ledger commit p50 {} ms, p99 {} ms, max {} ms",
+            report.facts_applied,
+            report.rejected,
+            report.births,
+            report.deltas_sent,
+            report.rows_sent,
+            report.snapshots,
+            report.seconds,
+            report.commit_to_ledger_ms.p50,
+            report.commit_to_ledger_ms.p99,
+            report.commit_to_ledger_ms.max
+        );
     }
     Ok(())
 }

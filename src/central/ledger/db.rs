@@ -292,6 +292,16 @@ impl Tx<'_> {
         }
     }
 
+    /// Every row, each read into a `T`.
+    pub fn collect<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        read: impl FnMut(&Row) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        self.rows(sql, args)?.iter().map(read).collect()
+    }
+
     /// The first row, if any.
     pub fn row(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<Row>, DbError> {
         Ok(self.rows(sql, args)?.into_iter().next())

@@ -79,18 +79,15 @@ pub fn apply_ingested(db: &mut Db) -> Result<ApplyReport, LedgerError> {
     let mut report = ApplyReport::default();
     loop {
         let mut tx = db.transaction()?;
-        let pending: Vec<(String, i64, i64, i64, i64)> = tx
-            .rows(
-                "SELECT f.agent, f.epoch, f.contiguous, COALESCE(c.fact_seq, 0), COALESCE(c.seq, 0)
+        let pending: Vec<(String, i64, i64, i64, i64)> = tx.collect(
+            "SELECT f.agent, f.epoch, f.contiguous, COALESCE(c.fact_seq, 0), COALESCE(c.seq, 0)
                  FROM agent_facts f
                  LEFT JOIN ledger_cursor c ON c.agent = f.agent AND c.epoch = f.epoch
                  WHERE f.contiguous > COALESCE(c.fact_seq, 0)
                  ORDER BY f.agent, f.epoch",
-                &[],
-            )?
-            .iter()
-            .map(|r| Ok((r.text(0)?, r.int(1)?, r.int(2)?, r.int(3)?, r.int(4)?)))
-            .collect::<Result<_, DbError>>()?;
+            &[],
+            |r| Ok((r.text(0)?, r.int(1)?, r.int(2)?, r.int(3)?, r.int(4)?)),
+        )?;
         if pending.is_empty() {
             break;
         }
@@ -101,16 +98,13 @@ pub fn apply_ingested(db: &mut Db) -> Result<ApplyReport, LedgerError> {
                 break;
             }
             let upto = through.min(from_fact.saturating_add(budget));
-            let facts: Vec<(i64, i64, String, String, i64, i64)> = tx
-                .rows(
-                    "SELECT fact_seq, seq, type, payload, wall_ms, COALESCE(ingest_order, 0)
+            let facts: Vec<(i64, i64, String, String, i64, i64)> = tx.collect(
+                "SELECT fact_seq, seq, type, payload, wall_ms, COALESCE(ingest_order, 0)
                      FROM events
                      WHERE agent = $1 AND fact_epoch = $2 AND fact_seq > $3 AND fact_seq <= $4
                      ORDER BY fact_seq",
-                    args![&agent, epoch, from_fact, upto],
-                )?
-                .iter()
-                .map(|r| {
+                args![&agent, epoch, from_fact, upto],
+                |r| {
                     Ok((
                         r.int(0)?,
                         r.int(1)?,
@@ -119,8 +113,8 @@ pub fn apply_ingested(db: &mut Db) -> Result<ApplyReport, LedgerError> {
                         r.int(4)?,
                         r.int(5)?,
                     ))
-                })
-                .collect::<Result<_, DbError>>()?;
+                },
+            )?;
             budget = budget.saturating_sub(facts.len().max(1) as i64);
             let mut last = (from_fact, from_seq);
             for (fact_seq, seq, event_type, payload, wall_ms, ingest_order) in facts {
@@ -290,39 +284,27 @@ pub struct Figures {
 
 pub fn figures(db: &mut Db) -> Result<Figures, LedgerError> {
     let mut tx = db.transaction()?;
-    let stock = tx
-        .rows(
-            "SELECT store, sku, on_hand FROM ledger_stock ORDER BY 1, 2",
-            &[],
-        )?
-        .iter()
-        .map(|r| Ok((r.text(0)?, r.text(1)?, r.int(2)?)))
-        .collect::<Result<_, DbError>>()?;
-    let reserved = tx
-        .rows(
-            "SELECT store, sku, CAST(SUM(qty) AS BIGINT) FROM ledger_order_lines
+    let stock = tx.collect(
+        "SELECT store, sku, on_hand FROM ledger_stock ORDER BY 1, 2",
+        &[],
+        |r| Ok((r.text(0)?, r.text(1)?, r.int(2)?)),
+    )?;
+    let reserved = tx.collect(
+        "SELECT store, sku, CAST(SUM(qty) AS BIGINT) FROM ledger_order_lines
              WHERE status IN ('open', 'picked') GROUP BY store, sku ORDER BY 1, 2",
-            &[],
-        )?
-        .iter()
-        .map(|r| Ok((r.text(0)?, r.text(1)?, r.int(2)?)))
-        .collect::<Result<_, DbError>>()?;
-    let balances = tx
-        .rows(
-            "SELECT customer_id, balance FROM ledger_customers WHERE erased_ms IS NULL ORDER BY 1",
-            &[],
-        )?
-        .iter()
-        .map(|r| Ok((r.text(0)?, r.int(1)?)))
-        .collect::<Result<_, DbError>>()?;
-    let cursors = tx
-        .rows(
-            "SELECT agent, fact_seq, seq FROM ledger_cursor ORDER BY 1, 2",
-            &[],
-        )?
-        .iter()
-        .map(|r| Ok((r.text(0)?, r.count(1)?, r.count(2)?)))
-        .collect::<Result<_, DbError>>()?;
+        &[],
+        |r| Ok((r.text(0)?, r.text(1)?, r.int(2)?)),
+    )?;
+    let balances = tx.collect(
+        "SELECT customer_id, balance FROM ledger_customers WHERE erased_ms IS NULL ORDER BY 1",
+        &[],
+        |r| Ok((r.text(0)?, r.int(1)?)),
+    )?;
+    let cursors = tx.collect(
+        "SELECT agent, fact_seq, seq FROM ledger_cursor ORDER BY 1, 2",
+        &[],
+        |r| Ok((r.text(0)?, r.count(1)?, r.count(2)?)),
+    )?;
     let coupon_duplicates = store::coupon_duplicates(&mut tx)?;
     tx.commit()?;
     Ok(Figures {

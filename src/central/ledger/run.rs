@@ -7,6 +7,7 @@ use super::db::Db;
 use super::downlink::{self, STREAMS};
 use super::{LedgerError, apply_ingested, open};
 use crate::central::BrokerLogin;
+use crate::central::sink::SinkTarget;
 use crate::sync::wire::{self, AgentState, RplControl, RplHeartbeat, Topics};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -14,7 +15,6 @@ use rumqttc::v5::{AsyncClient, Event};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -119,7 +119,7 @@ pub async fn run(
 ) -> Result<RunReport, LedgerError> {
     let started = Instant::now();
     // Opened (and any schema made) before anything else: a wrong --sink fails at once.
-    let mut db = Some(tokio::task::block_in_place(|| open(&options.sink))?);
+    let mut db = Reconnecting::open(&options.sink)?;
     let mut mqtt = options.login.options(&options.client_id)?;
     // Nothing to keep across restarts: births are retained, and the ledger's figures and
     // versions are in its database.
@@ -189,7 +189,7 @@ pub async fn run(
                     seen.online = state.online;
                     if let Some(birth) = &state.birth {
                         report.births += 1;
-                        let ours = with_db(&mut db, &options.sink, |db| downlink::versions(db, &agent))?;
+                        let ours = db.with(|db| downlink::versions(db, &agent))?;
                         // Unknown while the database is away: a snapshot settles it either way.
                         let differs = ours.is_none_or(|ours| ours.iter().any(|(stream, v)| {
                             let theirs = birth.replica.iter().find(|s| s.stream == *stream).map_or(0, |s| s.version);
@@ -202,7 +202,7 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => {
-                let Some(applied) = with_db(&mut db, &options.sink, apply_ingested)? else {
+                let Some(applied) = db.with(apply_ingested)? else {
                     continue;
                 };
                 report.facts_applied += applied.facts;
@@ -227,63 +227,71 @@ pub async fn run(
     Ok(report)
 }
 
-/// Run `work` on the database, opening it again first if it was lost. A lost connection
-/// (PostgreSQL down or restarting) is `None`: nothing of that step was committed, and the
-/// next tick tries again; any other error ends the ledger.
-fn with_db<T>(
-    db: &mut Option<Db>,
-    sink: &str,
-    work: impl FnOnce(&mut Db) -> Result<T, LedgerError>,
-) -> Result<Option<T>, LedgerError> {
-    tokio::task::block_in_place(|| {
-        let lost = |e: &LedgerError| match e {
-            LedgerError::Db(e) => e.is_connection(),
-            LedgerError::Central(crate::central::CentralError::Postgres { .. }) => true,
-            _ => false,
-        };
-        if db.is_none() {
-            match open(sink) {
-                Ok(opened) => {
-                    tracing::info!(sink = %shown(sink), "the ledger's database is back");
-                    REOPEN_FAILURES.store(0, Ordering::Relaxed);
-                    *db = Some(opened);
-                }
-                Err(e) if lost(&e) => {
-                    // Said at the first failure and every ~10 s at the default tick after it.
-                    if REOPEN_FAILURES
-                        .fetch_add(1, Ordering::Relaxed)
-                        .is_multiple_of(50)
-                    {
-                        tracing::warn!(sink = %shown(sink), error = %e, "the ledger's database is still away; nothing is applied or sent until it is back");
-                    }
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let Some(open_db) = db.as_mut() else {
-            return Ok(None);
-        };
-        match work(open_db) {
-            Ok(value) => Ok(Some(value)),
-            Err(e) if lost(&e) => {
-                tracing::warn!(sink = %shown(sink), error = %e, "the ledger lost its database; trying again at the next tick");
-                *db = None;
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    })
+/// The ledger's database, opened again after it was lost.
+struct Reconnecting {
+    db: Option<Db>,
+    sink: String,
+    /// The sink as logs show it: a URL without its password.
+    shown: String,
+    /// Failed attempts to open it again since it was lost.
+    reopen_failures: u32,
 }
 
-/// Failed attempts to open the database again since it was lost.
-static REOPEN_FAILURES: AtomicU32 = AtomicU32::new(0);
+impl Reconnecting {
+    /// Opened now: a wrong --sink fails at once.
+    fn open(sink: &str) -> Result<Reconnecting, LedgerError> {
+        let target = SinkTarget::parse(sink)?;
+        Ok(Reconnecting {
+            db: Some(tokio::task::block_in_place(|| open(sink))?),
+            sink: sink.to_owned(),
+            shown: target.to_string(),
+            reopen_failures: 0,
+        })
+    }
 
-/// The sink as logs may show it: a URL without its password.
-fn shown(sink: &str) -> String {
-    crate::central::sink::SinkTarget::parse(sink)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| "the --sink".into())
+    /// Run `work` on the database, opening it again first if it was lost. A lost connection
+    /// (PostgreSQL down or restarting) is `None`: nothing of that step was committed, and the
+    /// next tick tries again; any other error ends the ledger.
+    fn with<T>(
+        &mut self,
+        work: impl FnOnce(&mut Db) -> Result<T, LedgerError>,
+    ) -> Result<Option<T>, LedgerError> {
+        tokio::task::block_in_place(|| {
+            let lost = |e: &LedgerError| match e {
+                LedgerError::Db(e) => e.is_connection(),
+                LedgerError::Central(crate::central::CentralError::Postgres { .. }) => true,
+                _ => false,
+            };
+            let db = match &mut self.db {
+                Some(db) => db,
+                None => match open(&self.sink) {
+                    Ok(opened) => {
+                        tracing::info!(sink = %self.shown, "the ledger's database is back");
+                        self.reopen_failures = 0;
+                        self.db.insert(opened)
+                    }
+                    Err(e) if lost(&e) => {
+                        // Said at the first failure and every ~10 s at the default tick after.
+                        if self.reopen_failures.is_multiple_of(50) {
+                            tracing::warn!(sink = %self.shown, error = %e, "the ledger's database is still away; nothing is applied or sent until it is back");
+                        }
+                        self.reopen_failures = self.reopen_failures.wrapping_add(1);
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match work(db) {
+                Ok(value) => Ok(Some(value)),
+                Err(e) if lost(&e) => {
+                    tracing::warn!(sink = %self.shown, error = %e, "the ledger lost its database; trying again at the next tick");
+                    self.db = None;
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
 }
 
 async fn publish<T: Serialize>(client: &AsyncClient, topic: String, message: &T) {
@@ -299,7 +307,7 @@ async fn publish<T: Serialize>(client: &AsyncClient, topic: String, message: &T)
 
 async fn send_all(
     client: &AsyncClient,
-    db: &mut Option<Db>,
+    db: &mut Reconnecting,
     options: &LedgerOptions,
     agents: &mut BTreeMap<String, Seen>,
     stale: &mut BTreeMap<String, Instant>,
@@ -311,12 +319,13 @@ async fn send_all(
             stale.remove(agent);
             // The database's errors end the step (or the ledger); a snapshot that cannot be
             // written is tried again later.
-            let built = with_db(db, &options.sink, |db| {
-                match downlink::build_snapshot(db, &options.snapshot_root, agent) {
-                    Err(LedgerError::Db(e)) => Err(LedgerError::Db(e)),
-                    other => Ok(other),
-                }
-            })?;
+            let built =
+                db.with(
+                    |db| match downlink::build_snapshot(db, &options.snapshot_root, agent) {
+                        Err(LedgerError::Db(e)) => Err(LedgerError::Db(e)),
+                        other => Ok(other),
+                    },
+                )?;
             let version = match built {
                 None => {
                     stale.insert(agent.clone(), Instant::now());
@@ -349,8 +358,7 @@ async fn send_all(
             seen.last_heartbeat = Some(Instant::now());
             continue;
         }
-        let Some(deltas) = with_db(db, &options.sink, |db| downlink::next_deltas(db, agent))?
-        else {
+        let Some(deltas) = db.with(|db| downlink::next_deltas(db, agent))? else {
             return Ok(());
         };
         for delta in &deltas {
@@ -363,8 +371,7 @@ async fn send_all(
             .is_none_or(|at| at.elapsed() >= options.heartbeat_every)
         {
             seen.last_heartbeat = Some(Instant::now());
-            let Some(versions) = with_db(db, &options.sink, |db| downlink::versions(db, agent))?
-            else {
+            let Some(versions) = db.with(|db| downlink::versions(db, agent))? else {
                 return Ok(());
             };
             for (stream, version) in versions {

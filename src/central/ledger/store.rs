@@ -250,7 +250,7 @@ pub struct CouponDuplicate {
 /// loss report. Computed from what is applied, so a first redemption applied late (its store
 /// was behind a gap) still comes out first.
 pub fn coupon_duplicates(tx: &mut Tx<'_>) -> Result<Vec<CouponDuplicate>, DbError> {
-    tx.rows(
+    tx.collect(
         "SELECT r.coupon, r.agent, r.fact_seq, f.agent, f.fact_seq
          FROM ledger_coupon_redemptions r
          JOIN ledger_coupon_redemptions f ON f.coupon = r.coupon AND f.single_use = 1
@@ -259,18 +259,16 @@ pub fn coupon_duplicates(tx: &mut Tx<'_>) -> Result<Vec<CouponDuplicate>, DbErro
          WHERE r.single_use = 1 AND r.ingest_order > f.ingest_order
          ORDER BY r.coupon, r.ingest_order",
         &[],
-    )?
-    .iter()
-    .map(|r| {
-        Ok(CouponDuplicate {
-            coupon: r.text(0)?,
-            agent: r.text(1)?,
-            fact_seq: r.count(2)?,
-            first_agent: r.text(3)?,
-            first_fact_seq: r.count(4)?,
-        })
-    })
-    .collect()
+        |r| {
+            Ok(CouponDuplicate {
+                coupon: r.text(0)?,
+                agent: r.text(1)?,
+                fact_seq: r.count(2)?,
+                first_agent: r.text(3)?,
+                first_fact_seq: r.count(4)?,
+            })
+        },
+    )
 }
 
 /// The customer line with a till's consent choice, when it is dated at or after the one the

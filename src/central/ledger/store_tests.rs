@@ -37,13 +37,18 @@ fn fact(db: &mut Db, fact_seq: i64, seq: i64, event_type: &str, payload: &str) {
 }
 
 fn held_through(db: &mut Db, contiguous: i64, seq: i64) {
+    held_through_for(db, AGENT, contiguous, seq);
+}
+
+/// The ingest holds `agent`'s facts without a gap through `contiguous` (its seq `seq`).
+fn held_through_for(db: &mut Db, agent: &str, contiguous: i64, seq: i64) {
     exec(
         db,
         "INSERT INTO agent_facts(agent, epoch, contiguous, contiguous_seq, first_seen_ms)
          VALUES ($1, 7, $2, $3, 0)
          ON CONFLICT(agent, epoch) DO UPDATE SET contiguous = excluded.contiguous,
                                                  contiguous_seq = excluded.contiguous_seq",
-        args![AGENT, contiguous, seq],
+        args![agent, contiguous, seq],
     );
 }
 
@@ -311,14 +316,7 @@ fn ingested(db: &mut Db, agent: &str, fact_seq: i64, payload: &str, ingest_order
             ingest_order
         ],
     );
-    exec(
-        db,
-        "INSERT INTO agent_facts(agent, epoch, contiguous, contiguous_seq, first_seen_ms)
-         VALUES ($1, 7, $2, $2, 0)
-         ON CONFLICT(agent, epoch) DO UPDATE SET contiguous = excluded.contiguous,
-                                                 contiguous_seq = excluded.contiguous_seq",
-        args![agent, fact_seq],
-    );
+    held_through_for(db, agent, fact_seq, fact_seq);
 }
 
 fn coupon(identity: &str, single_use: bool) -> String {

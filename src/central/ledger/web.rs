@@ -323,14 +323,11 @@ fn apply_op(tx: &mut Tx<'_>, op: &WebOp) -> Result<(), ApplyError> {
             }
         }
         WebOp::Cancel { order_id, .. } => {
-            let lines: Vec<i64> = tx
-                .rows(
-                    "SELECT line FROM ledger_order_lines WHERE order_id = $1 ORDER BY line",
-                    args![order_id],
-                )?
-                .iter()
-                .map(|r| r.int(0))
-                .collect::<Result<_, _>>()?;
+            let lines: Vec<i64> = tx.collect(
+                "SELECT line FROM ledger_order_lines WHERE order_id = $1 ORDER BY line",
+                args![order_id],
+                |r| r.int(0),
+            )?;
             for line in lines {
                 store::apply(
                     tx,
