@@ -303,6 +303,9 @@ fn postgresql_sigkilled_mid_stream_makes_the_workers_wait_still_connected_to_the
     wait_for("part of the drain", Duration::from_secs(30), || {
         contiguous(&pg) >= FACTS as u64 / 5
     });
+    // Connections made before the outage do not count: rumqttc drops a connect that its caller
+    // stops polling half-way (a worker's idle tick at start-up can), and simply connects again.
+    let log_before_outage = broker.log().len();
     pg.kill();
     // Acks of groups committed just before the crash may still be on their way.
     std::thread::sleep(Duration::from_secs(1));
@@ -339,14 +342,15 @@ fn postgresql_sigkilled_mid_stream_makes_the_workers_wait_still_connected_to_the
         || depth() == 0,
     );
     let log = broker.log();
+    let since_outage = log.get(log_before_outage..).unwrap_or_default();
     for name in ["ingest-a", "ingest-b"] {
-        let connects = log
+        let connects = since_outage
             .lines()
             .filter(|l| l.contains("New client connected") && l.contains(&format!(" as {name} ")))
             .count();
         assert_eq!(
-            connects, 1,
-            "{name} kept its one MQTT connection through the database outage:\n{log}"
+            connects, 0,
+            "{name} kept its MQTT connection through the database outage:\n{log}"
         );
     }
     assert!(
